@@ -1,0 +1,305 @@
+"""One serialization path for everything that crosses a process boundary.
+
+What flows in and out:
+
+- **Values** (task results, scattered data) become :class:`Stored`: a pickle
+  protocol 5 header plus its out-of-band buffers.  A buffer of at least
+  ``threshold`` bytes is copied once into a shared-memory block and only its
+  address travels; smaller ones travel inline.  Reading a ``Stored`` back maps
+  the blocks zero-copy and read-only (numpy then refuses writes with its own
+  "assignment destination is read-only"), or copies them into private writeable
+  memory (``copy=True``: what the user gets back).
+- **Messages** (batches of tasks, batches of results, frees) are a small header
+  (what the message is, e.g. ``("run", keys)``) and an optional body: one pickle
+  frame followed by its out-of-band buffers.  Transports only move frames
+  (:func:`join_frames` / :func:`split_frames` turn them into one byte string and
+  back), so the pipe and a TCP socket share this module.
+- **Functions** are cloudpickled once per process (:func:`function_token`) and
+  sent once per connection: a :class:`MessagePickler` replaces each function by
+  a persistent id carrying a token (plus the payload the first time this
+  connection sees it); a :class:`MessageUnpickler` on the far side keeps the
+  token -> function table of its connection.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import pickle
+import struct
+import threading
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+# Buffers at least this large go to shared memory; smaller ones travel inline.
+# Measured (benchmarks/workloads_cluster.py, "threshold"): below ~32 KiB the
+# fixed costs of a block (bookkeeping, the free message, one more mapping)
+# exceed the copies through the pipe.
+SHM_THRESHOLD = 32 * 1024
+
+_FRAME_COUNT = struct.Struct("!I")
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def join_frames(frames: list) -> bytes:
+    """Frames (bytes-like) -> one byte string: a count, the lengths, the data."""
+    lengths = [memoryview(f).nbytes for f in frames]
+    head = _FRAME_COUNT.pack(len(frames)) + struct.pack(f"!{len(frames)}Q", *lengths)
+    return b"".join([head, *frames])
+
+
+def split_frames(data: bytes | memoryview) -> list[memoryview]:
+    """Inverse of :func:`join_frames`; the frames are views into ``data``."""
+    view = memoryview(data)
+    (count,) = _FRAME_COUNT.unpack_from(view, 0)
+    lengths = struct.unpack_from(f"!{count}Q", view, _FRAME_COUNT.size)
+    pos = _FRAME_COUNT.size + 8 * count
+    frames = []
+    for n in lengths:
+        frames.append(view[pos : pos + n])
+        pos += n
+    if pos != view.nbytes:
+        raise ValueError(f"malformed message: {view.nbytes - pos} trailing bytes")
+    return frames
+
+
+# ----------------------------------------------------------------------------- values
+
+
+class Stored:
+    """A value in the data plane: pickle header + buffers (inline bytes or shm blocks).
+
+    ``buffers`` items are either bytes-like (inline) or a ``(segment, offset,
+    length)`` tuple (a shared-memory block).  ``owner`` names the allocator that
+    holds the blocks (a worker id, or ``"client"``), so a release can be routed
+    to it.  The engine treats a ``Stored`` as opaque.
+    """
+
+    __slots__ = ("header", "buffers", "nbytes", "owner", "__weakref__")
+
+    def __init__(self, header, buffers: list, nbytes: int, owner: str):
+        self.header = header
+        self.buffers = buffers
+        self.nbytes = nbytes
+        self.owner = owner
+
+    @property
+    def blocks(self) -> list[tuple]:
+        return [b for b in self.buffers if type(b) is tuple]
+
+    @property
+    def where(self) -> str:
+        return "shm" if any(type(b) is tuple for b in self.buffers) else "inline"
+
+    def __reduce__(self):
+        # Inline buffers and the header travel as out-of-band frames: no copy
+        # into the pickle stream.
+        buffers = [_out_of_band(b) if type(b) is not tuple else b for b in self.buffers]
+        return (Stored, (_out_of_band(self.header), buffers, self.nbytes, self.owner))
+
+    def __repr__(self) -> str:
+        return f"<Stored {self.nbytes} bytes {self.where} owner={self.owner}>"
+
+
+def _out_of_band(b):
+    # Tiny pieces are cheaper in the pickle stream than as frames of their own.
+    return pickle.PickleBuffer(b) if len(b) >= 1024 else bytes(b)
+
+
+def _dumps_any(obj: Any, buffer_callback: Callable) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return None  # caller retries with cloudpickle, after undoing buffers
+
+
+def serialize_value(obj: Any, allocator=None, owner: str = "client",
+                    threshold: int = SHM_THRESHOLD) -> Stored:
+    """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
+    shared memory (if one is given), the rest inline (copied: the caller may
+    mutate ``obj`` afterwards)."""
+    buffers: list = []
+
+    def keep(pb: pickle.PickleBuffer) -> bool:
+        raw = pb.raw()
+        n = raw.nbytes
+        if allocator is not None and n >= threshold:
+            ref, view = allocator.alloc(n)
+            view[:] = raw
+            view.release()
+            buffers.append(ref)
+        else:
+            buffers.append(bytes(raw))
+        return False
+
+    header = _dumps_any(obj, keep)
+    if header is None:
+        if allocator is not None:
+            allocator.free([b for b in buffers if type(b) is tuple])
+        buffers = []
+        header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+    nbytes = len(header) + sum(b[2] if type(b) is tuple else len(b) for b in buffers)
+    return Stored(header, buffers, nbytes, owner)
+
+
+def deserialize_value(stored: Stored, mappings=None, copy: bool = False) -> Any:
+    """Rebuild a value. ``copy=False``: shm buffers are zero-copy read-only views;
+    ``copy=True``: every buffer is a private writeable copy."""
+    bufs = []
+    for b in stored.buffers:
+        if type(b) is tuple:
+            if mappings is None:
+                raise ValueError("a value in shared memory needs a MappingCache to be read")
+            b = mappings.view(*b)
+        bufs.append(bytearray(b) if copy else b)
+    return pickle.loads(stored.header, buffers=bufs)
+
+
+# ----------------------------------------------------------------------------- functions
+
+_token_lock = threading.Lock()
+_token_counter = itertools.count(1)
+_function_tokens: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+pickled_functions = 0  # how many times this process cloudpickled a function
+
+
+def function_token(fn: types.FunctionType) -> tuple[int, bytes]:
+    """(token, cloudpickled payload) for ``fn``, pickled once per process."""
+    global pickled_functions
+    entry = _function_tokens.get(fn)
+    if entry is None:
+        with _token_lock:
+            entry = _function_tokens.get(fn)
+            if entry is None:
+                payload = cloudpickle.dumps(fn, protocol=5)
+                pickled_functions += 1
+                entry = (next(_token_counter), payload)
+                _function_tokens[fn] = entry
+    return entry
+
+
+class ConnectionState:
+    """What one connection's far side already holds: the function tokens it has
+    been sent (sender side) or the functions it has loaded (receiver side)."""
+
+    def __init__(self):
+        self.sent_tokens: set[int] = set()
+        self.functions: dict[int, Callable] = {}
+        self.functions_loaded = 0
+        self.functions_sent = 0
+
+
+class MessagePickler(pickle.Pickler):
+    """Pickler that sends each function by token, its payload only the first time."""
+
+    def __init__(self, file, state: ConnectionState, buffer_callback):
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self.state = state
+        self.new_tokens: set[int] = set()
+
+    def persistent_id(self, obj):
+        if type(obj) is not types.FunctionType:
+            return None
+        token, payload = function_token(obj)
+        if token in self.state.sent_tokens or token in self.new_tokens:
+            return ("f", token, None)
+        self.new_tokens.add(token)
+        return ("f", token, payload)
+
+
+class MessageUnpickler(pickle.Unpickler):
+    def __init__(self, file, state: ConnectionState, buffers):
+        super().__init__(file, buffers=buffers)
+        self.state = state
+
+    def persistent_load(self, pid):
+        kind, token, payload = pid
+        if kind != "f":
+            raise pickle.UnpicklingError(f"unknown persistent id kind {kind!r}")
+        if payload is not None:
+            self.state.functions[token] = pickle.loads(payload)
+            self.state.functions_loaded += 1
+        try:
+            return self.state.functions[token]
+        except KeyError:
+            raise pickle.UnpicklingError(f"function token {token} was never sent") from None
+
+
+def dumps_message(msg: Any, state: ConnectionState | None = None) -> list:
+    """A message -> frames.  With ``state``, functions go by token (sender side)."""
+    frames: list = [None]
+    callback = frames.append
+    f = io.BytesIO()
+    if state is None:
+        try:
+            pickle.Pickler(f, protocol=5, buffer_callback=callback).dump(msg)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            del frames[1:]
+            f = io.BytesIO()
+            cloudpickle.CloudPickler(f, protocol=5, buffer_callback=callback).dump(msg)
+    else:
+        p = MessagePickler(f, state, callback)
+        p.dump(msg)
+        # Only now is it certain the far side will see these payloads.
+        state.sent_tokens |= p.new_tokens
+        state.functions_sent += len(p.new_tokens)
+    frames[0] = f.getbuffer()
+    return frames
+
+
+def loads_message(frames: list, state: ConnectionState | None = None) -> Any:
+    """Frames -> the message (functions resolved through ``state``'s table)."""
+    f = io.BytesIO(frames[0])
+    if state is None:
+        return pickle.Unpickler(f, buffers=frames[1:]).load()
+    return MessageUnpickler(f, state, frames[1:]).load()
+
+
+def encode_message(header: tuple, body: Any = None, state: ConnectionState | None = None) -> bytes:
+    """One transport message: a small plain-pickled ``header`` (what it is) and an
+    optional ``body`` (the payload, functions by token if ``state`` is given).
+
+    The two are pickled apart so a receiver can always read the header, and
+    knows, say, which task keys to fail when the body cannot be unpickled."""
+    head = pickle.dumps(header, protocol=5)
+    if body is None:
+        return join_frames([head])
+    return join_frames([head, *dumps_message(body, state)])
+
+
+def decode_message(data: bytes | memoryview) -> tuple[tuple, list]:
+    """-> (header, body frames); read the body with :func:`loads_message`."""
+    frames = split_frames(data)
+    return pickle.loads(frames[0]), frames[1:]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def dump_exception(exc: BaseException) -> bytes:
+    """Pickle an exception so that a bad one cannot spoil a whole message: it must
+    survive a round trip, or a RuntimeError carrying its text goes instead."""
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        try:
+            data = dumps(exc, protocol=5)
+            pickle.loads(data)
+            return data
+        except Exception:
+            continue
+    return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"), protocol=5)
+
+
+def load_exception(data: bytes, text: str = "") -> BaseException:
+    try:
+        exc = pickle.loads(data)
+    except Exception:
+        return RuntimeError(text or "task failed with an exception that could not be unpickled")
+    if not isinstance(exc, BaseException):
+        return RuntimeError(f"task raised a non-exception: {exc!r}")
+    return exc
