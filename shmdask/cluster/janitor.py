@@ -8,7 +8,8 @@ segments would stay in /dev/shm until reboot.  The kernel closes the client's
 end of the pipe whatever the cause of death; the janitor then sees EOF and
 unlinks every ``/dev/shm/shmdask-<cluster_id>-*``.  Worker processes exit on
 their own EOF, but one may still be finishing a task and create a segment
-after the first sweep, so it sweeps a few more times over a few seconds.
+after the first sweep, so it sweeps a few more times over a few seconds.  A
+client that closes its cluster normally writes a goodbye byte first: one sweep.
 
 Started as ``python -I -S .../janitor.py CLUSTER_ID`` (by file path, so neither
 the shmdask package nor numpy is imported: it costs a bare interpreter).  It
@@ -23,6 +24,7 @@ import time
 
 SHM_DIR = "/dev/shm"
 SWEEP_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)  # seconds after EOF
+GOODBYE = b"x"  # written by a client that closed its cluster normally
 
 
 def sweep(prefix: str) -> int:
@@ -42,15 +44,19 @@ def sweep(prefix: str) -> int:
     return removed
 
 
-def wait_for_eof(fd: int) -> None:
+def wait_for_eof(fd: int) -> bool:
+    """Block until the client's end closes; True if it said goodbye first."""
+    said_goodbye = False
     while True:
         try:
-            if not os.read(fd, 4096):
-                return
+            data = os.read(fd, 4096)
         except InterruptedError:
             continue
         except OSError:
-            return
+            return said_goodbye
+        if not data:
+            return said_goodbye
+        said_goodbye = said_goodbye or GOODBYE in data
 
 
 def main(argv: list) -> int:
@@ -61,7 +67,9 @@ def main(argv: list) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Being terminated means the cluster is going down with us: clean up first.
     signal.signal(signal.SIGTERM, lambda *_: (sweep(prefix), os._exit(0)))
-    wait_for_eof(0)
+    if wait_for_eof(0):
+        sweep(prefix)  # the client cleaned up; this is a formality
+        return 0
     start = time.monotonic()
     for delay in SWEEP_DELAYS:
         time.sleep(max(0.0, start + delay - time.monotonic()))
