@@ -494,6 +494,7 @@ class _Runtime:
         return subprocess.Popen(
             [sys.executable, "-I", "-S", JANITOR, self.cluster_id],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
+            start_new_session=True,  # a terminal's Ctrl-C / hangup must not reach it
         )
 
     def start_workers(self, n: int) -> list[ProcessWorkerHandle]:
@@ -515,6 +516,7 @@ class _Runtime:
                      "--id", worker_id, "--cluster", self.cluster_id,
                      "--nthreads", str(self.nthreads), "--threshold", str(self.threshold)],
                     pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # Ctrl-C is the client's to handle
                 )
                 theirs.close()
                 pending.append((worker_id, proc, Connection(ours.detach())))
