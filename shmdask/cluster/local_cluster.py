@@ -466,6 +466,7 @@ class _Runtime:
     def __init__(self, n_workers: int, threads_per_worker: int, memory_limit: int | None,
                  threshold: int):
         self.cluster_id = secrets.token_hex(4)
+        self.n_workers = n_workers
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
         self.threshold = threshold
@@ -569,6 +570,25 @@ class _Runtime:
                               RuntimeWarning, stacklevel=1)
             return
         self.add(new)
+
+    def retire(self, handle: ProcessWorkerHandle, reason: str) -> None:
+        """Stop a worker on purpose (no replacement); the engine reschedules its tasks."""
+        with self.lock:
+            if self.workers.pop(handle.id, None) is None:
+                return
+        handle.close()
+        self.store.worker_lost(handle.id)
+        self.engine.post(("worker-lost", handle.id, reason))
+
+    def restart(self) -> None:
+        """Drop all data and tasks, and replace every worker by a fresh process."""
+        self.engine.call(lambda engine: engine.reset(), timeout=60)
+        old = list(self.workers.values())
+        new = self.start_workers(len(old) or self.n_workers)
+        for handle in old:
+            self.retire(handle, f"worker {handle.id} was restarted")
+        for handle in new:
+            self.add(handle)
 
     def _watch_memory(self) -> None:
         limit = self.memory_limit
@@ -709,6 +729,12 @@ class LocalCluster:
                 raise TimeoutError(f"only {len(self._runtime.workers)} of {n_workers} "
                                    f"workers after {timeout} s")
             time.sleep(0.01)
+
+    def restart(self) -> None:
+        """Fresh worker processes and no data (what ``Client.restart`` asks for)."""
+        if self.closed:
+            raise RuntimeError("cannot restart a closed LocalCluster")
+        self._runtime.restart()
 
     def close(self) -> None:
         """Stop workers, engine and janitor; unlink all shared memory.  Idempotent."""
