@@ -16,9 +16,9 @@ What flows in and out:
   back), so the pipe and a TCP socket share this module.
 - **Functions** are cloudpickled once per process (:func:`function_token`) and
   sent once per connection: a :class:`MessagePickler` replaces each function by
-  a persistent id carrying a token (plus the payload the first time this
-  connection sees it); a :class:`MessageUnpickler` on the far side keeps the
-  token -> function table of its connection.
+  a call ``_function_from_token(token, payload)`` (payload only the first time
+  this connection sees it); a :class:`MessageUnpickler` on the far side routes
+  that call to its connection's token -> function table.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from typing import Any
 import cloudpickle
 
 # Buffers at least this large go to shared memory; smaller ones travel inline.
-# Measured (benchmarks/workloads_cluster.py, "threshold"): below ~32 KiB the
-# fixed costs of a block (bookkeeping, the free message, one more mapping)
-# exceed the copies through the pipe.
-SHM_THRESHOLD = 32 * 1024
+# Measured (benchmarks/workloads_cluster.py threshold: one producer -> consumer
+# handoff between worker processes, all-inline vs all-shm, 2 cores): inline wins
+# up to ~12 KiB (75 vs 76-107 us at 2-4 KiB, 98 vs 135 us at 12 KiB), shm from
+# ~16 KiB on (97-115 vs 118-138 us at 16 KiB, 79 vs 215 us at 32 KiB, 0.8 vs
+# 9 ms at 4 MiB).
+SHM_THRESHOLD = 16 * 1024
 
 _FRAME_COUNT = struct.Struct("!I")
 
@@ -195,38 +197,52 @@ class ConnectionState:
         self.functions_sent = 0
 
 
+def _function_from_token(token: int, payload: bytes | None):
+    # Never called as is: a MessageUnpickler resolves this name to its
+    # connection's table (see MessageUnpickler.find_class).
+    raise pickle.UnpicklingError("a function token needs a MessageUnpickler")
+
+
 class MessagePickler(pickle.Pickler):
-    """Pickler that sends each function by token, its payload only the first time."""
+    """Pickler that sends each function by token, its payload only the first time.
+
+    ``reducer_override`` rather than ``persistent_id``: the C pickler skips it
+    for ints, floats, strings and bytes, which are most of a task batch."""
 
     def __init__(self, file, state: ConnectionState, buffer_callback):
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.state = state
         self.new_tokens: set[int] = set()
 
-    def persistent_id(self, obj):
-        if type(obj) is not types.FunctionType:
-            return None
+    def reducer_override(self, obj):
+        if type(obj) is not types.FunctionType or obj is _function_from_token:
+            return NotImplemented
         token, payload = function_token(obj)
         if token in self.state.sent_tokens or token in self.new_tokens:
-            return ("f", token, None)
+            return (_function_from_token, (token, None))
         self.new_tokens.add(token)
-        return ("f", token, payload)
+        return (_function_from_token, (token, payload))
 
 
 class MessageUnpickler(pickle.Unpickler):
+    """Resolves function tokens through its connection's table."""
+
     def __init__(self, file, state: ConnectionState, buffers):
         super().__init__(file, buffers=buffers)
         self.state = state
 
-    def persistent_load(self, pid):
-        kind, token, payload = pid
-        if kind != "f":
-            raise pickle.UnpicklingError(f"unknown persistent id kind {kind!r}")
+    def find_class(self, module: str, name: str):
+        if name == "_function_from_token" and module == __name__:
+            return self._function_from_token
+        return super().find_class(module, name)
+
+    def _function_from_token(self, token: int, payload: bytes | None):
+        state = self.state
         if payload is not None:
-            self.state.functions[token] = pickle.loads(payload)
-            self.state.functions_loaded += 1
+            state.functions[token] = pickle.loads(payload)
+            state.functions_loaded += 1
         try:
-            return self.state.functions[token]
+            return state.functions[token]
         except KeyError:
             raise pickle.UnpicklingError(f"function token {token} was never sent") from None
 
