@@ -217,3 +217,14 @@ def test_exceptions_survive_or_degrade_to_text():
         assert isinstance(exc, RuntimeError) and text in str(exc)
     exc = load_exception(b"not a pickle", "Traceback: boom")
     assert isinstance(exc, RuntimeError) and "boom" in str(exc)
+
+
+def test_detach_copies_inline_pieces_out_of_the_message():
+    big_inline = serialize_value(np.arange(1500))  # 12 KB: inline, an out-of-band frame
+    _, frames = decode_message(encode_message(("results", []), [big_inline]))
+    (received,) = loads_message(frames)
+    assert any(type(b) is memoryview for b in received.buffers)
+    received.detach()
+    assert type(received.header) is bytes
+    assert all(type(b) is bytes for b in received.buffers)
+    np.testing.assert_array_equal(deserialize_value(received), np.arange(1500))

@@ -313,8 +313,9 @@ class ProcessWorkerHandle(WorkerHandle):
                     key = entry[1]
                     processing.pop(key, None)
                     if entry[0] == "done":
-                        store.adopt(entry[2])
-                        done.append(TaskResult(key, entry[2], entry[3]))
+                        stored = entry[2].detach()
+                        store.adopt(stored)
+                        done.append(TaskResult(key, stored, entry[3]))
                     else:
                         _, key, exc_bytes, tb, record = entry
                         exc = load_exception(exc_bytes, tb)

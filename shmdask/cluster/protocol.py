@@ -99,6 +99,14 @@ class Stored:
     def where(self) -> str:
         return "shm" if any(type(b) is tuple for b in self.buffers) else "inline"
 
+    def detach(self) -> Stored:
+        """Copy inline pieces out of the message they arrived in, so a value
+        kept for long does not pin a whole batch of results in memory."""
+        if type(self.header) is not bytes:
+            self.header = bytes(self.header)
+        self.buffers = [bytes(b) if type(b) is memoryview else b for b in self.buffers]
+        return self
+
     def __reduce__(self):
         # Inline buffers and the header travel as out-of-band frames: no copy
         # into the pickle stream.
