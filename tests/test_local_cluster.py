@@ -1,5 +1,6 @@
 """LocalCluster end to end, with real worker processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -472,13 +473,14 @@ def _start_computing_script(tmp_path, tail: str):
         cluster.engine.submit(dsk, {k: set() for k in dsk}, list(dsk), None,
                               lambda *a: None)
         time.sleep(0.5)
-        print("cluster", cluster.id, flush=True)
+        print("cluster", cluster.id, *[h.pid for h in cluster.workers.values()], flush=True)
     """) + textwrap.dedent(tail))
 
 
 def _cluster_id_from(proc) -> str:
     for line in proc.stdout:
         if line.startswith("cluster "):
+            proc.worker_pids = [int(p) for p in line.split()[2:]]
             return line.split()[1]
     raise AssertionError("script never printed its cluster id: " + proc.stderr.read())
 
@@ -492,6 +494,17 @@ def test_sigkilled_client_leaves_no_shm(tmp_path):
     proc.wait(60)
     assert proc.returncode == -signal.SIGKILL
     wait_for(lambda: not leftover_segments(shm.cluster_prefix(cid)), 10, "the janitor")
+    # orphaned workers see their pipe close and exit
+    assert len(proc.worker_pids) == 2
+    wait_for(lambda: not any(_alive(pid) for pid in proc.worker_pids), 10, "workers to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
 
 
 def test_ctrl_c_during_compute_leaves_no_shm(tmp_path):
@@ -517,3 +530,159 @@ def test_exception_in_script_leaves_no_shm(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "invalid literal" in err
     assert leftover_segments(shm.cluster_prefix(cid)) == []
+
+
+# -- one worker process, driven by hand -------------------------------------------------
+
+
+class RawWorker:
+    """A worker process and its pipe, without engine or store: the protocol by hand."""
+
+    def __init__(self, worker_id: str, cluster_id: str, nthreads: int = 1):
+        import socket
+        from multiprocessing.connection import Connection
+
+        from shmdask.cluster.protocol import ConnectionState
+
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(theirs.fileno()),
+             "--id", worker_id, "--cluster", cluster_id, "--nthreads", str(nthreads)],
+            pass_fds=(theirs.fileno(),),
+            env={**os.environ, "PYTHONPATH": WORKTREE, "SHMDASK_SYS_PATH": json.dumps(sys.path)})
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.state = ConnectionState()
+        self.messages = 0
+        assert self.recv()[0][0] == "hello"
+
+    def recv(self):
+        from shmdask.cluster.protocol import decode_message, loads_message
+
+        assert self.conn.poll(30), "worker did not answer"
+        header, frames = decode_message(self.conn.recv_bytes())
+        self.messages += 1
+        return header, (loads_message(frames) if frames else None)
+
+    def send(self, header, body=None):
+        from shmdask.cluster.protocol import encode_message
+
+        self.conn.send_bytes(encode_message(header, body, self.state if body else None))
+
+    def run(self, tasks) -> dict:
+        self.send(("run", [t[0] for t in tasks]), tasks)
+        out = {}
+        while len(out) < len(tasks):
+            header, body = self.recv()
+            if header[0] == "results":
+                out.update((entry[1], entry) for entry in body)
+        return out
+
+    def stats(self) -> dict:
+        self.send(("stats",))
+        header, _ = self.recv()
+        return header[1]
+
+    def close(self):
+        self.conn.close()
+        return self.proc.wait(10)
+
+
+def where_is(x):
+    """The file mapped at x's memory, per /proc/self/maps (None if anonymous)."""
+    addr = x.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            if lo <= addr < hi:
+                return parts[5] if len(parts) > 5 else None
+    return None
+
+
+@pytest.fixture
+def two_raw_workers():
+    cid = os.urandom(4).hex()
+    a, b = RawWorker("worker-a", cid), RawWorker("worker-b", cid)
+    yield a, b, cid
+    a.close()
+    b.close()
+    shm.sweep(shm.cluster_prefix(cid))
+
+
+def test_a_second_reader_maps_the_writers_segment(two_raw_workers):
+    from shmdask.cluster.protocol import deserialize_value
+
+    a, b, cid = two_raw_workers
+    made = a.run([("x", (ones, 1_000_000, 4.0), {}), ("z", (ones, 1_000_000, 5.0), {})])
+    x, z = made["x"][2], made["z"][2]
+    assert x.where == "shm" and x.owner == "worker-a"
+    segment = x.blocks[0][0]
+    assert segment.startswith(shm.cluster_prefix(cid, "worker-a"))
+    # worker b reads x in place: its array lives in a's segment, mapped read-only
+    out = b.run([("w", (where_is, "x"), {"x": x}), ("t", (total, "x"), {"x": x}),
+                 ("u", (total, "z"), {"z": z})])
+    assert deserialize_value(out["w"][2]) == f"/dev/shm/{segment}"
+    assert deserialize_value(out["t"][2]) == 4_000_000.0
+    assert deserialize_value(out["u"][2]) == 5_000_000.0
+    stats = b.stats()
+    # one mapping per segment, however many chunks and reads
+    assert stats["segments_attached"] == len({x.blocks[0][0], z.blocks[0][0]})
+    assert stats["bytes_received"] < 10_000  # the chunks never crossed the pipe
+    # the owner itself reads through its own mapping
+    mine = a.run([("w2", (where_is, "x"), {"x": x})])
+    assert deserialize_value(mine["w2"][2]) == f"/dev/shm/{segment}"
+    assert a.stats()["segments_attached"] == 0
+
+
+def test_freed_blocks_are_reused_by_the_owner(two_raw_workers):
+    a, _, _ = two_raw_workers
+    first = a.run([("x", (ones, 2_000_000), {})])["x"][2]
+    a.send(("free", first.blocks))
+    second = a.run([("y", (ones, 2_000_000, 2.0), {})])["y"][2]
+    assert second.blocks == first.blocks  # the very same block
+    assert a.stats()["segments_created"] == 1
+
+
+def test_results_come_back_in_batches(two_raw_workers):
+    a, _, _ = two_raw_workers
+    before = a.messages
+    out = a.run([(("i", i), (inc, i), {}) for i in range(300)])
+    assert len(out) == 300
+    assert a.messages - before < 30  # not one message per task
+    assert a.stats()["functions_loaded"] == 1
+
+
+def test_what_cannot_be_unpickled_fails_only_what_needs_it(two_raw_workers, tmp_path,
+                                                         monkeypatch):
+    from shmdask.cluster.protocol import deserialize_value, load_exception
+
+    a, _, _ = two_raw_workers
+    # a module the client can import and the worker cannot
+    (tmp_path / "only_here.py").write_text(
+        "class Thing:\n    pass\n\ndef f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here
+
+    def error_of(entry):
+        kind, key, exc_bytes, tb, record = entry
+        assert kind == "erred" and record["key"] == key
+        return load_exception(exc_bytes, tb)
+
+    # a function that cannot be loaded fails the tasks that call it, no others
+    out = a.run([("k1", (only_here.f, 1), {}), ("k2", (inc, 1), {})])
+    assert isinstance(error_of(out["k1"]), ModuleNotFoundError)
+    assert deserialize_value(out["k2"][2]) == 2
+    # an argument that cannot be loaded fails its whole batch (keys from the header)
+    out = a.run([("k3", (id, only_here.Thing()), {}), ("k4", (add, 1, 2), {})])
+    assert all(isinstance(error_of(out[k]), ModuleNotFoundError) for k in ("k3", "k4"))
+    # ... and the connection's function table is still in step: add was loaded
+    out = a.run([("k5", (add, 2, 3), {}), ("k6", (inc, 1), {})])
+    assert [deserialize_value(out[k][2]) for k in ("k5", "k6")] == [5, 2]
+
+
+def test_worker_exits_when_its_pipe_closes(two_raw_workers):
+    a, _, _ = two_raw_workers
+    a.send(("run", ["s"]), [("s", (spin, 30), {})])
+    time.sleep(0.2)
+    assert a.close() == 0  # mid-task: it does not finish the task first

@@ -16,9 +16,9 @@ What flows in and out:
   back), so the pipe and a TCP socket share this module.
 - **Functions** are cloudpickled once per process (:func:`function_token`) and
   sent once per connection: a :class:`MessagePickler` replaces each function by
-  a call ``_function_from_token(token, payload)`` (payload only the first time
-  this connection sees it); a :class:`MessageUnpickler` on the far side routes
-  that call to its connection's token -> function table.
+  a call ``_function_from_token(token)`` and ships the payloads new to this
+  connection in a frame of their own; a :class:`MessageUnpickler` on the far
+  side routes that call to its connection's token -> function table.
 """
 
 from __future__ import annotations
@@ -204,15 +204,40 @@ class ConnectionState:
         self.functions_loaded = 0
         self.functions_sent = 0
 
+    def install(self, payloads: dict[int, bytes]) -> None:
+        """Load newly sent functions, one by one: a function that cannot be
+        loaded here (say, its module is missing) fails only the tasks that call it."""
+        for token, payload in payloads.items():
+            try:
+                fn = pickle.loads(payload)
+            except Exception as exc:
+                fn = UnloadableFunction(exc)
+            self.functions[token] = fn
+            self.functions_loaded += 1
 
-def _function_from_token(token: int, payload: bytes | None):
+
+class UnloadableFunction:
+    """Stands in for a function that could not be unpickled; calling it raises why."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.exc.with_traceback(None)
+
+    def __repr__(self) -> str:
+        return f"<UnloadableFunction: {self.exc!r}>"
+
+
+def _function_from_token(token: int):
     # Never called as is: a MessageUnpickler resolves this name to its
     # connection's table (see MessageUnpickler.find_class).
     raise pickle.UnpicklingError("a function token needs a MessageUnpickler")
 
 
 class MessagePickler(pickle.Pickler):
-    """Pickler that sends each function by token, its payload only the first time.
+    """Pickler that sends each function as a token, collecting the payloads of
+    tokens this connection has not seen yet in ``new_functions``.
 
     ``reducer_override`` rather than ``persistent_id``: the C pickler skips it
     for ints, floats, strings and bytes, which are most of a task batch."""
@@ -220,16 +245,15 @@ class MessagePickler(pickle.Pickler):
     def __init__(self, file, state: ConnectionState, buffer_callback):
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.state = state
-        self.new_tokens: set[int] = set()
+        self.new_functions: dict[int, bytes] = {}
 
     def reducer_override(self, obj):
         if type(obj) is not types.FunctionType or obj is _function_from_token:
             return NotImplemented
         token, payload = function_token(obj)
-        if token in self.state.sent_tokens or token in self.new_tokens:
-            return (_function_from_token, (token, None))
-        self.new_tokens.add(token)
-        return (_function_from_token, (token, payload))
+        if token not in self.state.sent_tokens:
+            self.new_functions[token] = payload
+        return (_function_from_token, (token,))
 
 
 class MessageUnpickler(pickle.Unpickler):
@@ -244,19 +268,20 @@ class MessageUnpickler(pickle.Unpickler):
             return self._function_from_token
         return super().find_class(module, name)
 
-    def _function_from_token(self, token: int, payload: bytes | None):
-        state = self.state
-        if payload is not None:
-            state.functions[token] = pickle.loads(payload)
-            state.functions_loaded += 1
+    def _function_from_token(self, token: int):
         try:
-            return state.functions[token]
+            return self.state.functions[token]
         except KeyError:
             raise pickle.UnpicklingError(f"function token {token} was never sent") from None
 
 
 def dumps_message(msg: Any, state: ConnectionState | None = None) -> list:
-    """A message -> frames.  With ``state``, functions go by token (sender side)."""
+    """A message -> frames: the pickle, then its out-of-band buffers.
+
+    With ``state`` (sender side of a task connection) functions go by token and
+    one more frame leads: the payloads of functions new to this connection,
+    loaded apart from the message (:meth:`ConnectionState.install`) so that
+    one bad function cannot leave the far side's table behind ours."""
     frames: list = [None]
     callback = frames.append
     f = io.BytesIO()
@@ -267,22 +292,23 @@ def dumps_message(msg: Any, state: ConnectionState | None = None) -> list:
             del frames[1:]
             f = io.BytesIO()
             cloudpickle.CloudPickler(f, protocol=5, buffer_callback=callback).dump(msg)
-    else:
-        p = MessagePickler(f, state, callback)
-        p.dump(msg)
-        # Only now is it certain the far side will see these payloads.
-        state.sent_tokens |= p.new_tokens
-        state.functions_sent += len(p.new_tokens)
+        frames[0] = f.getbuffer()
+        return frames
+    p = MessagePickler(f, state, callback)
+    p.dump(msg)
+    # Only now is it certain the far side will see these payloads.
+    state.sent_tokens.update(p.new_functions)
+    state.functions_sent += len(p.new_functions)
     frames[0] = f.getbuffer()
-    return frames
+    return [pickle.dumps(p.new_functions, protocol=5), *frames]
 
 
 def loads_message(frames: list, state: ConnectionState | None = None) -> Any:
     """Frames -> the message (functions resolved through ``state``'s table)."""
-    f = io.BytesIO(frames[0])
     if state is None:
-        return pickle.Unpickler(f, buffers=frames[1:]).load()
-    return MessageUnpickler(f, state, frames[1:]).load()
+        return pickle.Unpickler(io.BytesIO(frames[0]), buffers=frames[1:]).load()
+    state.install(pickle.loads(frames[0]))
+    return MessageUnpickler(io.BytesIO(frames[1]), state, frames[2:]).load()
 
 
 def encode_message(header: tuple, body: Any = None, state: ConnectionState | None = None) -> bytes:
