@@ -228,3 +228,17 @@ def test_detach_copies_inline_pieces_out_of_the_message():
     assert type(received.header) is bytes
     assert all(type(b) is bytes for b in received.buffers)
     np.testing.assert_array_equal(deserialize_value(received), np.arange(1500))
+
+
+def test_full_shm_falls_back_to_inline(allocator, monkeypatch):
+    import errno
+
+    def full(nbytes):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(allocator, "alloc", full)
+    monkeypatch.setattr(protocol, "_warned_shm_full", False)
+    with pytest.warns(RuntimeWarning, match="cannot allocate shared memory"):
+        s = serialize_value(np.ones(100_000), allocator, "w")
+    assert s.where == "inline"
+    np.testing.assert_array_equal(deserialize_value(s), np.ones(100_000))

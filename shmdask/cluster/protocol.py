@@ -29,6 +29,7 @@ import pickle
 import struct
 import threading
 import types
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -129,6 +130,18 @@ def _dumps_any(obj: Any, buffer_callback: Callable) -> bytes:
         return None  # caller retries with cloudpickle, after undoing buffers
 
 
+_warned_shm_full = False
+
+
+def _warn_shm_full(exc: OSError) -> None:
+    global _warned_shm_full
+    if not _warned_shm_full:
+        _warned_shm_full = True
+        warnings.warn(f"shmdask: cannot allocate shared memory ({exc}); large results "
+                      "travel through the pipes instead (is /dev/shm too small?)",
+                      RuntimeWarning, stacklevel=3)
+
+
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
                     threshold: int = SHM_THRESHOLD) -> Stored:
     """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
@@ -140,12 +153,16 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
         raw = pb.raw()
         n = raw.nbytes
         if allocator is not None and n >= threshold:
-            ref, view = allocator.alloc(n)
-            view[:] = raw
-            view.release()
-            buffers.append(ref)
-        else:
-            buffers.append(bytes(raw))
+            try:
+                ref, view = allocator.alloc(n)
+            except OSError as exc:  # /dev/shm is full: slower, but it works
+                _warn_shm_full(exc)
+            else:
+                view[:] = raw
+                view.release()
+                buffers.append(ref)
+                return False
+        buffers.append(bytes(raw))
         return False
 
     header = _dumps_any(obj, keep)

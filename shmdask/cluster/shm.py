@@ -28,6 +28,7 @@ Why it is shaped so:
 from __future__ import annotations
 
 import _posixshmem
+import errno
 import mmap
 import os
 import threading
@@ -61,7 +62,15 @@ def create_segment(name: str, size: int) -> mmap.mmap:
         raise ValueError(f"segment size must be positive, got {size}")
     fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     try:
-        os.ftruncate(fd, size)
+        try:
+            # Reserve the pages now: a full /dev/shm (64 MB in a default docker
+            # container) then fails here with ENOSPC, not later with a SIGBUS
+            # in the middle of a write.  It costs nothing extra on tmpfs.
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            os.ftruncate(fd, size)
         return mmap.mmap(fd, size)
     except BaseException:
         unlink_segment(name)
