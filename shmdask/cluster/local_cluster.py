@@ -132,9 +132,11 @@ class ShmStore(DataStore):
                     keep.add(name)
                 else:
                     del self._segments[name]
-        sweep(cluster_prefix(self.cluster_id, worker_id), keep=keep)
+        removed = sweep(cluster_prefix(self.cluster_id, worker_id), keep=keep)
+        if removed:
+            self.segments_unlinked(worker_id, removed)
 
-    def segments_unlinked(self, owner: str, names: list[str]) -> None:
+    def segments_unlinked(self, owner: str | None, names: list[str]) -> None:
         """``owner`` gave segments back: every other reader drops its mapping."""
         with self._lock:
             for name in names:
@@ -183,7 +185,7 @@ class ShmStore(DataStore):
         for name in unlink:
             unlink_segment(name)
         if unlink:
-            self.mappings.forget(unlink)
+            self.segments_unlinked(None, unlink)
         for owner, blocks in by_owner.items():
             if owner == "client":
                 gone = self.allocator.free(blocks)
