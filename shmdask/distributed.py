@@ -16,9 +16,9 @@ __all__ = [
     "Client",
     "Future",
     "KilledWorker",
-    "LocalCluster",
+    "LocalCluster",  # noqa: F822 - loaded lazily by __getattr__
     "as_completed",
-    "progress",
+    "progress",  # noqa: F822 - loaded lazily by __getattr__
     "wait",
 ]
 
