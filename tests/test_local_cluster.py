@@ -1,5 +1,6 @@
 """LocalCluster end to end, with real worker processes."""
 
+import gc
 import json
 import os
 import signal
@@ -292,8 +293,16 @@ def test_bad_arguments_are_clear():
         LocalCluster(bogus=1)
     with pytest.raises(ValueError, match="memory_limit"):
         LocalCluster(memory_limit="lots")
-    with pytest.raises(NotImplementedError, match="processes=False"):
-        LocalCluster(processes=False)
+
+
+def test_processes_false_gives_thread_workers():
+    from shmdask.distributed import Client
+
+    with LocalCluster(n_workers=2, processes=False) as c, Client(c) as client:
+        assert not isinstance(c, LocalCluster)
+        info = client.scheduler_info()["workers"]
+        assert len(info) == 2 and {w["kind"] for w in info.values()} == {"thread"}
+        assert client.submit(inc, 1).result() == 2
 
 
 def test_parse_memory_limit():
@@ -328,6 +337,63 @@ def test_zero_workers_then_tasks_wait():
     with LocalCluster(n_workers=0) as c:
         assert c.workers == {}
         assert c.scheduler_info()["workers"] == {}
+
+
+# -- through the Client -----------------------------------------------------------------
+
+
+def test_client_on_a_local_cluster():
+    from shmdask.distributed import Client
+
+    with LocalCluster(n_workers=2, memory_limit=None) as c, Client(c) as client:
+        x = shmdask.delayed(ones)(1_000_000, 2.0)
+        parts = [shmdask.delayed(total)(shmdask.delayed(add)(x, i)) for i in range(4)]
+        assert shmdask.compute(*parts, scheduler=client) == tuple(
+            2_000_000.0 + i * 1_000_000 for i in range(4))
+        # futures: results stay in shm until the last Future goes
+        fut = client.submit(ones, 500_000, 3.0)
+        arr = fut.result()
+        assert arr.flags.writeable and arr.sum() == 1_500_000.0
+        assert client.submit(total, fut).result() == 1_500_000.0
+        assert c.store.shm_bytes > 0
+        del fut
+        gc.collect()  # a Future used as an argument sits in a reference cycle
+        wait_for(lambda: c.store.shm_bytes == 0, 10, "the future's data to be released")
+        # scatter: user data in the client's own shm slabs, read by workers in place
+        [big] = client.scatter([np.arange(1_000_000.0)])
+        assert client.submit(total, big).result() == float(sum(range(1_000_000)))
+        info = client.scheduler_info()
+        assert sum(w["metrics"]["in_memory"] for w in info["workers"].values()) >= 0
+        with pytest.raises(ValueError, match="boom"):
+            client.submit(boom, 1).result()
+    assert leftover_segments(shm.cluster_prefix(c.id)) == []
+
+
+def test_client_restart_replaces_workers_and_drops_data():
+    from shmdask.distributed import Client
+
+    with LocalCluster(n_workers=2, memory_limit=None) as c, Client(c) as client:
+        fut = client.submit(ones, 1_000_000)
+        fut.result()
+        pids = {h.pid for h in c.workers.values()}
+        client.restart()
+        del fut
+        wait_for(lambda: len(c.workers) == 2, 30, "new workers")
+        assert not pids & {h.pid for h in c.workers.values()}
+        assert c.store.shm_bytes == 0
+        assert client.submit(inc, 41).result() == 42
+    assert leftover_segments(shm.cluster_prefix(c.id)) == []
+
+
+def test_client_makes_and_closes_its_own_cluster():
+    from shmdask.distributed import Client
+
+    with Client(n_workers=2, threads_per_worker=1, memory_limit=None) as client:
+        cluster = client.cluster
+        assert isinstance(cluster, LocalCluster) and len(cluster.workers) == 2
+        assert client.submit(inc, 1).result() == 2
+    assert cluster.closed
+    assert leftover_segments(shm.cluster_prefix(cluster.id)) == []
 
 
 # -- failure --------------------------------------------------------------------------
@@ -423,18 +489,18 @@ def run_script(tmp_path, body: str, timeout: float = 90, **kwargs):
 def test_guardless_script(tmp_path):
     # No `if __name__ == "__main__":` guard: workers must never re-import it.
     (tmp_path / "helper.py").write_text("def double(x):\n    return 2 * x\n")
-    (tmp_path / "test_sched.py").write_text(_scheduler_source())
     proc = run_script(tmp_path, """
         import numpy as np
         import shmdask
-        from shmdask.cluster.local_cluster import LocalCluster
+        from shmdask.distributed import Client, LocalCluster
         from helper import double
 
         print("script body ran")
         cluster = LocalCluster(n_workers=2)
-        sched = __import__("test_sched").EngineScheduler(cluster)
-        dsk = {"x": (np.arange, 100_000), "y": (double, "x"), "s": (np.sum, "y")}
-        print("result", shmdask.get(dsk, "s", scheduler=sched))
+        client = Client(cluster)
+        total = shmdask.delayed(np.sum)(shmdask.delayed(double)(np.arange(100_000)))
+        print("result", total.compute())
+        client.close()
         cluster.close()
     """)
     out, err = proc.communicate(timeout=90)
@@ -443,20 +509,12 @@ def test_guardless_script(tmp_path):
     assert f"result {2 * sum(range(100_000))}" in out
 
 
-def _scheduler_source() -> str:
-    import inspect
-
-    return ("from __future__ import annotations\nimport threading\n\n"
-            + textwrap.dedent(inspect.getsource(EngineScheduler)))
-
-
 def _start_computing_script(tmp_path, tail: str):
-    (tmp_path / "test_sched.py").write_text(_scheduler_source())
     return run_script(tmp_path, textwrap.dedent("""
-        import os, signal, sys, threading, time
+        import os, signal, sys, time
         import numpy as np
         import shmdask
-        from shmdask.cluster.local_cluster import LocalCluster
+        from shmdask.distributed import Client, LocalCluster
 
         def spin(s):
             end = time.time() + s
@@ -465,14 +523,10 @@ def _start_computing_script(tmp_path, tail: str):
             return s
 
         cluster = LocalCluster(n_workers=2)
-        sched = __import__("test_sched").EngineScheduler(cluster)
-        dsk = {("x", i): (np.ones, 1_000_000) for i in range(4)}
-        dsk.update({("t", i): (np.sum, ("x", i)) for i in range(4)})
-        print(shmdask.get(dsk, [("t", i) for i in range(4)], scheduler=sched))
-        # keep chunks alive in shm, then misbehave
-        cluster.engine.submit(dsk, {k: set() for k in dsk}, list(dsk), None,
-                              lambda *a: None)
-        time.sleep(0.5)
+        client = Client(cluster)
+        chunks = [client.submit(np.ones, 1_000_000, pure=False) for _ in range(4)]
+        print(client.gather([client.submit(np.sum, c) for c in chunks]))
+        # the chunks stay alive in shm (their Futures are held), then misbehave
         print("cluster", cluster.id, *[h.pid for h in cluster.workers.values()], flush=True)
     """) + textwrap.dedent(tail))
 
@@ -510,7 +564,7 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_during_compute_leaves_no_shm(tmp_path):
     proc = _start_computing_script(tmp_path, """
         print("computing", flush=True)
-        shmdask.get({"long": (spin, 30)}, "long", scheduler=sched)
+        client.submit(spin, 30).result()
     """)
     cid = _cluster_id_from(proc)
     assert proc.stdout.readline().startswith("computing")
@@ -524,7 +578,7 @@ def test_ctrl_c_during_compute_leaves_no_shm(tmp_path):
 
 def test_exception_in_script_leaves_no_shm(tmp_path):
     proc = _start_computing_script(tmp_path, """
-        shmdask.get({"bad": (int, "not a number")}, "bad", scheduler=sched)
+        client.submit(int, "not a number").result()
     """)
     cid = _cluster_id_from(proc)
     out, err = proc.communicate(timeout=60)

@@ -650,6 +650,20 @@ class LocalCluster:
     call :meth:`close` (also done at interpreter exit).
     """
 
+    def __new__(cls, n_workers: int | None = None, threads_per_worker: int = 1, *args: Any,
+                processes: bool = True, **kwargs: Any):
+        if processes:
+            return super().__new__(cls)
+        # dask's LocalCluster(processes=False): worker threads in this process.
+        from shmdask.scheduler.local import ThreadCluster
+
+        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen"}
+        if args or unknown:
+            raise TypeError("LocalCluster(processes=False) takes n_workers and "
+                            "threads_per_worker only")
+        threads = (n_workers or os.cpu_count() or 1) * max(1, threads_per_worker)
+        return ThreadCluster(threads)
+
     def __init__(self, n_workers: int | None = None, threads_per_worker: int = 1,
                  memory_limit: Any = "auto", report_dir: str | None = None,
                  listen: Any = None, processes: bool = True,
@@ -658,9 +672,6 @@ class LocalCluster:
         if unknown:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s) "
                             f"{', '.join(sorted(unknown))}")
-        if not processes:
-            raise NotImplementedError("LocalCluster(processes=False) is not supported; use "
-                                      "scheduler='threads' for in-process workers")
         if n_workers is None:
             n_workers = os.cpu_count() or 1
         for name, value, low in (("n_workers", n_workers, 0),
