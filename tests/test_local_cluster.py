@@ -740,3 +740,41 @@ def test_worker_exits_when_its_pipe_closes(two_raw_workers):
     a.send(("run", ["s"]), [("s", (spin, 30), {})])
     time.sleep(0.2)
     assert a.close() == 0  # mid-task: it does not finish the task first
+
+
+def test_worker_without_shm_and_inlined_values(cluster):
+    # What a worker on another host does: everything inline, both ways.
+    import socket
+    from multiprocessing.connection import Connection
+
+    from shmdask.cluster.protocol import (
+        ConnectionState,
+        decode_message,
+        deserialize_value,
+        encode_message,
+        loads_message,
+    )
+    from shmdask.cluster.worker import Worker
+
+    ours, theirs = socket.socketpair()
+    worker = Worker(Connection(theirs.detach()), "remote-0", cluster.id, use_shm=False,
+                    remote=True)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    conn, state = Connection(ours.detach()), ConnectionState()
+    assert decode_message(conn.recv_bytes())[0][0] == "hello"
+    x = cluster.store.from_user(np.arange(100_000.0))
+    assert x.where == "shm"
+    x_inline = cluster.store.inlined(x)
+    assert x_inline.where == "inline" and x_inline.nbytes == x.nbytes
+    conn.send_bytes(encode_message(("run", ["y"]), [("y", (add, "x", 1.0), {"x": x_inline})],
+                                   state))
+    header, frames = decode_message(conn.recv_bytes())
+    (entry,) = loads_message(frames)
+    kind, key, y, record = entry
+    assert kind == "done" and y.where == "inline" and record["remote"] is True
+    np.testing.assert_array_equal(deserialize_value(y), np.arange(100_000.0) + 1)
+    assert worker.stats()["segments_created"] == 0
+    conn.close()
+    serving.join(10)
+    cluster.store.release([x])

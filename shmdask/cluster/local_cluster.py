@@ -161,6 +161,15 @@ class ShmStore(DataStore):
     def nbytes(self, value: Any) -> int:
         return value.nbytes if type(value) is Stored else 0
 
+    def inlined(self, value: Stored) -> Stored:
+        """The same value with every shm block copied inline: what a worker on
+        another host (which cannot map our segments) is sent."""
+        if not value.blocks:
+            return value
+        buffers = [bytes(self.mappings.view(*b)) if type(b) is tuple else b
+                   for b in value.buffers]
+        return Stored(value.header, buffers, value.nbytes, value.owner)
+
     def release(self, values: list) -> None:
         by_owner: dict[str, list] = {}
         unlink = []

@@ -75,6 +75,7 @@ class Worker:
         threshold: int = SHM_THRESHOLD,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         remote: bool = False,
+        use_shm: bool = True,
     ):
         from shmdask.graph import execute_task, key_split
 
@@ -85,7 +86,10 @@ class Worker:
         self.nthreads = nthreads
         self.threshold = threshold
         self.remote = remote
-        self.allocator = SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
+        # A worker on another host (use_shm=False) sends every result inline and
+        # is sent its inputs inline (ShmStore.inlined).
+        self.allocator = (SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
+                          if use_shm else None)
         self.mappings = MappingCache(self.allocator)
         self.state = ConnectionState()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
@@ -125,8 +129,7 @@ class Worker:
             if op == "run":
                 self._receive_tasks(header[1], body)
             elif op == "free":
-                unlinked = self.allocator.free(header[1])
-                if unlinked:
+                if self.allocator is not None and self.allocator.free(header[1]):
                     self.send(("unlinked", self.allocator.take_unlinked()))
             elif op == "forget":
                 self.mappings.forget(header[1])
@@ -162,14 +165,15 @@ class Worker:
         }
 
     def stats(self) -> dict:
+        alloc = self.allocator
         return {
             "pid": os.getpid(),
             "tasks_run": self.tasks_run,
             "functions_loaded": self.state.functions_loaded,
-            "segments_created": self.allocator.segments_created,
+            "segments_created": alloc.segments_created if alloc else 0,
             "segments_attached": self.mappings.attached,
-            "mapped_bytes": self.allocator.mapped_bytes,
-            "free_bytes": self.allocator.free_bytes,
+            "mapped_bytes": alloc.mapped_bytes if alloc else 0,
+            "free_bytes": alloc.free_bytes if alloc else 0,
             "bytes_received": self.bytes_received,
         }
 
@@ -203,7 +207,8 @@ class Worker:
                     batch, self._outbox = self._outbox, []
                     self._last_flush = now
             if batch:
-                self.send(("results", self.allocator.take_unlinked()), batch)
+                unlinked = self.allocator.take_unlinked() if self.allocator else []
+                self.send(("results", unlinked), batch)
 
     def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
         start = time.time()
