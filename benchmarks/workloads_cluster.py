@@ -53,13 +53,6 @@ def gil_bound_64(api) -> None:
     assert len(counts) == 64 and all(c > 0 for c in counts)
 
 
-def noop_10k(api) -> None:
-    """10,000 independent no-op tasks: the scheduler's per-task overhead."""
-    tasks = [api.delayed(noop, pure=True)(i) for i in range(10_000)]
-    out = api.compute(*tasks)
-    assert out[-1] == 9_999
-
-
 def chunk_pipeline(api) -> None:
     """48 chunks of 40 MB made and reduced: the shared-memory data plane."""
     n = 5_000_000
@@ -71,7 +64,6 @@ def chunk_pipeline(api) -> None:
 
 WORKLOADS = {
     "gil_bound_64": gil_bound_64,
-    "noop_10k": noop_10k,
     "chunk_pipeline": chunk_pipeline,
 }
 
