@@ -242,3 +242,11 @@ def test_full_shm_falls_back_to_inline(allocator, monkeypatch):
         s = serialize_value(np.ones(100_000), allocator, "w")
     assert s.where == "inline"
     np.testing.assert_array_equal(deserialize_value(s), np.ones(100_000))
+
+
+def test_strided_arrays_go_to_shm_not_into_the_header(allocator):
+    x = np.arange(400_000.0).reshape(400, 1000)[:, ::2]
+    assert not x.flags.c_contiguous and not x.flags.f_contiguous
+    s = serialize_value(x, allocator, "w")
+    assert s.where == "shm" and len(s.header) < 1000
+    np.testing.assert_array_equal(deserialize_value(s, shm.MappingCache(allocator)), x)

@@ -61,6 +61,7 @@ from shmdask.cluster.protocol import (
     serialize_value,
 )
 from shmdask.cluster.shm import (
+    DEFAULT_CACHE_BYTES,
     MappingCache,
     SlabAllocator,
     cluster_prefix,
@@ -482,6 +483,10 @@ class _Runtime:
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
         self.threshold = threshold
+        # Free shm a worker keeps for reuse: plenty for a pipeline of equal
+        # chunks, a small share of the machine however many workers there are.
+        self.cache_bytes = min(DEFAULT_CACHE_BYTES,
+                               psutil.virtual_memory().total // (8 * max(1, n_workers)))
         self.lock = threading.Lock()
         self.closing = False
         self.workers: dict[str, ProcessWorkerHandle] = {}
@@ -527,7 +532,8 @@ class _Runtime:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(fd),
                      "--id", worker_id, "--cluster", self.cluster_id,
-                     "--nthreads", str(self.nthreads), "--threshold", str(self.threshold)],
+                     "--nthreads", str(self.nthreads), "--threshold", str(self.threshold),
+                     "--cache-bytes", str(self.cache_bytes)],
                     pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C is the client's to handle
                 )

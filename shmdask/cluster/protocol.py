@@ -27,6 +27,7 @@ import io
 import itertools
 import pickle
 import struct
+import sys
 import threading
 import types
 import warnings
@@ -147,6 +148,12 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
     """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
     shared memory (if one is given), the rest inline (copied: the caller may
     mutate ``obj`` afterwards)."""
+    np = sys.modules.get("numpy")
+    if (np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject
+            and not (obj.flags.c_contiguous or obj.flags.f_contiguous)):
+        # numpy pickles a strided view's data in-band (into the header, through
+        # the pipe); one contiguous copy here sends it through shm instead.
+        obj = np.ascontiguousarray(obj)
     buffers: list = []
 
     def keep(pb: pickle.PickleBuffer) -> bool:
