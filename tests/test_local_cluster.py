@@ -234,9 +234,15 @@ def test_pipeline_reuses_blocks(cluster):
         dsk[("t", i)] = (total, ("x", i))
     before = sum(h.stats()["segments_created"] for h in cluster.workers.values())
     keys = [("t", i) for i in range(12)]
-    assert get(cluster, dsk, keys) == [float(i * n) for i in range(12)]
+    # not fused: every chunk goes through shm
+    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(12)]
     created = sum(h.stats()["segments_created"] for h in cluster.workers.values()) - before
-    assert created <= 6  # a few live chunks at a time, not one segment per chunk
+    assert 1 <= created < 12  # as many as chunks alive at once, not one per chunk
+    # run it again: every chunk lands in a block that is already there
+    wait_for(lambda: cluster.store.shm_bytes == 0, 10, "blocks to be released")
+    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(12)]
+    again = sum(h.stats()["segments_created"] for h in cluster.workers.values()) - before
+    assert again - created <= 2  # (the engine may spread chunks a little differently)
     # ... and when nothing is wanted any more, no block is live
     wait_for(lambda: cluster.store.shm_bytes == 0, 10, "blocks to be released")
 
