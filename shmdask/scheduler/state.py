@@ -133,19 +133,17 @@ class SchedulerState:
                     ts.waiting_on += 1
             if ts.waiting_on == 0:
                 self._make_ready(ts)
+        wanted = list(wanted)
+        for key in wanted:
+            ts = tasks[key]
+            ts.who_wants += 1
+            ts.release_when_done = False
         # A new task waiting on an erred one errs too.
         for ts in new:
             failed = next((d for d in ts.dependencies if d.state == "erred"), None)
             if failed is not None and ts.state == "waiting":
                 self._err_tree(ts, failed.exception)
-        done = []
-        for key in wanted:
-            ts = tasks[key]
-            ts.who_wants += 1
-            ts.release_when_done = False
-            if ts.state in ("memory", "erred"):
-                done.append(key)
-        return done
+        return [k for k in wanted if tasks[k].state in ("memory", "erred")]
 
     def add_data(self, keys: Iterable) -> None:
         """Keys whose data the client put in the store (scatter): wanted, in memory."""
