@@ -128,6 +128,10 @@ class Delayed:
 
     __slots__ = ("_key", "_dask", "_length")
 
+    # numpy defers binary operators to us (``ndarray + Delayed`` is a Delayed,
+    # not an object array of Delayed values)
+    __array_ufunc__ = None
+
     def __init__(self, key: Any, dsk: dict, length: int | None = None):
         self._key = key
         self._dask = dsk
@@ -184,7 +188,8 @@ class Delayed:
         return DelayedAttr(self, attr)
 
     def __setattr__(self, attr: str, value: Any) -> None:
-        if attr in Delayed.__slots__:
+        # only the slots themselves (set by __init__, copy and unpickling)
+        if any(attr in getattr(cls, "__slots__", ()) for cls in type(self).__mro__):
             object.__setattr__(self, attr, value)
         else:
             raise TypeError("Delayed objects are immutable")
