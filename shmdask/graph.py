@@ -105,11 +105,17 @@ def dependencies_of(dsk: Graph) -> dict:
 
 
 def reverse_dependencies(deps: Mapping) -> dict:
-    """``key -> set of keys that need it`` from a dependencies mapping."""
+    """``key -> set of keys that need it`` from a dependencies mapping.
+
+    Dependencies outside the mapping (keys a scheduler already holds) are
+    ignored.
+    """
     dependents: dict = {k: set() for k in deps}
     for k, ds in deps.items():
         for d in ds:
-            dependents[d].add(k)
+            users = dependents.get(d)
+            if users is not None:
+                users.add(k)
     return dependents
 
 
@@ -130,10 +136,11 @@ def _find_cycle(deps: Mapping, among: Iterable) -> list:
 def toposort(dsk: Graph, dependencies: Mapping | None = None) -> list:
     """Keys ordered so that every key comes after its dependencies.
 
-    Raises :class:`CycleError` naming the keys of a cycle.
+    Raises :class:`CycleError` naming the keys of a cycle.  Dependencies
+    outside the graph count as done.
     """
     deps = dependencies if dependencies is not None else dependencies_of(dsk)
-    waiting = {k: len(ds) for k, ds in deps.items()}
+    waiting = {k: sum(1 for d in ds if d in deps) for k, ds in deps.items()}
     dependents = reverse_dependencies(deps)
     ready = [k for k, n in waiting.items() if n == 0]
     out = []
@@ -259,8 +266,9 @@ def fuse_linear(
         chain[b] = length
         deps[b] = deps[a]
         for d in deps[a]:
-            dependents[d].discard(a)
-            dependents[d].add(b)
+            if d in dependents:  # not a key outside the graph
+                dependents[d].discard(a)
+                dependents[d].add(b)
         del out[a], deps[a], dependents[a]
     return out, deps
 
@@ -280,7 +288,7 @@ def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
     # for a tie-breaker and keeps this linear).
     size: dict = {}
     for k in toposort(dsk, deps):
-        size[k] = 1 + sum(size[d] for d in deps[k]) if deps[k] else 1
+        size[k] = 1 + sum(size.get(d, 0) for d in deps[k])
 
     def sort_key(k: Key) -> tuple:
         return (size[k], str(k))
@@ -299,7 +307,8 @@ def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
                 counter += 1
                 continue
             stack.append((k, True))
-            children = sorted((d for d in deps[k] if d not in priority), key=sort_key, reverse=True)
+            children = sorted((d for d in deps[k] if d not in priority and d in size),
+                              key=sort_key, reverse=True)
             stack.extend((d, False) for d in children)
     return priority
 

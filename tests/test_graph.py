@@ -404,3 +404,15 @@ def test_get_with_key_lists_returns_tuples_like_dask():
     dsk = {"x": 1, "y": 2}
     expected = dask.local.get_sync(dsk, ["x", ["y"]])
     assert shmdask.get(dsk, ["x", ["y"]], scheduler="sync") == expected
+
+
+def test_dependencies_outside_the_graph_count_as_done():
+    # an incremental graph whose tasks need keys a scheduler already holds
+    dsk = {"b": (inc, "a"), "c": (inc, "b"), "d": (add, "c", "z")}
+    deps = {"b": {"a"}, "c": {"b"}, "d": {"c", "z"}}
+    assert toposort(dsk, deps) == ["b", "c", "d"]
+    assert order(dsk, deps) == {"b": 0, "c": 1, "d": 2}
+    assert reverse_dependencies(deps) == {"b": {"c"}, "c": {"d"}, "d": set()}
+    fused, fdeps = fuse_linear(dsk, ["d"], deps)
+    assert set(fused) == {"c", "d"} and fdeps["c"] == {"a"}
+    assert execute_task(fused["c"], {"a": 1}) == 3
