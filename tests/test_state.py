@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shmdask.graph import dependencies_of, order
+from shmdask.graph import cull, dependencies_of, order
 from shmdask.scheduler.state import KilledWorker, SchedulerState
 
 
@@ -165,6 +165,26 @@ def test_erred_key_resubmitted_is_retried_and_keeps_its_clients():
     assert s.unwant(["a"]) == ["a"]
 
 
+def test_error_walk_does_not_release_data_twice():
+    # Erring t8 (a dependent of the failed t1) cancels t6, whose dependency t0
+    # is let go of then; erring t6 afterwards must not let go of t0 again,
+    # or t0 is freed while the wanted t5 still needs it.  Dict and list order
+    # fix the walk order.
+    dsk = {"t0": (inc, 0), "t1": (inc, 1), "t6": (add, "t0", "t1"), "t4": (inc, "t1"),
+           "t5": (inc, "t0"), "t8": (sum, ["t4", "t5", "t6"])}
+    deps = {"t0": [], "t1": [], "t6": ["t0", "t1"], "t4": ["t1"], "t5": ["t0"],
+            "t8": ["t4", "t5", "t6"]}
+    s = SchedulerState()
+    s.update_graph(dsk, deps, ["t1", "t5", "t8"])
+    assert {s.pop_ready().key, s.pop_ready().key} == {"t0", "t1"}
+    s.finished("t0")
+    erred, released = s.erred("t1", ValueError("t1"))
+    assert set(erred) >= {"t1", "t4", "t8"}
+    assert released == []  # t5 still needs t0
+    assert s.state_of("t0") == "memory"
+    assert run_one(s, "t5")[1] == ["t0"]
+
+
 def test_independent_work_continues_after_an_error():
     s = SchedulerState()
     submit(s, {"bad": (inc, 1), "good": (inc, 2), "after": (inc, "good")}, ["bad", "after"])
@@ -299,3 +319,162 @@ def test_many_tasks_random_order_of_finishing():
     key, released = run_one(s, "total")
     assert sorted(released) == sorted(f"x{i}" for i in range(20))
     assert s.counts() == {"memory": 1}
+
+
+# -- random simulations ------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def dags(draw, max_size=25):
+    n = draw(st.integers(1, max_size))
+    dsk, deps = {}, {}
+    for i in range(n):
+        ds = sorted(set(draw(st.lists(st.integers(0, i - 1), max_size=3)))) if i else []
+        key = f"t{i}"
+        deps[key] = {f"t{d}" for d in ds}
+        dsk[key] = (sum, [f"t{d}" for d in ds])
+    return dsk, deps
+
+
+class Simulation:
+    """Plays engine and workers: holds data, runs tasks in a random order."""
+
+    def __init__(self, state, data):
+        self.state = state
+        self.rng = data
+        self.processing = []
+        self.memory = set()
+        self.started = []
+
+    def step(self, fail=frozenset()):
+        s = self.state
+        can_start = s.has_ready()
+        if can_start and (not self.processing or self.rng.draw(st.booleans())):
+            ts = s.pop_ready()
+            if ts is None:
+                return bool(self.processing)
+            for dep in ts.dependencies:  # inputs are there when a task starts
+                assert dep.key in self.memory, (ts.key, dep.key)
+            self.started.append(ts.key)
+            self.processing.append(ts.key)
+            return True
+        if not self.processing:
+            return False
+        key = self.processing.pop(self.rng.draw(st.integers(0, len(self.processing) - 1)))
+        if key in fail:
+            erred, released = s.erred(key, ValueError(key))
+            assert key in erred
+        else:
+            released, keep = s.finished(key)
+            if keep and key not in released:
+                self.memory.add(key)
+        for r in released:
+            assert r not in self.processing
+            self.memory.discard(r)
+        return True
+
+    def run(self, fail=frozenset()):
+        for _ in range(10_000):
+            if not self.step(fail):
+                return
+        raise AssertionError("simulation did not finish")
+
+
+def _descendants(deps, roots):
+    out = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for k, ds in deps.items():
+            if k not in out and ds & out:
+                out.add(k)
+                changed = True
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(dags(), st.data())
+def test_random_graphs_run_each_task_once_and_keep_only_wanted(graph, data):
+    dsk, deps = graph
+    wanted = data.draw(st.lists(st.sampled_from(sorted(dsk)), min_size=1, max_size=4,
+                                unique=True))
+    dsk, deps = cull(dsk, wanted, deps)  # as compute() does
+    s = SchedulerState()
+    s.update_graph(dsk, deps, wanted, order(dsk, deps))
+    sim = Simulation(s, data)
+    sim.run()
+    needed = set(wanted)
+    for k in wanted:  # everything the wanted keys depend on, transitively
+        stack = [k]
+        while stack:
+            for d in deps[stack.pop()]:
+                if d not in needed:
+                    needed.add(d)
+                    stack.append(d)
+    assert sorted(sim.started) == sorted(needed)  # each needed task exactly once
+    assert sim.memory == set(wanted)
+    assert set(s.tasks) == set(wanted)
+    assert all(s.state_of(k) == "memory" for k in wanted)
+    assert s.unwant(wanted) and s.tasks == {}
+
+
+@settings(max_examples=80, deadline=None)
+@given(dags(), st.data())
+def test_random_graphs_with_a_failure(graph, data):
+    dsk, deps = graph
+    keys = sorted(dsk)
+    wanted = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=4, unique=True))
+    failing = data.draw(st.sampled_from(keys))
+    dsk, deps = cull(dsk, wanted, deps)
+    s = SchedulerState()
+    s.update_graph(dsk, deps, wanted, order(dsk, deps))
+    sim = Simulation(s, data)
+    sim.run(fail={failing})
+    doomed = _descendants(deps, {failing})
+    for k in wanted:
+        if k in doomed and failing in sim.started:
+            assert s.state_of(k) == "erred"
+            assert str(s.exception_of(k)) == failing
+        else:
+            assert s.state_of(k) == "memory"
+    assert not sim.processing
+    assert sim.memory == {k for k in wanted if s.state_of(k) == "memory"}
+    assert {k for k in s.tasks} == set(wanted)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags(), st.data())
+def test_random_second_graph_and_unwant_midway(graph, data):
+    dsk, deps = graph
+    keys = sorted(dsk)
+    first = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True))
+    second = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True))
+    s = SchedulerState()
+    sub1, deps1 = cull(dsk, first, deps)
+    s.update_graph(sub1, deps1, first, order(sub1, deps1))
+    sim = Simulation(s, data)
+    for _ in range(data.draw(st.integers(0, 2 * len(dsk)))):
+        if not sim.step():
+            break
+    # a second client submits (part of) the same graph, the first one leaves
+    sub = {}
+    stack = list(second)
+    while stack:
+        k = stack.pop()
+        if k not in sub:
+            sub[k] = dsk[k]
+            stack.extend(deps[k])
+    s.update_graph(sub, {k: deps[k] for k in sub}, second, order(sub, {k: deps[k] for k in sub}))
+    if data.draw(st.booleans()):
+        for key in s.unwant(first):
+            assert key not in sim.processing
+            sim.memory.discard(key)
+        expected = set(second)
+    else:
+        expected = set(first) | set(second)
+    sim.run()
+    assert sim.memory == expected
+    assert set(s.tasks) == expected

@@ -213,7 +213,9 @@ class SchedulerState:
         stack = [root]
         while stack:
             ts = stack.pop()
-            if ts.state == "erred":
+            # skip tasks erred already, and ones cancelled during this walk
+            # (their dependencies were let go of then)
+            if ts.state not in ("waiting", "ready", "processing"):
                 continue
             ts.state = "erred"
             ts.exception = exception
