@@ -391,9 +391,9 @@ def test_engine_worker_lost_reschedules_then_kills():
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "SchedulerState.worker_lost drops the released keys computed by _err_tree (it "
-    "returns only (rescheduled, killed)), and Engine._on_worker_lost frees nothing, so "
-    "the data of dependencies of a KilledWorker task stays in Engine.data forever"))
+    "Engine._on_worker_lost frees nothing: the inputs of a KilledWorker task stay in "
+    "Engine.data forever (fix: pass a list as SchedulerState.worker_lost's new "
+    "`released` argument and self._free() it)"))
 def test_engine_frees_dependencies_of_a_killed_task():
     engine = Engine()
     heard = []

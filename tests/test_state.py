@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shmdask.graph import cull, dependencies_of, order
 from shmdask.scheduler.state import KilledWorker, SchedulerState
@@ -206,11 +208,23 @@ def test_worker_lost_reschedules_then_kills():
         assert s.state_of("a") == "ready"
         assert s.tasks["a"].deaths == death
     assert s.pop_ready().key == "a"
-    rescheduled, killed = s.worker_lost(["a"], "segfault")
-    assert rescheduled == [] and set(killed) == {"a", "b"}
+    released = []
+    rescheduled, killed = s.worker_lost(["a"], "segfault", released)
+    assert rescheduled == [] and set(killed) == {"a", "b"} and released == []
     exc = s.exception_of("b")
     assert isinstance(exc, KilledWorker) and isinstance(exc, RuntimeError)
     assert "'a'" in str(exc) and "segfault" in str(exc)
+
+
+def test_killed_task_releases_its_inputs():
+    s = SchedulerState(max_worker_deaths=1)
+    submit(s, {"a": (inc, 1), "b": (inc, "a")}, ["b"])
+    run_one(s, "a")
+    assert s.pop_ready().key == "b"
+    released = []
+    assert s.worker_lost(["b"], "oom", released) == ([], ["b"])
+    assert released == ["a"]
+    assert s.state_of("b") == "erred" and "a" not in s.tasks
 
 
 def test_worker_lost_ignores_tasks_not_processing():
@@ -323,9 +337,6 @@ def test_many_tasks_random_order_of_finishing():
 
 # -- random simulations ------------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 
 @st.composite
 def dags(draw, max_size=25):
@@ -348,6 +359,8 @@ class Simulation:
         self.processing = []
         self.memory = set()
         self.started = []
+        self.lose_workers = False
+        self.killed = set()
 
     def step(self, fail=frozenset()):
         s = self.state
@@ -364,6 +377,15 @@ class Simulation:
         if not self.processing:
             return False
         key = self.processing.pop(self.rng.draw(st.integers(0, len(self.processing) - 1)))
+        if self.lose_workers and self.rng.draw(st.integers(0, 4)) == 0:
+            released = []
+            rescheduled, killed = s.worker_lost([key], "simulated", released)
+            assert rescheduled == [key] or key in killed
+            self.killed.update(killed)
+            for r in released:
+                assert r not in self.processing
+                self.memory.discard(r)
+            return True
         if key in fail:
             erred, released = s.erred(key, ValueError(key))
             assert key in erred
@@ -478,3 +500,26 @@ def test_random_second_graph_and_unwant_midway(graph, data):
     sim.run()
     assert sim.memory == expected
     assert set(s.tasks) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags(), st.data())
+def test_random_graphs_with_lost_workers(graph, data):
+    dsk, deps = graph
+    wanted = data.draw(st.lists(st.sampled_from(sorted(dsk)), min_size=1, max_size=4,
+                                unique=True))
+    dsk, deps = cull(dsk, wanted, deps)
+    s = SchedulerState(max_worker_deaths=3)
+    s.update_graph(dsk, deps, wanted, order(dsk, deps))
+    sim = Simulation(s, data)
+    sim.lose_workers = True
+    sim.run()
+    assert not sim.processing
+    for k in wanted:
+        if s.state_of(k) == "erred":
+            assert isinstance(s.exception_of(k), KilledWorker)
+            assert sim.killed
+        else:
+            assert s.state_of(k) == "memory"
+    assert sim.memory == {k for k in wanted if s.state_of(k) == "memory"}
+    assert set(s.tasks) == set(wanted)

@@ -231,9 +231,14 @@ class SchedulerState:
                 self._forget(ts)
         return [ts.key for ts in erred], released
 
-    def worker_lost(self, keys: Iterable, reason: str = "") -> tuple[list, list]:
+    def worker_lost(self, keys: Iterable, reason: str = "",
+                    released: list | None = None) -> tuple[list, list]:
         """These tasks were processing on a worker that died.  Returns
-        ``(rescheduled_keys, killed_keys)``; killed ones are now erred."""
+        ``(rescheduled_keys, killed_keys)``; killed ones are now erred.
+
+        Killing a task lets go of its inputs: keys whose data may now be freed
+        are appended to ``released`` (pass a list, then free them).
+        """
         rescheduled, killed = [], []
         for key in keys:
             ts = self.tasks.get(key)
@@ -241,7 +246,10 @@ class SchedulerState:
                 continue
             ts.deaths += 1
             if ts.deaths >= self.max_worker_deaths:
-                killed.extend(self._err_tree(ts, KilledWorker(key, ts.deaths, reason))[0])
+                erred, freed = self._err_tree(ts, KilledWorker(key, ts.deaths, reason))
+                killed.extend(erred)
+                if released is not None:
+                    released.extend(freed)
             else:
                 self._make_ready(ts)
                 rescheduled.append(key)
