@@ -18,6 +18,7 @@ from shmdask.cluster import shm
 from shmdask.cluster.local_cluster import (
     LocalCluster,
     WorkerMemoryWarning,
+    created_cluster_ids,
     parse_memory_limit,
 )
 from shmdask.scheduler.state import KilledWorker
@@ -25,8 +26,18 @@ from shmdask.scheduler.state import KilledWorker
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+RAW_CLUSTER_IDS: list[str] = []  # ids used by hand-driven workers in this module
+
+
 def leftover_segments(prefix: str = shm.PREFIX) -> list[str]:
     return [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix)]
+
+
+def our_leftovers() -> list[str]:
+    """Segments of clusters made by this test process (other processes on this
+    machine may have clusters of their own)."""
+    ours = [shm.cluster_prefix(cid) for cid in created_cluster_ids + RAW_CLUSTER_IDS]
+    return [n for n in leftover_segments() if n.startswith(tuple(ours))]
 
 
 def wait_for(condition, timeout: float = 20, what: str = "condition"):
@@ -40,8 +51,9 @@ def wait_for(condition, timeout: float = 20, what: str = "condition"):
 @pytest.fixture(autouse=True, scope="module")
 def no_segments_left_behind():
     yield
-    wait_for(lambda: not leftover_segments(), 5, "segments to go")
-    assert leftover_segments() == []
+    gc.collect()
+    wait_for(lambda: not our_leftovers(), 5, "segments to go")
+    assert our_leftovers() == []
 
 
 class EngineScheduler:
@@ -139,7 +151,7 @@ def test_chains_and_small_values(cluster):
     dsk.update({("b", i): (add, ("a", i), ("a", (i + 1) % 50)) for i in range(50)})
     dsk["s"] = (sum, [("b", i) for i in range(50)])
     assert get(cluster, dsk, "s") == sum(2 * (i + 1) for i in range(50))
-    assert get(cluster, dsk, [("a", 3), ["s"]]) == [4, [2550]]
+    assert get(cluster, dsk, [("a", 3), ["s"]]) == (4, (2550,))  # like dask.get
 
 
 def test_large_results_live_in_shm_and_come_back_writeable(cluster):
@@ -186,7 +198,7 @@ def test_unpicklable_task_fails_alone(cluster):
 def test_lambdas_and_closures_run(cluster):
     k = 10
     dsk = {("f", i): (lambda v: v * k, i) for i in range(20)}
-    assert get(cluster, dsk, [("f", i) for i in range(20)]) == [i * k for i in range(20)]
+    assert get(cluster, dsk, [("f", i) for i in range(20)]) == tuple(i * k for i in range(20))
 
 
 # -- the data plane -----------------------------------------------------------------
@@ -201,7 +213,7 @@ def test_large_arrays_never_cross_the_pipes(cluster):
     dsk.update({("t", i): (total, ("x", i)) for i in range(4)})
     keys = [("t", i) for i in range(4)]
     # not fused: the chunks are written by one task and read by another
-    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(4)]
+    assert get(cluster, dsk, keys, optimize_graph=False) == tuple(float(i * n) for i in range(4))
     assert {r["where"] for r in cluster.engine.records[-8:] if r["key"][0] == "x"} == {"shm"}
     moved = (sum(h.bytes_sent for h in handles) - sent0
              + sum(h.bytes_received for h in handles) - received0)
@@ -238,12 +250,12 @@ def test_pipeline_reuses_blocks(cluster):
     before = sum(h.stats()["segments_created"] for h in cluster.workers.values())
     keys = [("t", i) for i in range(12)]
     # not fused: every chunk goes through shm
-    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(12)]
+    assert get(cluster, dsk, keys, optimize_graph=False) == tuple(float(i * n) for i in range(12))
     created = sum(h.stats()["segments_created"] for h in cluster.workers.values()) - before
     assert 1 <= created < 12  # as many as chunks alive at once, not one per chunk
     # run it again: every chunk lands in a block that is already there
     wait_for(lambda: cluster.store.shm_bytes == 0, 10, "blocks to be released")
-    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(12)]
+    assert get(cluster, dsk, keys, optimize_graph=False) == tuple(float(i * n) for i in range(12))
     again = sum(h.stats()["segments_created"] for h in cluster.workers.values()) - before
     assert again - created <= 2  # (the engine may spread chunks a little differently)
     # ... and when nothing is wanted any more, no block is live
@@ -258,7 +270,7 @@ def test_functions_are_pickled_once_per_worker(cluster):
     dsk.update({("n", i): (add, ("m", i), 1) for i in range(200)})
     keys = [("n", i) for i in range(200)]
     before = {h.id: h.stats()["functions_loaded"] for h in cluster.workers.values()}
-    assert get(cluster, dsk, keys) == [7 * i + 1 for i in range(200)]
+    assert get(cluster, dsk, keys) == tuple(7 * i + 1 for i in range(200))
     assert get(cluster, dsk, keys)[-1] == 7 * 199 + 1  # second run: tokens only
     for h in cluster.workers.values():
         loaded = h.stats()["functions_loaded"] - before[h.id]
@@ -332,7 +344,7 @@ def test_threads_per_worker_run_side_by_side():
     with LocalCluster(n_workers=1, threads_per_worker=2, memory_limit="auto") as c:
         assert c.memory_limit > 0
         dsk = {("s", i): (sleep_then, 0.2, i) for i in range(4)}
-        assert get(c, dsk, [("s", i) for i in range(4)]) == [0, 1, 2, 3]
+        assert get(c, dsk, [("s", i) for i in range(4)]) == (0, 1, 2, 3)
         lanes = {r["lane"] for r in c.engine.records}
         assert lanes == {"worker-0/0", "worker-0/1"}
         info = c.scheduler_info()["workers"]["worker-0"]
@@ -666,6 +678,7 @@ def where_is(x):
 @pytest.fixture
 def two_raw_workers():
     cid = os.urandom(4).hex()
+    RAW_CLUSTER_IDS.append(cid)
     a, b = RawWorker("worker-a", cid), RawWorker("worker-b", cid)
     yield a, b, cid
     a.close()
@@ -786,4 +799,7 @@ def test_worker_without_shm_and_inlined_values(cluster):
     assert worker.stats()["segments_created"] == 0
     conn.close()
     serving.join(10)
+    assert not serving.is_alive()
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("shmdask-exec")],
+             10, "executor threads to stop")
     cluster.store.release([x])

@@ -25,16 +25,21 @@ from shmdask.cluster.protocol import (
     split_frames,
 )
 
+CLUSTER_IDS: list[str] = []  # this module's ids (other processes may use /dev/shm too)
+
 
 @pytest.fixture(autouse=True, scope="module")
 def no_segments_left_behind():
     yield
-    assert [n for n in os.listdir(shm.SHM_DIR) if n.startswith(shm.PREFIX)] == []
+    prefixes = tuple(shm.cluster_prefix(cid) for cid in CLUSTER_IDS)
+    assert [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefixes)] == []
 
 
 @pytest.fixture
 def allocator():
-    alloc = shm.SlabAllocator(os.urandom(4).hex(), "w")
+    cid = os.urandom(4).hex()
+    CLUSTER_IDS.append(cid)
+    alloc = shm.SlabAllocator(cid, "w")
     yield alloc
     alloc.close()
 
@@ -211,10 +216,12 @@ def test_exceptions_survive_or_degrade_to_text():
     exc = load_exception(dump_exception(ValueError("bad value")))
     assert type(exc) is ValueError and str(exc) == "bad value"
     # unpicklable: a RuntimeError that still says what happened
-    for bad, text in [(NeedsTwoArgs(1, 2), "NeedsTwoArgs: 1-2"),
-                      (CarriesALock(), "CarriesALock: locked")]:
-        exc = load_exception(dump_exception(bad))
-        assert isinstance(exc, RuntimeError) and text in str(exc)
+    exc = load_exception(dump_exception(CarriesALock()))
+    assert isinstance(exc, RuntimeError) and "CarriesALock: locked" in str(exc)
+    # pickles, but does not unpickle (unless tblib, which dask imports, made it
+    # picklable in this process): either way the message survives
+    exc = load_exception(dump_exception(NeedsTwoArgs(1, 2)))
+    assert type(exc) in (RuntimeError, NeedsTwoArgs) and "1-2" in str(exc)
     exc = load_exception(b"not a pickle", "Traceback: boom")
     assert isinstance(exc, RuntimeError) and "boom" in str(exc)
 

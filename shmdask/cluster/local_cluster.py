@@ -75,6 +75,11 @@ MEMORY_POLL = 0.1  # seconds between memory-limit checks
 JANITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "janitor.py")
 
 
+# Ids of every cluster this process started (tests check that none left shm behind,
+# without tripping over other processes' clusters on the same machine).
+created_cluster_ids: list[str] = []
+
+
 class WorkerMemoryWarning(RuntimeWarning):
     """A worker passed its memory limit and was restarted."""
 
@@ -479,6 +484,7 @@ class _Runtime:
     def __init__(self, n_workers: int, threads_per_worker: int, memory_limit: int | None,
                  threshold: int):
         self.cluster_id = secrets.token_hex(4)
+        created_cluster_ids.append(self.cluster_id)
         self.n_workers = n_workers
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit

@@ -118,6 +118,17 @@ class Worker:
             threading.Thread(
                 target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
             ).start()
+        try:
+            self._receive()
+        finally:
+            # Queued tasks are nobody's any more; executor threads stop after
+            # the task at hand (a worker process exits before that anyway).
+            while not self.tasks.empty():
+                self.tasks.get_nowait()
+            for _ in range(self.nthreads):
+                self.tasks.put(None)
+
+    def _receive(self) -> None:
         while True:
             try:
                 data = self.conn.recv_bytes()
@@ -195,7 +206,10 @@ class Worker:
     def _run_tasks(self, lane: int) -> None:
         lane_name = f"{self.worker_id}/{lane}"
         while True:
-            key, computation, deps = self.tasks.get()
+            task = self.tasks.get()
+            if task is None:
+                return
+            key, computation, deps = task
             entry = self._run_one(key, computation, deps, lane_name)
             del computation, deps
             self.tasks_run += 1
@@ -208,7 +222,10 @@ class Worker:
                     self._last_flush = now
             if batch:
                 unlinked = self.allocator.take_unlinked() if self.allocator else []
-                self.send(("results", unlinked), batch)
+                try:
+                    self.send(("results", unlinked), batch)
+                except OSError:  # the scheduler hung up
+                    return
 
     def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
         start = time.time()
