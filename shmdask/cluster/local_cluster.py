@@ -177,6 +177,13 @@ class ShmStore(DataStore):
         return Stored(value.header, buffers, value.nbytes, value.owner)
 
     def release(self, values: list) -> None:
+        if not any(type(v) is Stored and v.buffers and v.where == "shm" for v in values):
+            counts = self.values_by_owner
+            with self._lock:  # inline values only (the common case): just count
+                for value in values:
+                    if type(value) is Stored:
+                        counts[value.owner] -= 1
+            return
         by_owner: dict[str, list] = {}
         unlink = []
         with self._lock:
