@@ -211,7 +211,7 @@ class Worker:
                 return
             key, computation, deps = task
             entry = self._run_one(key, computation, deps, lane_name)
-            del computation, deps
+            del task, computation, deps  # let inputs (and their cached values) go
             self.tasks_run += 1
             batch = None
             with self._outbox_lock:
