@@ -533,8 +533,12 @@ class _Runtime:
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
             __file__))))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root, *filter(None, [env.get("PYTHONPATH")])])
+        if os.path.basename(package_root) not in ("site-packages", "dist-packages"):
+            # a source checkout: the fresh interpreter must find this shmdask
+            # (an installed one is found anyway, and site-packages must not
+            # move ahead of the standard library)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [package_root, *filter(None, [env.get("PYTHONPATH")])])
         env["SHMDASK_SYS_PATH"] = json.dumps([p or os.getcwd() for p in sys.path])
         pending = []
         try:
