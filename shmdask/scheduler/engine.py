@@ -314,7 +314,8 @@ class Engine:
         if records:
             n = len(records)
             self.tasks_done += n
-            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (duration / n)
+            weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
 
     def _on_erred(self, worker_id, key, exc, traceback_text, record) -> None:
