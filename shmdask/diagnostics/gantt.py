@@ -402,7 +402,11 @@ def plot_task_stream(
     span = wall if wall > 0 else 1e-3
     ax.set_title(
         f"wall {format_seconds(wall)} · {summary['n_tasks']} tasks"
-        + (f" · {summary['n_transfers']} transfers" if summary["n_transfers"] else "")
+        + (
+            f" · {summary['n_transfers']} transfer{'s' if summary['n_transfers'] != 1 else ''}"
+            if summary["n_transfers"]
+            else ""
+        )
         + f" · {summary['n_workers']} worker{'s' if summary['n_workers'] != 1 else ''}"
         + f" · {summary['n_lanes']} lanes · utilisation {summary['utilisation']:.0%}",
         loc="left",
