@@ -297,3 +297,34 @@ def test_progress_with_real_threads():
         progress(futures, interval=0.005, stream=out, notebook=False)
         assert all(f.done() for f in futures)
     assert "6/6 tasks" in out.getvalue()
+
+
+def test_in_a_real_jupyter_kernel():
+    """Inside a kernel the bar is HTML, displayed once and updated in place."""
+    import os
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f"import sys; sys.path.insert(0, {root!r})\n"
+            "import time\n"
+            "from shmdask.diagnostics.progress import make_progress_bar\n"
+            "bar = make_progress_bar(delay=0.0, interval=0.01)\n"
+            "print(type(bar).__name__)\n"
+            "bar.start(3)\n"
+            "for i in range(3):\n"
+            "    time.sleep(0.03)\n"
+            "    bar.update(i + 1)\n"
+            "bar.finish()\n"
+        )
+    ]
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    assert outputs[0]["text"].strip() == "NotebookProgressBar"
+    displays = [o for o in outputs if o["output_type"] == "display_data"]
+    assert len(displays) == 1  # updated in place, not appended
+    html = displays[0]["data"]["text/html"]
+    assert '<progress value="3" max="3"' in html and "done in" in html

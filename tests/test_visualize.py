@@ -263,3 +263,23 @@ def test_long_edges_bend_around_nodes():
     for line in polylines:
         for x, y in line[1:-1]:  # bends lie beside every real node of their layer
             assert all(abs(x - ox) >= 0.5 for ox, oy in others if oy == y)
+
+
+def test_in_a_real_jupyter_kernel_shows_png():
+    import os
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f"import sys; sys.path.insert(0, {root!r})\n"
+            "from operator import add\n"
+            "from shmdask.visualize import visualize_graph\n"
+            "visualize_graph({'a': 1, 'b': (add, 'a', 1)})\n"
+        )
+    ]
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    (result,) = [o for o in nb.cells[0].outputs if o["output_type"] == "execute_result"]
+    assert "image/png" in result["data"]
