@@ -199,6 +199,18 @@ def test_plot_marks_remote_lanes_and_writes_title():
     assert fig._suptitle.get_text() == "my run"
 
 
+def test_erred_tasks_are_hatched_and_counted():
+    recs = [
+        record("a", "inc", "worker-0/0", 0.0, 1.0),
+        dict(record("b", "inc", "worker-0/0", 1.0, 1.5), error=True),
+    ]
+    assert summarize(recs)["n_errors"] == 1
+    fig = plot_task_stream(recs)
+    erred = collections_by_label(fig)["erred"]
+    assert len(erred.get_paths()) == 1 and erred.get_hatch() == "xxx"
+    assert len(collections_by_label(fig)["inc"].get_paths()) == 2  # still drawn in colour
+
+
 def test_other_groups_beyond_legend_limit():
     recs = [record(f"g{i}-x", f"g{i}", "worker-0/0", i, i + 0.5) for i in range(15)]
     fig = plot_task_stream(recs, legend_groups=5)

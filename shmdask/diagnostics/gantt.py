@@ -102,6 +102,7 @@ class _Stream:
         lanes: list[str] = [""] * n
         groups: list[str] = [""] * n
         transfer = np.zeros(n, dtype=bool)
+        error = np.zeros(n, dtype=bool)
         lane_worker: dict[str, str] = {}
         lane_remote: dict[str, bool] = {}
         for i, rec in enumerate(records):
@@ -115,6 +116,7 @@ class _Stream:
             lanes[i] = lane
             groups[i] = _group_of(rec)
             transfer[i] = rec.get("kind", "compute") == "transfer"
+            error[i] = bool(rec.get("error", False))
             if lane not in lane_worker:
                 lane_worker[lane] = _worker_of(rec)
                 lane_remote[lane] = bool(rec.get("remote", False))
@@ -135,6 +137,7 @@ class _Stream:
         self.lanes = lanes
         self.groups = groups
         self.transfer = transfer
+        self.error = error
         self.lane_worker = lane_worker
         self.lane_remote = lane_remote
 
@@ -182,6 +185,7 @@ def _summary_from(stream: _Stream, layout: dict[str, dict]) -> dict[str, Any]:
             "wall": 0.0,
             "n_tasks": 0,
             "n_transfers": 0,
+            "n_errors": 0,
             "n_workers": 0,
             "n_lanes": 0,
             "busy": 0.0,
@@ -223,6 +227,7 @@ def _summary_from(stream: _Stream, layout: dict[str, dict]) -> dict[str, Any]:
         "wall": wall,
         "n_tasks": int(compute.sum()),
         "n_transfers": int(stream.transfer.sum()),
+        "n_errors": int(stream.error.sum()),
         "n_workers": len(workers),
         "n_lanes": n_lanes,
         "busy": busy,
@@ -235,11 +240,12 @@ def _summary_from(stream: _Stream, layout: dict[str, dict]) -> dict[str, Any]:
 def summarize(records: Iterable[Mapping]) -> dict[str, Any]:
     """The numbers of a task stream, without drawing.
 
-    Returns ``{"start", "stop", "wall", "n_tasks", "n_transfers", "n_workers",
+    Returns ``{"start", "stop", "wall", "n_tasks", "n_transfers", "n_errors", "n_workers",
     "n_lanes", "busy", "utilisation", "workers": {worker: {"lanes", "tasks",
     "busy", "utilisation", "remote"}}, "groups": {group: {"count", "busy"}}}``.
     ``utilisation`` is compute seconds / (wall seconds * lanes); transfers do not
-    count as work. Groups are ordered by busy time, largest first.
+    count as work; ``n_errors`` counts records flagged ``"error": True`` (tasks that
+    raised). Groups are ordered by busy time, largest first.
     """
     stream = _Stream(records)
     return _summary_from(stream, _layout_from(stream))
@@ -408,7 +414,8 @@ def plot_task_stream(
             else ""
         )
         + f" · {summary['n_workers']} worker{'s' if summary['n_workers'] != 1 else ''}"
-        + f" · {summary['n_lanes']} lanes · utilisation {summary['utilisation']:.0%}",
+        + f" · {summary['n_lanes']} lanes · utilisation {summary['utilisation']:.0%}"
+        + (f" · {summary['n_errors']} erred" if summary["n_errors"] else ""),
         loc="left",
         fontsize=10,
     )
@@ -506,6 +513,20 @@ def _draw_bars(
         )
         ax.add_collection(coll, autolim=False)
         handles.append(Patch(facecolor=TRANSFER_COLOR, label="transfer"))
+    if stream.error.any():
+        # tasks that raised: hatched black outline over their group colour
+        t = stream.error
+        coll = PolyCollection(
+            _bar_verts(start[t], np.maximum(stop[t], start[t] + 2 * pixel), rows[t], 0.8),
+            facecolors="none",
+            edgecolors="black",
+            linewidths=0.8,
+            hatch="xxx",
+            label="erred",
+            zorder=4,
+        )
+        ax.add_collection(coll, autolim=False)
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="xxx", label="erred"))
     if n_compute or stream.transfer.any():
         ax.legend(
             handles=handles,
