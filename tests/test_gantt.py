@@ -412,3 +412,32 @@ def test_task_stream_context_lazy_source_and_exception():
             raise RuntimeError("boom")
     assert len(ctx.data) == 3  # captured even on error, but no picture drawn
     assert ctx.figure is None
+
+
+def test_records_from_the_threads_engine_plot(tmp_path):
+    """Real records, as the engine's thread workers stamp them, go through the store
+    and the plot unchanged."""
+    from operator import add
+
+    from shmdask.graph import dependencies_of
+    from shmdask.scheduler.local import get_local
+
+    def inc(x):
+        return x + 1
+
+    dsk = {("inc-aaaaaaaa", i): (inc, i) for i in range(40)}
+    dsk["add-bbbbbbbb"] = (sum, [("inc-aaaaaaaa", i) for i in range(40)])
+    dsk["add-cccccccc"] = (add, "add-bbbbbbbb", 1)
+    sink: list = []
+    result = get_local(dsk, dependencies_of(dsk), ["add-cccccccc"], num_workers=2,
+                       record_sink=sink)  # fmt: skip
+    assert result["add-cccccccc"] == sum(range(1, 41)) + 1
+    stream = TaskStream()
+    with TaskStreamContext(stream) as ts:
+        stream.add(sink)
+    s = ts.summary()
+    assert s["n_tasks"] == len(dsk)
+    assert s["groups"]["inc"]["count"] == 40
+    fig = ts.plot(tmp_path / "threads.png")
+    assert len(fig.axes[0].get_yticklabels()) == s["n_lanes"] <= 2
+    assert (tmp_path / "threads.png").stat().st_size > 1000
