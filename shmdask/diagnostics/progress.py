@@ -9,9 +9,10 @@ ipywidgets is not needed).
 
 Why shaped so:
 * Short computations should print nothing, so the bar appears only once a run
-  has lasted ``delay`` seconds (1 s by default). A small daemon "ticker" thread
-  redraws on its own so that the bar appears, and its clock moves, even while one
-  long task produces no updates.
+  has lasted ``delay`` seconds (1 s by default). One daemon "ticker" thread per
+  process redraws the active bars so that a bar appears, and its clock moves,
+  even while one long task produces no updates; a bar joins it at ``start`` and
+  leaves at ``finish`` (a set insertion, not a thread start).
 * ``update`` sits on the engine's hot path: it stores two numbers under a lock
   and draws at most ``1 / interval`` times per second (10/s by default).
 * The bar is ~100 lines of our own rather than tqdm: runtime dependencies are
@@ -103,8 +104,6 @@ class ProgressBar:
         self._total = 0
         self._drawn = False
         self._last_len = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- callbacks -----------------------------------------------------------------
 
@@ -122,11 +121,7 @@ class ProgressBar:
             self._drawn = False
             self._last_len = 0
         if self._enabled and self._use_ticker:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._tick_loop, name="shmdask-progress", daemon=True
-            )
-            self._thread.start()
+            _TICKER.add(self)
 
     def update(self, done: int, total: int | None = None) -> None:
         """``done`` of ``total`` tasks are finished (absolute counts, not increments)."""
@@ -141,12 +136,7 @@ class ProgressBar:
 
     def finish(self) -> None:
         """The run is over: draw the final line (if the bar was due) and stop."""
-        thread = self._thread
-        if thread is not None:
-            self._stop.set()
-            if thread is not threading.current_thread():
-                thread.join()
-            self._thread = None
+        _TICKER.remove(self)
         with self._lock:
             if not self._active:
                 return
@@ -169,10 +159,6 @@ class ProgressBar:
     def shown(self) -> bool:
         """Whether anything has been drawn for the current run."""
         return self._drawn
-
-    def _tick_loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.poll()
 
     def _maybe_draw(self, now: float) -> None:
         # caller holds the lock
@@ -255,6 +241,49 @@ class NotebookProgressBar(ProgressBar):
     def start(self, total: int) -> None:
         self._handle = None
         super().start(total)
+
+
+class _Ticker:
+    """One daemon thread for all bars of the process: it polls the active bars every
+    ``interval`` and sleeps on a condition while there are none. Starting a thread
+    per compute would cost ~0.5 ms, as much as a whole small compute."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._bars: set[ProgressBar] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, bar: ProgressBar) -> None:
+        with self._cond:
+            self._bars.add(bar)
+            # not alive: first use, or a child process after fork()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="shmdask-progress", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, bar: ProgressBar) -> None:
+        with self._cond:
+            self._bars.discard(bar)
+
+    def active(self) -> int:
+        with self._cond:
+            return len(self._bars)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._bars:
+                    self._cond.wait()
+                bars = list(self._bars)
+            for bar in bars:
+                bar.poll()
+            time.sleep(min(bar.interval for bar in bars))
+
+
+_TICKER = _Ticker()
 
 
 def make_progress_bar(notebook: bool | None = None, **kwargs) -> ProgressBar:
