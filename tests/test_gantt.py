@@ -16,6 +16,7 @@ from shmdask.diagnostics.gantt import (
     lane_layout,
     merge_spans,
     plot_task_stream,
+    stats_line,
     summarize,
 )
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
@@ -91,6 +92,17 @@ def test_summarize_numbers():
     assert s["workers"]["worker-0"]["tasks"] == 2
     assert s["groups"] == {"dec": {"count": 1, "busy": 1.5}, "inc": {"count": 2, "busy": 1.5}}
     assert list(s["groups"]) == ["dec", "inc"]  # by busy time, then name
+
+
+def test_stats_line():
+    recs = [
+        record("a", "inc", "worker-0/0", 10.0, 10.5),
+        dict(record("b", "inc", "worker-0/0", 10.5, 11.0), error=True),
+        record("t", "x", "worker-0/0", 10.0, 10.2, kind="transfer"),
+    ]
+    assert stats_line(summarize(recs)) == (
+        "wall 1.00 s · 2 tasks · 1 transfer · 1 worker · 1 lane · utilisation 100% · 1 erred"
+    )
 
 
 def test_summarize_empty():

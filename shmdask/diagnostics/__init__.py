@@ -3,7 +3,7 @@
 In: task-stream records and memory samples from the engine, progress callbacks.
 Out: stores (``TaskStream``), the ``get_task_stream()`` context
 (``TaskStreamContext``), pictures (``plot_task_stream``), numbers (``summarize``,
-``lane_layout``) and progress bars (``ProgressBar``, ``progress``).
+``lane_layout``, ``stats_line``) and progress bars (``ProgressBar``, ``progress``).
 
 Importing this package is cheap: matplotlib is loaded only when a picture is drawn.
 """
@@ -24,10 +24,11 @@ __all__ = [
     "make_progress_bar",
     "plot_task_stream",
     "progress",
+    "stats_line",
     "summarize",
 ]
 
-_GANTT_NAMES = {"plot_task_stream", "summarize", "lane_layout"}
+_GANTT_NAMES = {"plot_task_stream", "summarize", "lane_layout", "stats_line"}
 
 
 def __getattr__(name: str) -> Any:

@@ -32,14 +32,14 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.collections import PolyCollection
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from .figure import check_filename, new_figure, save_figure
+
+if TYPE_CHECKING:  # matplotlib is imported when drawing: summarize() stays light
+    from matplotlib.figure import Figure
 
 # Qualitative palette: matplotlib's tab20 without its reds (reserved for
 # transfers) and its greys (reserved for "other").
@@ -276,6 +276,23 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def stats_line(summary: Mapping[str, Any]) -> str:
+    """'wall 1.23 s · 200 tasks · 2 workers · 4 lanes · utilisation 87%' from summarize()."""
+    parts = [f"wall {format_seconds(summary['wall'])}", _plural(summary["n_tasks"], "task")]
+    if summary["n_transfers"]:
+        parts.append(_plural(summary["n_transfers"], "transfer"))
+    parts.append(_plural(summary["n_workers"], "worker"))
+    parts.append(_plural(summary["n_lanes"], "lane"))
+    parts.append(f"utilisation {summary['utilisation']:.0%}")
+    if summary["n_errors"]:
+        parts.append(f"{summary['n_errors']} erred")
+    return " · ".join(parts)
+
+
 def format_seconds(t: float) -> str:
     if t < 1e-3:
         return f"{t * 1e6:.0f} µs"
@@ -342,6 +359,10 @@ def plot_task_stream(
     """
     if filename is not None:
         check_filename(filename)
+    if not (isinstance(legend_groups, int) and legend_groups >= 1):
+        raise ValueError(f"legend_groups must be a positive int, got {legend_groups!r}")
+    if not (width > 1 and dpi > 0):
+        raise ValueError(f"width must be > 1 inch and dpi > 0, got width={width!r}, dpi={dpi!r}")
     stream = _Stream(records)
     layout = _layout_from(stream)
     summary = _summary_from(stream, layout)
@@ -359,7 +380,8 @@ def plot_task_stream(
     # right margin: per-worker utilisation, then the group legend in as many
     # columns as it needs to fit beside both panels above the memory legend
     n_entries = min(len(summary["groups"]), legend_groups, len(PALETTE))
-    n_entries += (len(summary["groups"]) > n_entries) + (summary["n_transfers"] > 0) + 1
+    n_entries += (len(summary["groups"]) > n_entries) + (summary["n_transfers"] > 0)
+    n_entries += (summary["n_errors"] > 0) + 1  # + the legend title
     n_mem_entries = 2 + len({w for s in samples for w in (s.get("rss") or {})})
     row_in = 0.19
     fits = max(3, int((gantt_h + gap_in + mem_h) / row_in) - n_mem_entries - 1)
@@ -406,19 +428,7 @@ def plot_task_stream(
 
     t0, wall = summary["start"], summary["wall"]
     span = wall if wall > 0 else 1e-3
-    ax.set_title(
-        f"wall {format_seconds(wall)} · {summary['n_tasks']} tasks"
-        + (
-            f" · {summary['n_transfers']} transfer{'s' if summary['n_transfers'] != 1 else ''}"
-            if summary["n_transfers"]
-            else ""
-        )
-        + f" · {summary['n_workers']} worker{'s' if summary['n_workers'] != 1 else ''}"
-        + f" · {summary['n_lanes']} lanes · utilisation {summary['utilisation']:.0%}"
-        + (f" · {summary['n_errors']} erred" if summary["n_errors"] else ""),
-        loc="left",
-        fontsize=10,
-    )
+    ax.set_title(stats_line(summary), loc="left", fontsize=10)
 
     axes_w_in = width - left_in - right_in
     _draw_bars(
@@ -457,6 +467,9 @@ def _draw_bars(
     legend_x: float,
     ncol: int,
 ) -> None:
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
     rows = np.fromiter(
         (layout[lane]["row"] for lane in stream.lanes), dtype=np.int64, count=stream.n
     )
