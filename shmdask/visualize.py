@@ -112,6 +112,7 @@ def graph_structure(dsk: Mapping) -> tuple[list[Node], list[tuple[Node, Node]], 
             f"a task graph must be a mapping key -> computation, got {type(dsk).__name__}"
         )
     label_data = _Labeller(dsk)
+    position = {k: i for i, k in enumerate(dsk)}  # dependencies in graph order: stable layouts
     nodes: list[Node] = []
     edges: list[tuple[Node, Node]] = []
     labels: dict[Node, str] = {}
@@ -123,7 +124,7 @@ def graph_structure(dsk: Mapping) -> tuple[list[Node], list[tuple[Node, Node]], 
             nodes.append(task)
             labels[task] = task_label(key, comp)
             edges.append((task, data))
-            edges.extend((("data", dep), task) for dep in _ordered(deps, dsk))
+            edges.extend((("data", dep), task) for dep in sorted(deps, key=position.__getitem__))
         elif deps and _is_alias(comp, dsk):
             edges.append((("data", comp), data))
         elif deps:  # a list (or dict) of keys: gathered by an implicit task
@@ -131,7 +132,7 @@ def graph_structure(dsk: Mapping) -> tuple[list[Node], list[tuple[Node, Node]], 
             nodes.append(task)
             labels[task] = type(comp).__name__
             edges.append((task, data))
-            edges.extend((("data", dep), task) for dep in _ordered(deps, dsk))
+            edges.extend((("data", dep), task) for dep in sorted(deps, key=position.__getitem__))
         nodes.append(data)
         labels[data] = label_data(key)
     return nodes, edges, labels
@@ -142,17 +143,6 @@ def _is_alias(comp: Any, dsk: Mapping) -> bool:
         return (type(comp) is str or type(comp) is tuple) and comp in dsk
     except TypeError:
         return False
-
-
-def _ordered(deps: set, dsk: Mapping) -> list:
-    """Dependencies in graph order, so that layouts are deterministic."""
-    if len(deps) <= 1:
-        return list(deps)
-    position = {}
-    for i, k in enumerate(dsk):
-        if k in deps:
-            position[k] = i
-    return sorted(deps, key=position.__getitem__)
 
 
 # --------------------------------------------------------------------------- layout
