@@ -88,6 +88,21 @@ def test_final_line_has_elapsed_and_newline():
     assert last == "[##########] 100% | 4/4 tasks | done in 3.2 s"
 
 
+def test_failed_run_says_so():
+    bar, clock, out = make_bar(delay=0.0)
+    bar.start(10)
+    clock.advance(2.0)
+    bar.update(3)
+    bar.finish(failed=True)
+    assert frames(out)[-1] == "[###       ]  30% | 3/10 tasks | failed after 2.0 s"
+    bar, clock, out = make_bar(delay=0.0)
+    with pytest.raises(KeyError):
+        with bar:
+            bar.start(0)
+            raise KeyError("x")
+    assert "failed after" in out.getvalue()
+
+
 def test_finish_after_delay_draws_even_without_updates():
     bar, clock, out = make_bar(delay=1.0)
     bar.start(3)

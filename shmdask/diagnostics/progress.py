@@ -67,7 +67,7 @@ class ProgressBar:
     minimum seconds between redraws. ``stream``: where to write (default: the
     current ``sys.stderr``). ``clock``: a monotonic clock, replaceable in tests.
     ``enabled``: None reads the ``progress`` config setting at ``start``.
-    ``ticker``: run a background thread that redraws while no updates come.
+    ``ticker``: let the process's ticker thread redraw while no updates come.
     """
 
     def __init__(
@@ -134,8 +134,9 @@ class ProgressBar:
             if self._enabled:
                 self._maybe_draw(self._clock())
 
-    def finish(self) -> None:
-        """The run is over: draw the final line (if the bar was due) and stop."""
+    def finish(self, failed: bool = False) -> None:
+        """The run is over: draw the final line (if the bar was due) and stop.
+        ``failed=True`` says so on that line instead of "done"."""
         _TICKER.remove(self)
         with self._lock:
             if not self._active:
@@ -145,7 +146,8 @@ class ProgressBar:
                 return
             elapsed = self._clock() - self._t_start
             if self._drawn or elapsed >= self.delay:
-                self._write(self._render(self._done, self._total, elapsed, final=True), True)
+                line = self._render(self._done, self._total, elapsed, final=True, failed=failed)
+                self._write(line, True)
 
     def poll(self) -> None:
         """Redraw if due (what the ticker thread does every ``interval``)."""
@@ -168,11 +170,19 @@ class ProgressBar:
         self._last_draw = now
         self._write(self._render(self._done, self._total, elapsed, final=False), False)
 
-    def _render(self, done: int, total: int, elapsed: float, final: bool) -> str:
-        frac = min(done / total, 1.0) if total > 0 else (1.0 if final else 0.0)
+    @staticmethod
+    def _when(elapsed: float, final: bool, failed: bool) -> str:
+        if failed:
+            return f"failed after {format_elapsed(elapsed)}"
+        return f"done in {format_elapsed(elapsed)}" if final else format_elapsed(elapsed)
+
+    def _render(
+        self, done: int, total: int, elapsed: float, final: bool, failed: bool = False
+    ) -> str:
+        frac = min(done / total, 1.0) if total > 0 else (1.0 if final and not failed else 0.0)
         filled = int(round(frac * self.width))
         bar = "#" * filled + " " * (self.width - filled)
-        when = f"done in {format_elapsed(elapsed)}" if final else format_elapsed(elapsed)
+        when = self._when(elapsed, final, failed)
         return f"[{bar}] {frac:4.0%} | {done}/{total} {self.label} | {when}"
 
     def _write(self, line: str, final: bool) -> None:
@@ -192,7 +202,7 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.finish()
+        self.finish(failed=exc_info[0] is not None)
 
 
 class NotebookProgressBar(ProgressBar):
@@ -215,11 +225,13 @@ class NotebookProgressBar(ProgressBar):
             return line_html
         return HTML(line_html)
 
-    def _render(self, done: int, total: int, elapsed: float, final: bool) -> str:
-        value = min(done, total) if total > 0 else (1 if final else 0)
+    def _render(
+        self, done: int, total: int, elapsed: float, final: bool, failed: bool = False
+    ) -> str:
+        value = min(done, total) if total > 0 else (1 if final and not failed else 0)
         top = max(total, 1)
         frac = value / top
-        when = f"done in {format_elapsed(elapsed)}" if final else format_elapsed(elapsed)
+        when = self._when(elapsed, final, failed)
         text = html.escape(f"{frac:.0%} | {done}/{total} {self.label} | {when}")
         return (
             '<div style="font-family: monospace; display: flex; align-items: center; gap: 8px">'
@@ -337,6 +349,7 @@ def progress(
         notebook, delay=delay, interval=interval, stream=stream, enabled=True, ticker=False
     )
     bar.start(len(futures))
+    failed = True
     try:
         pending = futures
         while True:
@@ -345,5 +358,6 @@ def progress(
             if not pending:
                 break
             time.sleep(interval)
+        failed = False
     finally:
-        bar.finish()
+        bar.finish(failed=failed)  # e.g. Ctrl-C while waiting
