@@ -41,7 +41,7 @@ from shmdask.graph import find_keys, is_task, key_split  # one meaning of "depen
 
 Node = tuple[str, Hashable]  # ("task", key) or ("data", key)
 
-RANKDIRS = ("TB", "LR")
+RANKDIRS = ("TB", "LR", "BT", "RL")  # graphviz names: top-bottom, left-right, ...
 _SWEEPS = 4
 _HEX_TOKEN = re.compile(r"^[0-9a-f]{8,}$")
 
@@ -209,6 +209,53 @@ def _order_layers(
 DUMMY_WIDTH = 0.4  # room a long edge takes when it passes through a layer
 
 
+def _isotonic(values: list[float]) -> list[float]:
+    """Least-squares non-decreasing fit of ``values`` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in values:
+        blocks.append([v, 1])
+        while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] > blocks[-1][0] * blocks[-2][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    out: list[float] = []
+    for total, count in blocks:
+        out.extend([total / count] * int(count))
+    return out
+
+
+def _assign_coordinates(rows: list[list], preds: dict, succs: dict) -> dict:
+    """Positions along each layer: keep each layer's order and spacing, and pull
+    every node as close as possible to the mean of its neighbours (a few sweeps
+    down and up, each an isotonic regression per layer), so that chains run
+    straight and a node sits above the nodes it feeds."""
+    gaps = {}
+    along: dict = {}
+    for row in rows:
+        sizes = [DUMMY_WIDTH if n[0] == "dummy" else 1.0 for n in row]
+        offsets = [0.0]  # centre of each node when the layer is packed tight
+        for left, right in zip(sizes, sizes[1:], strict=False):
+            offsets.append(offsets[-1] + (left + right) / 2)
+        offsets = offsets[: len(row)]
+        gaps[id(row)] = offsets
+        mid = (offsets[-1] if offsets else 0.0) / 2
+        for n, off in zip(row, offsets, strict=True):
+            along[n] = off - mid
+    for sweep in range(_SWEEPS):
+        downwards = sweep % 2 == 0
+        neighbours = preds if downwards else succs
+        for row in rows[1:] if downwards else rows[-2::-1]:
+            offsets = gaps[id(row)]
+            want = []
+            for n, off in zip(row, offsets, strict=True):
+                ns = neighbours[n]
+                target = sum(along[m] for m in ns) / len(ns) if ns else along[n]
+                want.append(target - off)
+            for n, base, off in zip(row, _isotonic(want), offsets, strict=True):
+                along[n] = base + off
+    return along
+
+
 def _layout(
     nodes: list[Node], edges: list[tuple[Node, Node]], rankdir: str
 ) -> tuple[dict[Node, tuple[float, float]], list[list[tuple[float, float]]], int, float]:
@@ -257,20 +304,12 @@ def _layout(
             rows[layer[n]].append(n)
             stack.extend(reversed(succs[n]))
     _order_layers(rows, preds, succs)
-    along: dict = {}
-    width = 0.0
-    for row in rows:
-        sizes = [DUMMY_WIDTH if n[0] == "dummy" else 1.0 for n in row]
-        total = sum(sizes)
-        width = max(width, total)
-        edge = -total / 2
-        for n, size in zip(row, sizes, strict=True):
-            along[n] = edge + size / 2
-            edge += size
+    along = _assign_coordinates(rows, preds, succs)
+    width = max(along.values(), default=0.0) - min(along.values(), default=0.0) + 1.0
 
     def place(n) -> tuple[float, float]:
         a, d = along[n], float(layer[n])
-        return (a, -d) if rankdir == "TB" else (d, -a)
+        return {"TB": (a, -d), "BT": (a, d), "LR": (d, -a), "RL": (-d, -a)}[rankdir]
 
     positions = {n: place(n) for n in nodes}
     routes = [[place(n) for n in chain] for chain in chains]
@@ -281,8 +320,9 @@ def layout_graph(dsk: Mapping, rankdir: str = "TB") -> dict[Node, tuple[float, f
     """Positions of the picture's nodes: ``{("task", key) | ("data", key): (x, y)}``.
 
     Layer ``d`` (dependency depth) sits at ``y = -d`` for ``rankdir="TB"`` and at
-    ``x = d`` for ``"LR"``; nodes within a layer are at least one unit apart (more
-    where long edges pass between them), the layer centred on 0.
+    ``x = d`` for ``"LR"`` (``"BT"`` and ``"RL"`` mirror these); nodes within a
+    layer are at least one unit apart (more where long edges pass between them),
+    the layer centred on 0.
     """
     nodes, edges, _ = graph_structure(dsk)
     return _layout(nodes, edges, rankdir)[0]
@@ -351,7 +391,8 @@ def _draw(nodes, edges, routes, labels, positions, n_layers, width, rankdir, dpi
     width = max(width, 1)
     n_layers = max(n_layers, 1)
     # inches per unit along a layer and between layers, shrinking for big graphs
-    if rankdir == "TB":
+    vertical = rankdir in ("TB", "BT")
+    if vertical:
         along_in = _clamp(36.0 / width, 0.04, 1.1)
         layer_in = _clamp(30.0 / n_layers, 0.04, 0.75)
         ux, uy = along_in, layer_in
@@ -367,20 +408,21 @@ def _draw(nodes, edges, routes, labels, positions, n_layers, width, rankdir, dpi
     fig = new_figure(fig_w, fig_h, dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    # centre the drawing when the minimum figure size is larger than the graph
+    # centre the drawing (it may be smaller than the minimum figure size)
     half_x = fig_w / ux / 2
     half_y = fig_h / uy / 2
-    cx = span_x / 2 if rankdir == "LR" else 0.0
-    cy = -span_y / 2 if rankdir == "TB" else 0.0
+    xs = [p[0] for p in positions.values()] or [0.0]
+    ys = [p[1] for p in positions.values()] or [0.0]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
     ax.set_xlim(cx - half_x, cx + half_x)
     ax.set_ylim(cy - half_y, cy + half_y)
 
     # node sizes in inches: a box is wide (labels), a circle fits its cell
     cell_w, cell_h = ux, uy
-    box_w = 0.86 * cell_w if rankdir == "TB" else min(0.8 * cell_w, 1.2)
+    box_w = 0.86 * cell_w if vertical else min(0.8 * cell_w, 1.2)
     box_h = min(0.42 * cell_h, 0.32, 0.5 * box_w)
     circle_d = min(0.62 * cell_h, 0.62 * cell_w, 0.5)
-    if rankdir == "LR":
+    if not vertical:
         box_h = min(0.7 * cell_h, 0.32, 0.5 * box_w)
 
     xy = {n: positions[n] for n in nodes}
