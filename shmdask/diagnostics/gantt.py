@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shmdask.graph import key_split
+
 from .figure import check_filename, new_figure, save_figure
 
 if TYPE_CHECKING:  # matplotlib is imported when drawing: summarize() stays light
@@ -78,9 +80,7 @@ def _group_of(record: Mapping) -> str:
     if group is not None:
         return str(group)
     key = record.get("key")
-    if isinstance(key, tuple) and key:
-        key = key[0]
-    return str(key).split("-", 1)[0] if key is not None else "task"
+    return key_split(key) if key is not None else "task"
 
 
 def _check_record(i: int, record: Any) -> None:
