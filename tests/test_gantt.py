@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -453,3 +454,55 @@ def test_records_from_the_threads_engine_plot(tmp_path):
     fig = ts.plot(tmp_path / "threads.png")
     assert len(fig.axes[0].get_yticklabels()) == s["n_lanes"] <= 2
     assert (tmp_path / "threads.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- MemorySampler
+
+
+def test_memory_sampler_measures_rss_and_skips_dead_workers():
+    import os
+    import subprocess
+    import sys
+
+    from shmdask.diagnostics.task_stream import MemorySampler
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stream = TaskStream()
+    sampler = MemorySampler(
+        stream,
+        worker_pids=lambda: {"worker-0": os.getpid(), "worker-1": dead.pid},
+        shm_bytes=lambda: 4096,
+        done=lambda: 7,
+    )
+    sample = sampler.sample()
+    assert sample["rss"]["worker-0"] > 1_000_000
+    assert "worker-1" not in sample["rss"]
+    assert sample["shm_bytes"] == 4096 and sample["done"] == 7
+    assert stream.memory_since(0) == [sample]
+
+
+def test_memory_sampler_thread_samples_until_stopped():
+    import os
+
+    from shmdask.diagnostics.task_stream import MemorySampler
+
+    stream = TaskStream()
+    calls = []
+
+    def pids():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("cluster busy")  # a failing probe skips one sample only
+        return {"w": os.getpid()}
+
+    with MemorySampler(stream, worker_pids=pids, interval=0.01):
+        deadline = time.monotonic() + 10
+        while len(stream.memory_since(0)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    n = len(stream.memory_since(0))
+    assert n >= 3  # kept sampling after the failed probe, plus one on stop
+    time.sleep(0.05)
+    assert len(stream.memory_since(0)) == n  # stopped
+    with pytest.raises(ValueError, match="interval"):
+        MemorySampler(stream, worker_pids=dict, interval=0)

@@ -1,9 +1,10 @@
 """Diagnostics: what ran where (task stream, Gantt picture) and how far a run is.
 
 In: task-stream records and memory samples from the engine, progress callbacks.
-Out: stores (``TaskStream``), the ``get_task_stream()`` context
-(``TaskStreamContext``), pictures (``plot_task_stream``), numbers (``summarize``,
-``lane_layout``, ``stats_line``) and progress bars (``ProgressBar``, ``progress``).
+Out: stores (``TaskStream``, fed memory samples by ``MemorySampler``), the
+``get_task_stream()`` context (``TaskStreamContext``), pictures
+(``plot_task_stream``), numbers (``summarize``, ``lane_layout``, ``stats_line``)
+and progress bars (``ProgressBar``, ``progress``).
 
 Importing this package is cheap: matplotlib is loaded only when a picture is drawn.
 """
@@ -13,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from .progress import NotebookProgressBar, ProgressBar, make_progress_bar, progress
-from .task_stream import TaskStream, TaskStreamContext
+from .task_stream import MemorySampler, TaskStream, TaskStreamContext
 
 __all__ = [
+    "MemorySampler",
     "NotebookProgressBar",
     "ProgressBar",
     "TaskStream",

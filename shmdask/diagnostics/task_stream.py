@@ -14,13 +14,18 @@ long-lived client keeps the newest ``max_records`` and forgets the oldest in big
 chunks (amortised O(1)). Readers get copies of the slice they asked for, so
 nothing they do reaches the store and nothing the engine appends later changes
 what they hold.
+
+``MemorySampler`` is the producer of memory samples: a daemon thread that every
+``interval`` seconds asks the cluster how much shared memory is in use and which
+pid each worker has, measures each pid's RSS with psutil, and appends one sample.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 DEFAULT_MAX_RECORDS = 500_000
@@ -199,3 +204,100 @@ class TaskStreamContext:
 
     def __repr__(self) -> str:
         return f"<TaskStreamContext: {len(self.data)} records>"
+
+
+class MemorySampler:
+    """Append a memory sample ``{"time", "shm_bytes", "rss": {worker: bytes}, "done"}``
+    to ``stream`` every ``interval`` seconds, on a daemon thread.
+
+    ``worker_pids()`` maps worker id -> pid (thread workers share one pid, which
+    is fine); ``shm_bytes()`` and ``done()`` report the shared memory in use and
+    the tasks finished so far. A worker whose process has gone is left out of
+    that sample. Use ``start()``/``stop()`` or ``with MemorySampler(...):``.
+    """
+
+    def __init__(
+        self,
+        stream: TaskStream,
+        worker_pids: Callable[[], Mapping[str, int]],
+        shm_bytes: Callable[[], int] = lambda: 0,
+        done: Callable[[], int] = lambda: 0,
+        interval: float = 0.1,
+        clock: Callable[[], float] = time.time,
+    ):
+        if not interval > 0:
+            raise ValueError(f"MemorySampler needs interval > 0, got {interval!r}")
+        self.stream = stream
+        self.interval = interval
+        self._worker_pids = worker_pids
+        self._shm_bytes = shm_bytes
+        self._done = done
+        self._clock = clock
+        self._processes: dict[int, Any] = {}  # pid -> psutil.Process, reused
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _rss(self, pid: int) -> int | None:
+        import psutil
+
+        proc = self._processes.get(pid)
+        try:
+            if proc is None:
+                proc = self._processes[pid] = psutil.Process(pid)
+            return int(proc.memory_info().rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            self._processes.pop(pid, None)
+            return None
+
+    def sample(self) -> dict:
+        """Take one sample now, append it to the stream and return it."""
+        rss = {}
+        for worker, pid in dict(self._worker_pids()).items():
+            value = self._rss(pid)
+            if value is not None:
+                rss[str(worker)] = value
+        sample = {
+            "time": self._clock(),
+            "shm_bytes": int(self._shm_bytes()),
+            "rss": rss,
+            "done": int(self._done()),
+        }
+        self.stream.add_memory_sample(sample)
+        return sample
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - a diagnostic must never kill a run
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> MemorySampler:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="shmdask-memory-sampler", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling (after one last sample, so the picture reaches the end)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join()
+        self._thread = None
+        try:
+            self.sample()
+        except Exception:  # noqa: BLE001 - see _run
+            pass
+
+    def __enter__(self) -> MemorySampler:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
