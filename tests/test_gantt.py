@@ -287,7 +287,8 @@ def test_large_stream_is_binned_and_renders(tmp_path):
         for p in c.get_paths()
         if abs(p.vertices[:, 1].min() + p.vertices[:, 1].max()) < 1e-9
     )
-    assert rightmost == pytest.approx(last_stop)
+    span = max(r["stop"] for r in recs) - t0
+    assert last_stop <= rightmost <= last_stop + span / 500  # a bar is at least 1 px wide
 
 
 def test_drawing_from_threads_is_independent(tmp_path):

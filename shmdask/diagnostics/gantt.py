@@ -490,6 +490,10 @@ def _draw_bars(
     s, e, r, c = start[compute], stop[compute], rows[compute], color_idx[compute]
     if bin_bars:
         s, e, r, c = merge_spans(s, e, r, c, pixel)
+    # every task leaves a mark at least one pixel wide; only bars wide enough to
+    # spare it get the thin white outline that separates neighbours
+    e = np.maximum(e, s + pixel)
+    outline = np.where(e - s >= 4 * pixel, 0.4, 0.0) if thin_edges else None
     handles = []
     order = np.argsort(c, kind="stable")
     bounds = np.searchsorted(c[order], np.arange(len(names) + 1))
@@ -502,7 +506,7 @@ def _draw_bars(
             _bar_verts(s[sel], e[sel], r[sel], 0.8),
             facecolors=color,
             edgecolors="white" if thin_edges else "none",
-            linewidths=0.4 if thin_edges else 0.0,
+            linewidths=outline[sel] if thin_edges else 0.0,
             antialiaseds=thin_edges,
             label=name,
             zorder=2,

@@ -275,6 +275,8 @@ class MemorySampler:
                 return
 
     def start(self) -> MemorySampler:
+        import psutil  # noqa: F401 - imported here, not in the first sample's timing
+
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(
