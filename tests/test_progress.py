@@ -215,6 +215,21 @@ def test_updates_from_another_thread():
     assert frames(out)[-1].startswith("[##########] 100% | 400/400 tasks")
 
 
+def test_advance_counts_batches():
+    bar, clock, out = make_bar(delay=0.0, interval=0.1)
+    bar.start(10)
+    for batch in ([1, 2, 3], [4], [5, 6, 7, 8, 9, 10]):
+        clock.advance(0.2)
+        bar.advance(len(batch))
+    bar.finish()
+    assert [f.split("|")[1].strip() for f in frames(out)] == [
+        "3/10 tasks",
+        "4/10 tasks",
+        "10/10 tasks",
+        "10/10 tasks",
+    ]
+
+
 def test_format_elapsed():
     assert format_elapsed(1.234) == "1.2 s"
     assert format_elapsed(125) == "2m 05s"

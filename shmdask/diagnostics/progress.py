@@ -134,6 +134,16 @@ class ProgressBar:
             if self._enabled:
                 self._maybe_draw(self._clock())
 
+    def advance(self, n: int = 1) -> None:
+        """``n`` more tasks finished (for callers that see batches, not totals,
+        e.g. ``engine.record_callbacks.append(lambda recs: bar.advance(len(recs)))``)."""
+        with self._lock:
+            if not self._active:
+                return
+            self._done += int(n)
+            if self._enabled:
+                self._maybe_draw(self._clock())
+
     def finish(self, failed: bool = False) -> None:
         """The run is over: draw the final line (if the bar was due) and stop.
         ``failed=True`` says so on that line instead of "done"."""
