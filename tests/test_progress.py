@@ -359,3 +359,21 @@ def test_in_a_real_jupyter_kernel():
     assert len(displays) == 1  # updated in place, not appended
     html = displays[0]["data"]["text/html"]
     assert '<progress value="3" max="3"' in html and "done in" in html
+
+
+def test_progress_over_client_futures():
+    """shmdask.distributed.progress over real Futures of an in-process cluster."""
+    from shmdask.distributed import Client
+    from shmdask.distributed import progress as distributed_progress
+    from shmdask.scheduler.local import ThreadCluster
+
+    with ThreadCluster(2) as cluster:
+        client = Client(cluster, set_as_default=False)
+        try:
+            futures = client.map(time.sleep, [0.02] * 8, pure=False)
+            out = io.StringIO()
+            distributed_progress(futures, stream=out, interval=0.005, notebook=False)
+            assert all(f.done() for f in futures)
+        finally:
+            client.close()
+    assert "8/8 tasks | done in" in out.getvalue()
