@@ -66,7 +66,15 @@ def test_structure_task_and_data_nodes():
     assert labels[("task", "d")] == "list"
     assert {(("data", "b"), ("task", "d")), (("data", "c"), ("task", "d"))} <= set(edges)
     assert labels[("task", "e")] == "add"  # partial: the inner function's name
-    assert labels[("task", "f")] == "lambda"
+    assert labels[("task", "f")] == "f"  # a lambda says nothing: the key's name
+
+
+def test_persisted_values_are_data_only():
+    from shmdask.base import Literal
+
+    nodes, edges, _ = graph_structure({"a-aaaaaaaa": (Literal(3),), "b": (inc, "a-aaaaaaaa")})
+    assert ("task", "a-aaaaaaaa") not in nodes and ("data", "a-aaaaaaaa") in nodes
+    assert (("data", "a-aaaaaaaa"), ("task", "b")) in edges
 
 
 def test_data_labels_are_short():
