@@ -1,2 +1,37 @@
-"""shmdask: dask's programming model on a single-node engine."""
+"""shmdask: dask's programming model on a single-node engine.
+
+Public names only; see DESIGN.md for how the parts fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shmdask import config
+from shmdask.base import compute, get, persist, visualize
+from shmdask.delayed import Delayed, delayed
+from shmdask.tokenize import tokenize
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "Delayed",
+    "LocalCluster",
+    "compute",
+    "config",
+    "delayed",
+    "get",
+    "persist",
+    "tokenize",
+    "visualize",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The cluster layer pulls in more machinery; load it on first use.
+    if name in ("Client", "LocalCluster"):
+        from shmdask import distributed
+
+        return getattr(distributed, name)
+    raise AttributeError(f"module 'shmdask' has no attribute {name!r}")

@@ -1,0 +1,261 @@
+"""compute, persist, get, visualize: from collections to results.
+
+Flow of ``compute(*args)``::
+
+    args ──collections_to_graph──▶ (graph, keys per collection)
+         ──prepare: check, cull, fuse_linear, order──▶ (graph, dependencies, priorities)
+         ──scheduler: run_graph(...)──▶ {key: value}
+         ──each collection's postcompute──▶ results, non-collections passed through
+
+The scheduler is chosen per call (``scheduler=``), else from
+``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else
+``threads``.  Every scheduler is an object with one method,
+``run_graph(dsk, dependencies, keys, priorities) -> {key: value}``; the
+local ones are built here, a Client is one too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shmdask import config
+from shmdask.graph import check_graph, cull, dependencies_of, flatten, fuse_linear, order
+
+
+class Literal:
+    """A task with no arguments that returns a value as is.
+
+    Persisted results and wrapped values sit in graphs as ``(Literal(v),)``
+    so that a value which happens to look like a task or a key is never
+    evaluated.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __call__(self) -> Any:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Literal({type(self.value).__name__})"
+
+    def __reduce__(self) -> tuple:
+        return (Literal, (self.value,))
+
+
+def is_collection(x: Any) -> bool:
+    return not isinstance(x, type) and hasattr(x, "__shmdask_graph__")
+
+
+def is_future(x: Any) -> bool:
+    return getattr(type(x), "_shmdask_future", False)
+
+
+# -- schedulers ---------------------------------------------------------------
+
+
+class LocalScheduler:
+    """The sync and threads backends as a scheduler object."""
+
+    def __init__(self, sync: bool):
+        self.sync = sync
+
+    def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
+                  priorities: Mapping) -> dict:
+        from shmdask.scheduler.local import get_local
+
+        dsk, dependencies = _resolve_futures(dsk, dependencies)
+        return get_local(dsk, dependencies, keys, priorities,
+                         num_workers=config.get("num_workers"), sync=self.sync)
+
+    def __repr__(self) -> str:
+        return "<scheduler sync>" if self.sync else "<scheduler threads>"
+
+
+SYNC = LocalScheduler(sync=True)
+THREADS = LocalScheduler(sync=False)
+_NAMES = {
+    "sync": SYNC,
+    "synchronous": SYNC,
+    "single-threaded": SYNC,
+    "threads": THREADS,
+    "threading": THREADS,
+}
+_PROCESS_NAMES = {"processes", "multiprocessing", "distributed"}
+
+
+def get_scheduler(scheduler: Any = None) -> Any:
+    """The scheduler object for a ``scheduler=`` argument or the configuration."""
+    if scheduler is None:
+        scheduler = config.get("scheduler")
+    if scheduler is None:
+        return THREADS
+    if isinstance(scheduler, str):
+        name = scheduler.lower()
+        if name in _NAMES:
+            return _NAMES[name]
+        if name in _PROCESS_NAMES:
+            from shmdask.client import default_process_client
+
+            return default_process_client()
+        raise ValueError(
+            f"unknown scheduler {scheduler!r}; expected one of "
+            f"{sorted(set(_NAMES) | _PROCESS_NAMES)} or a Client"
+        )
+    if hasattr(scheduler, "run_graph"):
+        return scheduler
+    raise TypeError(f"scheduler= must be a name or a Client, not {type(scheduler).__name__}")
+
+
+def _resolve_futures(dsk: Mapping, dependencies: Mapping) -> tuple[Mapping, Mapping]:
+    """For local schedulers: Futures in a graph become their values."""
+    if not any(is_future(v) for v in dsk.values()):
+        return dsk, dependencies
+    out = {k: ((Literal(v.result()),) if is_future(v) else v) for k, v in dsk.items()}
+    return out, dependencies
+
+
+# -- graph preparation --------------------------------------------------------
+
+
+def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True) -> tuple[dict, dict, dict]:
+    """Check, cull, fuse and order a graph for ``keys`` (a flat list)."""
+    check_graph(dsk, keys)
+    dsk, deps = cull(dsk, keys)
+    if optimize:
+        dsk, deps = fuse_linear(dsk, keys, deps)
+    return dsk, deps, order(dsk, deps)
+
+
+def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict, list]:
+    """Merge the graphs of collections; returns ``(graph, [keys of each])``."""
+    dsk: dict = {}
+    keys = []
+    groups: dict = {}
+    for c in collections:
+        ks = c.__shmdask_keys__()
+        keys.append(ks)
+        opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
+        groups.setdefault(opt, []).append((c, ks))
+    for opt, members in groups.items():
+        graph: dict = {}
+        for c, _ in members:
+            graph.update(c.__shmdask_graph__())
+        if opt is not None:
+            graph = opt(graph, [k for _, ks in members for k in flatten(ks)])
+        dsk.update(graph)
+    return dsk, keys
+
+
+def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]:
+    dsk, keys = collections_to_graph(collections, optimize)
+    flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
+    sched = get_scheduler(scheduler)
+    prepared, deps, prio = prepare_graph(dsk, flat, optimize)
+    results = sched.run_graph(prepared, deps, flat, prio)
+    return results, keys
+
+
+def _pack(ks: Any, results: dict) -> Any:
+    if type(ks) is list:
+        return [_pack(k, results) for k in ks]
+    return results[ks]
+
+
+def _unpack_args(args: tuple) -> tuple[list, list]:
+    """Split args into collections to compute; containers holding collections
+    are wrapped as one Delayed each (so ``compute([d1, d2])`` works)."""
+    from shmdask.delayed import delayed
+
+    out = []
+    for a in args:
+        if is_collection(a):
+            out.append(a)
+        elif type(a) in (list, tuple, dict, set) and _holds_collection(a):
+            out.append(delayed(a))
+        else:
+            out.append(None)
+    return out, [a for a in out if a is not None]
+
+
+def _holds_collection(x: Any) -> bool:
+    if is_collection(x) or is_future(x):
+        return True
+    if type(x) in (list, tuple, set, frozenset):
+        return any(_holds_collection(i) for i in x)
+    if type(x) is dict:
+        return any(_holds_collection(v) for v in x.values())
+    return False
+
+
+def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
+            traverse: bool = True, **kwargs: Any) -> tuple:
+    """Compute collections together; shared parts run once.  Returns a tuple."""
+    if traverse:
+        wrapped, collections = _unpack_args(args)
+    else:
+        wrapped = [a if is_collection(a) else None for a in args]
+        collections = [a for a in wrapped if a is not None]
+    if not collections:
+        return tuple(args)
+    results, keys = _run(collections, scheduler, optimize_graph)
+    computed = iter(
+        finalize(_pack(ks, results), *extra)
+        for (finalize, extra), ks in zip(
+            (c.__shmdask_postcompute__() for c in collections), keys, strict=True
+        )
+    )
+    return tuple(next(computed) if w is not None else a for w, a in zip(wrapped, args,
+                                                                        strict=True))
+
+
+def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
+            **kwargs: Any) -> tuple:
+    """Compute collections and return new ones whose graphs hold the results.
+
+    On a Client the results stay on the cluster (the new collections hold
+    Futures); on the local schedulers they are embedded in the graph.
+    """
+    collections = [a for a in args if is_collection(a)]
+    if not collections:
+        return tuple(args)
+    sched = get_scheduler(scheduler)
+    if hasattr(sched, "persist_collections"):
+        persisted = iter(sched.persist_collections(collections, optimize_graph))
+    else:
+        results, keys = _run(collections, sched, optimize_graph)
+        persisted = iter(_rebuild(c, ks, results) for c, ks in zip(collections, keys,
+                                                                    strict=True))
+    return tuple(next(persisted) if is_collection(a) else a for a in args)
+
+
+def _rebuild(collection: Any, keys: Any, results: Mapping) -> Any:
+    rebuild, extra = collection.__shmdask_postpersist__()
+    graph = {k: (Literal(results[k]),) for k in flatten(keys)}
+    return rebuild(graph, *extra)
+
+
+def get(dsk: Mapping, keys: Any, scheduler: Any = None, optimize_graph: bool = True) -> Any:
+    """Run a raw task graph; ``keys`` is a key or nested lists of keys."""
+    if not isinstance(dsk, Mapping):
+        raise TypeError(f"a task graph must be a mapping, not {type(dsk).__name__}")
+    flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
+    prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
+    results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)
+    return _pack(keys, results) if type(keys) is list else results[keys]
+
+
+def visualize(*args: Any, filename: str | None = None, rankdir: str = "TB",
+              optimize_graph: bool = False, **kwargs: Any) -> Any:
+    """Draw the task graph of collections (matplotlib); see shmdask.visualize."""
+    from shmdask.visualize import visualize_graph
+
+    _, collections = _unpack_args(args)
+    dsk, _ = collections_to_graph(collections, optimize=optimize_graph)
+    return visualize_graph(dsk, filename=filename, rankdir=rankdir, **kwargs)
+
+
+__all__ = ["compute", "persist", "get", "visualize", "is_collection", "dependencies_of"]

@@ -1,0 +1,340 @@
+"""``delayed``: lazy function calls that build a task graph.
+
+A :class:`Delayed` is a graph (``.dask``) and one output key (``.key``).
+Calling a delayed function, an operator, ``obj[i]``, ``obj.attr`` or
+``obj.method(...)`` on Delayed values returns a new Delayed whose graph is
+the union of its inputs' graphs plus one task.  Nothing runs until
+``compute``.
+
+Arguments are *unpacked* into the graph spec (:func:`unpack_collections`):
+Delayed values become their keys, lists stay lists, tuples/dicts/sets become
+small tasks that rebuild them, other collections (arrays) become a task that
+assembles their result, and Futures become their key (their data is already
+on the cluster).  So ``f([a, (b, {"k": c})])`` receives real values at every
+depth, as in dask.
+
+Keys are ``<name>-<token>``: a random token by default (every call is a new
+task), or ``tokenize`` of the function and arguments with ``pure=True`` (the
+same call always has the same key, so it runs once).
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from shmdask import base
+from shmdask.graph import key_split
+from shmdask.tokenize import tokenize
+
+__all__ = ["Delayed", "delayed", "unpack_collections"]
+
+
+def _new_token(pure: bool, *parts: Any) -> str:
+    return tokenize(*parts) if pure else uuid.uuid4().hex
+
+
+def _build(kind: type, items: list) -> Any:
+    return kind(items)
+
+
+def _build_dict(pairs: list) -> dict:
+    return dict(pairs)
+
+
+def _call_with_kwargs(func: Callable, args: list, kwargs: dict) -> Any:
+    return func(*args, **kwargs)
+
+
+def _call_method(obj: Any, name: str, args: list, kwargs: dict) -> Any:
+    return getattr(obj, name)(*args, **kwargs)
+
+
+def unpack_collections(expr: Any) -> tuple[Any, list]:
+    """``expr`` as a graph computation, and the collections it refers to."""
+    collections: list = []
+
+    def unpack(x: Any) -> Any:
+        if isinstance(x, Delayed):
+            collections.append(x)
+            return x.key
+        if base.is_future(x):
+            collections.append(x)
+            return x.key
+        if base.is_collection(x):
+            collections.append(x)
+            finalize, extra = x.__shmdask_postcompute__()
+            return (finalize, x.__shmdask_keys__(), *extra)
+        typ = type(x)
+        if typ is list:
+            return [unpack(i) for i in x]
+        if typ is tuple:
+            return (_build, tuple, [unpack(i) for i in x])
+        if typ in (set, frozenset):
+            return (_build, typ, [unpack(i) for i in x])
+        if typ is dict:
+            return (_build_dict, [[unpack(k), unpack(v)] for k, v in x.items()])
+        if isinstance(x, slice):
+            return (slice, unpack(x.start), unpack(x.stop), unpack(x.step))
+        return x
+
+    task = unpack(expr)
+    if not collections:  # keep plain values plain: no needless rebuilding
+        return expr, []
+    return task, collections
+
+
+def _merge_graphs(collections: list) -> dict:
+    dsk: dict = {}
+    for c in collections:
+        if base.is_future(c):
+            dsk[c.key] = c
+        else:
+            dsk.update(c.__shmdask_graph__())
+    return dsk
+
+
+def _finalize_first(results: list) -> Any:
+    return results[0]
+
+
+def _rebuild_delayed(dsk: dict, key: Any, length: int | None) -> Delayed:
+    return Delayed(key, dsk, length)
+
+
+class Delayed:
+    """A lazy value: ``.dask`` (the graph) and ``.key`` (its output)."""
+
+    __slots__ = ("_key", "_dask", "_length")
+
+    def __init__(self, key: Any, dsk: dict, length: int | None = None):
+        self._key = key
+        self._dask = dsk
+        self._length = length
+
+    @property
+    def key(self) -> Any:
+        return self._key
+
+    @property
+    def dask(self) -> dict:
+        return self._dask
+
+    # -- collection protocol ---------------------------------------------
+
+    def __shmdask_graph__(self) -> dict:
+        return self._dask
+
+    def __shmdask_keys__(self) -> list:
+        return [self._key]
+
+    def __shmdask_postcompute__(self) -> tuple:
+        return _finalize_first, ()
+
+    def __shmdask_postpersist__(self) -> tuple:
+        return _rebuild_delayed, (self._key, self._length)
+
+    def __shmdask_tokenize__(self) -> Any:
+        return self._key
+
+    def compute(self, **kwargs: Any) -> Any:
+        return base.compute(self, **kwargs)[0]
+
+    def persist(self, **kwargs: Any) -> Delayed:
+        return base.persist(self, **kwargs)[0]
+
+    def visualize(self, filename: str | None = None, **kwargs: Any) -> Any:
+        return base.visualize(self, filename=filename, **kwargs)
+
+    # -- behaving like the value ---------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"Delayed({self._key!r})"
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __dir__(self) -> list:
+        return sorted(set(dir(type(self))) | {"key", "dask"})
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(f"Delayed has no attribute {attr!r}")
+        return DelayedAttr(self, attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if attr in Delayed.__slots__:
+            object.__setattr__(self, attr, value)
+        else:
+            raise TypeError("Delayed objects are immutable")
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        raise TypeError("Delayed objects are immutable")
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "Truth of a Delayed object is not known until it is computed: "
+            "call .compute() first, or branch inside a delayed function"
+        )
+
+    def __iter__(self) -> Iterator[Delayed]:
+        if self._length is None:
+            raise TypeError(
+                "Delayed objects of unspecified length are not iterable; "
+                "pass nout= to delayed() to unpack the result"
+            )
+        for i in range(self._length):
+            yield self[i]
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("Delayed objects of unspecified length have no len(); pass nout=")
+        return self._length
+
+    def __call__(self, *args: Any, pure: bool | None = None, dask_key_name: Any = None,
+                 **kwargs: Any) -> Delayed:
+        return _call(self, args, kwargs, pure=bool(pure), name=None, key=dask_key_name,
+                     nout=None)
+
+    def __getitem__(self, index: Any) -> Delayed:
+        return _call(operator.getitem, (self, index), {}, pure=True, name="getitem",
+                     key=None, nout=None)
+
+    # Operators are added below by _bind_operators.
+
+
+class DelayedAttr(Delayed):
+    """``obj.attr``: a Delayed that calls ``obj.attr(...)`` in one task."""
+
+    __slots__ = ("_obj", "_attr")
+
+    def __init__(self, obj: Delayed, attr: str):
+        key = f"getattr-{tokenize(obj.key, attr)}"
+        dsk = dict(obj.dask)
+        dsk[key] = (getattr, obj.key, attr)
+        Delayed.__init__(self, key, dsk)
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_attr", attr)
+
+    def __call__(self, *args: Any, pure: bool | None = None, dask_key_name: Any = None,
+                 **kwargs: Any) -> Delayed:
+        return _call(_call_method, (self._obj, self._attr, list(args), kwargs), {},
+                     pure=bool(pure), name=self._attr, key=dask_key_name, nout=None)
+
+
+def _funcname(func: Any) -> str:
+    while hasattr(func, "func"):  # functools.partial
+        func = func.func
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return "lambda" if name == "<lambda>" else name
+
+
+def _call(func: Any, args: tuple, kwargs: dict, *, pure: bool, name: str | None, key: Any,
+          nout: int | None) -> Delayed:
+    """One task applying ``func`` to ``args``/``kwargs`` (which may hold Delayed)."""
+    func_task, func_colls = unpack_collections(func)
+    args_task, arg_colls = unpack_collections(list(args))
+    if kwargs:
+        kwargs_task, kw_colls = unpack_collections(kwargs)
+        task = (_call_with_kwargs, func_task, args_task, kwargs_task)
+    else:
+        kw_colls = []
+        task = (func_task, *args_task) if callable(func_task) else (
+            _call_with_kwargs, func_task, args_task, {})
+    if key is None:
+        prefix = name or (key_split(func.key) if isinstance(func, Delayed) else _funcname(func))
+        key = f"{prefix}-{_new_token(pure, func_task, args_task, kwargs)}"
+    dsk = _merge_graphs(func_colls + arg_colls + kw_colls)
+    dsk[key] = task
+    return Delayed(key, dsk, nout)
+
+
+class DelayedFunction:
+    """``delayed(f)``: calling it builds a task instead of calling ``f``."""
+
+    def __init__(self, func: Callable, pure: bool, nout: int | None, name: str | None):
+        self.func = func
+        self.pure = pure
+        self.nout = nout
+        self.name = name
+        self.__name__ = _funcname(func)
+        self.__doc__ = getattr(func, "__doc__", None)
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, pure: bool | None = None, dask_key_name: Any = None,
+                 **kwargs: Any) -> Delayed:
+        return _call(self.func, args, kwargs, pure=self.pure if pure is None else pure,
+                     name=self.name, key=dask_key_name, nout=self.nout)
+
+    def __repr__(self) -> str:
+        return f"delayed({self.__name__})"
+
+    def __reduce__(self) -> tuple:
+        return (DelayedFunction, (self.func, self.pure, self.nout, self.name))
+
+
+def delayed(obj: Any = None, *, pure: bool = False, nout: int | None = None,
+            name: str | None = None, traverse: bool = True) -> Any:
+    """Wrap a function or value so that operations on it build a task graph.
+
+    ``@delayed`` and ``@delayed(pure=True)`` decorate functions; ``delayed(value)``
+    wraps a value (containers holding Delayed values become one task).
+    """
+    if obj is None:  # used as @delayed(pure=True)
+        return lambda f: delayed(f, pure=pure, nout=nout, name=name, traverse=traverse)
+    if nout is not None and (not isinstance(nout, int) or nout < 0):
+        raise ValueError(f"nout must be a non-negative int or None, not {nout!r}")
+    if isinstance(obj, Delayed):
+        return obj
+    if isinstance(obj, DelayedFunction):
+        return obj
+    if callable(obj) and not base.is_collection(obj) and not isinstance(obj, type(None)):
+        return DelayedFunction(obj, pure, nout, name)
+    task, collections = unpack_collections(obj) if traverse else (obj, [])
+    if name is not None:
+        key = name
+    else:
+        token = tokenize(task) if (pure or not collections) and _cheap(obj) else uuid.uuid4().hex
+        key = f"{type(obj).__name__}-{token}"
+    dsk = _merge_graphs(collections)
+    if collections:
+        dsk[key] = task
+    else:
+        dsk[key] = (base.Literal(obj),)
+    return Delayed(key, dsk, nout)
+
+
+def _cheap(obj: Any) -> bool:
+    return obj is None or type(obj) in (int, float, str, bool, bytes, complex)
+
+
+def _bind_operators() -> None:
+    def binary(op: Callable, reflected: bool = False) -> Callable:
+        def method(self: Delayed, other: Any) -> Delayed:
+            args = (other, self) if reflected else (self, other)
+            return _call(op, args, {}, pure=True, name=op.__name__.strip("_"), key=None,
+                         nout=None)
+        return method
+
+    def unary(op: Callable) -> Callable:
+        def method(self: Delayed) -> Delayed:
+            return _call(op, (self,), {}, pure=True, name=op.__name__.strip("_"), key=None,
+                         nout=None)
+        return method
+
+    for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul",
+                 "and", "or", "xor", "lshift", "rshift"):
+        op = getattr(operator, f"{name}_" if name in ("and", "or") else name)
+        setattr(Delayed, f"__{name}__", binary(op))
+        setattr(Delayed, f"__r{name}__", binary(op, reflected=True))
+    Delayed.__divmod__ = binary(divmod)
+    Delayed.__rdivmod__ = binary(divmod, reflected=True)
+    for name in ("lt", "le", "eq", "ne", "gt", "ge"):
+        setattr(Delayed, f"__{name}__", binary(getattr(operator, name)))
+    for name in ("neg", "pos", "invert", "abs"):
+        setattr(Delayed, f"__{name}__", unary(getattr(operator, name)))
+
+
+_bind_operators()

@@ -1,0 +1,319 @@
+"""Task graphs: dask's classic graph spec and the pure functions over it.
+
+A graph is a plain mapping ``key -> computation``::
+
+    key          str  |  (name: str, i, j, ...)         e.g. "inc-1f2e", ("x-ab12", 0, 3)
+    computation  literal | key | task | [computation, ...]
+    task         (callable, computation, computation, ...)
+
+Everything here takes such a mapping and returns new values; nothing does I/O
+or touches a scheduler, so each helper is tested alone and the schedulers,
+the collections and the drawing code all share one definition of "what
+depends on what".
+
+Flow through a ``compute()``::
+
+    collections ──merge──▶ graph ──cull(keys)──▶ fuse_linear ──▶ order ──▶ scheduler
+                                                                       │
+                        execute_task(computation, {dep_key: value}) ◀──┘ (on a worker)
+
+When is a value a key?  Exactly when it is hashable, has a key's shape (a str
+or a tuple starting with a str) and names a key of the graph being run.
+Anything else is a literal: this is dask's rule, so a graph that dask's own
+``dask.get`` accepts means the same here.  A *tuple* whose first element is a
+str but which is not a key of the graph is therefore a literal; a missing
+dependency can only be detected for values the caller declares as keys
+(see :func:`check_graph`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any
+
+Key = str | tuple
+Graph = Mapping[Key, Any]
+
+
+class CycleError(ValueError):
+    """The graph has a cycle; ``cycle`` lists the keys around it, in order."""
+
+    def __init__(self, cycle: list):
+        self.cycle = cycle
+        path = " -> ".join(map(repr, cycle + cycle[:1]))
+        super().__init__(f"task graph has a cycle: {path}")
+
+
+def is_task(x: Any) -> bool:
+    """A task is a non-empty tuple whose first element is callable."""
+    return type(x) is tuple and bool(x) and callable(x[0])
+
+
+def is_key_shaped(x: Any) -> bool:
+    """True for a str, or a tuple ``(str, int, ...)``: what a key may look like."""
+    if type(x) is str:
+        return True
+    return (
+        type(x) is tuple
+        and bool(x)
+        and type(x[0]) is str
+        and all(type(i) is int for i in x[1:])
+    )
+
+
+def _refers(x: Any, dsk: Mapping) -> bool:
+    try:
+        return x in dsk
+    except TypeError:  # unhashable literal
+        return False
+
+
+def find_keys(computation: Any, dsk: Mapping, out: set | None = None) -> set:
+    """Keys of ``dsk`` referenced anywhere inside ``computation``."""
+    if out is None:
+        out = set()
+    stack = [computation]
+    while stack:
+        x = stack.pop()
+        typ = type(x)
+        if typ is tuple:
+            if x and callable(x[0]):
+                stack.extend(x[1:])
+                continue
+            if _refers(x, dsk):
+                out.add(x)
+            # any other tuple is a literal, as in dask
+        elif typ is list:
+            stack.extend(x)
+        elif typ is dict:  # dicts are literals in the spec, but values may hold keys
+            stack.extend(x.values())
+        elif typ is str:
+            if x in dsk:
+                out.add(x)
+    return out
+
+
+def get_dependencies(dsk: Graph, key: Key) -> set:
+    """The keys that ``dsk[key]`` needs."""
+    return find_keys(dsk[key], dsk)
+
+
+def dependencies_of(dsk: Graph) -> dict:
+    """``key -> set of keys it needs`` for every key of the graph."""
+    return {k: find_keys(v, dsk) for k, v in dsk.items()}
+
+
+def reverse_dependencies(deps: Mapping) -> dict:
+    """``key -> set of keys that need it`` from a dependencies mapping."""
+    dependents: dict = {k: set() for k in deps}
+    for k, ds in deps.items():
+        for d in ds:
+            dependents[d].add(k)
+    return dependents
+
+
+def _find_cycle(deps: Mapping, among: Iterable) -> list:
+    """Walk dependencies from an unfinished key until a key repeats."""
+    among = set(among)
+    start = next(iter(among))
+    path: list = []
+    seen: dict = {}
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = next(d for d in deps[node] if d in among)
+    return path[seen[node]:]
+
+
+def toposort(dsk: Graph, dependencies: Mapping | None = None) -> list:
+    """Keys ordered so that every key comes after its dependencies.
+
+    Raises :class:`CycleError` naming the keys of a cycle.
+    """
+    deps = dependencies if dependencies is not None else dependencies_of(dsk)
+    waiting = {k: len(ds) for k, ds in deps.items()}
+    dependents = reverse_dependencies(deps)
+    ready = [k for k, n in waiting.items() if n == 0]
+    out = []
+    while ready:
+        k = ready.pop()
+        out.append(k)
+        for d in dependents[k]:
+            waiting[d] -= 1
+            if waiting[d] == 0:
+                ready.append(d)
+    if len(out) != len(deps):
+        raise CycleError(_find_cycle(deps, [k for k, n in waiting.items() if n > 0]))
+    return out
+
+
+def check_graph(dsk: Graph, keys: Iterable) -> None:
+    """Raise a clear error for requested keys the graph lacks, or a cycle."""
+    missing = [k for k in keys if not _refers(k, dsk)]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5]))
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise KeyError(f"requested key(s) not in the task graph: {shown}{more}")
+    toposort(dsk)
+
+
+def cull(dsk: Graph, keys: Iterable, dependencies: Mapping | None = None) -> tuple[dict, dict]:
+    """The part of ``dsk`` needed for ``keys``; returns ``(graph, dependencies)``."""
+    out: dict = {}
+    out_deps: dict = {}
+    stack = list(keys)
+    while stack:
+        k = stack.pop()
+        if k in out:
+            continue
+        out[k] = dsk[k]
+        ds = dependencies[k] if dependencies is not None else find_keys(dsk[k], dsk)
+        out_deps[k] = ds
+        stack.extend(d for d in ds if d not in out)
+    return out, out_deps
+
+
+def _substitute(computation: Any, key: Key, value: Any) -> Any:
+    """Replace references to ``key`` inside ``computation`` by ``value``."""
+    typ = type(computation)
+    if typ is tuple:
+        if computation and callable(computation[0]):
+            return (computation[0],) + tuple(_substitute(a, key, value) for a in computation[1:])
+        if computation == key:
+            return value
+        return computation
+    if typ is list:
+        return [_substitute(a, key, value) for a in computation]
+    if typ is dict:
+        return {k: _substitute(v, key, value) for k, v in computation.items()}
+    if typ is str and computation == key:
+        return value
+    return computation
+
+
+def fuse_linear(
+    dsk: Graph, keys: Iterable = (), dependencies: Mapping | None = None
+) -> tuple[dict, dict]:
+    """Fuse linear chains ``a -> b -> c`` into one task under the last key.
+
+    ``a`` is folded into its dependent ``b`` when ``a`` has exactly one
+    dependent, ``b`` has exactly one dependency, and ``a`` is not requested.
+    The fused computation nests ``a``'s task inside ``b``'s, so the result
+    is still a plain spec graph.  Fan-in is never fused: that would trade
+    away parallelism.  Returns ``(graph, dependencies)``.
+    """
+    keep = set(keys)
+    deps = {k: set(v) for k, v in (dependencies or dependencies_of(dsk)).items()}
+    dependents = reverse_dependencies(deps)
+    out = dict(dsk)
+    for a in toposort(dsk, deps):
+        users = dependents[a]
+        if len(users) != 1 or a in keep:
+            continue
+        (b,) = users
+        if len(deps[b]) != 1 or not is_task(out[a]) or not is_task(out[b]):
+            continue
+        out[b] = _substitute(out[b], a, out[a])
+        deps[b] = deps[a]
+        for d in deps[a]:
+            dependents[d].discard(a)
+            dependents[d].add(b)
+        del out[a], deps[a], dependents[a]
+    return out, deps
+
+
+def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
+    """A priority per key (lower runs first) that finishes chains before new ones.
+
+    Depth-first from the outputs: each output's dependencies are visited
+    smallest-subtree first, and a key is numbered right after all of its
+    dependencies.  Running ready tasks in this order completes one branch
+    (and frees its intermediates) before starting the next, which keeps
+    memory small, as dask's ordering does.
+    """
+    deps = dependencies if dependencies is not None else dependencies_of(dsk)
+    dependents = reverse_dependencies(deps)
+    # Size of each key's subtree (counting shared parts once per path is fine
+    # for a tie-breaker and keeps this linear).
+    size: dict = {}
+    for k in toposort(dsk, deps):
+        size[k] = 1 + sum(size[d] for d in deps[k]) if deps[k] else 1
+
+    def sort_key(k: Key) -> tuple:
+        return (size[k], str(k))
+
+    outputs = sorted((k for k, ds in dependents.items() if not ds), key=sort_key)
+    priority: dict = {}
+    counter = 0
+    for root in outputs:
+        stack = [(root, False)]
+        while stack:
+            k, expanded = stack.pop()
+            if k in priority:
+                continue
+            if expanded:
+                priority[k] = counter
+                counter += 1
+                continue
+            stack.append((k, True))
+            children = sorted((d for d in deps[k] if d not in priority), key=sort_key, reverse=True)
+            stack.extend((d, False) for d in children)
+    return priority
+
+
+def execute_task(computation: Any, data: Mapping) -> Any:
+    """Evaluate a computation, taking the values of keys from ``data``."""
+    typ = type(computation)
+    if typ is tuple:
+        if computation and callable(computation[0]):
+            func = computation[0]
+            return func(*[execute_task(a, data) for a in computation[1:]])
+        if _refers(computation, data):
+            return data[computation]
+        return computation
+    if typ is list:
+        return [execute_task(a, data) for a in computation]
+    if typ is dict:
+        return {k: execute_task(v, data) for k, v in computation.items()}
+    if typ is str and computation in data:
+        return data[computation]
+    return computation
+
+
+def flatten(seq: Any, container: type = list) -> Iterator:
+    """Yield the leaves of nested ``container``s (lists, by default)."""
+    if isinstance(seq, container):
+        for item in seq:
+            yield from flatten(item, container)
+    else:
+        yield seq
+
+
+_HEX_SUFFIX = re.compile(r"^[0-9a-f]{8,}$")
+
+
+def key_split(key: Hashable) -> str:
+    """The group name of a key: ``'inc-1f2e3d4c5b'`` -> ``'inc'``,
+    ``('random_sample-ab12cd34ef', 3)`` -> ``'random_sample'``."""
+    if type(key) is tuple:
+        key = key[0] if key else ""
+    if type(key) is bytes:
+        key = key.decode()
+    if type(key) is not str:
+        return str(key)
+    words = key.split("-")
+    kept = [words[0]]
+    for word in words[1:]:
+        if _HEX_SUFFIX.match(word) or word.isdigit():
+            break
+        kept.append(word)
+    return "-".join(kept)
+
+
+def merge(*graphs: Mapping) -> dict:
+    out: dict = {}
+    for g in graphs:
+        out.update(g)
+    return out

@@ -1,0 +1,411 @@
+"""The engine: one scheduler loop for every backend.
+
+The loop owns a :class:`~shmdask.scheduler.state.SchedulerState` and the data
+of the keys in memory, and talks to workers only through two small
+interfaces, so threads, local worker processes and remote workers are just
+transports of the same loop::
+
+    user / Client threads                engine loop (one thread)                 workers
+    ─────────────────────                ────────────────────────                 ───────
+    submit(graph, wanted, listener) ─┐
+    unwant(keys), call(fn) ──────────┼─▶ inbox ─▶ handle event ─▶ SchedulerState
+                                     │      ▲            │
+                                     │      │            ▼ dispatch: ready tasks in batches
+                                     │      │      WorkerHandle.run([TaskSpec...]) ───────▶ run
+                                     │      └── ("done", wid, [TaskResult...]) ◀─────────── tasks
+                                     │          ("erred", ...), ("worker-lost", ...)
+                                     └─ listeners(key, status, exception) are called
+                                        on the loop thread when a wanted key finishes
+
+- **WorkerHandle** (one per worker, or per thread of the threads backend)
+  sends a batch of :class:`TaskSpec` and later posts events to the inbox.
+- **DataStore** is the data plane: values in ``Engine.data`` are opaque to the
+  loop (live objects for threads, serialized shared-memory references for
+  processes); the store turns them into user objects, stores scattered data
+  and frees released keys.
+
+Batching policy.  Each worker is kept fed with roughly ``target_batch``
+seconds of work (estimated from the running mean task duration), at least
+one task per thread and at most ``max_batch``: tiny tasks travel a hundred to
+a message, long tasks one by one so the load stays balanced.
+
+The loop runs either on its own thread (:meth:`Engine.start`, for clusters
+and clients that live across computations) or in the caller's thread until
+some keys are done (:meth:`Engine.run_until`, for one-shot ``compute``
+calls on the sync and threads backends).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+from shmdask.scheduler.state import SchedulerState
+
+
+class TaskSpec(NamedTuple):
+    key: Any
+    computation: Any
+    deps: dict  # dependency key -> stored value
+
+
+class TaskResult(NamedTuple):
+    key: Any
+    value: Any  # stored value
+    record: dict  # task-stream record (see shmdask.diagnostics.task_stream)
+
+
+class WorkerHandle(ABC):
+    """The engine's view of one worker.  ``run`` is called on the loop thread."""
+
+    id: str
+    nthreads: int = 1
+    kind: str = "thread"  # "thread" | "local" | "remote"
+
+    @abstractmethod
+    def run(self, tasks: list[TaskSpec]) -> None:
+        """Start these tasks; results come back later as inbox events."""
+
+    def close(self) -> None:  # pragma: no cover - default
+        pass
+
+    def info(self) -> dict:
+        return {"name": self.id, "nthreads": self.nthreads, "kind": self.kind}
+
+
+class DataStore(ABC):
+    """Where results live.  Values are opaque to the engine."""
+
+    @abstractmethod
+    def to_user(self, value: Any) -> Any: ...
+
+    @abstractmethod
+    def from_user(self, obj: Any) -> Any: ...
+
+    def release(self, values: list) -> None:
+        pass
+
+    def nbytes(self, value: Any) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class LocalStore(DataStore):
+    """Live Python objects, for the in-process backends."""
+
+    def to_user(self, value: Any) -> Any:
+        return value
+
+    def from_user(self, obj: Any) -> Any:
+        return obj
+
+
+Listener = Callable[[Any, str, BaseException | None], None]
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of a task that failed in another process."""
+
+    def __init__(self, text: str):
+        self.text = text
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text
+
+
+class Engine:
+    """One scheduler loop; see the module docstring."""
+
+    target_batch = 0.002  # seconds of queued work per worker thread
+    max_batch = 128
+
+    def __init__(self, store: DataStore | None = None, name: str = "engine"):
+        self.name = name
+        self.store = store or LocalStore()
+        self.state = SchedulerState()
+        self.data: dict = {}
+        self.workers: dict[str, WorkerHandle] = {}
+        self.in_flight: dict[str, set] = {}
+        self.where: dict = {}  # processing key -> worker id
+        self.records: list[dict] = []
+        self.record_callbacks: list[Callable[[list[dict]], None]] = []
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.listeners: dict[Any, list[Listener]] = {}
+        self.started = time.time()
+        self.closed = False
+        self._thread: threading.Thread | None = None
+        self._mean_duration = 0.0005
+        self.tasks_done = 0
+        self.on_worker_lost: list[Callable[[str, str], None]] = []
+
+    # -- called from any thread ------------------------------------------------
+
+    def post(self, event: tuple) -> None:
+        self.inbox.put(event)
+
+    def submit(
+        self,
+        dsk: Mapping,
+        dependencies: Mapping,
+        wanted: Iterable,
+        priorities: Mapping | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        """Add a graph; ``listener(key, "memory"|"erred", exc)`` hears about ``wanted``."""
+        self.post(("update-graph", dsk, dependencies, list(wanted), priorities, listener))
+
+    def scatter(self, items: Mapping, listener: Listener | None = None) -> None:
+        """Put user objects in the store under the given keys (wanted once each)."""
+        stored = {k: self.store.from_user(v) for k, v in items.items()}
+        self.post(("scatter", stored, listener))
+
+    def unwant(self, keys: Iterable) -> None:
+        self.post(("unwant", list(keys)))
+
+    def call(self, fn: Callable[[Engine], Any], timeout: float | None = 10) -> Any:
+        """Run ``fn(engine)`` on the loop thread and return its result."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            return fn(self)
+        done = threading.Event()
+        box: list = []
+
+        def run(engine: Engine) -> None:
+            try:
+                box.append((True, fn(engine)))
+            except BaseException as exc:  # handed back to the caller
+                box.append((False, exc))
+            done.set()
+
+        self.post(("call", run))
+        if not done.wait(timeout):
+            raise TimeoutError(f"scheduler did not answer within {timeout} s")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def add_worker(self, worker: WorkerHandle) -> None:
+        self.post(("worker-added", worker))
+
+    # -- the loop ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the loop on a daemon thread until :meth:`close`."""
+        self._thread = threading.Thread(target=self._run_forever, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run_forever(self) -> None:
+        while not self.closed:
+            self._step(block=True)
+
+    def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
+        """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
+        while not done():
+            self._step(block=True, timeout=poll)
+
+    def _step(self, block: bool, timeout: float | None = None) -> None:
+        try:
+            event = self.inbox.get(block, timeout)
+        except queue.Empty:
+            return
+        handle = self._handle
+        handle(event)
+        inbox = self.inbox
+        while True:
+            try:
+                event = inbox.get_nowait()
+            except queue.Empty:
+                break
+            handle(event)
+        self._dispatch()
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "done":
+            self._on_done(event[1], event[2])
+        elif kind == "erred":
+            self._on_erred(*event[1:])
+        elif kind == "update-graph":
+            self._on_update_graph(*event[1:])
+        elif kind == "unwant":
+            self._free(self.state.unwant(event[1]))
+        elif kind == "scatter":
+            self._on_scatter(event[1], event[2])
+        elif kind == "worker-added":
+            worker = event[1]
+            self.workers[worker.id] = worker
+            self.in_flight.setdefault(worker.id, set())
+        elif kind == "worker-lost":
+            self._on_worker_lost(event[1], event[2])
+        elif kind == "call":
+            event[1](self)
+        elif kind == "wake":
+            pass
+        else:  # pragma: no cover - programming error
+            raise ValueError(f"unknown engine event {kind!r}")
+
+    # -- event handlers ----------------------------------------------------------
+
+    def _notify(self, key: Any, status: str, exc: BaseException | None) -> None:
+        for listener in self.listeners.pop(key, ()):
+            listener(key, status, exc)
+
+    def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener) -> None:
+        if listener is not None:
+            for key in wanted:
+                self.listeners.setdefault(key, []).append(listener)
+        try:
+            finished = self.state.update_graph(dsk, dependencies, wanted, priorities)
+        except Exception as exc:
+            for key in wanted:
+                self._notify(key, "erred", exc)
+            return
+        for key in finished:
+            ts = self.state.tasks[key]
+            self._notify(key, ts.state, ts.exception)
+
+    def _on_scatter(self, stored: Mapping, listener: Listener | None) -> None:
+        for key, value in stored.items():
+            old = self.data.get(key)
+            if old is not None and self.state.state_of(key) == "memory":
+                self.store.release([value])  # same key scattered twice: keep the first
+                value = old
+            self.data[key] = value
+        self.state.add_data(stored)
+        if listener is not None:
+            for key in stored:
+                listener(key, "memory", None)
+
+    def _on_done(self, worker_id: str, results: list[TaskResult]) -> None:
+        state, data, where = self.state, self.data, self.where
+        in_flight = self.in_flight.get(worker_id, set())
+        records = []
+        to_free = []
+        duration = 0.0
+        for key, value, record in results:
+            in_flight.discard(key)
+            if where.get(key) != worker_id:  # a stale answer (task was moved)
+                to_free.append(value)
+                continue
+            del where[key]
+            data[key] = value
+            released, keep = state.finished(key)
+            if not keep:
+                to_free.append(data.pop(key))
+            records.append(record)
+            duration += record["stop"] - record["start"]
+            if key in self.listeners:
+                self._notify(key, "memory", None)
+            if released:
+                self._free(released)
+        if to_free:
+            self.store.release(to_free)
+        if records:
+            n = len(records)
+            self.tasks_done += n
+            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (duration / n)
+            self._add_records(records)
+
+    def _on_erred(self, worker_id, key, exc, traceback_text, record) -> None:
+        self.in_flight.get(worker_id, set()).discard(key)
+        if self.where.get(key) != worker_id:
+            return
+        del self.where[key]
+        if traceback_text and exc.__cause__ is None:
+            exc.__cause__ = RemoteTraceback(traceback_text)
+        if hasattr(exc, "add_note") and not getattr(exc, "_shmdask_noted", False):
+            exc.add_note(f"shmdask: raised by task {key!r}")
+            try:
+                exc._shmdask_noted = True
+            except Exception:  # exceptions with __slots__
+                pass
+        erred, released = self.state.erred(key, exc)
+        if record is not None:
+            record = dict(record, error=True)
+            self._add_records([record])
+        for k in erred:
+            self._notify(k, "erred", exc)
+        self._free(released)
+
+    def _on_worker_lost(self, worker_id: str, reason: str) -> None:
+        self.workers.pop(worker_id, None)
+        keys = self.in_flight.pop(worker_id, set())
+        for key in keys:
+            self.where.pop(key, None)
+        _, killed = self.state.worker_lost(keys, reason)
+        for key in killed:
+            self._notify(key, "erred", self.state.exception_of(key))
+        for callback in self.on_worker_lost:
+            callback(worker_id, reason)
+
+    def _free(self, keys: list) -> None:
+        if not keys:
+            return
+        data = self.data
+        values = [data.pop(k) for k in keys if k in data]
+        if values:
+            self.store.release(values)
+
+    def _add_records(self, records: list[dict]) -> None:
+        self.records.extend(records)
+        for callback in self.record_callbacks:
+            callback(records)
+
+    # -- dispatch ----------------------------------------------------------------
+
+    def batch_size(self, worker: WorkerHandle) -> int:
+        per_thread = int(self.target_batch / max(self._mean_duration, 1e-6))
+        return max(1, min(self.max_batch, per_thread)) * worker.nthreads + (worker.nthreads > 1)
+
+    def choose_workers(self) -> list[WorkerHandle]:
+        """Workers with room, emptiest first."""
+        in_flight = self.in_flight
+        return sorted(self.workers.values(), key=lambda w: len(in_flight[w.id]) / w.nthreads)
+
+    def _dispatch(self) -> None:
+        state = self.state
+        if not state.has_ready() or not self.workers:
+            return
+        data, where, in_flight = self.data, self.where, self.in_flight
+        for worker in self.choose_workers():
+            busy = in_flight[worker.id]
+            room = self.batch_size(worker) - len(busy)
+            if room <= 0:
+                continue
+            batch = []
+            while room > 0:
+                ts = state.pop_ready()
+                if ts is None:
+                    break
+                deps = {d.key: data[d.key] for d in ts.dependencies}
+                batch.append(TaskSpec(ts.key, ts.computation, deps))
+                where[ts.key] = worker.id
+                busy.add(ts.key)
+                room -= 1
+            if batch:
+                worker.run(batch)
+            if not state.has_ready():
+                break
+
+    # -- shutting down -------------------------------------------------------------
+
+    def close(self, timeout: float = 5) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.post(("wake",))
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        for worker in list(self.workers.values()):
+            worker.close()
+        self.workers.clear()
+        self.store.release(list(self.data.values()))
+        self.data.clear()
+        self.store.close()

@@ -1,0 +1,215 @@
+"""In-process backends of the engine: ``sync`` (the caller's thread) and ``threads``.
+
+Both are transports of :class:`~shmdask.scheduler.engine.Engine`: a
+:class:`ThreadWorker` owns one thread and a queue of task batches;
+:class:`SyncWorker` runs a batch at once inside ``run`` (so the loop, the
+tasks and the caller share one thread, which is what ``pdb`` users want).
+Values are live Python objects (:class:`~shmdask.scheduler.engine.LocalStore`).
+
+``get_local`` is the one-shot path behind ``compute(scheduler="threads")``::
+
+    caller thread:  Engine.run_until(all wanted keys finished)
+                        │ batches                ▲ ("done", ...) events
+                        ▼                        │
+    worker threads: ThreadWorker._work: execute_task(...) per task
+
+A fresh set of threads serves each call and is gone when it returns, also
+after an error or Ctrl-C: tasks still running then are interrupted with an
+asynchronous KeyboardInterrupt (Python code stops at its next bytecode; a
+call blocked in C finishes first), and no queued task starts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shmdask.graph import execute_task, key_split
+from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+
+_FLUSH_SECONDS = 0.005
+
+
+def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) -> None:
+    """Run tasks in order, posting results every few milliseconds."""
+    results: list[TaskResult] = []
+    last_flush = time.time()
+    clock = time.time
+    for key, computation, deps in tasks:
+        if worker.stopping:
+            break
+        start = clock()
+        try:
+            value = execute_task(computation, deps)
+        except BaseException as exc:  # reported to the engine, not raised here
+            stop = clock()
+            if results:
+                post(("done", worker.id, results))
+                results = []
+            record = _record(key, worker.id, lane, start, stop)
+            post(("erred", worker.id, key, exc, "", record))
+            if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
+                break
+            continue
+        stop = clock()
+        results.append(TaskResult(key, value, _record(key, worker.id, lane, start, stop)))
+        if stop - last_flush > _FLUSH_SECONDS:
+            post(("done", worker.id, results))
+            results = []
+            last_flush = stop
+    if results:
+        post(("done", worker.id, results))
+
+
+def _record(key: Any, worker: str, lane: str, start: float, stop: float) -> dict:
+    return {
+        "key": key,
+        "group": key_split(key),
+        "worker": worker,
+        "lane": lane,
+        "start": start,
+        "stop": stop,
+        "nbytes": 0,
+        "where": "memory",
+        "kind": "compute",
+        "remote": False,
+    }
+
+
+class SyncWorker(WorkerHandle):
+    """Runs each batch immediately in the loop's own thread."""
+
+    kind = "thread"
+
+    def __init__(self, engine: Engine, worker_id: str = "sync"):
+        self.id = worker_id
+        self.nthreads = 1
+        self.engine = engine
+        self.stopping = False
+
+    def run(self, tasks: list[TaskSpec]) -> None:
+        run_batch(self, tasks, f"{self.id}/0", self.engine.post)
+
+
+class ThreadWorker(WorkerHandle):
+    """One thread fed with batches through a queue."""
+
+    kind = "thread"
+
+    def __init__(self, engine: Engine, worker_id: str):
+        self.id = worker_id
+        self.nthreads = 1
+        self.engine = engine
+        self.stopping = False
+        self.running = False
+        self._batches: list[list[TaskSpec]] = []
+        self._cond = threading.Condition()
+        self.thread = threading.Thread(target=self._work, name=f"shmdask-{worker_id}", daemon=True)
+        self.thread.start()
+
+    def run(self, tasks: list[TaskSpec]) -> None:
+        with self._cond:
+            self._batches.append(tasks)
+            self._cond.notify()
+
+    def _work(self) -> None:
+        lane = f"{self.id}/0"
+        post = self.engine.post
+        while True:
+            with self._cond:
+                while not self._batches and not self.stopping:
+                    self._cond.wait()
+                if self.stopping:
+                    return
+                batch = self._batches.pop(0)
+                self.running = True
+            try:
+                run_batch(self, batch, lane, post)
+            except KeyboardInterrupt:  # interrupted by close(); stop quietly
+                return
+            finally:
+                self.running = False
+
+    def close(self, interrupt: bool = False, timeout: float = 1.0) -> None:
+        with self._cond:
+            self.stopping = True
+            self._batches.clear()
+            self._cond.notify()
+        if interrupt and self.running and self.thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.thread.ident), ctypes.py_object(KeyboardInterrupt)
+            )
+        self.thread.join(timeout)
+
+
+def default_num_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class _Waiter:
+    """Collects the outcome of the wanted keys of one ``get_local`` call."""
+
+    def __init__(self, wanted: set):
+        self.pending = set(wanted)
+        self.error: tuple[Any, BaseException] | None = None
+
+    def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
+        self.pending.discard(key)
+        if status == "erred" and self.error is None:
+            self.error = (key, exc)
+
+    def done(self) -> bool:
+        return not self.pending or self.error is not None
+
+
+def get_local(
+    dsk: Mapping,
+    dependencies: Mapping,
+    keys: list,
+    priorities: Mapping | None = None,
+    num_workers: int | None = None,
+    sync: bool = False,
+    record_sink: list | None = None,
+) -> dict:
+    """Run a prepared graph on the sync or threads backend; ``{key: value}``."""
+    engine = Engine(name="shmdask-local")
+    if sync:
+        workers: list = [SyncWorker(engine)]
+    else:
+        n = num_workers or default_num_threads()
+        workers = [ThreadWorker(engine, f"thread-{i}") for i in range(n)]
+    for w in workers:
+        engine.workers[w.id] = w
+        engine.in_flight[w.id] = set()
+    waiter = _Waiter(set(keys))
+    engine.submit(dsk, dependencies, keys, priorities, waiter)
+    try:
+        engine.run_until(waiter.done)
+    except BaseException:  # Ctrl-C: stop running tasks too
+        _stop(workers, interrupt=True, wait=1.0)
+        raise
+    finally:
+        if record_sink is not None:
+            record_sink.extend(engine.records)
+    # Idle threads exit at once; a thread still in a task (after an error
+    # elsewhere) finishes it in the background and starts nothing more.
+    _stop(workers, interrupt=False, wait=0.0 if waiter.error else 1.0)
+    if waiter.error is not None:
+        raise waiter.error[1]
+    return {k: engine.data[k] for k in keys}
+
+
+def _stop(workers: list, interrupt: bool, wait: float) -> None:
+    for w in workers:
+        w.stopping = True
+        if isinstance(w, ThreadWorker):
+            with w._cond:
+                w._batches.clear()
+                w._cond.notify()
+    for w in workers:
+        if isinstance(w, ThreadWorker):
+            w.close(interrupt=interrupt, timeout=wait)

@@ -1,0 +1,303 @@
+"""SchedulerState: the pure bookkeeping of which task may run and which result may go.
+
+No threads, no I/O, no clocks: the engine (``engine.py``) feeds it events and
+acts on what each method returns, so every policy here is unit-tested alone.
+
+Life of a task::
+
+    waiting ──(all dependencies in memory)──▶ ready ──start()──▶ processing
+       │                                        ▲                    │
+       │                            worker_lost()│          finished()│  erred()
+       │                                        └────────────────────┤──────────▶ erred
+       ▼                                                             ▼
+    (cancelled: forgotten while nobody wants it)                  memory ──▶ released
+
+Policy, in the spirit of dask/local.py:
+
+- **What runs next.**  Ready tasks sit in a heap keyed by ``(generation,
+  priority)``: graphs run in the order they were submitted, and inside a graph
+  by :func:`shmdask.graph.order`, which finishes a chain before it starts
+  another so intermediates are freed early.
+- **When a result goes.**  A key stays in memory while some client wants it
+  (``who_wants``: futures, persisted collections, the keys of a running
+  ``compute``) or a dependent has not finished yet (``waiters``).  When both
+  reach zero the key is *released*: the engine frees its data, and the key is
+  forgotten here.  Released keys are returned in batches so the engine can
+  free them in one message per worker.
+- **Sharing.**  A graph whose keys are already known reuses them: a shared
+  subgraph runs once, and a key already in memory is not recomputed.
+- **Failure.**  A task that raises is *erred*; so is everything waiting on it,
+  with the same exception.  A task on a worker that died goes back to ready;
+  after ``max_worker_deaths`` such deaths it errs with :class:`KilledWorker`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class KilledWorker(RuntimeError):
+    """A task was running on workers that died too many times."""
+
+    def __init__(self, key: Any, deaths: int, last_reason: str = ""):
+        self.key = key
+        reason = f" (last: {last_reason})" if last_reason else ""
+        super().__init__(
+            f"task {key!r} was running on {deaths} workers that died{reason}; "
+            "it probably crashes its worker (segfault, os._exit, out of memory)"
+        )
+
+
+class TaskState:
+    __slots__ = (
+        "key",
+        "computation",
+        "dependencies",
+        "dependents",
+        "waiting_on",
+        "waiters",
+        "who_wants",
+        "state",
+        "priority",
+        "exception",
+        "deaths",
+        "release_when_done",
+    )
+
+    def __init__(self, key: Any, computation: Any, priority: tuple):
+        self.key = key
+        self.computation = computation
+        self.dependencies: list[TaskState] = []
+        self.dependents: list[TaskState] = []
+        self.waiting_on = 0  # dependencies not yet in memory
+        self.waiters = 0  # dependents not yet finished
+        self.who_wants = 0  # client references
+        self.state = "waiting"
+        self.priority = priority
+        self.exception: BaseException | None = None
+        self.deaths = 0
+        self.release_when_done = False
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+
+class SchedulerState:
+    """Task states for one scheduler; see the module docstring for the policy."""
+
+    def __init__(self, max_worker_deaths: int = 3):
+        self.tasks: dict[Any, TaskState] = {}
+        self.max_worker_deaths = max_worker_deaths
+        self._ready: list[tuple] = []
+        self._generation = itertools.count()
+        self._seq = itertools.count()
+
+    # -- adding work ---------------------------------------------------------
+
+    def update_graph(
+        self,
+        dsk: Mapping,
+        dependencies: Mapping,
+        wanted: Iterable,
+        priorities: Mapping | None = None,
+    ) -> list:
+        """Add the tasks of ``dsk`` and mark ``wanted`` as wanted by a client.
+
+        ``dependencies[k]`` lists the keys ``dsk[k]`` needs; they must be in
+        ``dsk`` or already known here.  Returns keys already finished among
+        ``wanted`` (in memory or erred), whose clients can be told at once.
+        """
+        gen = next(self._generation)
+        tasks = self.tasks
+        new = []
+        for key, computation in dsk.items():
+            ts = tasks.get(key)
+            if ts is not None and ts.state != "erred":
+                continue
+            prio = (gen, priorities[key] if priorities else 0)
+            ts = TaskState(key, computation, prio)
+            tasks[key] = ts
+            new.append(ts)
+        for ts in new:
+            for dep_key in dependencies[ts.key]:
+                dep = tasks.get(dep_key)
+                if dep is None:
+                    raise KeyError(f"task {ts.key!r} depends on unknown key {dep_key!r}")
+                ts.dependencies.append(dep)
+                dep.dependents.append(ts)
+                dep.waiters += 1
+                if dep.state != "memory":
+                    ts.waiting_on += 1
+            if ts.waiting_on == 0:
+                self._make_ready(ts)
+        # A new task waiting on an erred one errs too.
+        for ts in new:
+            failed = next((d for d in ts.dependencies if d.state == "erred"), None)
+            if failed is not None and ts.state == "waiting":
+                self._err_tree(ts, failed.exception)
+        done = []
+        for key in wanted:
+            ts = tasks[key]
+            ts.who_wants += 1
+            ts.release_when_done = False
+            if ts.state in ("memory", "erred"):
+                done.append(key)
+        return done
+
+    def add_data(self, keys: Iterable) -> None:
+        """Keys whose data the client put in the store (scatter): wanted, in memory."""
+        gen = next(self._generation)
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = TaskState(key, None, (gen, 0))
+            ts.state = "memory"
+            ts.who_wants += 1
+
+    def _make_ready(self, ts: TaskState) -> None:
+        ts.state = "ready"
+        heapq.heappush(self._ready, (ts.priority, next(self._seq), ts))
+
+    # -- running -------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def pop_ready(self) -> TaskState | None:
+        """The next task to run, now ``processing``; None when nothing is ready."""
+        ready = self._ready
+        while ready:
+            ts = heapq.heappop(ready)[2]
+            if ts.state == "ready":  # skip entries of cancelled tasks
+                ts.state = "processing"
+                return ts
+        return None
+
+    def finished(self, key: Any) -> tuple[list, list]:
+        """``key`` computed.  Returns ``(released_keys, keep)``: keys whose data
+        may be freed now, and whether to keep this result (False when the task
+        was cancelled while running; the caller then frees it)."""
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != "processing":
+            return [], False
+        ts.state = "memory"
+        released: list = []
+        for dep in ts.dependents:
+            dep.waiting_on -= 1
+            if dep.waiting_on == 0 and dep.state == "waiting":
+                self._make_ready(dep)
+        for dep in ts.dependencies:
+            dep.waiters -= 1
+            self._maybe_release(dep, released)
+        if ts.release_when_done or (ts.who_wants == 0 and ts.waiters == 0):
+            self._release(ts, released)
+        return released, True
+
+    def erred(self, key: Any, exception: BaseException) -> tuple[list, list]:
+        """``key`` raised.  Returns ``(erred_keys, released_keys)``: the task and
+        every task that waited on it, and dependency data no longer needed."""
+        ts = self.tasks.get(key)
+        if ts is None or ts.state not in ("processing", "ready", "waiting"):
+            return [], []
+        return self._err_tree(ts, exception)
+
+    def _err_tree(self, root: TaskState, exception: BaseException) -> tuple[list, list]:
+        erred: list = []
+        released: list = []
+        stack = [root]
+        while stack:
+            ts = stack.pop()
+            if ts.state == "erred":
+                continue
+            ts.state = "erred"
+            ts.exception = exception
+            erred.append(ts.key)
+            for dep in ts.dependencies:
+                dep.waiters -= 1
+                self._maybe_release(dep, released)
+            stack.extend(d for d in ts.dependents if d.state in ("waiting", "ready"))
+        for key in erred:
+            ts = self.tasks[key]
+            if ts.who_wants == 0:
+                self._forget(ts)
+        return erred, released
+
+    def worker_lost(self, keys: Iterable, reason: str = "") -> tuple[list, list]:
+        """These tasks were processing on a worker that died.  Returns
+        ``(rescheduled_keys, killed_keys)``; killed ones are now erred."""
+        rescheduled, killed = [], []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != "processing":
+                continue
+            ts.deaths += 1
+            if ts.deaths >= self.max_worker_deaths:
+                killed.extend(self._err_tree(ts, KilledWorker(key, ts.deaths, reason))[0])
+            else:
+                self._make_ready(ts)
+                rescheduled.append(key)
+        return rescheduled, killed
+
+    # -- releasing -----------------------------------------------------------
+
+    def unwant(self, keys: Iterable) -> list:
+        """A client dropped its reference to ``keys``.  Returns released keys.
+
+        Unfinished tasks that nobody needs any more are cancelled (forgotten);
+        one already running is released as soon as it finishes.
+        """
+        released: list = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.who_wants = max(0, ts.who_wants - 1)
+            self._maybe_release(ts, released)
+        return released
+
+    def _maybe_release(self, ts: TaskState, released: list) -> None:
+        if ts.who_wants or ts.waiters:
+            return
+        if ts.state == "memory":
+            self._release(ts, released)
+        elif ts.state in ("waiting", "ready"):
+            self._cancel(ts, released)
+        elif ts.state == "processing":
+            ts.release_when_done = True
+        elif ts.state == "erred":
+            self._forget(ts)
+
+    def _release(self, ts: TaskState, released: list) -> None:
+        released.append(ts.key)
+        self._forget(ts)
+
+    def _cancel(self, ts: TaskState, released: list) -> None:
+        self._forget(ts)
+        for dep in ts.dependencies:
+            dep.waiters -= 1
+            self._maybe_release(dep, released)
+
+    def _forget(self, ts: TaskState) -> None:
+        # Links from other tasks stay: every walk over them checks ``state``,
+        # and unlinking would cost O(dependents) per task.
+        ts.state = "released"
+        self.tasks.pop(ts.key, None)
+
+    # -- queries -------------------------------------------------------------
+
+    def state_of(self, key: Any) -> str:
+        ts = self.tasks.get(key)
+        return ts.state if ts is not None else "released"
+
+    def exception_of(self, key: Any) -> BaseException | None:
+        ts = self.tasks.get(key)
+        return ts.exception if ts is not None else None
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ts in self.tasks.values():
+            out[ts.state] = out.get(ts.state, 0) + 1
+        return out
