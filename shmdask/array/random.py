@@ -79,7 +79,8 @@ class Generator:
                                           spawn_key=(2**32 - 1, self._calls)).generate_state(
             4, np.uint32).view(np.uint64)[0])
 
-    def _wrap(self, method: str, size: Any, chunks: Any, dtype: Any, **kwargs: Any) -> Array:
+    def _wrap(self, method: str, size: Any, chunks: Any, out_dtype: Any, **kwargs: Any) -> Array:
+        dtype = np.dtype(out_dtype)
         shape = _size(size)
         for k, v in kwargs.items():
             if np.ndim(v) != 0 or hasattr(v, "chunks"):

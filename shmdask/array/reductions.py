@@ -111,7 +111,7 @@ def reduction(x: Any, chunk: Callable, combine: Callable, aggregate: Callable, a
     layers = dict(x._layers)
     out_chunks = tuple((1,) if d in axes else c for d, c in enumerate(x.chunks)
                        if keepdims or d not in axes)
-    if all(nb[a] == 1 for a in axes):
+    if builtins.all(nb[a] == 1 for a in axes):
         name = f"{prefix}-{token}"
         in_index = tuple(0 if d in axes else s for d, s in enumerate(syms))
         out_ind = tuple((f"k{d}" if d in axes else s) for d, s in enumerate(syms)
@@ -134,7 +134,7 @@ def reduction(x: Any, chunk: Callable, combine: Callable, aggregate: Callable, a
     current, cur_nb, level = chunk_name, list(nb), 0
     while True:
         new_nb = [-(-n // split[d]) if d in axes else n for d, n in enumerate(cur_nb)]
-        final = all(new_nb[a] == 1 for a in axes)
+        final = builtins.all(new_nb[a] == 1 for a in axes)
         if final:
             name = f"{prefix}-aggregate-{token}"
             func = partial(_combine_aggregate, combine, aggregate, axes, keepdims)
