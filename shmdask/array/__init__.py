@@ -1,3 +1,4 @@
+# ruff: noqa: F401
 """``import shmdask.array as da``: chunked numpy arrays computed by shmdask.
 
 Public names mirror ``dask.array``: creation (``ones``, ``from_array``,

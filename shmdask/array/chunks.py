@@ -42,7 +42,7 @@ def _auto_sizes(shape: tuple[int, ...], fixed: dict[int, int], itemsize: int,
     """
     auto_axes = [a for a in range(len(shape)) if a not in fixed]
     budget = max(1.0, limit / max(1, itemsize))
-    for a, size in fixed.items():
+    for size in fixed.values():
         budget /= max(1, size)
     out: dict[int, int] = {}
     remaining = sorted(auto_axes, key=lambda a: shape[a])

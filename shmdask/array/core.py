@@ -25,9 +25,10 @@ import math
 import numbers
 import operator
 import uuid
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import product
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -382,7 +383,7 @@ class Array:
         keys = [k for k in _flat(shapes_arr.__shmdask_keys__())]
         from shmdask.base import get as _get
         values = _get(dsk, keys)
-        grid = dict(zip(keys, values))
+        grid = dict(zip(keys, values, strict=False))
         new_chunks = []
         for axis, blocks in enumerate(self._chunks):
             along = []
@@ -514,7 +515,7 @@ def blockwise_layer_array(func: Callable, name: str, out_ind: tuple, chunks_by_s
             arr, ind = a
             layers.update(arr._layers)
             specs.append(("array", arr.name, tuple(ind), arr.numblocks))
-            for s, nb in zip(ind, arr.numblocks):
+            for s, nb in zip(ind, arr.numblocks, strict=False):
                 if type(s) is str and s not in numblocks:
                     numblocks[s] = nb
         else:
@@ -536,7 +537,7 @@ def unify_chunks(pairs: list) -> tuple[dict, list]:
     from .rechunk import rechunk
     by_sym: dict[str, list] = {}
     for arr, ind in pairs:
-        for s, c, n in zip(ind, arr.chunks, arr.shape):
+        for s, c, n in zip(ind, arr.chunks, arr.shape, strict=False):
             if type(s) is str:
                 by_sym.setdefault(s, []).append((c, n))
     chunks_by_sym: dict = {}
@@ -560,7 +561,7 @@ def unify_chunks(pairs: list) -> tuple[dict, list]:
     for arr, ind in pairs:
         target = []
         change = False
-        for s, c, n in zip(ind, arr.chunks, arr.shape):
+        for s, c, n in zip(ind, arr.chunks, arr.shape, strict=False):
             if type(s) is str and not (n == 1 and len(c) == 1) and c != chunks_by_sym[s]:
                 target.append(chunks_by_sym[s])
                 change = True
@@ -628,7 +629,7 @@ def elemwise(op: Callable, *args: Any, dtype: Any = None, name: str | None = Non
         elif isinstance(a, np.ndarray) and a.ndim > 0:
             ind = out_ind[ndim - a.ndim:]
             ch = tuple(chunks_by_sym[s] if n != 1 or out_shape[ndim - a.ndim + k] == 1
-                       else (1,) for k, (s, n) in enumerate(zip(ind, a.shape)))
+                       else (1,) for k, (s, n) in enumerate(zip(ind, a.shape, strict=False)))
             specs.append((from_array(a, chunks=ch), ind))
         else:
             specs.append(("literal", quote(a[()] if isinstance(a, np.ndarray) else a)))
@@ -715,7 +716,7 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
     it_pairs = iter(pairs)
     specs = [next(it_pairs) if isinstance(a, Array) else ("literal", quote(a)) for a in args]
     out_ind = tuple(out_ind)
-    for d, s in enumerate(out_ind):
+    for s in out_ind:
         if s.startswith("new"):
             chunks_by_sym[s] = (1,)
     if chunks is not None:
@@ -729,12 +730,12 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
                 raise ValueError(f"map_blocks: chunks={chunks} has {len(chunks)} axes but the "
                                  f"output has {ndim_out}")
             out_chunks = tuple(c if isinstance(c, tuple) else (c,) * len(chunks_by_sym[s])
-                               for c, s in zip(chunks, out_ind))
-        for s, c in zip(out_ind, out_chunks):
+                               for c, s in zip(chunks, out_ind, strict=False))
+        for s, c in zip(out_ind, out_chunks, strict=False):
             if s in chunks_by_sym and len(chunks_by_sym[s]) != len(c) and not s.startswith("new"):
                 raise ValueError(f"map_blocks: chunks {out_chunks} do not match the "
                                  f"input blocks {tuple(chunks_by_sym[t] for t in out_ind)}")
-        out_sym = {s: c for s, c in zip(out_ind, out_chunks)}
+        out_sym = {s: c for s, c in zip(out_ind, out_chunks, strict=False)}
     else:
         out_sym = {s: chunks_by_sym[s] for s in out_ind}
     if dtype is None:
@@ -784,7 +785,7 @@ def blockwise(func: Callable, out_ind: Sequence, *args: Any, dtype: Any = None,
     out_ind = tuple(out_ind)
     pairs = []
     specs: list = []
-    for value, ind in zip(args[::2], args[1::2]):
+    for value, ind in zip(args[::2], args[1::2], strict=False):
         if ind is None:
             specs.append(("literal", quote(value)))
             continue
@@ -831,7 +832,7 @@ def blockwise(func: Callable, out_ind: Sequence, *args: Any, dtype: Any = None,
 
 def _concat_call(func: Callable, kwargs: dict, contracted_axes: tuple, *args: Any) -> Any:
     glued = []
-    for axes, value in zip(contracted_axes, args):
+    for axes, value in zip(contracted_axes, args, strict=False):
         if axes:
             value = _glue(value, axes)
         glued.append(value)
@@ -882,7 +883,7 @@ def from_array(x: Any, chunks: Any = "auto", name: str | None = None,
 
     out_ind = tuple(_sym(i) for i in range(len(shape)))
     arr = blockwise_layer_array(
-        _getter, name, out_ind, dict(zip(out_ind, chunks)),
+        _getter, name, out_ind, dict(zip(out_ind, chunks, strict=False)),
         [("key", original), ("perblock", slices)], dtype,
         extra_layers=[{original: MaterializedLayer(original, source)}])
     return arr
@@ -1054,13 +1055,13 @@ def store(sources: Any, targets: Any, lock: bool = True, compute: bool = True,
     targets = list(targets)
     if len(sources) != len(targets):
         raise ValueError(f"store: {len(sources)} sources but {len(targets)} targets")
-    for s, t in zip(sources, targets):
+    for s, t in zip(sources, targets, strict=False):
         if tuple(getattr(t, "shape", s.shape)) != s.shape:
             raise ValueError(f"store: source shape {s.shape} != target shape {t.shape}")
     if compute:
         from shmdask.base import compute as _compute
         results = _compute(*sources)
-        for s, t, value in zip(sources, targets, results):
+        for t, value in zip(targets, results, strict=False):
             t[...] = value
         if return_stored:
             return sources if not single else sources[0]
@@ -1069,7 +1070,7 @@ def store(sources: Any, targets: Any, lock: bool = True, compute: bool = True,
     name = f"store-{uuid.uuid4().hex}"
     dsk: dict = {}
     deps = []
-    for k, (s, t) in enumerate(zip(sources, targets)):
+    for k, (s, t) in enumerate(zip(sources, targets, strict=False)):
         dsk.update(s.__shmdask_graph__())
         starts = [offsets(c) for c in s.chunks]
         for idx in product(*(range(n) for n in s.numblocks)):

@@ -33,8 +33,8 @@ def _shape(shape: Any) -> tuple[int, ...]:
 
 def _block_geometry(chunks: tuple, idx: tuple) -> tuple:
     """(offsets, shape) of block ``idx``."""
-    return (tuple(offsets(c)[i] for c, i in zip(chunks, idx)),
-            tuple(c[i] for c, i in zip(chunks, idx)))
+    return (tuple(offsets(c)[i] for c, i in zip(chunks, idx, strict=False)),
+            tuple(c[i] for c, i in zip(chunks, idx, strict=False)))
 
 
 def _from_geometry(prefix: str, func: Any, chunks: tuple, dtype: Any, token: Any) -> Array:
@@ -42,13 +42,14 @@ def _from_geometry(prefix: str, func: Any, chunks: tuple, dtype: Any, token: Any
     syms = tuple(f".{d}" for d in range(len(chunks)))
     numblocks = tuple(len(c) for c in chunks)
     starts = tuple(offsets(c) for c in chunks)
-    layer = BlockwiseLayer(name, func, syms, dict(zip(syms, numblocks)),
+    layer = BlockwiseLayer(name, func, syms, dict(zip(syms, numblocks, strict=False)),
                            [("perblock", partial(_geometry_of, starts, chunks))])
     return Array({name: layer}, name, chunks, dtype)
 
 
 def _geometry_of(starts: tuple, chunks: tuple, idx: tuple) -> tuple:
-    return (tuple(s[i] for s, i in zip(starts, idx)), tuple(c[i] for c, i in zip(chunks, idx)))
+    return (tuple(s[i] for s, i in zip(starts, idx, strict=False)),
+            tuple(c[i] for c, i in zip(chunks, idx, strict=False)))
 
 
 def _full_block(fill_value: Any, dtype: np.dtype, geometry: tuple) -> np.ndarray:

@@ -11,7 +11,8 @@ the package is enough to make numpy dispatch to it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,7 @@ _REDUCE = {"add": "sum", "multiply": "prod", "minimum": "min", "maximum": "max",
 
 def array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> Any:
     import shmdask.array as da
+
     from .ufunc import apply_ufunc
     if kwargs.get("out") is not None:
         raise NotImplementedError(f"shmdask.array: numpy.{ufunc.__name__}(..., out=) is not "

@@ -28,8 +28,9 @@ in ``x + x.T``) keeps its own keys, so nothing is computed twice.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from itertools import product
-from typing import Any, Callable
+from typing import Any
 
 # Argument specs of a BlockwiseLayer (plain tuples, cheap to build):
 #   ("array", layer_name, index, numblocks)  index: tuple of symbols (str) or

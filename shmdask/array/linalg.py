@@ -19,7 +19,7 @@ from .core import Array, asarray, blockwise_layer_array, elemwise, token_name, u
 
 def _tensordot_sum(a_blocks: list, b_blocks: list, axes: tuple) -> np.ndarray:
     out = None
-    for x, y in zip(a_blocks, b_blocks):
+    for x, y in zip(a_blocks, b_blocks, strict=False):
         part = np.tensordot(x, y, axes=axes)
         out = part if out is None else out + part
     return out
@@ -49,13 +49,13 @@ def _normalize_axes(axes: Any, a_ndim: int, b_ndim: int) -> tuple[tuple, tuple]:
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Array:
     a, b = asarray(a), asarray(b)
     a_axes, b_axes = _normalize_axes(axes, a.ndim, b.ndim)
-    for x, y in zip(a_axes, b_axes):
+    for x, y in zip(a_axes, b_axes, strict=False):
         if a.shape[x] != b.shape[y]:
             raise ValueError(f"tensordot: shape-mismatch for sum: axis {x} of a has length "
                              f"{a.shape[x]}, axis {y} of b has {b.shape[y]}")
     a_ind = [f"a{d}" for d in range(a.ndim)]
     b_ind = [f"b{d}" for d in range(b.ndim)]
-    for k, (x, y) in enumerate(zip(a_axes, b_axes)):
+    for k, (x, y) in enumerate(zip(a_axes, b_axes, strict=False)):
         a_ind[x] = b_ind[y] = f"c{k:03d}"
     out_ind = tuple(s for s in a_ind if not s.startswith("c")) + tuple(
         s for s in b_ind if not s.startswith("c"))

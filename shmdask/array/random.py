@@ -41,9 +41,9 @@ def _draw(method: str, entropy: int, kwargs: dict, block: tuple) -> np.ndarray:
 
 def _block_info(numblocks: tuple, chunks: tuple, idx: tuple) -> tuple:
     number = 0
-    for i, n in zip(idx, numblocks):
+    for i, n in zip(idx, numblocks, strict=False):
         number = number * n + i
-    return (number, tuple(c[i] for c, i in zip(chunks, idx)))
+    return (number, tuple(c[i] for c, i in zip(chunks, idx, strict=False)))
 
 
 def _size(size: Any) -> tuple[int, ...]:
@@ -93,7 +93,7 @@ class Generator:
         numblocks = tuple(len(c) for c in chunks)
         syms = tuple(f".{d}" for d in range(len(shape)))
         func = partial(_draw, method, entropy, kwargs)
-        layer = BlockwiseLayer(name, func, syms, dict(zip(syms, numblocks)),
+        layer = BlockwiseLayer(name, func, syms, dict(zip(syms, numblocks, strict=False)),
                                [("perblock", partial(_block_info, numblocks, chunks))])
         return Array({name: layer}, name, chunks, dtype)
 
@@ -225,4 +225,4 @@ def binomial(n: int, p: float, size: Any = None, chunks: Any = "auto") -> Array:
 
 __all__ = ["Generator", "RandomState", "default_rng", "seed", "random", "random_sample",
            "sample", "ranf", "rand", "randn", "uniform", "normal", "standard_normal", "randint",
-           "exponential", "poisson", "binomial", "math"]
+           "exponential", "poisson", "binomial"]

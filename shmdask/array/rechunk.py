@@ -47,7 +47,7 @@ def _overlaps(old: tuple[int, ...], new: tuple[int, ...]) -> list[list[tuple[int
 
 def _assemble(grid: tuple[int, ...], slices: list, *blocks: np.ndarray) -> np.ndarray:
     """Slice the overlapping old blocks (listed in C order over ``grid``) and glue them."""
-    parts = [b[s] for b, s in zip(blocks, slices)]
+    parts = [b[s] for b, s in zip(blocks, slices, strict=False)]
 
     def glue(start: int, depth: int) -> np.ndarray:
         if depth == len(grid):
@@ -69,7 +69,7 @@ def rechunk(x: Array, chunks: Any = "auto", threshold: Any = None,
     if new == x.chunks:
         return x
     name = token_name("rechunk", x.name, new)
-    per_axis = [_overlaps(o, n) for o, n in zip(x.chunks, new)]
+    per_axis = [_overlaps(o, n) for o, n in zip(x.chunks, new, strict=False)]
     dsk = {}
     src = x.name
     for idx in product(*(range(len(c)) for c in new)):
@@ -78,7 +78,7 @@ def rechunk(x: Array, chunks: Any = "auto", threshold: Any = None,
             old_idx = tuple(p[0][0] for p in pieces)
             sl = tuple(p[0][1] for p in pieces)
             old_shape = tuple(x.chunks[d][j] for d, j in enumerate(old_idx))
-            if all(s.start == 0 and s.stop == n for s, n in zip(sl, old_shape)):
+            if all(s.start == 0 and s.stop == n for s, n in zip(sl, old_shape, strict=False)):
                 dsk[(name,) + idx] = (_same, (src,) + old_idx)
             else:
                 dsk[(name,) + idx] = (operator.getitem, (src,) + old_idx, sl)

@@ -28,9 +28,10 @@ import builtins
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from functools import partial
 from itertools import product
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def reduction(x: Any, chunk: Callable, combine: Callable, aggregate: Callable, a
         in_index = tuple(0 if d in axes else s for d, s in enumerate(syms))
         out_ind = tuple((f"k{d}" if d in axes else s) for d, s in enumerate(syms)
                         if keepdims or d not in axes)
-        numblocks = {s: n for s, n in zip(syms, nb)}
+        numblocks = {s: n for s, n in zip(syms, nb, strict=False)}
         numblocks.update({f"k{d}": 1 for d in axes})
         args = [("array", x.name, in_index, nb)]
         if perblock is not None:
@@ -129,7 +130,8 @@ def reduction(x: Any, chunk: Callable, combine: Callable, aggregate: Callable, a
     args = [("array", x.name, syms, nb)]
     if perblock is not None:
         args.append(("perblock", perblock))
-    layers[chunk_name] = BlockwiseLayer(chunk_name, chunk, syms, dict(zip(syms, nb)), args)
+    layers[chunk_name] = BlockwiseLayer(chunk_name, chunk, syms,
+                                        dict(zip(syms, nb, strict=False)), args)
 
     current, cur_nb, level = chunk_name, list(nb), 0
     while True:
@@ -158,7 +160,7 @@ def reduction(x: Any, chunk: Callable, combine: Callable, aggregate: Callable, a
 def _full_index(in_index: tuple, syms: tuple, out_ind: tuple, perblock: Callable,
                 out_idx: tuple) -> Any:
     """Per-block info for the single-step case: map the output index back to the input's."""
-    env = dict(zip(out_ind, out_idx))
+    env = dict(zip(out_ind, out_idx, strict=False))
     return perblock(tuple(0 if type(c) is int else env[c] for c in in_index))
 
 
@@ -405,7 +407,7 @@ def _arg_chunk(x: np.ndarray, info: tuple, axis: tuple, pick: Callable, arg: Cal
         local = int(arg(x))
         value = x.reshape(-1)[local]
         where = np.unravel_index(local, x.shape)
-        index = np.ravel_multi_index(tuple(int(w) + s for w, s in zip(where, starts)),
+        index = np.ravel_multi_index(tuple(int(w) + s for w, s in zip(where, starts, strict=False)),
                                      full_shape)
         shape = (1,) * x.ndim
         return {"v": np.full(shape, value, dtype=x.dtype), "i": np.full(shape, index, np.int64)}
@@ -433,7 +435,7 @@ def _arg_aggregate(inter: dict, axis: tuple) -> np.ndarray:
 
 
 def _arg_info(chunks: tuple, shape: tuple, idx: tuple) -> tuple:
-    return (tuple(offsets(c)[i] for c, i in zip(chunks, idx)), shape)
+    return (tuple(offsets(c)[i] for c, i in zip(chunks, idx, strict=False)), shape)
 
 
 def _arg_reduction(name: str, a: Any, axis: Any, keepdims: bool, split_every: Any,

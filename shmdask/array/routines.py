@@ -7,8 +7,9 @@ chunking and fusion behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def _broadcast_block(block: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def _shape_of(chunks: tuple, idx: tuple) -> tuple:
-    return tuple(c[i] for c, i in zip(chunks, idx))
+    return tuple(c[i] for c, i in zip(chunks, idx, strict=False))
 
 
 def broadcast_to(x: Any, shape: Sequence[int], chunks: Any = None) -> Array:

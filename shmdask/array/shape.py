@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Array:
     out_ind = tuple(syms[a] for a in axes)
     name = token_name("transpose", x.name, axes)
     return _blockwise_unary(x, partial(np.transpose, axes=axes), name, syms, out_ind,
-                            dict(zip(syms, x.numblocks)),
+                            dict(zip(syms, x.numblocks, strict=False)),
                             tuple(x.chunks[a] for a in axes))
 
 
@@ -76,7 +77,7 @@ def moveaxis(x: Any, source: Any, destination: Any) -> Array:
     if len(src) != len(dst):
         raise ValueError("moveaxis: source and destination need the same number of axes")
     order = [a for a in range(x.ndim) if a not in src]
-    for d, s in sorted(zip(dst, src)):
+    for d, s in sorted(zip(dst, src, strict=False)):
         order.insert(d, s)
     return transpose(x, order)
 
@@ -98,7 +99,7 @@ def squeeze(x: Any, axis: Any = None) -> Array:
     out_ind = tuple(s for d, s in enumerate(syms) if d not in axes)
     name = token_name("squeeze", x.name, axes)
     return _blockwise_unary(x, partial(np.squeeze, axis=axes), name, in_index, out_ind,
-                            dict(zip(syms, x.numblocks)),
+                            dict(zip(syms, x.numblocks, strict=False)),
                             tuple(c for d, c in enumerate(x.chunks) if d not in axes))
 
 
@@ -112,7 +113,7 @@ def expand_dims(x: Any, axis: Any) -> Array:
     it = iter(syms)
     chunk_it = iter(x.chunks)
     out_ind, chunks = [], []
-    numblocks = dict(zip(syms, x.numblocks))
+    numblocks = dict(zip(syms, x.numblocks, strict=False))
     for d in range(ndim):
         if d in axes:
             out_ind.append(f"new{d}")
@@ -246,8 +247,8 @@ def reshape(x: Any, shape: Any, merge_chunks: bool = True, limit: Any = None) ->
     syms = _syms(x.ndim)
     in_index: list = [0] * x.ndim
     out_ind: list = [None] * len(shape)
-    numblocks = dict(zip(syms, x.numblocks))
-    for g, (ins, outs) in enumerate(groups):
+    numblocks = dict(zip(syms, x.numblocks, strict=False))
+    for _g, (ins, outs) in enumerate(groups):
         if ins and outs:
             in_index[ins[0]] = syms[ins[0]]
             out_ind[outs[0]] = syms[ins[0]]
@@ -264,7 +265,7 @@ def reshape(x: Any, shape: Any, merge_chunks: bool = True, limit: Any = None) ->
 
 
 def _block_shape_of(chunks: tuple, idx: tuple) -> tuple:
-    return tuple(c[i] for c, i in zip(chunks, idx))
+    return tuple(c[i] for c, i in zip(chunks, idx, strict=False))
 
 
 def ravel(x: Any) -> Array:

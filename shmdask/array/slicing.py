@@ -71,7 +71,7 @@ def _slice_axis(blocks: tuple[int, ...], sl: slice) -> list[tuple[int, slice, in
     out = []
     starts = offsets(blocks)
     if step > 0:
-        for b, (lo, size) in enumerate(zip(starts, blocks)):
+        for b, (lo, size) in enumerate(zip(starts, blocks, strict=False)):
             hi = min(lo + size, stop)
             first = start if start >= lo else start + -(-(lo - start) // step) * step
             if first >= hi:
@@ -150,7 +150,7 @@ def basic_getitem(x: Array, index: tuple) -> Array:
     src = x.name
     for combo in product(*(range(len(c)) for c in choices)):
         in_idx, local, out_idx = [], [], []
-        for axis_choices, k in zip(choices, combo):
+        for axis_choices, k in zip(choices, combo, strict=False):
             b, loc, kind = axis_choices[k]
             if b is None:
                 local.append(None)
@@ -167,7 +167,7 @@ def basic_getitem(x: Array, index: tuple) -> Array:
 
 
 def _take(axis: int, locals_: list, inverse: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
-    parts = [np.take(b, loc, axis=axis) for b, loc in zip(blocks, locals_)]
+    parts = [np.take(b, loc, axis=axis) for b, loc in zip(blocks, locals_, strict=False)]
     joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
     return np.take(joined, inverse, axis=axis)
 

@@ -74,7 +74,7 @@ def apply_ufunc(uf: np.ufunc, args: tuple, kwargs: dict) -> Any:
         syms = tuple(f".{d}" for d in range(combined.ndim))
         layers = dict(combined._layers)
         layers[name] = BlockwiseLayer(name, partial(_pick, i), syms,
-                                      dict(zip(syms, combined.numblocks)),
+                                      dict(zip(syms, combined.numblocks, strict=False)),
                                       [("array", combined.name, syms, combined.numblocks)])
         outs.append(Array(layers, name, combined.chunks, np.asarray(metas[i]).dtype))
     return tuple(outs)
