@@ -18,7 +18,6 @@ block plus the reduction tree).
 
 from __future__ import annotations
 
-import math
 import numbers
 import secrets
 from functools import partial
