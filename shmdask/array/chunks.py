@@ -113,7 +113,7 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], dtype: Any = float,
         elif c is None or (isinstance(c, int | np.integer) and c == -1):
             out.append(_blocks_of(length, length))
         elif isinstance(c, int | np.integer):
-            if c <= 0:
+            if c <= 0 and not (c == 0 and length == 0):
                 raise ValueError(f"chunks[{a}]={c} must be a positive block length")
             out.append(_blocks_of(length, int(c)))
         elif isinstance(c, tuple | list):

@@ -377,19 +377,19 @@ class Array:
 
     def compute_chunk_sizes(self) -> Array:
         """Fill in unknown (nan) chunk sizes by computing every block's shape."""
-        shapes_arr = map_blocks(_block_shape, self, dtype=object,
-                                chunks=tuple((1,) * len(c) for c in self._chunks))
-        dsk = shapes_arr.__shmdask_graph__()
-        keys = [k for k in _flat(shapes_arr.__shmdask_keys__())]
         from shmdask.base import get as _get
-        values = _get(dsk, keys)
-        grid = dict(zip(keys, values, strict=False))
+        dsk = dict(self.__shmdask_graph__())
+        keys = list(_flat(self.__shmdask_keys__()))
+        shape_keys = [("shape-" + self.name,) + k[1:] for k in keys]
+        for k, sk in zip(keys, shape_keys, strict=True):
+            dsk[sk] = (_block_shape, k)
+        shapes = dict(zip(keys, _get(dsk, shape_keys), strict=True))
         new_chunks = []
         for axis, blocks in enumerate(self._chunks):
             along = []
             for i in range(len(blocks)):
                 idx = tuple(i if a == axis else 0 for a in range(self.ndim))
-                along.append(int(np.asarray(grid[(shapes_arr.name,) + idx]).ravel()[axis]))
+                along.append(int(shapes[(self.name,) + idx][axis]))
             new_chunks.append(tuple(along))
         self._chunks = tuple(new_chunks)
         return self
@@ -452,10 +452,8 @@ def _astype(x: np.ndarray, dtype: np.dtype, **kwargs: Any) -> np.ndarray:
     return x.astype(dtype, **kwargs)
 
 
-def _block_shape(x: np.ndarray) -> np.ndarray:
-    out = np.empty((1,) * x.ndim, dtype=object)
-    out.flat[0] = np.array(x.shape)
-    return out
+def _block_shape(x: np.ndarray) -> tuple:
+    return tuple(np.shape(x))
 
 
 def _flat(nested: Any):
@@ -713,6 +711,8 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
                 pairs = [(rechunk(a, {k: -1 for k, s in enumerate(ind) if s == in_ind[d]}), ind)
                          for a, ind in pairs]
                 chunks_by_sym[in_ind[d]] = (sum(chunks_by_sym[in_ind[d]]),)
+        dropped = {in_ind[d] for d in drop}
+        pairs = [(a, tuple(0 if s in dropped else s for s in ind)) for a, ind in pairs]
     it_pairs = iter(pairs)
     specs = [next(it_pairs) if isinstance(a, Array) else ("literal", quote(a)) for a in args]
     out_ind = tuple(out_ind)
