@@ -166,16 +166,20 @@ def _full_index(in_index: tuple, syms: tuple, out_ind: tuple, perblock: Callable
 
 # --------------------------------------------------------------------------- simple reductions
 
-def _simple_chunk(func: Callable, x: np.ndarray, axis: tuple, dtype: Any = None) -> np.ndarray:
+def _simple_chunk(func: Callable, x: np.ndarray, axis: tuple, dtype: Any = None,
+                  quiet: bool = False) -> np.ndarray:
     kw = {"dtype": dtype} if dtype is not None else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(func(x, axis=axis, keepdims=True, **kw))
+    if quiet:  # nan-reductions warn on all-NaN slices; numpy's answer (nan) is what we want
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.asarray(func(x, axis=axis, keepdims=True, **kw))
+    return func(x, axis=axis, keepdims=True, **kw)
 
 
-def _simple_combine(func: Callable, parts: list, axis: tuple, dtype: Any = None) -> np.ndarray:
+def _simple_combine(func: Callable, parts: list, axis: tuple, dtype: Any = None,
+                    quiet: bool = False) -> np.ndarray:
     joined = np.concatenate(parts, axis=axis[0]) if len(parts) > 1 else parts[0]
-    return _simple_chunk(func, joined, axis, dtype)
+    return _simple_chunk(func, joined, axis, dtype, quiet)
 
 
 def _identity_aggregate(x: Any, axis: tuple) -> Any:
@@ -192,8 +196,10 @@ def _simple(func: Callable, name: str, x: Any, axis: Any, dtype: Any, keepdims: 
         out_dtype = np.asarray(func(meta, **kw)).dtype
     chunk_dtype = dtype
     combine_func = combine_func or func
-    chunk = partial(_simple_chunk, func, axis=normalize_axis(axis, x.ndim), dtype=chunk_dtype)
-    combine = partial(_simple_combine, combine_func, dtype=chunk_dtype)
+    quiet = name.startswith("nan")
+    chunk = partial(_simple_chunk, func, axis=normalize_axis(axis, x.ndim), dtype=chunk_dtype,
+                    quiet=quiet)
+    combine = partial(_simple_combine, combine_func, dtype=chunk_dtype, quiet=quiet)
     return reduction(x, chunk, combine, _identity_aggregate, axis, keepdims, out_dtype,
                      split_every, name)
 
