@@ -13,7 +13,8 @@ Run alone for a quick side-by-side on threads (alternating runs, medians):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def array_random_sum(api: Any) -> float:
