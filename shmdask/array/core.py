@@ -83,6 +83,10 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def _block_slices(starts: tuple, chunks: tuple, idx: tuple) -> tuple:
+    return tuple(slice(s[i], s[i] + c[i]) for s, c, i in zip(starts, chunks, idx, strict=True))
+
+
 # --------------------------------------------------------------------------- the class
 
 class Array:
@@ -876,11 +880,7 @@ def from_array(x: Any, chunks: Any = "auto", name: str | None = None,
         name = f"array-{uuid.uuid4().hex}"
     original = f"array-original-{name.split('-', 1)[-1]}"
     source = {original: quote(x) if isinstance(x, str | tuple) else x}
-    starts = [offsets(c) for c in chunks]
-
-    def slices(idx: tuple) -> tuple:
-        return tuple(slice(starts[d][i], starts[d][i] + chunks[d][i]) for d, i in enumerate(idx))
-
+    slices = partial(_block_slices, tuple(offsets(c) for c in chunks), chunks)
     out_ind = tuple(_sym(i) for i in range(len(shape)))
     arr = blockwise_layer_array(
         _getter, name, out_ind, dict(zip(out_ind, chunks, strict=False)),

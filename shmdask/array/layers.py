@@ -215,17 +215,36 @@ def quote(value: Any) -> Any:
 _quote = quote
 
 
+MAX_FUSE_DEPTH = 32
+
+
 def fused_inlined(layers: dict, outputs: set) -> set:
-    """Names of blockwise layers to nest into their single blockwise reader."""
+    """Names of blockwise layers to nest into their single blockwise reader.
+
+    Chains are cut every ``MAX_FUSE_DEPTH`` layers (that layer keeps its own
+    keys), so a loop of ``x = x + 1`` a thousand times long still evaluates
+    without deep recursion.  ``layers`` is in insertion order, which is
+    topological (every operation adds its layer after its inputs').
+    """
     uses: Counter = Counter()
     once: dict[str, bool] = {}
-    for layer in layers.values():
-        for dep, injective in layer.references():
+    refs: dict[str, list] = {}
+    for name, layer in layers.items():
+        refs[name] = layer.references()
+        for dep, injective in refs[name]:
             uses[dep] += 1
             once[dep] = injective
-    return {name for name, layer in layers.items()
-            if isinstance(layer, BlockwiseLayer) and name not in outputs
-            and uses[name] == 1 and once.get(name, False)}
+    inlined = {name for name, layer in layers.items()
+               if isinstance(layer, BlockwiseLayer) and name not in outputs
+               and uses[name] == 1 and once.get(name, False)}
+    depth: dict[str, int] = {}
+    for name in layers:
+        d = 1 + max((depth.get(dep, 0) for dep, _ in refs[name] if dep in inlined), default=0)
+        if name in inlined and d >= MAX_FUSE_DEPTH:
+            inlined.discard(name)
+            d = 0
+        depth[name] = d
+    return inlined
 
 
 def materialize(layers: dict, outputs: set) -> dict:
