@@ -79,6 +79,11 @@ def _ticks(chunks: tuple, length: float) -> list[float]:
     return out
 
 
+def _line(x1: float, y1: float, x2: float, y2: float) -> str:
+    return (f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+            'style="stroke-width:1" />')
+
+
 def _lines_2d(x0: float, y0: float, w: float, h: float, col_ticks: list, row_ticks: list,
               dx: float = 0.0, dy: float = 0.0) -> list[str]:
     out = []
@@ -118,25 +123,31 @@ def svg(chunks: tuple) -> str:
         width, height = w + 50, h + 40
     else:
         d, h, w = _sizes(shape)
-        ox, oy = d * 0.6, d * 0.6  # oblique offset of the depth axis
-        # back face (rows x depth) as the side, then the front face
-        side = []
-        for t in _ticks(chunks[0], 1.0):
-            side.append(f'<line x1="{10 + ox * t:.1f}" y1="{10 + oy * t:.1f}" '
-                        f'x2="{10 + ox * t:.1f}" y2="{10 + oy * t + h:.1f}" '
-                        f'style="stroke-width:1" />')
-            side.append(f'<line x1="{10 + ox * t:.1f}" y1="{10 + oy * t:.1f}" '
-                        f'x2="{10 + ox * t + w:.1f}" y2="{10 + oy * t:.1f}" '
-                        f'style="stroke-width:1" />')
-        parts += side
-        parts += _lines_2d(10 + ox, 10 + oy, w, h, _ticks(chunks[2], w), _ticks(chunks[1], h))
-        parts.append(f'<text x="{10 + ox + w / 2:.1f}" y="{oy + h + 30:.1f}" font-size="1.0rem" '
+        dx = dy = d * 0.5  # axis 0 runs into the page, up and to the right
+        x0, y0 = 10.0, 10.0 + dy
+        depth = _ticks(chunks[0], 1.0)
+        cols, rows = _ticks(chunks[2], w), _ticks(chunks[1], h)
+        top = [(x0, y0), (x0 + w, y0), (x0 + w + dx, y0 - dy), (x0 + dx, y0 - dy)]
+        side = [(x0 + w, y0), (x0 + w + dx, y0 - dy), (x0 + w + dx, y0 + h - dy),
+                (x0 + w, y0 + h)]
+        for face in (top, side):
+            pts = " ".join(f"{px:.1f},{py:.1f}" for px, py in face)
+            parts.append(f'<polygon points="{pts}" style="fill:#ECB172A0;stroke-width:0"/>')
+        for t in cols:  # top face, along axis 2
+            parts.append(_line(x0 + t, y0, x0 + t + dx, y0 - dy))
+        for t in rows:  # side face, along axis 1
+            parts.append(_line(x0 + w, y0 + t, x0 + w + dx, y0 + t - dy))
+        for u in depth:  # both faces, along axis 0
+            parts.append(_line(x0 + u * dx, y0 - u * dy, x0 + w + u * dx, y0 - u * dy))
+            parts.append(_line(x0 + w + u * dx, y0 - u * dy, x0 + w + u * dx, y0 + h - u * dy))
+        parts += _lines_2d(x0, y0, w, h, cols, rows)
+        parts.append(f'<text x="{x0 + w / 2:.1f}" y="{y0 + h + 20:.1f}" font-size="1.0rem" '
                      f'text-anchor="middle">{shape[2]}</text>')
-        parts.append(f'<text x="{ox + w + 30:.1f}" y="{10 + oy + h / 2:.1f}" '
+        parts.append(f'<text x="{x0 + w + dx + 25:.1f}" y="{y0 + h / 2 - dy / 2:.1f}" '
                      f'font-size="1.0rem" text-anchor="middle">{shape[1]}</text>')
-        parts.append(f'<text x="{ox / 2:.1f}" y="{oy / 2 + h + 20:.1f}" font-size="1.0rem" '
-                     f'text-anchor="middle">{shape[0]}</text>')
-        width, height = w + ox + 60, h + oy + 40
+        parts.append(f'<text x="{x0 + dx / 2 - 20:.1f}" y="{y0 - dy / 2:.1f}" '
+                     f'font-size="1.0rem" text-anchor="middle">{shape[0]}</text>')
+        width, height = x0 + w + dx + 60, y0 + h + 30
     body = "\n  ".join(parts)
     return (f'<svg width="{width:.0f}" height="{height:.0f}" style="stroke:rgb(0,0,0)">\n  '
             f'{body}\n</svg>')
