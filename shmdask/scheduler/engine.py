@@ -394,6 +394,23 @@ class Engine:
             if not state.has_ready():
                 break
 
+    def reset(self) -> None:
+        """Forget every task and free all data (``client.restart``); on the loop."""
+        self.store.release(list(self.data.values()))
+        self.data.clear()
+        listeners, self.listeners = self.listeners, {}
+        for key, callbacks in listeners.items():
+            for listener in callbacks:
+                listener(key, "cancelled", None)
+        self.state = SchedulerState(self.state.max_worker_deaths)
+        self.where.clear()  # answers still in flight are now stale and get freed
+        for keys in self.in_flight.values():
+            keys.clear()
+
+    def worker_metrics(self) -> dict[str, dict]:
+        """Per worker: tasks executing now (read on any thread; a snapshot)."""
+        return {wid: {"executing": len(keys)} for wid, keys in list(self.in_flight.items())}
+
     # -- shutting down -------------------------------------------------------------
 
     def close(self, timeout: float = 5) -> None:

@@ -213,3 +213,52 @@ def _stop(workers: list, interrupt: bool, wait: float) -> None:
     for w in workers:
         if isinstance(w, ThreadWorker):
             w.close(interrupt=interrupt, timeout=wait)
+
+
+class ThreadCluster:
+    """An in-process cluster: the engine on its own thread, worker threads.
+
+    What ``LocalCluster(processes=False)`` is in dask: a Client can use it
+    when tasks release the GIL or processes are not wanted.
+    """
+
+    def __init__(self, n_workers: int | None = None):
+        import time as _time
+
+        self.engine = Engine(name="shmdask-thread-cluster")
+        self.started = _time.time()
+        self.n_workers = n_workers or default_num_threads()
+        self._add_workers()
+        self.engine.start()
+
+    def _add_workers(self) -> None:
+        for i in range(self.n_workers):
+            w = ThreadWorker(self.engine, f"thread-{i}")
+            self.engine.add_worker(w)
+
+    def scheduler_info(self) -> dict:
+        metrics = self.engine.worker_metrics()
+        return {
+            "type": "Scheduler",
+            "id": f"ThreadCluster-{id(self):x}",
+            "address": "inproc://",
+            "started": self.started,
+            "workers": {
+                wid: {"name": wid, "pid": os.getpid(), "host": "127.0.0.1", "nthreads": 1,
+                      "memory_limit": 0, "kind": "thread",
+                      "metrics": {"memory": 0, "executing": m["executing"], "in_memory": 0}}
+                for wid, m in metrics.items()
+            },
+        }
+
+    def restart(self) -> None:
+        self.engine.call(lambda e: e.reset())
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> ThreadCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
