@@ -523,3 +523,21 @@ def test_visualize_writes_a_file(tmp_path):
     out = tmp_path / "graph.png"
     x.visualize(filename=str(out))
     assert out.exists() and out.stat().st_size > 0
+
+
+def test_arrays_on_a_client_compute_and_persist():
+    local = pytest.importorskip("shmdask.scheduler.local")
+    client_mod = pytest.importorskip("shmdask.client")
+    if not hasattr(local, "ThreadCluster"):
+        pytest.skip("no in-process cluster")
+    client = client_mod.Client(local.ThreadCluster(n_workers=2), set_as_default=False)
+    try:
+        x = da.random.RandomState(3).random((60, 50), chunks=(25, 20))
+        want = x.compute(scheduler="sync")
+        np.testing.assert_allclose(x.compute(scheduler=client), want)
+        y = (x + x.T[:50, :60].T).persist(scheduler=client)
+        np.testing.assert_allclose(y.sum(axis=0).compute(scheduler=client),
+                                   (want * 2).sum(axis=0))
+        np.testing.assert_allclose(client.compute(x.mean()).result(), want.mean())
+    finally:
+        client.close()
