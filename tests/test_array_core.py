@@ -216,6 +216,11 @@ def test_broadcast_against_arrays_with_other_chunks():
     np.testing.assert_array_equal(z.compute(), a + a + np.arange(6.0))
     with pytest.raises(ValueError, match="broadcast"):
         x + da.ones(5, chunks=2)
+    # an Array's length-1 axis broadcasting against a numpy operand's full axis
+    np.testing.assert_array_equal((da.ones((1, 5), chunks=1) + np.ones((4, 5))).compute(),
+                                  np.full((4, 5), 2.0))
+    np.testing.assert_array_equal((np.arange(4.0)[:, None] + da.ones(5, chunks=2)).compute(),
+                                  np.arange(4.0)[:, None] + np.ones(5))
 
 
 # --------------------------------------------------------------------------- fusion

@@ -621,7 +621,11 @@ def elemwise(op: Callable, *args: Any, dtype: Any = None, name: str | None = Non
     array_pairs = [(a, out_ind[ndim - a.ndim:]) for a in args if isinstance(a, Array)]
     chunks_by_sym, array_pairs = unify_chunks(array_pairs)
     for d, s in enumerate(out_ind):
-        if s not in chunks_by_sym:
+        known = not isinstance(out_shape[d], float)
+        if s not in chunks_by_sym or (known and not has_unknown((chunks_by_sym[s],))
+                                      and sum(chunks_by_sym[s]) != out_shape[d]):
+            # no Array spans this axis (only numpy operands, or Arrays broadcasting
+            # a length-1 axis): one block along it
             chunks_by_sym[s] = (out_shape[d],)
     aligned = iter(array_pairs)
     specs: list = []
