@@ -3,8 +3,8 @@
 ``WORKLOADS`` maps a name to ``fn(api)``; ``api`` is a namespace with the
 library under test's ``da`` (shmdask.array or dask.array), ``compute``,
 ``persist`` and ``delayed``.  Each function builds its graph *and* computes
-it, so graph construction is part of what is measured, as a user sees it.
-The scheduler is whatever the harness configured as the library's default.
+it with ``api.compute`` (which carries the runner's scheduler), so graph
+construction is part of what is measured, as a user sees it.
 
 Run alone for a quick side-by-side on threads (alternating runs, medians):
 
@@ -19,7 +19,7 @@ from typing import Any
 
 def array_random_sum(api: Any) -> float:
     """The seed's poor-chunking example: 10,000 chunks of 1,000 elements."""
-    return float(api.da.random.random(10_000_000, chunks=1000).sum().compute())
+    return float(api.compute(api.da.random.random(10_000_000, chunks=1000).sum())[0])
 
 
 def array_arcsin_arccos(api: Any) -> Any:
@@ -27,26 +27,26 @@ def array_arcsin_arccos(api: Any) -> Any:
     da = api.da
     x = da.random.random((2000, 20000, 10), chunks=(1000, 1000, 5))
     y = da.random.random((2000, 20000, 10), chunks=(1000, 1000, 5))
-    return (da.arcsin(x) + da.arccos(y)).sum(axis=(1, 2)).compute()
+    return api.compute((da.arcsin(x) + da.arccos(y)).sum(axis=(1, 2)))[0]
 
 
 def array_x_plus_xT(api: Any) -> Any:
     """A transpose that reads every block twice, then a column reduction."""
     da = api.da
     x = da.random.random((8000, 8000), chunks=1000)
-    return (x + x.T).sum(axis=0).compute()
+    return api.compute((x + x.T).sum(axis=0))[0]
 
 
 def array_random_sum_chunks_1k(api: Any) -> float:
-    return float(api.da.random.random(10_000_000, chunks=1_000).sum().compute())
+    return float(api.compute(api.da.random.random(10_000_000, chunks=1_000).sum())[0])
 
 
 def array_random_sum_chunks_1m(api: Any) -> float:
-    return float(api.da.random.random(10_000_000, chunks=1_000_000).sum().compute())
+    return float(api.compute(api.da.random.random(10_000_000, chunks=1_000_000).sum())[0])
 
 
 def array_random_sum_one_chunk(api: Any) -> float:
-    return float(api.da.random.random(10_000_000, chunks=10_000_000).sum().compute())
+    return float(api.compute(api.da.random.random(10_000_000, chunks=10_000_000).sum())[0])
 
 
 WORKLOADS: dict[str, Callable[[Any], Any]] = {
