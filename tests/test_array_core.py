@@ -546,3 +546,16 @@ def test_arrays_on_a_client_compute_and_persist():
         np.testing.assert_allclose(client.compute(x.mean()).result(), want.mean())
     finally:
         client.close()
+
+
+def test_only_needed_blocks_are_computed():
+    like = _ArrayLike(np.arange(100.0).reshape(10, 10))
+    x = da.from_array(like, chunks=2)
+    np.testing.assert_array_equal(x[:2, 4:6].compute(scheduler="sync"), like._data[:2, 4:6])
+    assert like.reads == 1
+    y = x[:2, :2] + 1
+    dsk = y.__shmdask_graph__()
+    small = da.core.optimize(dsk, y.__shmdask_keys__(), cull_and_fuse=True)
+    assert len(small) < len(dsk)
+    np.testing.assert_array_equal(shmdask.get(small, y.__shmdask_keys__(), scheduler="sync")[0],
+                                  like._data[:2, :2] + 1)

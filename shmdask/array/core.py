@@ -470,8 +470,18 @@ def _flat(nested: Any):
 
 # --------------------------------------------------------------------------- running
 
-def optimize(dsk: dict, keys: Any) -> dict:
-    """Cull what the keys do not need, then fuse linear chains (core helpers)."""
+def optimize(dsk: dict, keys: Any, cull_and_fuse: bool = False) -> dict:
+    """The Array optimisation pass: blockwise fusion, then cull and linear fusion.
+
+    Blockwise fusion already happened when the layers were materialised (see
+    ``layers.py``).  Culling and linear-chain fusion are what
+    ``shmdask.base.prepare_graph`` does to every graph it runs, so by default
+    they are not repeated here (repeating them cost ~10% of a 10,000-chunk
+    ``random(...).sum()``); ``cull_and_fuse=True`` runs them anyway, e.g. for a
+    graph handed to something that does not prepare graphs itself.
+    """
+    if not cull_and_fuse:
+        return dsk
     from shmdask.graph import cull, fuse_linear
     flat = list(_flat(keys))
     culled = cull(dsk, flat)
@@ -942,7 +952,7 @@ def to_delayed(x: Array, optimize_graph: bool = True) -> np.ndarray:
     dsk = x.__shmdask_graph__()
     keys = x.__shmdask_keys__()
     if optimize_graph:
-        dsk = optimize(dsk, keys)
+        dsk = optimize(dsk, keys, cull_and_fuse=True)
     out = np.empty(x.numblocks, dtype=object)
     for key in _flat(keys):
         out[key[1:]] = _make_delayed(Delayed, key, dsk)
