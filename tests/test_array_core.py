@@ -557,5 +557,5 @@ def test_only_needed_blocks_are_computed():
     dsk = y.__shmdask_graph__()
     small = da.core.optimize(dsk, y.__shmdask_keys__(), cull_and_fuse=True)
     assert len(small) < len(dsk)
-    np.testing.assert_array_equal(shmdask.get(small, y.__shmdask_keys__(), scheduler="sync")[0],
+    np.testing.assert_array_equal(shmdask.get(small, y.__shmdask_keys__(), scheduler="sync")[0][0],
                                   like._data[:2, :2] + 1)
