@@ -161,8 +161,8 @@ def test_numpy_dispatch_returns_arrays():
 
 def test_unsupported_numpy_functions_name_themselves():
     x = da.ones((4, 4), chunks=2)
-    with pytest.raises(NotImplementedError, match="cumsum"):
-        np.cumsum(x)
+    with pytest.raises(NotImplementedError, match="diff"):
+        np.diff(x)
     with pytest.raises(NotImplementedError, match="median"):
         np.median(x)
     with pytest.raises(NotImplementedError, match="add.accumulate"):
@@ -559,3 +559,18 @@ def test_only_needed_blocks_are_computed():
     assert len(small) < len(dsk)
     np.testing.assert_array_equal(shmdask.get(small, y.__shmdask_keys__(), scheduler="sync")[0][0],
                                   like._data[:2, :2] + 1)
+
+
+@pytest.mark.parametrize("name", ["cumsum", "cumprod", "nancumsum", "nancumprod"])
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_cumulative_matches_numpy(name, axis):
+    a = np.random.default_rng(2).uniform(0.5, 1.5, size=(7, 9))
+    a[2, 3] = np.nan
+    x = da.from_array(a, chunks=(3, 4))
+    got = getattr(da, name)(x, axis=axis)
+    want = getattr(np, name)(a, axis=axis)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.compute(), want, equal_nan=True)
+    np.testing.assert_allclose(getattr(np, name)(x, axis=axis).compute(), want, equal_nan=True)
+    if name == "cumsum":
+        np.testing.assert_allclose(x.cumsum(axis=axis).compute(), want, equal_nan=True)

@@ -40,6 +40,7 @@ from .creation import (
     zeros,
     zeros_like,
 )
+from .cumulative import cumprod, cumsum, nancumprod, nancumsum
 from .linalg import dot, matmul, outer, tensordot, vdot
 from .rechunk import rechunk
 from .reductions import (

@@ -445,11 +445,13 @@ class Array:
         from .reductions import argmax as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 
-    def cumsum(self, axis=None, *args, **kwargs):
-        raise NotImplementedError("shmdask.array: cumsum is not implemented")
+    def cumsum(self, axis=None, dtype=None, out=None):
+        from .cumulative import cumsum
+        return cumsum(self, axis=axis, dtype=dtype, out=out)
 
-    def cumprod(self, axis=None, *args, **kwargs):
-        raise NotImplementedError("shmdask.array: cumprod is not implemented")
+    def cumprod(self, axis=None, dtype=None, out=None):
+        from .cumulative import cumprod
+        return cumprod(self, axis=axis, dtype=dtype, out=out)
 
 
 def _astype(x: np.ndarray, dtype: np.dtype, **kwargs: Any) -> np.ndarray:

@@ -26,7 +26,8 @@ _NAMES = [
     "where", "clip", "round", "around", "dot", "tensordot", "vdot", "outer", "isclose",
     "allclose", "nan_to_num", "ones_like", "zeros_like", "full_like", "empty_like", "real",
     "imag", "iscomplex", "isreal", "angle", "atleast_1d", "atleast_2d", "take", "shape",
-    "ndim", "size", "astype", "copy", "result_type", "matmul", "broadcast_to",
+    "ndim", "size", "astype", "copy", "result_type", "matmul", "broadcast_to", "cumsum",
+    "cumprod", "nancumsum", "nancumprod",
 ]
 
 
