@@ -574,3 +574,18 @@ def test_cumulative_matches_numpy(name, axis):
     np.testing.assert_allclose(getattr(np, name)(x, axis=axis).compute(), want, equal_nan=True)
     if name == "cumsum":
         np.testing.assert_allclose(x.cumsum(axis=axis).compute(), want, equal_nan=True)
+
+
+def test_small_routines_match_numpy():
+    a = np.random.default_rng(5).integers(0, 6, size=(7, 8))
+    x = da.from_array(a, chunks=(3, 5))
+    for got, want in [
+        (da.flip(x, 1), np.flip(a, 1)), (np.flipud(x), np.flipud(a)), (da.fliplr(x), a[:, ::-1]),
+        (np.count_nonzero(x, axis=0), np.count_nonzero(a, axis=0)),
+        (da.count_nonzero(x), np.count_nonzero(a)),
+        (np.isin(x, [1, 3]), np.isin(a, [1, 3])),
+        (da.block([[x, x], [x, x]]), np.block([[a, a], [a, a]])),
+        (np.unique(x), np.unique(a)),
+    ]:
+        assert isinstance(got, da.Array)
+        np.testing.assert_array_equal(got.compute(), want)

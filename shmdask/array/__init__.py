@@ -69,15 +69,22 @@ from .reductions import (
     var,
 )
 from .routines import (
+    block,
     broadcast_to,
     copy,
+    count_nonzero,
     dstack,
+    flip,
+    fliplr,
+    flipud,
     hstack,
+    isin,
     ndim,
     result_type,
     shape,
     size,
     take,
+    unique,
     vstack,
 )
 from .shape import (

@@ -27,7 +27,8 @@ _NAMES = [
     "allclose", "nan_to_num", "ones_like", "zeros_like", "full_like", "empty_like", "real",
     "imag", "iscomplex", "isreal", "angle", "atleast_1d", "atleast_2d", "take", "shape",
     "ndim", "size", "astype", "copy", "result_type", "matmul", "broadcast_to", "cumsum",
-    "cumprod", "nancumsum", "nancumprod",
+    "cumprod", "nancumsum", "nancumprod", "flip", "fliplr", "flipud", "block", "count_nonzero",
+    "isin", "unique",
 ]
 
 

@@ -113,3 +113,88 @@ def broadcast_to(x: Any, shape: Sequence[int], chunks: Any = None) -> Array:
     if chunks is not None:
         out = out.rechunk(chunks)
     return out
+
+
+def flip(x: Any, axis: Any = None) -> Array:
+    from .reductions import normalize_axis
+    x = asarray(x)
+    axes = normalize_axis(axis, x.ndim)
+    return x[tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(x.ndim))]
+
+
+def flipud(x: Any) -> Array:
+    return flip(x, 0)
+
+
+def fliplr(x: Any) -> Array:
+    return flip(x, 1)
+
+
+def block(arrays: Any) -> Array:
+    """numpy.block for nested lists of Arrays (depth = number of concatenations)."""
+    def depth(item: Any) -> int:
+        return 1 + depth(item[0]) if isinstance(item, list) else 0
+
+    d = depth(arrays)
+    if d == 0:
+        return asarray(arrays)
+
+    def glue(item: Any, level: int) -> Array:
+        if not isinstance(item, list):
+            a = asarray(item)
+            while a.ndim < d:
+                a = expand_dims(a, 0)
+            return a
+        parts = [glue(i, level + 1) for i in item]
+        return concatenate(parts, axis=level - d)
+
+    return glue(arrays, 0)
+
+
+def count_nonzero(x: Any, axis: Any = None, keepdims: bool = False) -> Array:
+    from .reductions import sum as sum_
+    x = asarray(x)
+    return sum_(x != 0, axis=axis, keepdims=keepdims, dtype=np.intp)
+
+
+def isin(element: Any, test_elements: Any, assume_unique: bool = False,
+         invert: bool = False) -> Array:
+    from .core import elemwise
+    test = np.asarray(test_elements)
+    return elemwise(partial(np.isin, test_elements=test, assume_unique=assume_unique,
+                            invert=invert), asarray(element), dtype=bool)
+
+
+def _unique_block(x: np.ndarray) -> np.ndarray:
+    return np.unique(x)
+
+
+def _unique_combine(parts: list) -> np.ndarray:
+    return np.unique(np.concatenate(parts))
+
+
+def unique(x: Any, split_every: int = 32) -> Array:
+    """Sorted distinct values; the result's length is unknown until computed."""
+    import math
+
+    from .layers import MaterializedLayer
+    x = asarray(x)
+    name = token_name("unique", x.name)
+    keys = [(x.name,) + idx for idx in np.ndindex(*x.numblocks)]
+    dsk: dict = {}
+    level = [(f"{name}-chunk", i) for i in range(len(keys))]
+    for k, key in zip(level, keys, strict=True):
+        dsk[k] = (_unique_block, key)
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        nxt = []
+        for i in range(0, len(level), split_every):
+            k = (f"{name}-combine{depth}", i // split_every)
+            dsk[k] = (_unique_combine, level[i:i + split_every])
+            nxt.append(k)
+        level = nxt
+    dsk[(name, 0)] = (_unique_combine, level)
+    layers = dict(x._layers)
+    layers[name] = MaterializedLayer(name, dsk, (x.name,))
+    return Array(layers, name, ((math.nan,),), x.dtype)
