@@ -467,6 +467,11 @@ def test_map_blocks_and_blockwise():
     assert twice.shape == (8, 6)
     np.testing.assert_array_equal(twice.compute(), np.repeat(a.reshape(2, 2, 6), 2,
                                                              axis=1).reshape(8, 6))
+    lits = x.map_blocks(lambda b, s, t: np.full(b.shape, len(s) + t[1]), "abc", ("k", 1),
+                        dtype=int)
+    np.testing.assert_array_equal(lits.compute(), np.full(a.shape, 4))
+    np.testing.assert_array_equal(da.where(x > 10, "big", "small").compute(),
+                                  np.where(a > 10, "big", "small"))
     out = da.blockwise(lambda p, q: p + q.T, "ij", x, "ij", x.T, "ji", dtype=float)
     np.testing.assert_array_equal(out.compute(), a + a)
     contracted = da.blockwise(lambda p: np.sum(p, axis=1, keepdims=True)[:, :1], "i", x, "ij",
