@@ -594,3 +594,27 @@ def test_small_routines_match_numpy():
     ]:
         assert isinstance(got, da.Array)
         np.testing.assert_array_equal(got.compute(), want)
+
+
+_DRAWS = []
+
+
+def _counting_draw(*args, **kwargs):
+    from shmdask.array import random as random_module
+    _DRAWS.append(args[-1][0])
+    return random_module._real_draw(*args, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_each_random_block_is_drawn_once(monkeypatch, scheduler):
+    from shmdask.array import random as random_module
+    monkeypatch.setattr(random_module, "_real_draw", random_module._draw, raising=False)
+    monkeypatch.setattr(random_module, "_draw", _counting_draw)
+    _DRAWS.clear()
+    x = da.random.random((40, 40), chunks=10)
+    (x + x.T).sum(axis=0).compute(scheduler=scheduler)
+    assert sorted(_DRAWS) == list(range(16))  # diagonal blocks are read twice, drawn once
+    _DRAWS.clear()
+    y = da.random.random((40, 20), chunks=(10, 20))
+    (y @ y.T).compute(scheduler=scheduler)
+    assert sorted(_DRAWS) == list(range(4))
