@@ -175,31 +175,10 @@ class BlockwiseLayer(Layer):
                 raise ValueError(f"unknown blockwise argument kind {kind!r}")
         return tuple(args)
 
-    def materialize(self, inlined: set, layers: dict, shared: frozenset = frozenset()) -> dict:
-        """One task per output block; ``shared`` names layers whose keys may occur
-        twice in one task (see ``bind_repeated_keys``)."""
+    def materialize(self, inlined: set, layers: dict) -> dict:
         name = self.name
-        blocks = product(*(range(n) for n in self.out_numblocks))
-        if shared:
-            return {(name,) + idx: bind_repeated_keys(self.block_task(idx, inlined, layers),
-                                                      shared)
-                    for idx in blocks}
-        return {(name,) + idx: self.block_task(idx, inlined, layers) for idx in blocks}
-
-    def read_layers(self, inlined: set, layers: dict) -> Counter:
-        """How often each materialised layer is read by one task of this layer."""
-        counts: Counter = Counter()
-        for spec in self.args:
-            if spec[0] != "array":
-                continue
-            name, ind = spec[1], spec[2]
-            times = 2 if any(type(c) is str and c not in self.out_ind for c in ind) else 1
-            if name in inlined:
-                for sub, n in layers[name].read_layers(inlined, layers).items():
-                    counts[sub] += n * times
-            else:
-                counts[name] += times
-        return counts
+        return {(name,) + idx: self.block_task(idx, inlined, layers)
+                for idx in product(*(range(n) for n in self.out_numblocks))}
 
 
 def _ref(name: str, in_idx: tuple, inlined: set, layers: dict) -> Any:
@@ -273,62 +252,6 @@ def materialize(layers: dict, outputs: set) -> dict:
     inlined = fused_inlined(layers, outputs)
     dsk: dict = {}
     for name, layer in layers.items():
-        if name in inlined:
-            continue
-        if isinstance(layer, BlockwiseLayer):
-            shared = frozenset(n for n, c in layer.read_layers(inlined, layers).items() if c > 1)
-            dsk.update(layer.materialize(inlined, layers, shared))
-        else:
+        if name not in inlined:
             dsk.update(layer.materialize(inlined, layers))
     return dsk
-
-
-def _bind(box: _LiteralBox, *values: Any) -> Any:
-    """Evaluate the boxed task with its placeholders bound to ``values``."""
-    from shmdask.graph import execute_task
-    body, placeholders = box.value
-    return execute_task(body, dict(zip(placeholders, values, strict=True)))
-
-
-def bind_repeated_keys(task: Any, names: frozenset) -> Any:
-    """Rewrite a task that reads one key twice so that it reads it once.
-
-    ``x + x.T`` on a diagonal block reads ``x[i, i]`` twice; a linear-chain
-    fuser that substitutes the producer's task for every occurrence would then
-    compute it twice.  Here every key of ``names`` becomes a placeholder and
-    the task becomes ``(_bind, boxed body, key, key, ...)`` with each distinct
-    key listed once, so the key is one dependency used once.
-    """
-    order: dict = {}
-
-    def swap(x: Any) -> Any:
-        typ = type(x)
-        if typ is tuple and x:
-            if callable(x[0]):
-                return (x[0],) + tuple(swap(a) for a in x[1:])
-            if type(x[0]) is str and x[0] in names:
-                if x not in order:
-                    order[x] = f"\x00shared-{len(order)}"
-                return order[x]
-            return x
-        if typ is list:
-            return [swap(a) for a in x]
-        return x
-
-    body = swap(task)
-    if len(order) == sum(1 for _ in _keys_in(task, names)):
-        return task  # no key occurs twice: leave the task as it was
-    return (_bind, _LiteralBox((body, tuple(order.values()))), *order)
-
-
-def _keys_in(x: Any, names: frozenset):
-    typ = type(x)
-    if typ is tuple and x:
-        if callable(x[0]):
-            for a in x[1:]:
-                yield from _keys_in(a, names)
-        elif type(x[0]) is str and x[0] in names:
-            yield x
-    elif typ is list:
-        for a in x:
-            yield from _keys_in(a, names)
