@@ -618,3 +618,10 @@ def test_each_random_block_is_drawn_once(monkeypatch, scheduler):
     y = da.random.random((40, 20), chunks=(10, 20))
     (y @ y.T).compute(scheduler=scheduler)
     assert sorted(_DRAWS) == list(range(4))
+
+
+def test_long_elementwise_chains_evaluate():
+    x = da.ones((10, 10), chunks=5)
+    for _ in range(1000):
+        x = x + 1
+    assert x.sum().compute() == 100 * 1001

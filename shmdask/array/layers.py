@@ -215,7 +215,7 @@ def quote(value: Any) -> Any:
 _quote = quote
 
 
-MAX_FUSE_DEPTH = 32
+MAX_FUSE_DEPTH = 8  # x core fuse_linear chains of up to 32 tasks: < 300 nested calls
 
 
 def fused_inlined(layers: dict, outputs: set) -> set:
