@@ -625,3 +625,19 @@ def test_long_elementwise_chains_evaluate():
     for _ in range(1000):
         x = x + 1
     assert x.sum().compute() == 100 * 1001
+
+
+def test_blocks_and_array_equal():
+    a = np.arange(42.0).reshape(6, 7)
+    x = da.from_array(a, chunks=(2, 3))
+    np.testing.assert_array_equal(x.blocks[1].compute(), a[2:4])
+    np.testing.assert_array_equal(x.blocks[:, ::2].compute(), a[:, [0, 1, 2, 6]])
+    np.testing.assert_array_equal(x.blocks[-1, [0, 2]].compute(), a[4:, [0, 1, 2, 6]])
+    assert x.blocks.shape == (3, 3)
+    with pytest.raises(IndexError, match="out of range"):
+        x.blocks[3]
+    assert bool(np.array_equal(x, a))
+    assert not bool(np.array_equal(x, a + 1))
+    assert np.array_equal(x, a[:2]) is False
+    with pytest.raises(NotImplementedError, match="numpy.linalg.norm"):
+        np.linalg.norm(x)

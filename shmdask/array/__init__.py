@@ -69,6 +69,7 @@ from .reductions import (
     var,
 )
 from .routines import (
+    array_equal,
     block,
     broadcast_to,
     copy,

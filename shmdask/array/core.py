@@ -307,6 +307,12 @@ class Array:
 
     # ---------------------------------------------------------------- methods
     @property
+    def blocks(self) -> Any:
+        """Select whole blocks: ``x.blocks[0]``, ``x.blocks[:, ::2]``."""
+        from .routines import BlockView
+        return BlockView(self)
+
+    @property
     def T(self) -> Array:
         return self.transpose()
 
