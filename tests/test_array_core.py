@@ -12,6 +12,10 @@ import shmdask
 import shmdask.array as da
 from shmdask.graph import execute_task, key_split, toposort
 
+HAVE_PROCESSES = importlib.util.find_spec("shmdask.cluster.local_cluster") is not None
+SCHEDULERS = ["sync", "threads", pytest.param("processes", marks=pytest.mark.skipif(
+    not HAVE_PROCESSES, reason="shmdask.cluster not available"))]
+
 # --------------------------------------------------------------------------- chunk specs
 
 @pytest.mark.parametrize("spec, shape, expected", [
@@ -328,6 +332,8 @@ def test_random_same_seed_same_numbers_on_every_scheduler(make):
     a = make().compute(scheduler="sync")
     b = make().compute(scheduler="threads")
     np.testing.assert_array_equal(a, b)
+    if HAVE_PROCESSES:
+        np.testing.assert_array_equal(a, make().compute(scheduler="processes"))
     blocks = [a[i:i + 10, j:j + 15] for i in range(0, 50, 10) for j in range(0, 30, 15)]
     assert all(not np.array_equal(blocks[0], b) for b in blocks[1:])
 
@@ -605,7 +611,7 @@ def _counting_draw(*args, **kwargs):
     return random_module._real_draw(*args, **kwargs)
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])  # counts need this process
 def test_each_random_block_is_drawn_once(monkeypatch, scheduler):
     from shmdask.array import random as random_module
     monkeypatch.setattr(random_module, "_real_draw", random_module._draw, raising=False)
@@ -641,3 +647,33 @@ def test_blocks_and_array_equal():
     assert np.array_equal(x, a[:2]) is False
     with pytest.raises(NotImplementedError, match="numpy.linalg.norm"):
         np.linalg.norm(x)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_seed_tutorial_expressions_on_every_scheduler(scheduler):
+    x = da.random.RandomState(11).random((40, 60, 10), chunks=(10, 10, 5))
+    y = da.random.RandomState(12).random((40, 60, 10), chunks=(10, 10, 5))
+    z = (da.arcsin(x) + da.arccos(y)).sum(axis=(1, 2))
+    xv, yv = x.compute(scheduler="sync"), y.compute(scheduler="sync")
+    np.testing.assert_allclose(z.compute(scheduler=scheduler),
+                               (np.arcsin(xv) + np.arccos(yv)).sum(axis=(1, 2)))
+    r = da.random.RandomState(13).random(100_000, chunks=1000)
+    np.testing.assert_allclose(r.sum().compute(scheduler=scheduler),
+                               r.compute(scheduler="sync").sum())
+    w, wv = x[:, :40, 0], xv[:, :40, 0]
+    np.testing.assert_allclose((w + w.T).mean(axis=0).compute(scheduler=scheduler),
+                               (wv + wv.T).mean(axis=0))
+
+
+@pytest.mark.skipif(not HAVE_PROCESSES, reason="shmdask.cluster not available")
+def test_arrays_on_a_local_cluster_client():
+    from shmdask.client import Client
+    with Client(n_workers=2, set_as_default=False) as client:
+        x = da.random.RandomState(5).normal(size=(300, 200), chunks=(100, 50))
+        want = x.compute(scheduler="sync")
+        y = (x @ x.T).persist(scheduler=client)
+        np.testing.assert_allclose(y.compute(scheduler=client), want @ want.T)
+        np.testing.assert_allclose(client.compute(y.sum(axis=0)).result(),
+                                   (want @ want.T).sum(axis=0))
+        got = (y[::7, ::3] + 1).std(axis=1).compute(scheduler=client)
+        np.testing.assert_allclose(got, ((want @ want.T)[::7, ::3] + 1).std(axis=1))
