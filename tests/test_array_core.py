@@ -677,3 +677,15 @@ def test_arrays_on_a_local_cluster_client():
                                    (want @ want.T).sum(axis=0))
         got = (y[::7, ::3] + 1).std(axis=1).compute(scheduler=client)
         np.testing.assert_allclose(got, ((want @ want.T)[::7, ::3] + 1).std(axis=1))
+
+
+def test_to_hdf5_roundtrip(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    x = da.arange(20, chunks=6).reshape(4, 5)
+    fn = str(tmp_path / "out.hdf5")
+    x.to_hdf5(fn, "/x")
+    da.to_hdf5(fn, {"/y": x * 2})
+    with h5py.File(fn, "r") as f:
+        np.testing.assert_array_equal(f["/x"][:], np.arange(20).reshape(4, 5))
+        back = da.from_array(f["/y"], chunks=2)
+        np.testing.assert_array_equal(back.sum().compute(scheduler="threads"), 2 * 190)

@@ -85,6 +85,7 @@ from .routines import (
     shape,
     size,
     take,
+    to_hdf5,
     unique,
     vstack,
 )

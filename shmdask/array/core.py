@@ -385,6 +385,10 @@ class Array:
     def store(self, target: Any, **kwargs: Any) -> Any:
         return store(self, target, **kwargs)
 
+    def to_hdf5(self, filename: str, datapath: str, **kwargs: Any) -> None:
+        from .routines import to_hdf5
+        return to_hdf5(filename, datapath, self, **kwargs)
+
     def compute_chunk_sizes(self) -> Array:
         """Fill in unknown (nan) chunk sizes by computing every block's shape."""
         from shmdask.base import get as _get

@@ -268,3 +268,29 @@ class BlockView:
 
 def _same_block(x: Any) -> Any:
     return x
+
+
+def to_hdf5(filename: str, *args: Any, **kwargs: Any) -> None:
+    """Write Arrays into an HDF5 file (needs ``h5py``).
+
+    ``to_hdf5(fn, "/x", x)`` or ``to_hdf5(fn, {"/x": x, "/y": y})``; extra
+    keyword arguments go to ``h5py.File.require_dataset`` (e.g. compression).
+    Blocks are computed, then written from this process (HDF5 handles are not
+    safe to share between threads or processes).
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("to_hdf5 needs the h5py package (pip install h5py)") from None
+    from .core import store
+    if len(args) == 1 and isinstance(args[0], dict):
+        data = dict(args[0])
+    elif len(args) == 2 and isinstance(args[0], str):
+        data = {args[0]: args[1]}
+    else:
+        raise ValueError("use to_hdf5(filename, '/path', array) or "
+                         "to_hdf5(filename, {'/path': array, ...})")
+    with h5py.File(filename, mode="a") as f:
+        targets = [f.require_dataset(path, shape=x.shape, dtype=x.dtype, **kwargs)
+                   for path, x in data.items()]
+        store([asarray(x) for x in data.values()], targets)
