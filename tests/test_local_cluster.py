@@ -18,7 +18,6 @@ from shmdask.cluster import shm
 from shmdask.cluster.local_cluster import (
     LocalCluster,
     WorkerMemoryWarning,
-    created_cluster_ids,
     parse_memory_limit,
 )
 from shmdask.scheduler.state import KilledWorker
@@ -26,18 +25,8 @@ from shmdask.scheduler.state import KilledWorker
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-RAW_CLUSTER_IDS: list[str] = []  # ids used by hand-driven workers in this module
-
-
 def leftover_segments(prefix: str = shm.PREFIX) -> list[str]:
     return [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix)]
-
-
-def our_leftovers() -> list[str]:
-    """Segments of clusters made by this test process (other processes on this
-    machine may have clusters of their own)."""
-    ours = [shm.cluster_prefix(cid) for cid in created_cluster_ids + RAW_CLUSTER_IDS]
-    return [n for n in leftover_segments() if n.startswith(tuple(ours))]
 
 
 def wait_for(condition, timeout: float = 20, what: str = "condition"):
@@ -48,12 +37,8 @@ def wait_for(condition, timeout: float = 20, what: str = "condition"):
         time.sleep(0.02)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def no_segments_left_behind():
-    yield
-    gc.collect()
-    wait_for(lambda: not our_leftovers(), 5, "segments to go")
-    assert our_leftovers() == []
+# (tests/conftest.py checks after every module that no segment of a cluster made
+# by this process is left in /dev/shm)
 
 
 class EngineScheduler:
@@ -85,6 +70,7 @@ class EngineScheduler:
 
 
 def get(cluster, dsk, keys, optimize_graph=True):
+    """shmdask.get on the cluster's engine (nested tuples for key lists, like dask.get)."""
     return shmdask.get(dsk, keys, scheduler=EngineScheduler(cluster),
                        optimize_graph=optimize_graph)
 
@@ -677,8 +663,7 @@ def where_is(x):
 
 @pytest.fixture
 def two_raw_workers():
-    cid = os.urandom(4).hex()
-    RAW_CLUSTER_IDS.append(cid)
+    cid = shm.new_cluster_id()
     a, b = RawWorker("worker-a", cid), RawWorker("worker-b", cid)
     yield a, b, cid
     a.close()

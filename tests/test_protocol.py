@@ -1,7 +1,6 @@
 """Serialization: frames, values in shared memory, function tokens, exceptions."""
 
 import operator
-import os
 import pickle
 import threading
 import time
@@ -25,21 +24,10 @@ from shmdask.cluster.protocol import (
     split_frames,
 )
 
-CLUSTER_IDS: list[str] = []  # this module's ids (other processes may use /dev/shm too)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def no_segments_left_behind():
-    yield
-    prefixes = tuple(shm.cluster_prefix(cid) for cid in CLUSTER_IDS)
-    assert [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefixes)] == []
-
 
 @pytest.fixture
 def allocator():
-    cid = os.urandom(4).hex()
-    CLUSTER_IDS.append(cid)
-    alloc = shm.SlabAllocator(cid, "w")
+    alloc = shm.SlabAllocator(shm.new_cluster_id(), "w")
     yield alloc
     alloc.close()
 

@@ -19,15 +19,16 @@ LEAKED: list[str] = []  # segments a test left behind (swept, then reported)
 
 @pytest.fixture(autouse=True, scope="module")
 def no_segments_left_behind():
+    # (conftest checks /dev/shm for this process's clusters after every module;
+    # segments under the per-test ids below are swept after each test, so
+    # they are counted here instead)
     yield
     assert LEAKED == []
 
 
 @pytest.fixture
 def cluster_id():
-    # A fresh id per test: other processes on this machine may be using
-    # /dev/shm too, so every check looks at this id's prefix only.
-    cid = os.urandom(4).hex()
+    cid = shm.new_cluster_id()
     yield cid
     LEAKED.extend(shm.sweep(shm.cluster_prefix(cid)))
 
