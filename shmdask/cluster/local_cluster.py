@@ -474,6 +474,15 @@ def _format_bytes(n: float) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+# Heavy modules a worker imports while idle if the client has them loaded: the
+# first task that unpickles a function from one of them then does not wait.
+WARM_IMPORTS = ("shmdask.array", "pandas", "scipy")
+
+
+def _warm_imports() -> list[str]:
+    return [name for name in WARM_IMPORTS if name in sys.modules]
+
+
 # dask's LocalCluster options that mean nothing here; accepted so dask code runs.
 _IGNORED_OPTIONS = {"dashboard_address", "silence_logs", "host", "scheduler_port",
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
@@ -545,7 +554,8 @@ class _Runtime:
                     [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(fd),
                      "--id", worker_id, "--cluster", self.cluster_id,
                      "--nthreads", str(self.nthreads), "--threshold", str(self.threshold),
-                     "--cache-bytes", str(self.cache_bytes)],
+                     "--cache-bytes", str(self.cache_bytes),
+                     "--warm-imports", ",".join(_warm_imports())],
                     pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C is the client's to handle
                 )
