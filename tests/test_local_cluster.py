@@ -788,3 +788,12 @@ def test_worker_without_shm_and_inlined_values(cluster):
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("shmdask-exec")],
              10, "executor threads to stop")
     cluster.store.release([x])
+
+
+def test_workers_import_the_clients_heavy_modules_while_idle():
+    import shmdask.array  # noqa: F401 - the client uses it, so workers should warm it
+
+    with LocalCluster(n_workers=1, memory_limit=None) as c:
+        (handle,) = c.workers.values()
+        wait_for(lambda: handle.stats()["warm_imported"] == ["shmdask.array"], 30,
+                 "shmdask.array to be imported in the worker")

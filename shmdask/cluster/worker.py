@@ -194,6 +194,7 @@ class Worker:
             "mapped_bytes": alloc.mapped_bytes if alloc else 0,
             "free_bytes": alloc.free_bytes if alloc else 0,
             "bytes_received": self.bytes_received,
+            "warm_imported": [m for m in self.warm_imports if m in sys.modules],
         }
 
     # ------------------------------------------------------------------ execution
