@@ -797,3 +797,13 @@ def test_workers_import_the_clients_heavy_modules_while_idle():
         (handle,) = c.workers.values()
         wait_for(lambda: handle.stats()["warm_imported"] == ["shmdask.array"], 30,
                  "shmdask.array to be imported in the worker")
+
+
+def test_store_releases_a_value_once(cluster):
+    store = cluster.store
+    x = store.from_user(np.ones(1_000_000))
+    before = store.shm_bytes
+    store.adopt(x)  # adopting twice counts once
+    store.release([x])
+    store.release([x])  # releasing twice frees once
+    assert store.shm_bytes == before - x.blocks[0][2]

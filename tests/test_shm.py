@@ -211,3 +211,14 @@ def test_janitor_rejects_bad_arguments():
                          stdin=subprocess.DEVNULL, timeout=30)
     assert out.returncode == 2
     assert b"usage" in out.stderr
+
+
+def test_a_block_freed_twice_is_handed_out_once(cluster_id):
+    alloc = shm.SlabAllocator(cluster_id, "w")
+    ref, _ = alloc.alloc(100_000)
+    alloc.free([ref])
+    alloc.free([ref])  # a confused caller must not make two owners of one block
+    a, _ = alloc.alloc(100_000)
+    b, _ = alloc.alloc(100_000)
+    assert a[:2] != b[:2]
+    alloc.close()

@@ -109,6 +109,9 @@ class ShmStore(DataStore):
     def adopt(self, stored: Stored) -> None:
         """Count a new value's blocks (called before the engine sees it)."""
         with self._lock:
+            if stored.live:
+                return
+            stored.live = True
             self.values_by_owner[stored.owner] += 1
             for name, _offset, length in stored.blocks:
                 entry = self._segments.get(name)
@@ -177,15 +180,17 @@ class ShmStore(DataStore):
             counts = self.values_by_owner
             with self._lock:  # inline values only (the common case): just count
                 for value in values:
-                    if type(value) is Stored:
+                    if type(value) is Stored and value.live:
+                        value.live = False
                         counts[value.owner] -= 1
             return
         by_owner: dict[str, list] = {}
         unlink = []
         with self._lock:
             for value in values:
-                if type(value) is not Stored:
-                    continue
+                if type(value) is not Stored or not value.live:
+                    continue  # not ours, or released already: a block is freed once
+                value.live = False
                 self.values_by_owner[value.owner] -= 1
                 for block in value.blocks:
                     self.shm_bytes -= block[2]
@@ -268,22 +273,27 @@ class ProcessWorkerHandle(WorkerHandle):
             self.processing[key] = None
         body = [(t.key, t.computation, t.deps) for t in tasks]
         try:
-            with self._send_lock:  # the connection's function table is shared state
-                data = encode_message(("run", keys), body, self.state)
+            self._send_tasks(keys, body)
         except Exception:
             # Some task cannot be pickled: find it, fail it, send the others.
             for task, item in zip(tasks, body, strict=True):
                 try:
-                    with self._send_lock:
-                        data = encode_message(("run", [task.key]), [item], self.state)
+                    self._send_tasks([task.key], [item])
                 except Exception as exc:
                     self.processing.pop(task.key, None)
                     self._post(("erred", self.id, task.key, _unpicklable(task.key, exc),
                                 traceback.format_exc(), None))
-                    continue
-                self._send(data)
-            return
-        self._send(data)
+
+    def _send_tasks(self, keys: list, body: list) -> None:
+        # Encode and send under one lock: a message that introduces a function
+        # must reach the worker before any message that refers to it by token.
+        with self._send_lock:
+            data = encode_message(("run", keys), body, self.state)
+            try:
+                self.conn.send_bytes(data)
+                self.bytes_sent += len(data)
+            except (OSError, ValueError):  # the worker died: the reader reports it
+                pass
 
     def free(self, blocks: list) -> None:
         """Give blocks of released keys back to this worker's free lists."""

@@ -85,13 +85,14 @@ class Stored:
     to it.  The engine treats a ``Stored`` as opaque.
     """
 
-    __slots__ = ("header", "buffers", "nbytes", "owner", "__weakref__")
+    __slots__ = ("header", "buffers", "nbytes", "owner", "live", "__weakref__")
 
     def __init__(self, header, buffers: list, nbytes: int, owner: str):
         self.header = header
         self.buffers = buffers
         self.nbytes = nbytes
         self.owner = owner
+        self.live = False  # counted by a store (between adopt and release)
 
     @property
     def blocks(self) -> list[tuple]:
