@@ -245,3 +245,14 @@ def test_strided_arrays_go_to_shm_not_into_the_header(allocator):
     s = serialize_value(x, allocator, "w")
     assert s.where == "shm" and len(s.header) < 1000
     np.testing.assert_array_equal(deserialize_value(s, shm.MappingCache(allocator)), x)
+
+
+def test_unpicklable_value_gives_its_blocks_back(allocator):
+    before = allocator.free_bytes
+    with pytest.raises(TypeError):
+        serialize_value((np.ones(100_000), threading.Lock()), allocator, "w")
+    assert allocator.segments_created == 1
+    assert allocator.free_bytes >= before  # every block it took is free again
+    ref, _ = allocator.alloc(800_000)
+    assert allocator.segments_created == 1  # ... and reused
+    allocator.free([ref])

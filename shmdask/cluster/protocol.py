@@ -177,8 +177,13 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
     if header is None:
         if allocator is not None:
             allocator.free([b for b in buffers if type(b) is tuple])
-        buffers = []
-        header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+        buffers.clear()
+        try:
+            header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+        except BaseException:
+            if allocator is not None:  # give back what the failed attempt took
+                allocator.free([b for b in buffers if type(b) is tuple])
+            raise
     nbytes = len(header) + sum(b[2] if type(b) is tuple else len(b) for b in buffers)
     return Stored(header, buffers, nbytes, owner)
 
