@@ -31,7 +31,6 @@ import _posixshmem
 import errno
 import mmap
 import os
-import secrets
 import threading
 from collections.abc import Iterable
 
@@ -48,6 +47,8 @@ BlockRef = tuple  # tuple[str, int, int]
 def new_cluster_id() -> str:
     """A fresh cluster id.  The creating pid leads, so a test run can tell its
     own segments from those of other processes on the machine."""
+    import secrets  # here: a worker process never needs it (hmac costs ~10 ms to import)
+
     return f"{os.getpid()}p{secrets.token_hex(3)}"
 
 
