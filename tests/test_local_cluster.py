@@ -503,7 +503,7 @@ def test_guardless_script(tmp_path):
         from helper import double
 
         print("script body ran")
-        cluster = LocalCluster(n_workers=2)
+        cluster = LocalCluster()  # defaults: one worker per core
         client = Client(cluster)
         total = shmdask.delayed(np.sum)(shmdask.delayed(double)(np.arange(100_000)))
         print("result", total.compute())
