@@ -72,11 +72,15 @@ def unpack_collections(expr: Any) -> tuple[Any, list]:
     module docstring), so the computation always evaluates to ``expr``.
     """
     collections: list = []
+    functions: list = []
 
     def unpack(x: Any) -> Any:
         if isinstance(x, Delayed):
             collections.append(x)
             return x.key
+        if isinstance(x, DelayedFunction):  # a task receives the function itself
+            functions.append(x)
+            return x.func
         if base.is_future(x):
             collections.append(x)
             return x.key
@@ -100,7 +104,7 @@ def unpack_collections(expr: Any) -> tuple[Any, list]:
         return x
 
     task = unpack(expr)
-    if not collections:  # keep plain values plain: no needless rebuilding
+    if not collections and not functions:  # keep plain values plain: no rebuilding
         return _quote(expr), []
     return task, collections
 

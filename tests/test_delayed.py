@@ -303,6 +303,14 @@ def test_delayed_function_receives_delayed_function_results():
     assert total.compute() == 15
 
 
+def test_delayed_function_as_an_argument_is_the_plain_function():
+    def apply_all(f, xs):
+        return [f(x) for x in xs]
+
+    assert delayed(apply_all)(delayed(inc), [1, 2]).compute() == [2, 3]
+    assert delayed(apply_all)(delayed(inc), delayed([1, 2])).compute() == [2, 3]
+
+
 def test_calling_a_delayed_value():
     fn = delayed(inc, pure=True)
     d = delayed(lambda: inc)()  # a Delayed whose value is a function
