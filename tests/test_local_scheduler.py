@@ -316,7 +316,8 @@ def test_ctrl_c_on_sync_interrupts_the_running_task():
 @pytest.mark.xfail(strict=True, reason=(
     "engine batching: with no duration estimate yet, Engine._dispatch gives the first "
     "worker a batch of up to 4 ready tasks, so 2 ready tasks both go to one thread "
-    "while the other idles (4 x 0.5 s sleeps on 2 threads take 2 s, not 1 s)"))
+    "while the other idles (4 x 0.5 s sleeps on 2 threads take 2 s, not 1 s; the "
+    "seed's add(inc(1), dec(2)) runs inc and dec one after the other)"))
 def test_ready_tasks_spread_over_idle_threads():
     barrier = threading.Barrier(2, timeout=2)
 
