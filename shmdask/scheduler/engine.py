@@ -141,7 +141,9 @@ class Engine:
         self.started = time.time()
         self.closed = False
         self._thread: threading.Thread | None = None
-        self._mean_duration = 0.0005
+        # Until tasks are measured, assume they are long: one task per thread
+        # spreads the first tasks over all workers.
+        self._mean_duration = self.target_batch
         self.tasks_done = 0
         self.on_worker_lost: list[Callable[[str, str], None]] = []
 
@@ -208,9 +210,10 @@ class Engine:
     def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
         """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
         while not done():
-            self._step(block=True, timeout=poll)
+            self._step(block=True, timeout=poll, stop=done)
 
-    def _step(self, block: bool, timeout: float | None = None) -> None:
+    def _step(self, block: bool, timeout: float | None = None,
+              stop: Callable[[], bool] | None = None) -> None:
         try:
             event = self.inbox.get(block, timeout)
         except queue.Empty:
@@ -224,7 +227,8 @@ class Engine:
             except queue.Empty:
                 break
             handle(event)
-        self._dispatch()
+        if stop is None or not stop():  # after an error, start nothing more
+            self._dispatch()
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
@@ -310,7 +314,8 @@ class Engine:
         if records:
             n = len(records)
             self.tasks_done += n
-            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (duration / n)
+            weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
 
     def _on_erred(self, worker_id, key, exc, traceback_text, record) -> None:
@@ -339,9 +344,11 @@ class Engine:
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
-        _, killed = self.state.worker_lost(keys, reason)
+        released: list = []
+        _, killed = self.state.worker_lost(keys, reason, released)
         for key in killed:
             self._notify(key, "erred", self.state.exception_of(key))
+        self._free(released)
         for callback in self.on_worker_lost:
             callback(worker_id, reason)
 
@@ -393,6 +400,23 @@ class Engine:
                 worker.run(batch)
             if not state.has_ready():
                 break
+
+    def reset(self) -> None:
+        """Forget every task and free all data (``client.restart``); on the loop."""
+        self.store.release(list(self.data.values()))
+        self.data.clear()
+        listeners, self.listeners = self.listeners, {}
+        for key, callbacks in listeners.items():
+            for listener in callbacks:
+                listener(key, "cancelled", None)
+        self.state = SchedulerState(self.state.max_worker_deaths)
+        self.where.clear()  # answers still in flight are now stale and get freed
+        for keys in self.in_flight.values():
+            keys.clear()
+
+    def worker_metrics(self) -> dict[str, dict]:
+        """Per worker: tasks executing now (read on any thread; a snapshot)."""
+        return {wid: {"executing": len(keys)} for wid, keys in list(self.in_flight.items())}
 
     # -- shutting down -------------------------------------------------------------
 

@@ -34,8 +34,14 @@ from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 _FLUSH_SECONDS = 0.005
 
 
-def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) -> None:
-    """Run tasks in order, posting results every few milliseconds."""
+def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post,
+              stop_on_error: bool = False) -> None:
+    """Run tasks in order, posting results every few milliseconds.
+
+    A task error is posted and the batch goes on (its other tasks may belong
+    to other computations), unless ``stop_on_error``.  Ctrl-C in the main
+    thread is not a task error: it propagates to the caller at once.
+    """
     results: list[TaskResult] = []
     last_flush = time.time()
     clock = time.time
@@ -50,9 +56,13 @@ def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) 
             if results:
                 post(("done", worker.id, results))
                 results = []
+            if isinstance(exc, KeyboardInterrupt) and (
+                    threading.current_thread() is threading.main_thread()):
+                raise
             record = _record(key, worker.id, lane, start, stop)
             post(("erred", worker.id, key, exc, "", record))
-            if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
+            if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
+                                 and worker.stopping):
                 break
             continue
         stop = clock()
@@ -92,7 +102,7 @@ class SyncWorker(WorkerHandle):
         self.stopping = False
 
     def run(self, tasks: list[TaskSpec]) -> None:
-        run_batch(self, tasks, f"{self.id}/0", self.engine.post)
+        run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True)
 
 
 class ThreadWorker(WorkerHandle):
@@ -213,3 +223,52 @@ def _stop(workers: list, interrupt: bool, wait: float) -> None:
     for w in workers:
         if isinstance(w, ThreadWorker):
             w.close(interrupt=interrupt, timeout=wait)
+
+
+class ThreadCluster:
+    """An in-process cluster: the engine on its own thread, worker threads.
+
+    What ``LocalCluster(processes=False)`` is in dask: a Client can use it
+    when tasks release the GIL or processes are not wanted.
+    """
+
+    def __init__(self, n_workers: int | None = None):
+        import time as _time
+
+        self.engine = Engine(name="shmdask-thread-cluster")
+        self.started = _time.time()
+        self.n_workers = n_workers or default_num_threads()
+        self._add_workers()
+        self.engine.start()
+
+    def _add_workers(self) -> None:
+        for i in range(self.n_workers):
+            w = ThreadWorker(self.engine, f"thread-{i}")
+            self.engine.add_worker(w)
+
+    def scheduler_info(self) -> dict:
+        metrics = self.engine.worker_metrics()
+        return {
+            "type": "Scheduler",
+            "id": f"ThreadCluster-{id(self):x}",
+            "address": "inproc://",
+            "started": self.started,
+            "workers": {
+                wid: {"name": wid, "pid": os.getpid(), "host": "127.0.0.1", "nthreads": 1,
+                      "memory_limit": 0, "kind": "thread",
+                      "metrics": {"memory": 0, "executing": m["executing"], "in_memory": 0}}
+                for wid, m in metrics.items()
+            },
+        }
+
+    def restart(self) -> None:
+        self.engine.call(lambda e: e.reset())
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> ThreadCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,171 @@
+"""Side-by-side benchmarks: shmdask against dask's schedulers, in one process run.
+
+    python -m benchmarks.run                       # every workload, every runner
+    python -m benchmarks.run delayed_tree -r 5     # one workload, 5 repeats
+    python -m benchmarks.run --runners shmdask-cluster,distributed
+
+Workloads live in ``benchmarks/workloads_*.py`` as ``WORKLOADS = {name: fn}``;
+each ``fn(api)`` runs once against ``api`` (``delayed``, ``compute``,
+``persist``, ``get``, ``da`` of the library under test).  Each run starts its
+runner's scheduler first (clusters start outside the timing, and are closed
+after it: a live distributed cluster's event loop would otherwise slow
+every other runner's threads), and runs alternate between runners so that
+noise on this shared machine hits them alike.  The table gives medians and each runner's time relative to the
+fastest shmdask runner (``x`` > 1 means slower than shmdask).
+Needs ``pip install -e '.[bench]'`` for the dask columns; without dask only
+shmdask runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import pathlib
+import statistics
+import sys
+import time
+import types
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def load_workloads() -> dict:
+    workloads = {}
+    for path in sorted(HERE.glob("workloads_*.py")):
+        module = importlib.import_module(f"benchmarks.{path.stem}")
+        workloads.update(module.WORKLOADS)
+    return workloads
+
+
+def _shmdask_api(scheduler):
+    import shmdask
+
+    try:
+        import shmdask.array as da
+    except ImportError:  # the array package is optional for core workloads
+        da = None
+    return types.SimpleNamespace(
+        name="shmdask", delayed=shmdask.delayed, da=da,
+        compute=lambda *a, **k: shmdask.compute(*a, scheduler=scheduler, **k),
+        persist=lambda *a, **k: shmdask.persist(*a, scheduler=scheduler, **k),
+        get=lambda dsk, keys: shmdask.get(dsk, keys, scheduler=scheduler),
+    )
+
+
+def _dask_api(scheduler):
+    import dask
+    import dask.array as da
+
+    def get(dsk, keys):
+        if hasattr(scheduler, "get"):
+            return scheduler.get(dsk, keys)
+        return dask.threaded.get(dsk, keys)
+
+    return types.SimpleNamespace(
+        name="dask", delayed=dask.delayed, da=da,
+        compute=lambda *a, **k: dask.compute(*a, scheduler=scheduler, **k),
+        persist=lambda *a, **k: dask.persist(*a, scheduler=scheduler, **k),
+        get=get,
+    )
+
+
+@contextlib.contextmanager
+def runner_context(name: str, n_workers: int):
+    """Yield ``(api, config_context)`` for a runner, with its cluster up."""
+    if name == "shmdask-threads":
+        import shmdask
+
+        with shmdask.config.set(scheduler="threads"):
+            yield _shmdask_api("threads")
+    elif name == "shmdask-cluster":
+        import shmdask
+        from shmdask.distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1) as cluster, \
+                Client(cluster, set_as_default=False) as client, \
+                shmdask.config.set(scheduler=client):
+            yield _shmdask_api(client)
+    elif name == "dask-threads":
+        import dask
+
+        with dask.config.set(scheduler="threads"):
+            yield _dask_api("threads")
+    elif name == "distributed":
+        import dask
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, \
+                Client(cluster, set_as_default=False) as client, \
+                dask.config.set(scheduler=client):
+            yield _dask_api(client)
+    else:
+        raise SystemExit(f"unknown runner {name!r}")
+
+
+def available_runners() -> list[str]:
+    names = ["shmdask-threads", "shmdask-cluster"]
+    try:
+        importlib.import_module("shmdask.cluster.local_cluster")
+    except ImportError:
+        names.remove("shmdask-cluster")
+    try:
+        import dask  # noqa: F401
+
+        names.append("dask-threads")
+        import distributed  # noqa: F401
+
+        names.append("distributed")
+    except ImportError:
+        pass
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", help="names (default: all)")
+    parser.add_argument("-r", "--repeats", type=int, default=3)
+    parser.add_argument("--runners", default=None, help="comma-separated runner names")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write results to this file")
+    args = parser.parse_args(argv)
+
+    workloads = load_workloads()
+    names = args.workloads or list(workloads)
+    unknown = [n for n in names if n not in workloads]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; known: {sorted(workloads)}")
+    runners = args.runners.split(",") if args.runners else available_runners()
+
+    times: dict = {(w, r): [] for w in names for r in runners}
+    for w in names:
+        for _ in range(args.repeats):
+            for r in runners:
+                with runner_context(r, args.workers) as api:
+                    if api.da is None and w.startswith("array"):
+                        continue
+                    start = time.perf_counter()
+                    workloads[w](api)
+                    times[w, r].append(time.perf_counter() - start)
+        print(_row(w, runners, times), flush=True)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(
+            {f"{w}|{r}": t for (w, r), t in times.items()}, indent=1))
+    return 0
+
+
+def _row(w: str, runners: list[str], times: dict) -> str:
+    medians = {r: statistics.median(times[w, r]) for r in runners if times[w, r]}
+    ours = [m for r, m in medians.items() if r.startswith("shmdask")]
+    best = min(ours) if ours else None
+    cells = []
+    for r, m in medians.items():
+        ratio = f" ({m / best:.2f}x)" if best else ""
+        cells.append(f"{r} {m:.3f}s{ratio}")
+    return f"{w:28s} " + " | ".join(cells)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
