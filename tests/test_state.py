@@ -523,3 +523,33 @@ def test_random_graphs_with_lost_workers(graph, data):
             assert s.state_of(k) == "memory"
     assert sim.memory == {k for k in wanted if s.state_of(k) == "memory"}
     assert set(s.tasks) == set(wanted)
+
+
+def test_task_unwanted_while_running_is_kept_for_a_new_dependent():
+    s = SchedulerState()
+    submit(s, {"x": (inc, 1)}, ["x"])
+    assert s.pop_ready().key == "x"
+    assert s.unwant(["x"]) == []  # running: released when it finishes...
+    # ...unless a new graph needs it meanwhile
+    submit(s, {"x": (inc, 1), "y": (inc, "x")}, ["y"])
+    released, keep = s.finished("x")
+    assert keep and released == []
+    assert s.state_of("x") == "memory"
+    key, released = run_one(s, "y")
+    assert released == ["x"]
+
+
+def test_a_bad_graph_leaves_no_half_added_tasks():
+    s = SchedulerState()
+    dsk = {"a": (inc, 1), "b": (inc, "a"), "c": (inc, "gone")}
+    deps = {"a": set(), "b": {"a"}, "c": {"gone"}}
+    with pytest.raises(KeyError, match="'gone'"):
+        s.update_graph(dsk, deps, ["b", "c"])
+    assert s.tasks == {} and not s.has_ready()
+    with pytest.raises(KeyError, match="'nope'"):
+        s.update_graph({"a": (inc, 1)}, {"a": set()}, ["a", "nope"])
+    assert s.tasks == {} and not s.has_ready()
+    # the same keys submitted correctly afterwards run
+    submit(s, {"a": (inc, 1), "b": (inc, "a")}, ["b"])
+    assert run_all(s) == ["a", "b"]
+    assert s.state_of("b") == "memory"
