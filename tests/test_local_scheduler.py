@@ -49,15 +49,18 @@ def counted_identity(x):
     return PURE_CALLS(x)
 
 
-def shmdask_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("shmdask-")]
+def shmdask_threads(ignore=()):
+    return [t for t in threading.enumerate()
+            if t.name.startswith("shmdask-") and t not in ignore]
 
 
-def wait_for_no_shmdask_threads(timeout=2.0):
+def wait_for_no_shmdask_threads(ignore=(), timeout=2.0):
+    """shmdask threads still alive after ``timeout``, other than ``ignore``
+    (threads that existed before the test, e.g. of a cluster other tests left)."""
     deadline = time.monotonic() + timeout
-    while shmdask_threads() and time.monotonic() < deadline:
+    while shmdask_threads(ignore) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return shmdask_threads()
+    return shmdask_threads(ignore)
 
 
 # -- compute --------------------------------------------------------------------------
@@ -214,13 +217,14 @@ def _fail_early_graph(log, n=20):
 
 
 def test_no_further_tasks_start_after_an_error_threads():
+    before = set(threading.enumerate())
     log = StartLog()
     with config.set(num_workers=2), pytest.raises(RuntimeError, match="early failure"):
         shmdask.compute(*_fail_early_graph(log), scheduler="threads")
     time.sleep(0.5)  # anything still queued would start by now
     # at most what the two threads had begun before hearing of the failure
     assert len(log.started) <= 2, log.started
-    assert wait_for_no_shmdask_threads() == []
+    assert wait_for_no_shmdask_threads(before) == []
 
 
 def test_no_further_tasks_start_after_an_error_sync():
@@ -265,11 +269,12 @@ def _compute_interrupted(scheduler, delay=0.3):
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="SIGINT is delivered to the main thread")
 def test_ctrl_c_on_threads_returns_promptly_and_stops_workers():
+    before = set(threading.enumerate())
     with config.set(num_workers=2):
         late = _compute_interrupted("threads")
     # tasks would run 10 s each; control must come back within about a second
     assert late < 1.5, late
-    assert wait_for_no_shmdask_threads(timeout=2.0) == []
+    assert wait_for_no_shmdask_threads(before, timeout=2.0) == []
     # and the next compute works
     assert delayed(inc)(1).compute(scheduler="threads") == 2
 
