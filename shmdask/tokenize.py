@@ -8,7 +8,8 @@ description first:
 - numpy arrays by dtype, shape and a hash of their bytes (blake2b runs at
   about a GB/s here, so even large inputs are cheap next to computing them);
 - functions by module and qualified name (by their pickled bytes when they
-  have no importable name, e.g. lambdas and closures);
+  have no importable name, e.g. lambdas and closures); bound methods also by
+  the object they are bound to;
 - containers recursively; objects with ``__shmdask_tokenize__`` by its result;
 - anything else by its pickle, or failing that a random token (the value is
   then treated as unique, which is safe: it only costs sharing).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import types
 import uuid
 from functools import partial
 from typing import Any
@@ -34,6 +36,8 @@ def _normalize_function(func: Any) -> Any:
             normalize(func.args),
             normalize(func.keywords or {}),
         )
+    if isinstance(func, types.MethodType):  # bound: the instance is part of the call
+        return ("method", _normalize_function(func.__func__), normalize(func.__self__))
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)
     if module and qualname and "<" not in qualname and module != "__main__":

@@ -376,3 +376,18 @@ def test_hash_and_repr():
     a = delayed(1)
     assert a.key in repr(a)
     assert {a: 1}[a] == 1
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+    def get(self):
+        return self.v
+
+
+def test_pure_calls_of_methods_of_different_objects_differ():
+    x = delayed(Box(1).get, pure=True)()
+    y = delayed(Box(2).get, pure=True)()
+    assert x.key != y.key
+    assert shmdask.compute(x, y) == (1, 2)

@@ -136,3 +136,24 @@ def test_tokens_are_the_same_in_another_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True, timeout=60)
     assert out.stdout.strip() == here
+
+
+class Holder:
+    def __init__(self, v):
+        self.v = v
+
+    def get(self):
+        return self.v
+
+    @classmethod
+    def make(cls):
+        return cls(0)
+
+
+def test_bound_methods_include_their_object():
+    a, b = Holder(1), Holder(2)
+    assert tokenize(a.get) != tokenize(b.get)
+    assert tokenize(a.get) == tokenize(Holder(1).get)  # same state, same token
+    assert tokenize(a.get) != tokenize(Holder.get)
+    assert tokenize(Holder.make) == tokenize(Holder.make)
+    assert tokenize([1].append) != tokenize([2].append)
