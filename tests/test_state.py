@@ -481,7 +481,8 @@ def test_random_second_graph_and_unwant_midway(graph, data):
     for _ in range(data.draw(st.integers(0, 2 * len(dsk)))):
         if not sim.step():
             break
-    # a second client submits (part of) the same graph, the first one leaves
+    # a second client submits (part of) the same graph; the first one leaves
+    # before that, after that, or stays
     sub = {}
     stack = list(second)
     while stack:
@@ -489,14 +490,20 @@ def test_random_second_graph_and_unwant_midway(graph, data):
         if k not in sub:
             sub[k] = dsk[k]
             stack.extend(deps[k])
-    s.update_graph(sub, {k: deps[k] for k in sub}, second, order(sub, {k: deps[k] for k in sub}))
-    if data.draw(st.booleans()):
+    leaves = data.draw(st.sampled_from(["before", "after", "stays"]))
+
+    def first_leaves():
         for key in s.unwant(first):
             assert key not in sim.processing
             sim.memory.discard(key)
-        expected = set(second)
-    else:
-        expected = set(first) | set(second)
+
+    if leaves == "before":
+        first_leaves()
+    sub_deps = {k: deps[k] for k in sub}
+    s.update_graph(sub, sub_deps, second, order(sub, sub_deps))
+    if leaves == "after":
+        first_leaves()
+    expected = set(second) if leaves != "stays" else set(first) | set(second)
     sim.run()
     assert sim.memory == expected
     assert set(s.tasks) == expected
