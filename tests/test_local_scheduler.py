@@ -89,6 +89,18 @@ def test_compute_containers_of_collections(scheduler):
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_same_collection_twice_and_traverse_false(scheduler):
+    count = Counter()
+    d = delayed(count)(5)
+    assert shmdask.compute(d, d, [d, d], {"k": d}, scheduler=scheduler) == (
+        5, 5, [5, 5], {"k": 5})
+    assert count.n == 1
+    (lst,) = shmdask.compute([d], traverse=False, scheduler=scheduler)
+    assert lst == [d]  # containers are not looked into
+    assert count.n == 1
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_shared_subgraphs_run_once(scheduler):
     count = Counter()
     shared = delayed(count)(10)
