@@ -24,20 +24,19 @@ same call always has the same key, so it runs once).
 from __future__ import annotations
 
 import operator
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from shmdask import base
 from shmdask.base import Literal
 from shmdask.graph import key_split
-from shmdask.tokenize import tokenize
+from shmdask.tokenize import tokenize, unique_token
 
 __all__ = ["Delayed", "delayed", "unpack_collections"]
 
 
 def _new_token(pure: bool, *parts: Any) -> str:
-    return tokenize(*parts) if pure else uuid.uuid4().hex
+    return tokenize(*parts) if pure else unique_token()
 
 
 def _build(kind: type, items: list) -> Any:
@@ -137,9 +136,10 @@ class Delayed:
     __array_ufunc__ = None
 
     def __init__(self, key: Any, dsk: dict, length: int | None = None):
-        self._key = key
-        self._dask = dsk
-        self._length = length
+        setattr_ = object.__setattr__  # __setattr__ below refuses most names
+        setattr_(self, "_key", key)
+        setattr_(self, "_dask", dsk)
+        setattr_(self, "_length", length)
 
     @property
     def key(self) -> Any:
@@ -328,7 +328,7 @@ def delayed(obj: Any = None, *, pure: bool = False, nout: int | None = None,
     if name is not None:
         key = name
     else:
-        token = tokenize(task) if (pure or not collections) and _cheap(obj) else uuid.uuid4().hex
+        token = tokenize(task) if (pure or not collections) and _cheap(obj) else unique_token()
         key = f"{type(obj).__name__}-{token}"
     dsk = _merge_graphs(collections)
     if collections:

@@ -157,3 +157,23 @@ def test_bound_methods_include_their_object():
     assert tokenize(a.get) != tokenize(Holder.get)
     assert tokenize(Holder.make) == tokenize(Holder.make)
     assert tokenize([1].append) != tokenize([2].append)
+
+
+def test_unique_tokens_never_repeat_even_across_fork():
+    from shmdask.tokenize import unique_token
+
+    tokens = {unique_token() for _ in range(10_000)}
+    assert len(tokens) == 10_000
+    assert all(len(t) == 32 and int(t, 16) >= 0 for t in tokens)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report one token and leave at once
+        os.write(write, unique_token().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = unique_token()
+    assert len(child) == 32 and child not in tokens and child != mine
+    assert child[:16] != mine[:16]  # the child drew its own prefix
