@@ -140,22 +140,27 @@ def toposort(dsk: Graph, dependencies: Mapping | None = None) -> list:
     outside the graph count as done.
     """
     deps = dependencies if dependencies is not None else dependencies_of(dsk)
-    # one pass over the edges: dependents (as lists, cheaper than sets) and
-    # the number of in-graph dependencies each key waits for
-    dependents: dict = {k: [] for k in deps}
+    # One pass over the edges: dependents (lists, made only for keys that
+    # have some: allocations are what costs here) and the number of in-graph
+    # dependencies each key waits for.
+    dependents: dict = {}
     waiting = dict.fromkeys(deps, 0)
     for k, ds in deps.items():
         for d in ds:
-            users = dependents.get(d)
-            if users is not None:
-                users.append(k)
+            if d in waiting:
+                users = dependents.get(d)
+                if users is None:
+                    dependents[d] = [k]
+                else:
+                    users.append(k)
                 waiting[k] += 1
     ready = [k for k, n in waiting.items() if n == 0]
     out = []
+    no_users: tuple = ()
     while ready:
         k = ready.pop()
         out.append(k)
-        for d in dependents[k]:
+        for d in dependents.get(k, no_users):
             waiting[d] -= 1
             if waiting[d] == 0:
                 ready.append(d)
