@@ -32,8 +32,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
-import types
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -528,19 +526,3 @@ def visualize(*graphs_or_collections: Any, filename: str | os.PathLike | None = 
 
 
 __all__ = ["graph_structure", "layout_graph", "visualize", "visualize_graph"]
-
-
-class _CallableModule(types.ModuleType):
-    """This module shares its name with the public function ``shmdask.visualize``.
-    Importing ``shmdask.visualize`` (the module) rebinds the package attribute to
-    the module, which would turn ``shmdask.visualize(x)`` into "module is not
-    callable" after the first drawing. Calling the module therefore does what the
-    function does."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from shmdask.base import visualize as visualize_collections
-
-        return visualize_collections(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

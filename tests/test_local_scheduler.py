@@ -50,8 +50,11 @@ def counted_identity(x):
 
 
 def shmdask_threads(ignore=()):
+    """Threads of the local backends (a cluster another test module left for
+    ``scheduler="processes"`` lives until exit and has its own names)."""
     return [t for t in threading.enumerate()
-            if t.name.startswith("shmdask-") and t not in ignore]
+            if t.name.startswith(("shmdask-thread-", "shmdask-progress", "shmdask-sync"))
+            and t not in ignore]
 
 
 def wait_for_no_shmdask_threads(ignore=(), timeout=2.0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 from operator import add
 
@@ -241,7 +242,7 @@ def test_large_graph_renders(tmp_path):
 
 
 def test_notebook_returns_inline_image(monkeypatch):
-    import shmdask.visualize as vis
+    vis = importlib.import_module("shmdask.visualize")  # the module, not the function
 
     monkeypatch.setattr(vis, "in_notebook", lambda: True)
     img = visualize_graph(chains(1))
