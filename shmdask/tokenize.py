@@ -51,6 +51,11 @@ def _normalize_function(func: Any) -> Any:
 
 
 def _normalize_array(x: np.ndarray) -> Any:
+    if type(x) is not np.ndarray:  # subclasses: their type, and a mask's content
+        extra = (normalize(np.ma.getmaskarray(x)), normalize(x.fill_value)) \
+            if isinstance(x, np.ma.MaskedArray) else ()
+        return ("ndarray-subclass", type(x).__module__, type(x).__qualname__,
+                _normalize_array(np.asarray(x).view(np.ndarray)), *extra)
     if x.dtype.hasobject:
         return ("ndarray-object", x.shape, normalize(x.tolist()))
     data = np.ascontiguousarray(x)
@@ -75,9 +80,10 @@ def normalize(x: Any) -> Any:
         return _normalize_array(x)
     if isinstance(x, np.generic):
         return ("npscalar", x.dtype.str, x.tobytes())
-    method = getattr(x, "__shmdask_tokenize__", None)
-    if method is not None and not isinstance(x, type):
-        return ("custom", normalize(method()))
+    # looked up on the type: an instance __getattr__ may answer any name
+    method = getattr(typ, "__shmdask_tokenize__", None)
+    if callable(method) and not isinstance(x, type):
+        return ("custom", normalize(method(x)))
     if callable(x):
         return _normalize_function(x)
     try:

@@ -177,3 +177,32 @@ def test_unique_tokens_never_repeat_even_across_fork():
     mine = unique_token()
     assert len(child) == 32 and child not in tokens and child != mine
     assert child[:16] != mine[:16]  # the child drew its own prefix
+
+
+def test_array_subclasses_and_masks_count():
+    a = np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
+    b = np.ma.masked_array([1, 2, 3], mask=[0, 0, 0])
+    assert tokenize(a) != tokenize(b)
+    assert tokenize(a) == tokenize(a.copy())
+    assert tokenize(np.ma.masked_array([1, 2], fill_value=7)) != tokenize(
+        np.ma.masked_array([1, 2], fill_value=8))
+
+    class Tagged(np.ndarray):
+        pass
+
+    plain = np.array([[1, 2]])
+    assert tokenize(plain.view(Tagged)) != tokenize(plain)
+    assert tokenize(plain.view(Tagged)) == tokenize(plain.copy().view(Tagged))
+
+
+def test_objects_answering_every_attribute_still_tokenize():
+    class Anything:
+        def __init__(self, v):
+            self.v = v
+
+        def __getattr__(self, name):
+            return 1
+
+    # no crash; such an object does not pickle either, so its token is unique
+    assert len(tokenize(Anything(1))) == 32
+    assert tokenize(Anything(1)) != tokenize(Anything(2))
