@@ -6,6 +6,7 @@ loop driven by hand with a fake worker.
 
 from __future__ import annotations
 
+import _thread
 import signal
 import threading
 import time
@@ -261,17 +262,20 @@ def busy(seconds):
     return n
 
 
-def _interrupt_main_after(delay):
-    main = threading.main_thread().ident
-    timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+def _interrupt_main_after(delay, how="signal"):
+    if how == "signal":  # a real SIGINT, as a terminal's Ctrl-C sends
+        main = threading.main_thread().ident
+        timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+    else:
+        timer = threading.Timer(delay, _thread.interrupt_main)
     timer.daemon = True
     timer.start()
     return timer
 
 
-def _compute_interrupted(scheduler, delay=0.3):
+def _compute_interrupted(scheduler, delay=0.3, how="signal"):
     tasks = [delayed(busy)(10.0, dask_key_name=f"busy-{i}") for i in range(6)]
-    timer = _interrupt_main_after(delay)
+    timer = _interrupt_main_after(delay, how)
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -283,10 +287,11 @@ def _compute_interrupted(scheduler, delay=0.3):
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="SIGINT is delivered to the main thread")
-def test_ctrl_c_on_threads_returns_promptly_and_stops_workers():
+@pytest.mark.parametrize("how", ["signal", "interrupt_main"])
+def test_ctrl_c_on_threads_returns_promptly_and_stops_workers(how):
     before = set(threading.enumerate())
     with config.set(num_workers=2):
-        late = _compute_interrupted("threads")
+        late = _compute_interrupted("threads", how=how)
     # tasks would run 10 s each; control must come back within about a second
     assert late < 1.5, late
     assert wait_for_no_shmdask_threads(before, timeout=2.0) == []
