@@ -29,6 +29,8 @@ Policy, in the spirit of dask/local.py:
 - **Failure.**  A task that raises is *erred*; so is everything waiting on it,
   with the same exception.  A task on a worker that died goes back to ready;
   after ``max_worker_deaths`` such deaths it errs with :class:`KilledWorker`.
+  An erred key that a new graph brings again is retried.  A graph that names
+  an unknown dependency is refused whole, before any of its tasks is added.
 """
 
 from __future__ import annotations
