@@ -347,6 +347,7 @@ def test_fused_random_graphs_give_same_results(dsk, data):
     expected = tuple(_reference(dsk, k, memo) for k in keys)
     assert shmdask.get(fused, keys, scheduler="sync", optimize_graph=False) == expected
     assert shmdask.get(dsk, keys, scheduler="sync") == expected
+    assert shmdask.get(dsk, keys, scheduler="threads") == expected
 
 
 # -- compatibility with dask's own schedulers ---------------------------------------
