@@ -173,6 +173,11 @@ class SchedulerState:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
+    def requeue(self, ts: TaskState) -> None:
+        """Give back a task taken by :meth:`pop_ready` but not started."""
+        if ts.state == "processing":
+            self._make_ready(ts)
+
     def pop_ready(self) -> TaskState | None:
         """The next task to run, now ``processing``; None when nothing is ready."""
         ready = self._ready
