@@ -299,10 +299,6 @@ def test_ctrl_c_on_threads_returns_promptly_and_stops_workers(how):
     assert delayed(inc)(1).compute(scheduler="threads") == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "local._stop joins each interrupted ThreadWorker with its own 1 s timeout, one "
-    "after the other: with tasks blocked in C (time.sleep) Ctrl-C returns only after "
-    "n_threads seconds (3 s here; 32 s on a 32-core machine); the joins should share "
     "one deadline"))
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="SIGINT is delivered to the main thread")
