@@ -299,7 +299,6 @@ def test_ctrl_c_on_threads_returns_promptly_and_stops_workers(how):
     assert delayed(inc)(1).compute(scheduler="threads") == 2
 
 
-    "one deadline"))
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="SIGINT is delivered to the main thread")
 def test_ctrl_c_on_threads_with_tasks_blocked_in_c_returns_promptly():
