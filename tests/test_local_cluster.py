@@ -552,7 +552,7 @@ def test_sigkilled_client_leaves_no_shm(tmp_path):
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     cid = _cluster_id_from(proc)
-    proc.wait(60)
+    proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     wait_for(lambda: not leftover_segments(shm.cluster_prefix(cid)), 10, "the janitor")
     # orphaned workers see their pipe close and exit

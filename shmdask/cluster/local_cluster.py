@@ -364,12 +364,16 @@ class ProcessWorkerHandle(WorkerHandle):
             on_lost(self, self._death_reason())
 
     def _death_reason(self) -> str:
-        if self.lost_reason:
-            return self.lost_reason
+        # Reap the process in every case (an unreaped Popen lingers as a zombie).
         try:
             code = self.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            return f"worker {self.id} (pid {self.pid}) closed its connection"
+        except subprocess.TimeoutExpired:  # hung up but still alive: finish it
+            self.proc.kill()
+            self.proc.wait()
+            return self.lost_reason or (f"worker {self.id} (pid {self.pid}) closed its "
+                                        "connection and was killed")
+        if self.lost_reason:
+            return self.lost_reason
         if code < 0:
             try:
                 sig = signal.Signals(-code).name
