@@ -807,3 +807,15 @@ def test_store_releases_a_value_once(cluster):
     store.release([x])
     store.release([x])  # releasing twice frees once
     assert store.shm_bytes == before - x.blocks[0][2]
+
+
+def test_close_stops_the_clusters_threads():
+    def threads_of(cid):
+        return [t.name for t in threading.enumerate()
+                if t.name.startswith((f"shmdask-reader-{cid}-", f"shmdask-memory-{cid}",
+                                      f"shmdask-engine-{cid}"))]
+
+    with LocalCluster(n_workers=2, memory_limit="auto") as c:
+        assert get(c, {"a": (inc, 1)}, "a") == 2
+        assert len(threads_of(c.id)) == 4  # two readers, the memory watch, the engine
+    wait_for(lambda: not threads_of(c.id), 10, "the cluster's threads to stop")

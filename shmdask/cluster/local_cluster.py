@@ -318,7 +318,8 @@ class ProcessWorkerHandle(WorkerHandle):
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
         self._post = post
         self._reader = threading.Thread(target=self._read_loop, args=(post, store, on_lost),
-                                        name=f"shmdask-reader-{self.id}", daemon=True)
+                                        name=f"shmdask-reader-{store.cluster_id}-{self.id}",
+                                        daemon=True)
         self._reader.start()
 
     def _post(self, event: tuple) -> None:  # replaced by start_reader
