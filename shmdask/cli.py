@@ -392,9 +392,9 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         if sampler is not None:
             with contextlib.suppress(Exception):
                 sampler.stop()
+    _close_quietly(client, cluster)  # joins the engine thread: every record is in
     records = list(cluster.engine.records)
     memory = sampler.stream.memory_since(0)
-    _close_quietly(client, cluster)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
 
