@@ -159,9 +159,9 @@ def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]
     return results, keys
 
 
-def _pack(ks: Any, results: dict) -> Any:
+def _pack(ks: Any, results: dict, container: type = list) -> Any:
     if type(ks) is list:
-        return [_pack(k, results) for k in ks]
+        return container(_pack(k, results, container) for k in ks)
     return results[ks]
 
 
@@ -245,7 +245,8 @@ def get(dsk: Mapping, keys: Any, scheduler: Any = None, optimize_graph: bool = T
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
     prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
     results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)
-    return _pack(keys, results) if type(keys) is list else results[keys]
+    # Like dask.get: lists of keys give tuples of values.
+    return _pack(keys, results, tuple) if type(keys) is list else results[keys]
 
 
 def visualize(*args: Any, filename: str | None = None, rankdir: str = "TB",

@@ -141,7 +141,9 @@ class Engine:
         self.started = time.time()
         self.closed = False
         self._thread: threading.Thread | None = None
-        self._mean_duration = 0.0005
+        # Until tasks are measured, assume they are long: one task per thread
+        # spreads the first tasks over all workers.
+        self._mean_duration = self.target_batch
         self.tasks_done = 0
         self.on_worker_lost: list[Callable[[str, str], None]] = []
 
@@ -208,9 +210,10 @@ class Engine:
     def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
         """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
         while not done():
-            self._step(block=True, timeout=poll)
+            self._step(block=True, timeout=poll, stop=done)
 
-    def _step(self, block: bool, timeout: float | None = None) -> None:
+    def _step(self, block: bool, timeout: float | None = None,
+              stop: Callable[[], bool] | None = None) -> None:
         try:
             event = self.inbox.get(block, timeout)
         except queue.Empty:
@@ -224,7 +227,8 @@ class Engine:
             except queue.Empty:
                 break
             handle(event)
-        self._dispatch()
+        if stop is None or not stop():  # after an error, start nothing more
+            self._dispatch()
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
@@ -339,9 +343,11 @@ class Engine:
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
-        _, killed = self.state.worker_lost(keys, reason)
+        released: list = []
+        _, killed = self.state.worker_lost(keys, reason, released)
         for key in killed:
             self._notify(key, "erred", self.state.exception_of(key))
+        self._free(released)
         for callback in self.on_worker_lost:
             callback(worker_id, reason)
 

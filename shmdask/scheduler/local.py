@@ -34,8 +34,14 @@ from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 _FLUSH_SECONDS = 0.005
 
 
-def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) -> None:
-    """Run tasks in order, posting results every few milliseconds."""
+def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post,
+              stop_on_error: bool = False) -> None:
+    """Run tasks in order, posting results every few milliseconds.
+
+    A task error is posted and the batch goes on (its other tasks may belong
+    to other computations), unless ``stop_on_error``.  Ctrl-C in the main
+    thread is not a task error: it propagates to the caller at once.
+    """
     results: list[TaskResult] = []
     last_flush = time.time()
     clock = time.time
@@ -50,9 +56,13 @@ def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) 
             if results:
                 post(("done", worker.id, results))
                 results = []
+            if isinstance(exc, KeyboardInterrupt) and (
+                    threading.current_thread() is threading.main_thread()):
+                raise
             record = _record(key, worker.id, lane, start, stop)
             post(("erred", worker.id, key, exc, "", record))
-            if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
+            if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
+                                 and worker.stopping):
                 break
             continue
         stop = clock()
@@ -92,7 +102,7 @@ class SyncWorker(WorkerHandle):
         self.stopping = False
 
     def run(self, tasks: list[TaskSpec]) -> None:
-        run_batch(self, tasks, f"{self.id}/0", self.engine.post)
+        run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True)
 
 
 class ThreadWorker(WorkerHandle):
