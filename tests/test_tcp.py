@@ -449,3 +449,57 @@ def test_key_file_is_removed_when_the_scheduler_closes():
     assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
     assert s.stop() == 0
     assert not path.exists()
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not available")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    done = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"openssl could not make a certificate: {done.stderr[-200:]!r}")
+    return str(cert), str(key)
+
+
+def test_tls_workers_and_clients(certificate, monkeypatch):
+    cert, key = certificate
+    s = SchedulerProcess(tls_cert=cert, tls_key=key, tls_ca=cert)
+    assert s.address.startswith("tls://")
+    worker = start_worker(s.address, "--tls-ca", cert, "--tls-cert", cert, "--tls-key", key)
+    try:
+        monkeypatch.setenv("SHMDASK_TLS_CA", cert)
+        monkeypatch.setenv("SHMDASK_TLS_CERT", cert)
+        monkeypatch.setenv("SHMDASK_TLS_KEY", key)
+        with Client(s.address, set_as_default=False) as c:
+            wait_for(lambda: remote_workers(c), what="the TLS worker")
+            x = np.arange(200_000.0)
+            [fx] = c.scatter([x])
+            assert np.array_equal(c.submit(np.negative, fx).result(timeout=30), -x)
+            assert sum(c.gather(c.map(inc, range(100)))) == sum(range(1, 101))
+        monkeypatch.delenv("SHMDASK_TLS_CERT")
+        monkeypatch.delenv("SHMDASK_TLS_KEY")
+        from shmdask.cluster.tcp import connect_client
+
+        with pytest.raises((ConnectionError, OSError)):  # no client certificate
+            connect_client(s.address, timeout=5)
+        with pytest.raises(ConnectionError):  # plain TCP to a TLS listener
+            connect_client(s.address.replace("tls://", "tcp://"), timeout=5)
+        monkeypatch.delenv("SHMDASK_TLS_CA")
+        with pytest.raises(ValueError, match="tls_ca"):
+            connect_client(s.address, timeout=5)
+        assert "refused connection" in s.read_log()
+    finally:
+        stop_worker(worker)
+        worker.stderr.close()
+        assert s.stop() == 0
