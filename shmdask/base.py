@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from shmdask import config
-from shmdask.graph import check_graph, cull, dependencies_of, flatten, fuse_linear, order
+from shmdask.graph import (
+    check_keys,
+    cull,
+    dependencies_of,
+    flatten,
+    fuse_linear,
+    order,
+    toposort,
+)
 
 
 class Literal:
@@ -123,11 +131,13 @@ def _resolve_futures(dsk: Mapping, dependencies: Mapping) -> tuple[Mapping, Mapp
 
 def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True) -> tuple[dict, dict, dict]:
     """Check, cull, fuse and order a graph for ``keys`` (a flat list)."""
-    check_graph(dsk, keys)
+    check_keys(dsk, keys)
     dsk, deps = cull(dsk, keys)
+    topo = toposort(dsk, deps)  # one pass finds cycles and serves the rest
     if optimize:
-        dsk, deps = fuse_linear(dsk, keys, deps)
-    return dsk, deps, order(dsk, deps)
+        dsk, deps = fuse_linear(dsk, keys, deps, topo)
+        topo = [k for k in topo if k in dsk]
+    return dsk, deps, order(dsk, deps, topo)
 
 
 def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict, list]:

@@ -44,6 +44,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from shmdask.diagnostics.task_stream import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
 
@@ -134,7 +135,7 @@ class Engine:
         self.workers: dict[str, WorkerHandle] = {}
         self.in_flight: dict[str, set] = {}
         self.where: dict = {}  # processing key -> worker id
-        self.records: list[dict] = []
+        self.task_stream = TaskStream()
         self.record_callbacks: list[Callable[[list[dict]], None]] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.listeners: dict[Any, list[Listener]] = {}
@@ -314,7 +315,8 @@ class Engine:
         if records:
             n = len(records)
             self.tasks_done += n
-            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (duration / n)
+            weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
 
     def _on_erred(self, worker_id, key, exc, traceback_text, record) -> None:
@@ -359,8 +361,13 @@ class Engine:
         if values:
             self.store.release(values)
 
+    @property
+    def records(self) -> list[dict]:
+        """Every task-stream record kept so far (a copy)."""
+        return self.task_stream.records_since(0)
+
     def _add_records(self, records: list[dict]) -> None:
-        self.records.extend(records)
+        self.task_stream.add(records)
         for callback in self.record_callbacks:
             callback(records)
 
