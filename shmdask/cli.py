@@ -296,7 +296,7 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
 
 
 def _start_cluster(workers: int | None, threads: int, memory_limit: Any,
-                   listen: str | None) -> tuple[Any, Any]:
+                   listen: str | None) -> tuple[Any, Any, Any]:
     from shmdask.cluster.local_cluster import LocalCluster
     from shmdask.distributed import Client
 
@@ -305,12 +305,26 @@ def _start_cluster(workers: int | None, threads: int, memory_limit: Any,
     if listen is not None:
         kwargs["listen"] = listen
     cluster = LocalCluster(**kwargs)
+    listener = None
     try:
+        if listen is not None and not getattr(cluster, "scheduler_address", None):
+            listener = _listen(cluster, listen)  # this LocalCluster does not listen itself
         client = Client(cluster)
     except BaseException:
-        cluster.close()
+        _close_quietly(listener, cluster)
         raise
-    return cluster, client
+    return cluster, client, listener
+
+
+def _listen(cluster: Any, address: str) -> Any:
+    """Accept remote workers (and clients) for the run's cluster at ``address``."""
+    from shmdask.cluster.tcp import start_listener
+
+    scheme, host, port = parse_address(address)
+    listener = start_listener(cluster.engine, cluster.store, f"{scheme}://{host}:{port}",
+                              info=cluster.scheduler_info, restart=cluster.restart)
+    cluster.scheduler_address = listener.address
+    return listener
 
 
 def _memory_sampler(cluster: Any) -> Any:
@@ -369,30 +383,33 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
     set_script_path(script)
     started = time.time()
     try:
-        cluster, client = _start_cluster(workers, threads, memory_limit, listen)
+        cluster, client, listener = _start_cluster(workers, threads, memory_limit, listen)
     except KeyboardInterrupt:
         _err("shmdask run: interrupted while starting the cluster")
         return EXIT_INTERRUPTED
-    except (TypeError, ValueError, OSError, RuntimeError) as exc:
+    except OSError as exc:
+        where = f" at {listen}" if listen is not None else ""
+        raise CliError(f"could not start the cluster{where}: {exc.strerror or exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise CliError(f"could not start the cluster: {exc}") from None
     sampler = None
     try:
         address = getattr(cluster, "scheduler_address", None)
         if listen is not None and address:
-            _err(f"shmdask run: workers may join at {address} "
-                 f"(shmdask worker {address})")
+            _err(f"shmdask run: remote workers may join at {address}: "
+                 f"shmdask worker {address}")
         sampler = _memory_sampler(cluster)
         t0 = time.perf_counter()
         outcome = run_script(code, script, args)
         wall = time.perf_counter() - t0
     except BaseException:
-        _close_quietly(client, cluster)
+        _close_quietly(client, listener, cluster)
         raise
     finally:
         if sampler is not None:
             with contextlib.suppress(Exception):
                 sampler.stop()
-    _close_quietly(client, cluster)  # joins the engine thread: every record is in
+    _close_quietly(client, listener, cluster)  # joins the engine thread: all records are in
     records = list(cluster.engine.records)
     memory = sampler.stream.memory_since(0)
     with contextlib.suppress(Exception):
@@ -423,16 +440,34 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
 # ----------------------------------------------------------------------------- addresses
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """``'127.0.0.1:8786'`` or ``'tcp://host:port'`` -> ``(host, port)``."""
+def parse_address(address: str) -> tuple[str, str, int]:
+    """``'127.0.0.1:8786'``, ``'tcp://host:port'`` or ``'tls://[::1]:port'`` ->
+    ``(scheme, host, port)``.  Stricter than the transport's parser on purpose: on
+    a command line a forgotten port is a mistake, not a wish for the default."""
     text = address.strip()
-    if text.startswith("tcp://"):
-        text = text[len("tcp://"):]
+    scheme = "tcp"
+    if "://" in text:
+        scheme, text = text.split("://", 1)
+        if scheme not in ("tcp", "tls"):
+            raise ValueError(f"{address!r}: unknown scheme {scheme!r} (use tcp:// or tls://)")
     host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 host needs brackets
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"{address!r} is not an address like 127.0.0.1:8786")
-    return host, int(port_text)
+    return scheme, host, int(port_text)
+
+
+def check_resolvable(host: str, port: int) -> None:
+    """A host name that does not resolve is reported now, not after minutes of retries."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CliError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -492,9 +527,10 @@ def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_wor
     """
     if listen is not None:
         try:
-            parse_address(listen)
+            _, host, port = parse_address(listen)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--listen'") from None
+        check_resolvable(host, port)
     limit: Any = memory_limit
     if memory_limit.strip().lower() in ("none", "0", "unlimited"):
         limit = None
@@ -525,8 +561,9 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int
     """Start a scheduler that workers and clients join over TCP; Ctrl-C stops it."""
     from shmdask.cluster.tcp import serve_scheduler
 
-    def ready(address: str, *rest: Any) -> None:
-        for line in scheduler_banner(address, host, auth_key):
+    def ready(address: str) -> None:
+        # serve_scheduler has printed the address and how to connect on this host.
+        for line in remote_hint(address, host, port, auth_key):
             click.echo(line)
         sys.stdout.flush()
 
@@ -539,16 +576,22 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int
     return 0
 
 
-def scheduler_banner(address: str, host: str, auth_key: str | None) -> list[str]:
-    """What ``shmdask scheduler`` prints once it listens."""
-    lines = [f"Scheduler started at {address}",
-             f"  start workers with:  shmdask worker {address}",
-             f"  connect from Python: Client('{address}')"]
-    if not _is_loopback(host):
-        key = "KEY" if auth_key is None else auth_key
-        lines.append(f"  from other hosts pass the key: shmdask worker {address} "
-                     f"--auth-key {key} (or set SHMDASK_AUTH_KEY)")
-    return lines
+def remote_hint(address: str, host: str, port: int, auth_key: str | None) -> list[str]:
+    """For a scheduler reachable from other hosts: how peers there pass the key.
+
+    On this host peers find the key by themselves; elsewhere they must be given
+    it, and the key itself is never printed (terminals and logs are shared)."""
+    if _is_loopback(host):
+        return []
+    if auth_key is not None:
+        source = "the key you gave"
+    else:
+        from shmdask.cluster.comm import key_file
+
+        source = f"the key in {key_file(host, port)}"
+    return [f"Other hosts join with {source}: shmdask worker {address} --auth-key KEY "
+            f"(or SHMDASK_AUTH_KEY=KEY in their environment; Client({address!r}) reads "
+            "it too)"]
 
 
 @cli.command(epilog="""\b
@@ -564,23 +607,28 @@ Examples:
               help="The scheduler's key [default: this user's key file].")
 @click.option("--nthreads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads per worker process.")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0,
+              show_default=True, metavar="SECONDS",
+              help="How long to keep trying to reach the scheduler before giving up.")
 def worker(address: str, nworkers: int, name: str | None, auth_key: str | None,
-           nthreads: int) -> int:
-    """Join the scheduler at ADDRESS and run its tasks; Ctrl-C or SIGTERM leaves."""
+           nthreads: int, reconnect_timeout: float) -> int:
+    """Join the scheduler at ADDRESS and run its tasks; Ctrl-C or SIGTERM leaves.
+
+    The exit status is 0 after leaving on a signal, 1 if the scheduler could
+    not be reached for --reconnect-timeout seconds, 2 if it refused the key.
+    """
     try:
-        parse_address(address)
+        _, host, port = parse_address(address)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'ADDRESS'") from None
+    check_resolvable(host, port)
     from shmdask.cluster.remote_worker import run_worker
 
     try:
-        run_worker(address, nworkers, name, auth_key, nthreads)
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise CliError(f"cannot reach the scheduler at {address}: "
-                       f"{getattr(exc, 'strerror', None) or exc}") from None
-    except (ValueError, TypeError, PermissionError) as exc:
-        raise CliError(str(exc)) from None
-    return 0
+        # run_worker says on stderr, in one line, why it gives up.
+        return run_worker(address, nworkers, name, auth_key, nthreads, reconnect_timeout)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc), 2) from None
 
 
 # ----------------------------------------------------------------------------- entry
