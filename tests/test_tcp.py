@@ -139,7 +139,7 @@ def test_remote_worker_joins_and_runs_tasks(client, scheduler):
     assert info["pid"] != os.getpid()
     futures = client.map(inc, range(200))
     assert client.gather(futures) == list(range(1, 201))
-    records, _ = client._records_since(0)
+    records = client.connection.task_stream().records_since(0)
     assert {r["worker"] for r in records} <= set(remote_workers(client))
     assert all(r["remote"] for r in records)
     assert "Scheduler started at" not in scheduler.read_log()  # that went to stdout
@@ -155,7 +155,7 @@ def test_arrays_travel_both_ways_through_a_remote_worker(client):
     assert np.array_equal(y, x * 3.0)
     assert y.flags.writeable  # private, writeable copies for the user
     assert fz.result() == pytest.approx((x * 3.0).sum())
-    records, _ = client._records_since(0)
+    records = client.connection.task_stream().records_since(0)
     moved = [r for r in records if r["kind"] == "transfer"]
     assert moved and all(r["nbytes"] >= x.nbytes for r in moved)
     assert all(r["start"] <= r["stop"] for r in moved)
@@ -397,7 +397,7 @@ def test_mixed_local_and_remote_run():
             result = c.submit(total, *parts, key="total")
             assert result.result(timeout=60) == 50_000 * sum(range(24))
             assert c.gather(sums) == [50_000.0 * i for i in range(24)]
-            records, _ = c._records_since(0)
+            records = c.connection.task_stream().records_since(0)
             ran_on = {r["remote"] for r in records if r["kind"] == "compute"}
             assert ran_on == {True, False}
     finally:
@@ -503,3 +503,36 @@ def test_tls_workers_and_clients(certificate, monkeypatch):
         stop_worker(worker)
         worker.stderr.close()
         assert s.stop() == 0
+
+
+# -- listeners on in-process clusters -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_listener_on_an_in_process_cluster(kind):
+    from shmdask.cluster.local_cluster import LocalCluster
+    from shmdask.cluster.tcp import attach_listener
+    from shmdask.scheduler.local import ThreadCluster
+
+    cluster = LocalCluster(n_workers=1) if kind == "processes" else ThreadCluster(1)
+    listener = attach_listener(cluster, "tcp://127.0.0.1:0", **HEARTBEAT)
+    worker = start_worker(listener.address, "--reconnect-timeout", "0")
+    try:
+        with Client(listener.address, set_as_default=False) as c:
+            wait_for(lambda: remote_workers(c), what="the worker")
+            x = np.arange(300_000.0)
+            [fx] = c.scatter([x])
+            with c.get_task_stream() as ts:
+                ys = c.gather([c.submit(np.add, fx, i, key=f"add-{i}") for i in range(8)])
+            assert all(np.array_equal(y, x + i) for i, y in enumerate(ys))
+            assert {r["key"] for r in ts.data if r["kind"] == "compute"} >= {
+                f"add-{i}" for i in range(8)}
+            assert c.connection.tasks_done() >= 8
+        with Client(cluster, set_as_default=False) as local:  # the in-process view
+            assert local.submit(inc, 1).result(timeout=30) == 2
+    finally:
+        cluster.close()
+        wait_for(lambda: listener.closing, timeout=10, what="the listener to close")
+        assert worker.wait(30) == 1  # gave up reconnecting at once
+        worker.stderr.close()
+    assert listener.key_path is not None and not listener.key_path.exists()
