@@ -131,7 +131,7 @@ def array(repeats: int) -> dict:
             times.append(time.perf_counter() - start)
             assert np.isclose(value, expected)
         after = _moved(listener)
-        records, _ = client._records_since(0)
+        records = client.connection.task_stream().records_since(0)
         remote_tasks = sum(1 for r in records if r["kind"] == "compute" and r["remote"])
         local_tasks = sum(1 for r in records if r["kind"] == "compute" and not r["remote"])
         figures["shmdask, 1 local + 1 remote worker"] = times

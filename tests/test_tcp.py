@@ -44,12 +44,12 @@ def wait_for(condition, timeout: float = 20, what: str = "condition"):
 class SchedulerProcess:
     """``serve_scheduler`` in a subprocess; its log goes to a file we can read."""
 
-    def __init__(self, n_workers: int = 0, port: int = 0, **options):
+    def __init__(self, n_workers: int = 0, port: int = 0, host: str = "127.0.0.1", **options):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         opts = {**HEARTBEAT, **options}
         code = textwrap.dedent(f"""
             from shmdask.cluster.tcp import serve_scheduler
-            serve_scheduler(port={port}, n_workers={n_workers}, **{opts!r})
+            serve_scheduler(host={host!r}, port={port}, n_workers={n_workers}, **{opts!r})
         """)
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env(),
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -139,7 +139,7 @@ def test_remote_worker_joins_and_runs_tasks(client, scheduler):
     assert info["pid"] != os.getpid()
     futures = client.map(inc, range(200))
     assert client.gather(futures) == list(range(1, 201))
-    records, _ = client._records_since(0)
+    records = client.connection.task_stream().records_since(0)
     assert {r["worker"] for r in records} <= set(remote_workers(client))
     assert all(r["remote"] for r in records)
     assert "Scheduler started at" not in scheduler.read_log()  # that went to stdout
@@ -155,7 +155,7 @@ def test_arrays_travel_both_ways_through_a_remote_worker(client):
     assert np.array_equal(y, x * 3.0)
     assert y.flags.writeable  # private, writeable copies for the user
     assert fz.result() == pytest.approx((x * 3.0).sum())
-    records, _ = client._records_since(0)
+    records = client.connection.task_stream().records_since(0)
     moved = [r for r in records if r["kind"] == "transfer"]
     assert moved and all(r["nbytes"] >= x.nbytes for r in moved)
     assert all(r["start"] <= r["stop"] for r in moved)
@@ -397,7 +397,7 @@ def test_mixed_local_and_remote_run():
             result = c.submit(total, *parts, key="total")
             assert result.result(timeout=60) == 50_000 * sum(range(24))
             assert c.gather(sums) == [50_000.0 * i for i in range(24)]
-            records, _ = c._records_since(0)
+            records = c.connection.task_stream().records_since(0)
             ran_on = {r["remote"] for r in records if r["kind"] == "compute"}
             assert ran_on == {True, False}
     finally:
@@ -499,6 +499,131 @@ def test_tls_workers_and_clients(certificate, monkeypatch):
         with pytest.raises(ValueError, match="tls_ca"):
             connect_client(s.address, timeout=5)
         assert "refused connection" in s.read_log()
+    finally:
+        stop_worker(worker)
+        worker.stderr.close()
+        assert s.stop() == 0
+
+
+# -- listeners on in-process clusters -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_listener_on_an_in_process_cluster(kind):
+    from shmdask.cluster.local_cluster import LocalCluster
+    from shmdask.cluster.tcp import attach_listener
+    from shmdask.scheduler.local import ThreadCluster
+
+    cluster = LocalCluster(n_workers=1) if kind == "processes" else ThreadCluster(1)
+    listener = attach_listener(cluster, "tcp://127.0.0.1:0", **HEARTBEAT)
+    worker = start_worker(listener.address, "--reconnect-timeout", "0")
+    try:
+        with Client(listener.address, set_as_default=False) as c:
+            wait_for(lambda: remote_workers(c), what="the worker")
+            x = np.arange(300_000.0)
+            [fx] = c.scatter([x])
+            with c.get_task_stream() as ts:
+                ys = c.gather([c.submit(np.add, fx, i, key=f"add-{i}") for i in range(8)])
+            assert all(np.array_equal(y, x + i) for i, y in enumerate(ys))
+            assert {r["key"] for r in ts.data if r["kind"] == "compute"} >= {
+                f"add-{i}" for i in range(8)}
+            assert c.connection.tasks_done() >= 8
+        with Client(cluster, set_as_default=False) as local:  # the in-process view
+            assert local.submit(inc, 1).result(timeout=30) == 2
+    finally:
+        cluster.close()
+        wait_for(lambda: listener.closing, timeout=10, what="the listener to close")
+        assert worker.wait(30) == 1  # gave up reconnecting at once
+        worker.stderr.close()
+    assert listener.key_path is not None and not listener.key_path.exists()
+
+
+def test_clock_of_a_remote_host_is_corrected(client, scheduler):
+    # A worker whose clock runs 1000 s ahead: its stamps must come back on ours.
+    code = ("import sys, time; _t = time.time; time.time = lambda: _t() + 1000.0; "
+            "from shmdask.cluster.remote_worker import main; main(sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", code, scheduler.address, "--name", "skewed"],
+                            env=env(), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(i["name"] == "skewed" for i in remote_workers(client).values()),
+                 what="the skewed worker")
+        (wid,) = [w for w, i in remote_workers(client).items() if i["name"] == "skewed"]
+        assert abs(remote_workers(client)[wid]["clock_offset"] - 1000.0) < 0.5
+        before = time.time()
+        futures = client.map(slow_inc, range(6), key=[f"skew-{i}" for i in range(6)])
+        client.gather(futures)
+        after = time.time()
+        records = [r for r in client.connection.task_stream().records_since(0)
+                   if r["worker"] == wid and str(r["key"]).startswith("skew-")]
+        assert records, "the skewed worker ran nothing"
+        for r in records:
+            assert before - 0.5 <= r["start"] <= r["stop"] <= after + 0.5
+    finally:
+        stop_worker(proc)
+        proc.stderr.close()
+
+
+# -- a worker on another "host": its own network namespace and its own /dev/shm ----------
+
+
+@pytest.fixture
+def network_namespace():
+    """A network namespace joined to this one by a veth pair: (netns, host ip, its ip)."""
+    import shutil
+    import uuid
+
+    if shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("needs the ip and unshare commands")
+    name = f"shmd-{uuid.uuid4().hex[:6]}"
+    octet = 1 + int(name[-2:], 16) % 250
+    host_ip, ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+    veth = f"v{name[5:]}"
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", f"{veth}h", "type", "veth", "peer", "name", f"{veth}n"],
+        ["ip", "link", "set", f"{veth}n", "netns", name],
+        ["ip", "addr", "add", f"{host_ip}/30", "dev", f"{veth}h"],
+        ["ip", "link", "set", f"{veth}h", "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", f"{ns_ip}/30", "dev", f"{veth}n"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", f"{veth}n", "up"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+    ]
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot set up a network namespace here: {' '.join(step)}: "
+                            f"{done.stderr.strip()}")
+        yield name, host_ip, ns_ip
+    finally:
+        subprocess.run(["ip", "link", "del", f"{veth}h"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_worker_in_its_own_network_namespace_and_shared_memory(network_namespace):
+    netns, host_ip, ns_ip = network_namespace
+    s = SchedulerProcess(n_workers=1, host=host_ip)
+    key = comm.key_file(host_ip, s.port).read_text()
+    script = ("mount -t tmpfs -o size=16m tmpfs /dev/shm && "
+              f"exec {sys.executable} -m shmdask.cluster.remote_worker {s.address} "
+              "--name far-away")
+    worker = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
+         "sh", "-c", script], env=env(SHMDASK_AUTH_KEY=key), stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(s.address, set_as_default=False) as c:
+            wait_for(lambda: remote_workers(c), what="the worker in the namespace")
+            (info,) = remote_workers(c).values()
+            assert info["address"].startswith(ns_ip)  # it really comes over the veth link
+            x = np.random.default_rng(1).random((400, 500))
+            [fx] = c.scatter([x])  # lives in the scheduler host's shared memory
+            futures = [c.submit(np.multiply, fx, float(i), key=f"far-{i}") for i in range(12)]
+            total = c.submit(sum, futures, key="far-total")
+            assert np.allclose(total.result(timeout=60), x * sum(range(12)))
+            records = c.connection.task_stream().records_since(0)
+            far = [r for r in records if r["kind"] == "compute" and r["remote"]]
+            assert far, "the namespaced worker ran nothing"
+            assert any(r["kind"] == "transfer" for r in records)
     finally:
         stop_worker(worker)
         worker.stderr.close()

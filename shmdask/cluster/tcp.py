@@ -439,7 +439,7 @@ class ClientSession(_Session):
                     if self.wanted[k] <= 0:
                         del self.wanted[k]
             engine.unwant(keys)
-        elif op in ("fetch", "info", "records", "restart"):
+        elif op in ("fetch", "info", "records", "restart", "stream", "tasks_done"):
             self._answer(op, header)
         else:
             raise ProtocolError(f"unexpected message {op!r} from a client")
@@ -461,6 +461,10 @@ class ClientSession(_Session):
                 records = self.listener.engine.records
                 end = len(records)
                 result = (records[header[2]:end], end)
+            elif op == "stream":
+                result = _stream_call(self.listener.engine, header[2], header[3])
+            elif op == "tasks_done":
+                result = self.listener.engine.tasks_done
             else:
                 self.listener.restart()
                 result = None
@@ -475,6 +479,21 @@ class ClientSession(_Session):
             self.wanted.clear()
         if keys:
             self.listener.engine.unwant(keys)
+
+
+_STREAM_CALLS = ("position", "memory_position", "records_since", "memory_since", "len")
+
+
+def _stream_call(engine: Engine, name: str, arg: Any) -> Any:
+    """A read of the engine's task stream on behalf of a remote client."""
+    if name not in _STREAM_CALLS:
+        raise ValueError(f"unknown task-stream call {name!r}")
+    stream = engine.task_stream
+    if name == "len":
+        return len(stream)
+    if name in ("position", "memory_position"):
+        return getattr(stream, name)
+    return getattr(stream, name)(int(arg))
 
 
 # ----------------------------------------------------------------------------- listener
@@ -620,6 +639,9 @@ class Listener:
     def _heartbeat_loop(self) -> None:
         while not self.closing:
             time.sleep(self.heartbeat_interval)
+            if self.engine.closed:  # the cluster closed: so do we
+                self.close()
+                return
             with self._lock:
                 sessions = list(self.sessions.values())
             for s in sessions:
@@ -695,6 +717,20 @@ def start_listener(engine: Engine, store: Any, address: str = "tcp://127.0.0.1:8
     return Listener(engine, store, address, auth_key, **options)
 
 
+def attach_listener(cluster: Any, address: str = "tcp://127.0.0.1:0",
+                    auth_key: str | bytes | None = None, **options: Any) -> Listener:
+    """Let remote workers and clients join ``cluster`` (a LocalCluster): what
+    ``LocalCluster(listen=address)`` needs.  The listener closes with the
+    cluster's engine; ``cluster.scheduler_address`` becomes its address."""
+    options.setdefault("info", getattr(cluster, "scheduler_info", None))
+    options.setdefault("restart", getattr(cluster, "restart", None))
+    listener = start_listener(cluster.engine, getattr(cluster, "store", None)
+                              or cluster.engine.store, address, auth_key, **options)
+    with contextlib.suppress(AttributeError):
+        cluster.scheduler_address = listener.address
+    return listener
+
+
 # ----------------------------------------------------------------------------- connecting
 
 
@@ -751,6 +787,7 @@ class RemoteConnection:
         self._replies: dict[int, list] = {}
         self._reply_cond = threading.Condition()
         self._req = itertools.count()
+        self._stream: Any = None
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"shmdask-client-{address}")
         self._reader.start()
@@ -823,6 +860,15 @@ class RemoteConnection:
     def records_since(self, index: int) -> tuple[list, int]:
         return self._request("records", index, timeout=60)
 
+    def task_stream(self) -> Any:
+        """The scheduler's task stream, read through this connection."""
+        if self._stream is None:
+            self._stream = _remote_task_stream(self)
+        return self._stream
+
+    def tasks_done(self) -> int:
+        return self._request("tasks_done", timeout=30)
+
     def restart(self) -> None:
         self._request("restart", timeout=120)
 
@@ -891,6 +937,41 @@ class RemoteConnection:
             listener(key, "erred", ConnectionError(reason))
         with self._reply_cond:
             self._reply_cond.notify_all()
+
+
+def _remote_task_stream(connection: RemoteConnection) -> Any:
+    """A :class:`~shmdask.diagnostics.task_stream.TaskStream` whose reads are
+    requests to the scheduler (what ``get_task_stream`` and reports read)."""
+    from shmdask.diagnostics.task_stream import TaskStream
+
+    class RemoteTaskStream(TaskStream):
+        def _call(self, name: str, arg: Any = None) -> Any:
+            return connection._request("stream", name, arg, timeout=60)
+
+        @property
+        def position(self) -> int:
+            return self._call("position")
+
+        @property
+        def memory_position(self) -> int:
+            return self._call("memory_position")
+
+        def __len__(self) -> int:
+            return self._call("len")
+
+        def records_since(self, index: int = 0) -> list[dict]:
+            return self._call("records_since", index)
+
+        def memory_since(self, index: int = 0) -> list[dict]:
+            return self._call("memory_since", index)
+
+        def add(self, records) -> None:
+            raise TypeError("records are added on the scheduler, not through a client")
+
+        def __repr__(self) -> str:
+            return f"<RemoteTaskStream of {connection.address}>"
+
+    return RemoteTaskStream()
 
 
 def _stored_view(obj: Any) -> Stored:
@@ -963,12 +1044,9 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     cluster = LocalCluster(n_workers=n_workers)
     try:
-        address = format_address("tcp", host, port)
-        listener = start_listener(cluster.engine, cluster.store, address, auth_key,
-                                  info=cluster.scheduler_info, restart=cluster.restart,
-                                  **options)
+        listener = attach_listener(cluster, format_address("tcp", host, port), auth_key,
+                                   **options)
         try:
-            cluster.scheduler_address = listener.address
             print(f"Scheduler started at {listener.address}", flush=True)
             where = (f"key file {listener.key_path}" if listener.key_path
                      else "the key you gave (auth_key / SHMDASK_AUTH_KEY)")
@@ -989,4 +1067,4 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
 
 
 __all__ = ["Listener", "RemoteWorkerHandle", "ClientSession", "RemoteConnection",
-           "start_listener", "connect_client", "open_comm", "serve_scheduler"]
+           "start_listener", "attach_listener", "connect_client", "open_comm", "serve_scheduler"]
