@@ -50,7 +50,10 @@ def counted_identity(x):
 
 
 def shmdask_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("shmdask-")]
+    """Threads of the local backends (a cluster another test module left for
+    ``scheduler="processes"`` lives until exit and has its own names)."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith(("shmdask-thread-", "shmdask-progress", "shmdask-sync"))]
 
 
 def wait_for_no_shmdask_threads(timeout=2.0):
