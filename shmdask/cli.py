@@ -324,6 +324,9 @@ def _listen(cluster: Any, address: str) -> Any:
     listener = start_listener(cluster.engine, cluster.store, f"{scheme}://{host}:{port}",
                               info=cluster.scheduler_info, restart=cluster.restart)
     cluster.scheduler_address = listener.address
+    # The listener's description adds the remote workers to the cluster's own;
+    # the run's Client (and remote clients) should see all of them.
+    cluster.scheduler_info = listener.scheduler_info
     return listener
 
 

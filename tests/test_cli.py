@@ -548,18 +548,20 @@ import shmdask
 client = _shmdask.config.get("scheduler")
 worker = subprocess.Popen([sys.executable, "-m", "shmdask", "worker",
                            "127.0.0.1:{port}", "--name", "far-away"])
-deadline = time.monotonic() + 30
-while len(client.scheduler_info()["workers"]) < 2:
-    assert time.monotonic() < deadline, "the remote worker did not join"
-    time.sleep(0.1)
-print("WORKERS", len(client.scheduler_info()["workers"]), flush=True)
-print("SUM", shmdask.compute(*[shmdask.delayed(abs)(-i) for i in range(20)]))
-worker.terminate()
-worker.wait(20)
+try:
+    deadline = time.monotonic() + 30
+    while len(client.scheduler_info()["workers"]) < 2:
+        assert time.monotonic() < deadline, "the remote worker did not join"
+        time.sleep(0.1)
+    print("WORKERS", len(client.scheduler_info()["workers"]), flush=True)
+    print("SUM", sum(shmdask.compute(*[shmdask.delayed(abs)(-i) for i in range(50)])))
+finally:
+    worker.terminate()
+    worker.wait(20)
 """)
     out = shmdask_cmd("run", "-w", "1", "--no-report", "--listen", f"127.0.0.1:{port}", path)
     assert out.returncode == 0, out.stderr
-    assert "WORKERS 2" in out.stdout
+    assert "WORKERS 2" in out.stdout and f"SUM {sum(range(50))}" in out.stdout
     assert f"127.0.0.1:{port}" in out.stderr
     shmdask_cmd.assert_clean()
 
