@@ -270,19 +270,19 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
     lines = [f"shmdask run: {name} {ending} after {_seconds(report.wall)}"]
     if not summary or not summary.get("n_tasks"):
         lines.append("  no tasks were run")
-    else:
-        n = summary["n_tasks"]
-        line = (f"  {n} task{'s' if n != 1 else ''} on {summary['n_workers']} "
-                f"worker{'s' if summary['n_workers'] != 1 else ''}, "
-                f"busy over {_seconds(summary['wall'])}, "
-                f"utilisation {summary['utilisation']:.0%}")
-        if summary.get("n_errors"):
-            line += f", {summary['n_errors']} erred"
-        lines.append(line)
-        for worker, w in summary["workers"].items():
-            where = " (remote)" if w.get("remote") else ""
-            lines.append(f"    {worker}{where}: {w['tasks']} tasks, busy "
-                         f"{_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
+        return lines
+    n = summary["n_tasks"]
+    line = (f"  {n} task{'s' if n != 1 else ''} on {summary['n_workers']} "
+            f"worker{'s' if summary['n_workers'] != 1 else ''}, "
+            f"busy over {_seconds(summary['wall'])}, "
+            f"utilisation {summary['utilisation']:.0%}")
+    if summary.get("n_errors"):
+        line += f", {summary['n_errors']} erred"
+    lines.append(line)
+    for worker, w in summary["workers"].items():
+        where = " (remote)" if w.get("remote") else ""
+        lines.append(f"    {worker}{where}: {w['tasks']} tasks, busy "
+                     f"{_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
     if report.peak_shm is not None:
         lines.append(f"  peak shared memory: {_bytes(report.peak_shm)}")
     if report.plot:
@@ -345,13 +345,23 @@ def _memory_sampler(cluster: Any) -> Any:
     return MemorySampler(TaskStream(), pids, shm, lambda: len(engine.records)).start()
 
 
-def _close_quietly(*things: Any) -> None:
-    """Close the client and cluster; a second Ctrl-C must not leave them half-closed."""
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C pressed again while we clean up must not leave things half-closed."""
     try:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread
         old = None
     try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _close_quietly(*things: Any) -> None:
+    """Close client, listener and cluster, in that order, whatever fails."""
+    with _sigint_ignored():
         for thing in things:
             if thing is None:
                 continue
@@ -359,9 +369,6 @@ def _close_quietly(*things: Any) -> None:
                 thing.close()
             except Exception as exc:  # report, and go on closing the rest
                 _err(f"shmdask run: error while closing {type(thing).__name__}: {exc}")
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
 
 
 def run_command(script: str, args: Sequence[str], *, workers: int | None, threads: int,
@@ -405,14 +412,14 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         t0 = time.perf_counter()
         outcome = run_script(code, script, args)
         wall = time.perf_counter() - t0
-    except BaseException:
-        _close_quietly(client, listener, cluster)
-        raise
     finally:
-        if sampler is not None:
-            with contextlib.suppress(Exception):
-                sampler.stop()
-    _close_quietly(client, listener, cluster)  # joins the engine thread: all records are in
+        # However the run ended, the cluster goes (this also joins the engine
+        # thread, so every task-stream record is in after it).
+        with _sigint_ignored():
+            if sampler is not None:
+                with contextlib.suppress(Exception):
+                    sampler.stop()
+            _close_quietly(client, listener, cluster)
     records = list(cluster.engine.records)
     memory = sampler.stream.memory_since(0)
     with contextlib.suppress(Exception):
@@ -566,7 +573,7 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int
 
     def ready(address: str) -> None:
         # serve_scheduler has printed the address and how to connect on this host.
-        for line in remote_hint(address, host, port, auth_key):
+        for line in remote_hint(address, host, auth_key):
             click.echo(line)
         sys.stdout.flush()
 
@@ -579,22 +586,27 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int
     return 0
 
 
-def remote_hint(address: str, host: str, port: int, auth_key: str | None) -> list[str]:
-    """For a scheduler reachable from other hosts: how peers there pass the key.
+def remote_hint(address: str, host: str, auth_key: str | None) -> list[str]:
+    """For a scheduler reachable from other hosts: how peers there join.
 
     On this host peers find the key by themselves; elsewhere they must be given
     it, and the key itself is never printed (terminals and logs are shared)."""
     if _is_loopback(host):
         return []
+    import socket
+
+    scheme, bound, port = parse_address(address)
+    if bound in ("0.0.0.0", "::", ""):
+        bound = socket.gethostname()
+    there = f"{scheme}://{bound}:{port}" if ":" not in bound else f"{scheme}://[{bound}]:{port}"
     if auth_key is not None:
-        source = "the key you gave"
+        key = "KEY being the key you gave"
     else:
         from shmdask.cluster.comm import key_file
 
-        source = f"the key in {key_file(host, port)}"
-    return [f"Other hosts join with {source}: shmdask worker {address} --auth-key KEY "
-            f"(or SHMDASK_AUTH_KEY=KEY in their environment; Client({address!r}) reads "
-            "it too)"]
+        key = f"KEY being the contents of {key_file(host, port)}"
+    return [f"From other hosts:      shmdask worker {there} --auth-key KEY  ({key}; "
+            f"or set SHMDASK_AUTH_KEY=KEY there, which Client({there!r}) reads too)"]
 
 
 @cli.command(epilog="""\b

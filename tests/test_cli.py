@@ -521,10 +521,26 @@ def test_scheduler_port_in_use(shmdask_cmd):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = shmdask_cmd("scheduler", "--port", str(port))
+        # with a local worker, so that the failure happens after processes started
+        out = shmdask_cmd("scheduler", "--port", str(port), "--workers", "1")
     assert out.returncode not in (0, None)
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and str(port) in lines[0], out.stderr
+    shmdask_cmd.assert_clean()
+
+
+def test_run_listen_port_in_use(shmdask_cmd, tmp_path):
+    pytest.importorskip("shmdask.cluster.tcp")
+    path = write(tmp_path, "ok.py", 'print("should not run")\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = shmdask_cmd("run", "-w", "1", "--listen", f"127.0.0.1:{port}", path)
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and str(port) in lines[0] and "in use" in lines[0], out.stderr
+    assert "should not run" not in out.stdout
     shmdask_cmd.assert_clean()
 
 
@@ -623,3 +639,13 @@ def test_format_summary_and_report_filename(tmp_path):
     open(first, "w").close()
     second = cli.report_filename(str(tmp_path), 0.0)
     assert first != second and second.endswith("-1.png")
+
+
+def test_remote_hint_only_for_hosts_others_can_reach():
+    assert cli.remote_hint("tcp://127.0.0.1:8786", "127.0.0.1", None) == []
+    assert cli.remote_hint("tcp://localhost:8786", "localhost", None) == []
+    (line,) = cli.remote_hint("tcp://0.0.0.0:8786", "0.0.0.0", None)
+    assert f"shmdask worker tcp://{socket.gethostname()}:8786 --auth-key KEY" in line
+    assert "0.0.0.0_8786.key" in line and "SHMDASK_AUTH_KEY" in line
+    (line,) = cli.remote_hint("tcp://10.1.2.3:9000", "10.1.2.3", "s3cret")
+    assert "tcp://10.1.2.3:9000 --auth-key KEY" in line and "s3cret" not in line
