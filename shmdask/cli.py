@@ -262,7 +262,8 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
     outcome = report.outcome
     ending = {
         "finished": "finished",
-        "exited": f"exited with status {outcome.status}",
+        "exited": (f"exited with status {outcome.status}" if outcome.status
+                   else "finished (sys.exit(0))"),
         "raised": f"failed ({type(outcome.exception).__name__})",
         "interrupted": "was interrupted",
         "terminated": "was terminated",
