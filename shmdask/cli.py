@@ -409,6 +409,9 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         if listen is not None and address:
             _err(f"shmdask run: remote workers may join at {address}: "
                  f"shmdask worker {address}")
+            given_key = os.environ.get("SHMDASK_AUTH_KEY") or None
+            for line in remote_hint(address, parse_address(listen)[1], given_key):
+                _err(f"shmdask run: {line}")
         sampler = _memory_sampler(cluster)
         t0 = time.perf_counter()
         outcome = run_script(code, script, args)
@@ -510,7 +513,7 @@ Examples:
 """
 
 
-@cli.command(epilog=RUN_EPILOG,
+@cli.command(epilog=RUN_EPILOG, short_help="Run a Python script with a LocalCluster as scheduler.",
              context_settings={"ignore_unknown_options": False,
                                "allow_interspersed_args": False})
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
@@ -554,7 +557,8 @@ def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_wor
                        listen=listen)
 
 
-@cli.command(epilog="""\b
+@cli.command(short_help="Start a scheduler that workers and clients join over TCP.",
+             epilog="""\b
 Examples:
   shmdask scheduler                          127.0.0.1:8786, this machine only
   shmdask scheduler --port 0 --workers 2     a free port, two local workers
@@ -567,7 +571,8 @@ Examples:
 @click.option("--workers", "n_workers", type=click.IntRange(min=0), default=0,
               show_default=True, help="Local worker processes to start with the scheduler.")
 @click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
-              help="Key peers must prove they hold [default: a per-user key file].")
+              help="Key peers must prove they hold [default: a new key, in a user-only key "
+                   "file].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
 def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int:
     """Start a scheduler that workers and clients join over TCP; Ctrl-C stops it."""
     from shmdask.cluster.tcp import serve_scheduler
@@ -610,7 +615,7 @@ def remote_hint(address: str, host: str, auth_key: str | None) -> list[str]:
             f"or set SHMDASK_AUTH_KEY=KEY there, which Client({there!r}) reads too)"]
 
 
-@cli.command(epilog="""\b
+@cli.command(short_help="Join a scheduler as a worker.", epilog="""\b
 Examples:
   shmdask worker 127.0.0.1:8786                 one worker process
   shmdask worker 10.0.0.5:8786 --nworkers 2 --auth-key KEY
@@ -618,9 +623,12 @@ Examples:
 @click.argument("address")
 @click.option("--nworkers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes to start.")
-@click.option("--name", default=None, help="Worker name [default: host-pid].")
+@click.option("--name", default=None,
+              help="Worker name (with --nworkers: NAME-0, NAME-1, ...) [default: given by "
+                   "the scheduler].")
 @click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
-              help="The scheduler's key [default: this user's key file].")
+              help="The scheduler's key [default: this user's key file on the scheduler's "
+                   "host].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
 @click.option("--nthreads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads per worker process.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0,
