@@ -515,6 +515,48 @@ def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
     shmdask_cmd.assert_clean()
 
 
+def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
+    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.remote_worker")
+    from shmdask.distributed import Client
+
+    key = uuid.uuid4().hex
+    scheduler, address = _start_scheduler(shmdask_cmd, 0, "--host", "127.0.0.1",
+                                          "--workers", "1", "--auth-key", key)
+    procs = [scheduler]
+    try:
+        port = int(address.rsplit(":", 1)[1])
+        # a wrong key is refused at once: one line, status 2
+        wrong = shmdask_cmd("worker", f"127.0.0.1:{port}", "--auth-key", "not-the-key")
+        assert wrong.returncode == 2
+        assert len(wrong.stderr.splitlines()) == 1, wrong.stderr
+        procs.append(shmdask_cmd.popen("worker", address, "--nworkers", "2", "--name", "edge",
+                                       "--nthreads", "2", "--auth-key", key))
+        monkeypatch.setenv("SHMDASK_AUTH_KEY", key)
+        client = Client(address, set_as_default=False)
+        try:
+            deadline = time.monotonic() + 30
+            while len(client.scheduler_info()["workers"]) < 3:
+                assert time.monotonic() < deadline, client.scheduler_info()
+                assert procs[1].poll() is None
+                time.sleep(0.1)
+            workers = client.scheduler_info()["workers"].values()
+            remote = sorted((w["name"], w["nthreads"]) for w in workers
+                            if w["kind"] == "remote")
+            assert remote == [("edge-0", 2), ("edge-1", 2)]
+            assert sum(w["kind"] == "local" for w in workers) == 1
+        finally:
+            client.close()
+        assert _stop(procs[1], signal.SIGTERM) == 0
+        assert _stop(scheduler, signal.SIGTERM) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    shmdask_cmd.assert_clean()
+
+
 def test_scheduler_port_in_use(shmdask_cmd):
     pytest.importorskip("shmdask.cluster.tcp")
     with socket.socket() as taken:
