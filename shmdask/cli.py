@@ -18,12 +18,13 @@ In: a command line.  Out: an exit status, and on stderr a few lines a person rea
     ``dask-worker``): thin wrappers over ``serve_scheduler`` and ``run_worker``
     of :mod:`shmdask.cluster.tcp` / :mod:`shmdask.cluster.remote_worker`.
 
-Why shaped so: everything the user got wrong (a missing script, a syntax error,
-an unknown option, a bad address, a port in use) is found before any process
-or shared memory exists, and reported in one line (``shmdask: error: ...``), so
-a mistake never leaves anything behind.  Click's usage errors keep their exit
-status 2.  The work proper sits in small functions (``load_script``,
-``run_script``, ``format_summary``) that tests can call without a terminal.
+Why shaped so: whatever the user got wrong (a missing script, a syntax error,
+an unknown option, a bad address) is found before any process or shared
+memory exists; what can only fail later (a port in use) stops whatever had
+started.  Either way it is reported in one line (``shmdask: error: ...``) and
+nothing is left behind.  Click's usage errors keep their exit status 2.  The
+work proper sits in small functions (``load_script``, ``run_script``,
+``format_summary``) that tests can call without a terminal.
 """
 
 from __future__ import annotations
@@ -156,11 +157,14 @@ class _Terminated(BaseException):
 
 
 def run_script(code: CodeType, script: str, args: Sequence[str]) -> ScriptOutcome:
-    """Run compiled ``code`` as ``__main__`` with ``sys.argv = [script, *args]``.
+    """Run compiled ``code`` as ``__main__`` with ``sys.argv[1:] = args``.
 
+    ``runpy.run_path`` sets up the module namespace (``__file__`` is the
+    script's absolute path, as in Python 3.9+) and makes ``sys.argv[0]`` that
+    path too.
     Exceptions of the script are printed here, as Python would print them, and
     never escape; ``KeyboardInterrupt`` and SIGTERM end the script and give
-    130 and 143.  The module namespace is set up by ``runpy.run_path``.
+    130 and 143.
     """
     import runpy
 
