@@ -689,3 +689,23 @@ def test_to_hdf5_roundtrip(tmp_path):
         np.testing.assert_array_equal(f["/x"][:], np.arange(20).reshape(4, 5))
         back = da.from_array(f["/y"], chunks=2)
         np.testing.assert_array_equal(back.sum().compute(scheduler="threads"), 2 * 190)
+
+
+def test_fused_elementwise_steps_reuse_private_buffers_only():
+    from shmdask.array.layers import ufunc_into
+    x = da.random.RandomState(4).random((30, 30), chunks=10)
+    z = da.arcsin(x) * 2 + 1
+    tasks = list(z.__shmdask_graph__().values())
+    assert all(t[0].func is ufunc_into for t in tasks)  # random -> arcsin -> mul -> add
+    xv = x.compute()
+    np.testing.assert_allclose(z.compute(), np.arcsin(xv) * 2 + 1)
+    shared = x + 1  # x is read twice below, so it is stored and must stay intact
+    both = shmdask.compute(x, shared, shared * 3, x.T - 1, scheduler="threads")
+    np.testing.assert_allclose(both[0], xv)
+    np.testing.assert_allclose(both[1], xv + 1)
+    np.testing.assert_allclose(both[2], (xv + 1) * 3)
+    np.testing.assert_allclose(both[3], xv.T - 1)
+    f4 = da.ones(5, chunks=2, dtype="f4") + np.float64(1.5)  # result dtype differs: no reuse
+    assert f4.dtype == np.float64 and f4.compute().dtype == np.float64
+    ints = (da.arange(6, chunks=4) * 2) / 4  # int buffer cannot hold a float result
+    np.testing.assert_allclose(ints.compute(), np.arange(6) * 2 / 4)

@@ -671,7 +671,38 @@ def elemwise(op: Callable, *args: Any, dtype: Any = None, name: str | None = Non
                                                          "__name__", "elemwise")
         name = token_name(fname, op, *[s[0].name if isinstance(s[0], Array) else s
                                        for s in specs])
-    return blockwise_layer_array(op, name, out_ind, chunks_by_sym, specs, dtype)
+    out = blockwise_layer_array(op, name, out_ind, chunks_by_sym, specs, dtype)
+    layer = out._layers[name]
+    inplace = _INPLACE.get(op) if not isinstance(op, np.ufunc) else (
+        op if op.nout == 1 and op.signature is None else None)
+    layer.inplace = inplace
+    layer.out_dtype = np.dtype(dtype)
+    layer.fresh = inplace is not None or _allocates(op)
+    return out
+
+
+# Python operators and the numpy ufuncs that compute the same thing on arrays,
+# for writing into a private argument (``out=``) instead of allocating.
+_INPLACE = {
+    operator.add: np.add, operator.sub: np.subtract, operator.mul: np.multiply,
+    operator.truediv: np.true_divide, operator.floordiv: np.floor_divide,
+    operator.mod: np.remainder, operator.pow: np.power, operator.and_: np.bitwise_and,
+    operator.or_: np.bitwise_or, operator.xor: np.bitwise_xor, operator.lshift: np.left_shift,
+    operator.rshift: np.right_shift, operator.neg: np.negative, operator.pos: np.positive,
+    operator.abs: np.absolute, operator.invert: np.invert, operator.lt: np.less,
+    operator.le: np.less_equal, operator.gt: np.greater, operator.ge: np.greater_equal,
+    operator.eq: np.equal, operator.ne: np.not_equal,
+}
+
+
+def _allocates(op: Callable) -> bool:
+    """Does ``op`` always return a new array (never a view of an input)?"""
+    base = op.func if isinstance(op, partial) else op
+    if isinstance(base, np.ufunc):
+        return True
+    if base is _astype:
+        return not (isinstance(op, partial) and op.keywords.get("copy") is False)
+    return base in (np.where, np.clip, np.round, np.isclose, np.nan_to_num)
 
 
 def _broadcast_unknown(shapes: list) -> tuple:
