@@ -16,6 +16,22 @@ HAVE_PROCESSES = importlib.util.find_spec("shmdask.cluster.local_cluster") is no
 SCHEDULERS = ["sync", "threads", pytest.param("processes", marks=pytest.mark.skipif(
     not HAVE_PROCESSES, reason="shmdask.cluster not available"))]
 
+
+@pytest.fixture(scope="module")
+def process_client():
+    """One LocalCluster for the module, closed (and its shared memory freed) at the end."""
+    from shmdask.client import Client
+    client = Client(n_workers=2, set_as_default=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=SCHEDULERS)
+def scheduler(request):
+    if request.param == "processes":
+        return request.getfixturevalue("process_client")
+    return request.param
+
 # --------------------------------------------------------------------------- chunk specs
 
 @pytest.mark.parametrize("spec, shape, expected", [
@@ -328,12 +344,10 @@ def _nest(keys, values):
     lambda: da.random.default_rng(7).standard_normal((50, 40), chunks=(10, 15)),
     lambda: da.random.default_rng(7).uniform(-1, 1, size=(50, 40), chunks=(10, 15)),
 ])
-def test_random_same_seed_same_numbers_on_every_scheduler(make):
+def test_random_same_seed_same_numbers_on_every_scheduler(make, scheduler):
     a = make().compute(scheduler="sync")
-    b = make().compute(scheduler="threads")
+    b = make().compute(scheduler=scheduler)
     np.testing.assert_array_equal(a, b)
-    if HAVE_PROCESSES:
-        np.testing.assert_array_equal(a, make().compute(scheduler="processes"))
     blocks = [a[i:i + 10, j:j + 15] for i in range(0, 50, 10) for j in range(0, 30, 15)]
     assert all(not np.array_equal(blocks[0], b) for b in blocks[1:])
 
@@ -649,7 +663,6 @@ def test_blocks_and_array_equal():
         np.linalg.norm(x)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_seed_tutorial_expressions_on_every_scheduler(scheduler):
     x = da.random.RandomState(11).random((40, 60, 10), chunks=(10, 10, 5))
     y = da.random.RandomState(12).random((40, 60, 10), chunks=(10, 10, 5))
