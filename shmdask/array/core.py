@@ -32,16 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from shmdask.tokenize import tokenize
+
 from .chunks import Chunks, common_blocks, has_unknown, normalize_chunks, offsets, shape_of
 from .layers import BlockwiseLayer, MaterializedLayer, materialize, quote
-
-try:
-    from shmdask.tokenize import tokenize
-except ImportError:  # pragma: no cover - only before the core lands
-    import hashlib
-
-    def tokenize(*args: Any, **kwargs: Any) -> str:
-        return hashlib.blake2b(repr((args, kwargs)).encode(), digest_size=16).hexdigest()
 
 
 def token_name(prefix: str, *args: Any, **kwargs: Any) -> str:
