@@ -478,6 +478,8 @@ def test_map_blocks_and_blockwise():
     a = np.arange(24.0).reshape(4, 6)
     x = da.from_array(a, chunks=(2, 3))
     np.testing.assert_array_equal(x.map_blocks(np.negative).compute(), -a)
+    as_int = x.map_blocks(lambda b: b.astype(int), meta=np.array((), dtype=int), token="f")
+    assert as_int.dtype == int and as_int.compute().dtype == int
     ids = x.map_blocks(lambda b, block_id=None: np.full(b.shape, block_id[0] * 10 + block_id[1]),
                        dtype=int).compute()
     assert ids[0, 0] == 0 and ids[3, 5] == 11

@@ -744,6 +744,7 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
 
     if not callable(func):
         raise TypeError(f"map_blocks needs a callable first, got {type(func).__name__}")
+    dtype = _dtype_from_meta(dtype, kwargs)
     arrays = [a for a in args if isinstance(a, Array)]
     if not arrays:
         raise ValueError("map_blocks needs at least one shmdask Array argument")
@@ -825,6 +826,15 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
     return arr
 
 
+def _dtype_from_meta(dtype: Any, kwargs: dict) -> Any:
+    """dask's ``meta=``/``token=`` keywords describe the output; never pass them on."""
+    meta = kwargs.pop("meta", None)
+    kwargs.pop("token", None)
+    if dtype is None and meta is not None:
+        dtype = np.asarray(meta).dtype
+    return dtype
+
+
 def _idx_literal(idx: tuple) -> tuple:
     return idx
 
@@ -842,6 +852,8 @@ def blockwise(func: Callable, out_ind: Sequence, *args: Any, dtype: Any = None,
     """
     if len(args) % 2:
         raise ValueError("blockwise arguments must come in (value, index) pairs")
+    dtype = _dtype_from_meta(dtype, kwargs)
+    kwargs.pop("align_arrays", None)
     out_ind = tuple(out_ind)
     pairs = []
     specs: list = []
