@@ -562,7 +562,8 @@ def test_arrays_on_a_client_compute_and_persist():
     client_mod = pytest.importorskip("shmdask.client")
     if not hasattr(local, "ThreadCluster"):
         pytest.skip("no in-process cluster")
-    client = client_mod.Client(local.ThreadCluster(n_workers=2), set_as_default=False)
+    cluster = local.ThreadCluster(n_workers=2)
+    client = client_mod.Client(cluster, set_as_default=False)
     try:
         x = da.random.RandomState(3).random((60, 50), chunks=(25, 20))
         want = x.compute(scheduler="sync")
@@ -573,6 +574,7 @@ def test_arrays_on_a_client_compute_and_persist():
         np.testing.assert_allclose(client.compute(x.mean()).result(), want.mean())
     finally:
         client.close()
+        cluster.close()
 
 
 def test_only_needed_blocks_are_computed():

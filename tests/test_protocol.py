@@ -1,7 +1,6 @@
 """Serialization: frames, values in shared memory, function tokens, exceptions."""
 
 import operator
-import os
 import pickle
 import threading
 import time
@@ -26,15 +25,9 @@ from shmdask.cluster.protocol import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def no_segments_left_behind():
-    yield
-    assert [n for n in os.listdir(shm.SHM_DIR) if n.startswith(shm.PREFIX)] == []
-
-
 @pytest.fixture
 def allocator():
-    alloc = shm.SlabAllocator(os.urandom(4).hex(), "w")
+    alloc = shm.SlabAllocator(shm.new_cluster_id(), "w")
     yield alloc
     alloc.close()
 

@@ -33,7 +33,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -65,6 +64,7 @@ from shmdask.cluster.shm import (
     MappingCache,
     SlabAllocator,
     cluster_prefix,
+    new_cluster_id,
     sweep,
     unlink_segment,
 )
@@ -478,7 +478,7 @@ class _Runtime:
 
     def __init__(self, n_workers: int, threads_per_worker: int, memory_limit: int | None,
                  threshold: int):
-        self.cluster_id = secrets.token_hex(4)
+        self.cluster_id = new_cluster_id()
         self.n_workers = n_workers
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit

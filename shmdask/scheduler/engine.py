@@ -44,6 +44,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from shmdask.diagnostics.task_stream import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
 
@@ -134,7 +135,7 @@ class Engine:
         self.workers: dict[str, WorkerHandle] = {}
         self.in_flight: dict[str, set] = {}
         self.where: dict = {}  # processing key -> worker id
-        self.records: list[dict] = []
+        self.task_stream = TaskStream()
         self.record_callbacks: list[Callable[[list[dict]], None]] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.listeners: dict[Any, list[Listener]] = {}
@@ -360,8 +361,13 @@ class Engine:
         if values:
             self.store.release(values)
 
+    @property
+    def records(self) -> list[dict]:
+        """Every task-stream record kept so far (a copy)."""
+        return self.task_stream.records_since(0)
+
     def _add_records(self, records: list[dict]) -> None:
-        self.records.extend(records)
+        self.task_stream.add(records)
         for callback in self.record_callbacks:
             callback(records)
 

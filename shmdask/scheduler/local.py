@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shmdask.diagnostics.progress import make_progress_bar
 from shmdask.graph import execute_task, key_split
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 
@@ -196,15 +197,20 @@ def get_local(
         engine.workers[w.id] = w
         engine.in_flight[w.id] = set()
     waiter = _Waiter(set(keys))
+    bar = make_progress_bar()
+    engine.record_callbacks.append(lambda records: bar.advance(len(records)))
     engine.submit(dsk, dependencies, keys, priorities, waiter)
+    bar.start(len(dsk))
     try:
         engine.run_until(waiter.done)
     except BaseException:  # Ctrl-C: stop running tasks too
+        bar.finish(failed=True)
         _stop(workers, interrupt=True, wait=1.0)
         raise
     finally:
         if record_sink is not None:
             record_sink.extend(engine.records)
+    bar.finish(failed=waiter.error is not None)
     # Idle threads exit at once; a thread still in a task (after an error
     # elsewhere) finishes it in the background and starts nothing more.
     _stop(workers, interrupt=False, wait=0.0 if waiter.error else 1.0)
@@ -263,6 +269,8 @@ class ThreadCluster:
 
     def restart(self) -> None:
         self.engine.call(lambda e: e.reset())
+
+    report_dir = None
 
     def close(self) -> None:
         self.engine.close()
