@@ -195,6 +195,13 @@ def test_unsupported_numpy_functions_name_themselves():
         x[[0, 1], [1, 2]]
     with pytest.raises(NotImplementedError, match="ndim > 2"):
         da.ones((2, 2, 2)) @ da.ones((2, 2, 2))
+    with pytest.raises(NotImplementedError, match="einsum"):
+        da.einsum("ii", x)
+    with pytest.raises(NotImplementedError, match="nonzero"):
+        x.nonzero()
+    assert not hasattr(da, "einsum") and not hasattr(x, "searchsorted")
+    with pytest.raises(AttributeError, match="no attribute"):
+        _ = da.not_a_numpy_name
 
 
 def test_every_numpy_ufunc_is_exposed():

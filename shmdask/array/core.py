@@ -81,6 +81,14 @@ def _block_slices(starts: tuple, chunks: tuple, idx: tuple) -> tuple:
     return tuple(slice(s[i], s[i] + c[i]) for s, c, i in zip(starts, chunks, idx, strict=True))
 
 
+class NotImplementedName(NotImplementedError, AttributeError):
+    """A numpy function or method shmdask.array does not provide.
+
+    Also an AttributeError, so ``hasattr()`` and ``getattr(..., default)`` keep
+    working for code that probes for features.
+    """
+
+
 # --------------------------------------------------------------------------- the class
 
 class Array:
@@ -231,6 +239,12 @@ class Array:
 
     def __reduce__(self):
         return (Array, (self._layers, self.name, self._chunks, self.dtype))
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            raise NotImplementedName(f"shmdask.array.Array.{name} is not implemented "
+                                     f"(numpy.ndarray.{name} on a computed array is)")
+        raise AttributeError(f"'Array' object has no attribute {name!r}")
 
     # ---------------------------------------------------------------- numpy protocols
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
