@@ -100,6 +100,7 @@ from .shape import (
     swapaxes,
     transpose,
 )
+from .statistics import average, diff, histogram, median, nanmedian, percentile, quantile
 from .ufunc import *  # noqa: F401,F403  (every numpy ufunc, generated)
 from .ufunc import abs, allclose, angle, around, imag, isclose, isreal, nan_to_num, real, round
 
