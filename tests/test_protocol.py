@@ -207,7 +207,12 @@ def test_exceptions_survive_or_degrade_to_text():
     for bad, text in [(NeedsTwoArgs(1, 2), "NeedsTwoArgs: 1-2"),
                       (CarriesALock(), "CarriesALock: locked")]:
         exc = load_exception(dump_exception(bad))
-        assert isinstance(exc, RuntimeError) and text in str(exc)
+        # Some imports (dask's, in a full run) register reducers that make such
+        # exceptions picklable after all; either way the text must survive.
+        if type(exc) is type(bad):
+            assert str(exc) == str(bad)
+        else:
+            assert isinstance(exc, RuntimeError) and text in str(exc)
     exc = load_exception(b"not a pickle", "Traceback: boom")
     assert isinstance(exc, RuntimeError) and "boom" in str(exc)
 
