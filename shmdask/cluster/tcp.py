@@ -558,7 +558,6 @@ class Listener:
         ]
         for t in self._threads:
             t.start()
-        engine.on_worker_lost.append(self._engine_lost_worker)
         log.info("listening at %s", self.address)
 
     # -- accepting ----------------------------------------------------------------
@@ -633,9 +632,6 @@ class Listener:
         with self._lock:
             self.sessions.pop(session.id, None)
 
-    def _engine_lost_worker(self, worker_id: str, reason: str) -> None:
-        pass  # remote sessions report their own loss; nothing to replace here
-
     def _heartbeat_loop(self) -> None:
         while not self.closing:
             time.sleep(self.heartbeat_interval)
@@ -697,8 +693,6 @@ class Listener:
         if self.key_path is not None:
             with contextlib.suppress(OSError):
                 self.key_path.unlink()
-        with contextlib.suppress(ValueError):
-            self.engine.on_worker_lost.remove(self._engine_lost_worker)
         log.info("closed listener at %s", self.address)
 
     def __repr__(self) -> str:
