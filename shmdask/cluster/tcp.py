@@ -285,7 +285,8 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
 
         return {"key": key, "group": key_split(key), "worker": self.id,
                 "lane": f"{self.id}/transfer", "start": start, "stop": max(start, stop),
-                "nbytes": nbytes, "where": "memory", "kind": "transfer", "remote": True,
+                "nbytes": nbytes, "where": "shm" if self.listener.adapter.shm else "memory",
+                "kind": "transfer", "remote": True,
                 "direction": direction}
 
     def free(self, blocks: list) -> None:  # nothing of ours lives on the remote host
@@ -617,9 +618,15 @@ class Listener:
             self.sessions[session.id] = session
         comm.send(header_frames(("welcome", session.id, self.heartbeat_interval,
                                  self.heartbeat_timeout)))
+        for _ in range(3 if role == "worker" else 0):
+            # a clock estimate before the first task stamps anything (a worker
+            # sends nothing but pongs until it is given tasks)
+            comm.send(header_frames(("ping", time.time())))
+            pong, _, _ = recv_message(comm)
+            if pong[0] != "pong" or len(pong) < 3:
+                raise ProtocolError(f"expected a pong, got {pong[0]!r}")
+            session.clock.add(pong[1], pong[2], time.time())
         sock.settimeout(self.heartbeat_timeout)
-        for _ in range(3):  # a first clock estimate right away
-            session.ping()
         if role == "worker":
             log.info("worker %s (%s, pid %s, %d threads) joined from %s", session.id,
                      session.name, session.pid, session.nthreads, peer)
