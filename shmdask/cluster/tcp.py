@@ -607,15 +607,11 @@ class Listener:
         role, hello = header[1], header[2]
         if not isinstance(hello, dict):
             raise ProtocolError("malformed hello")
-        with self._lock:
-            if self.closing:
-                raise CommClosedError("the scheduler is closing")
-            n = next(self._ids)
-            if role == "worker":
-                session: _Session = RemoteWorkerHandle(self, comm, f"remote-{n}", hello)
-            else:
-                session = ClientSession(self, comm, f"client-{n}", hello)
-            self.sessions[session.id] = session
+        n = next(self._ids)
+        if role == "worker":
+            session: _Session = RemoteWorkerHandle(self, comm, f"remote-{n}", hello)
+        else:
+            session = ClientSession(self, comm, f"client-{n}", hello)
         comm.send(header_frames(("welcome", session.id, self.heartbeat_interval,
                                  self.heartbeat_timeout)))
         for _ in range(3 if role == "worker" else 0):
@@ -627,6 +623,10 @@ class Listener:
                 raise ProtocolError(f"expected a pong, got {pong[0]!r}")
             session.clock.add(pong[1], pong[2], time.time())
         sock.settimeout(self.heartbeat_timeout)
+        with self._lock:  # only a peer that completed all of the above is listed
+            if self.closing:
+                raise CommClosedError("the scheduler is closing")
+            self.sessions[session.id] = session
         if role == "worker":
             log.info("worker %s (%s, pid %s, %d threads) joined from %s", session.id,
                      session.name, session.pid, session.nthreads, peer)
