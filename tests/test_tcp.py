@@ -189,6 +189,18 @@ def test_worker_leaves_cleanly_on_sigterm(client, scheduler):
     assert "left (received SIGTERM)" in scheduler.read_log()
 
 
+def test_nworkers_starts_several_worker_processes(client, scheduler):
+    before = set(remote_workers(client))
+    proc = start_worker(scheduler.address, "--nworkers", "2", "--name", "pair")
+    wait_for(lambda: len(set(remote_workers(client)) - before) == 2, what="two workers")
+    names = {remote_workers(client)[w]["name"] for w in set(remote_workers(client)) - before}
+    assert names == {"pair-0", "pair-1"}
+    proc.send_signal(signal.SIGTERM)  # passed on to both
+    assert proc.wait(15) == 0
+    proc.stderr.close()
+    wait_for(lambda: set(remote_workers(client)) == before, what="both to leave")
+
+
 def test_worker_killed_mid_run_has_its_tasks_rerun(client, scheduler):
     proc = start_worker(scheduler.address)
     n = len(remote_workers(client))
