@@ -301,56 +301,18 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
 
 
 def _start_cluster(workers: int | None, threads: int, memory_limit: Any,
-                   listen: str | None) -> tuple[Any, Any, Any]:
+                   listen: str | None) -> tuple[Any, Any]:
     from shmdask.cluster.local_cluster import LocalCluster
     from shmdask.distributed import Client
 
-    kwargs: dict[str, Any] = {"n_workers": workers, "threads_per_worker": threads,
-                              "memory_limit": memory_limit}
-    if listen is not None:
-        kwargs["listen"] = listen
-    cluster = LocalCluster(**kwargs)
-    listener = None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                           memory_limit=memory_limit, listen=listen)
     try:
-        if listen is not None and not getattr(cluster, "scheduler_address", None):
-            listener = _listen(cluster, listen)  # this LocalCluster does not listen itself
         client = Client(cluster)
     except BaseException:
-        _close_quietly(listener, cluster)
+        _close_quietly(cluster)
         raise
-    return cluster, client, listener
-
-
-def _listen(cluster: Any, address: str) -> Any:
-    """Accept remote workers (and clients) for the run's cluster at ``address``."""
-    from shmdask.cluster.tcp import start_listener
-
-    scheme, host, port = parse_address(address)
-    listener = start_listener(cluster.engine, cluster.store, f"{scheme}://{host}:{port}",
-                              info=cluster.scheduler_info, restart=cluster.restart)
-    cluster.scheduler_address = listener.address
-    # The listener's description adds the remote workers to the cluster's own;
-    # the run's Client (and remote clients) should see all of them.
-    cluster.scheduler_info = listener.scheduler_info
-    return listener
-
-
-def _memory_sampler(cluster: Any) -> Any:
-    from shmdask.diagnostics import MemorySampler, TaskStream
-
-    engine = cluster.engine
-    store = getattr(cluster, "store", None)
-
-    def pids() -> dict[str, int]:
-        return {wid: h.pid for wid, h in cluster.workers.items() if getattr(h, "pid", None)}
-
-    def shm() -> int:
-        return int(getattr(store, "shm_bytes", 0) or 0)
-
-    def done() -> int:  # a counter: copying the records ten times a second would not scale
-        return int(getattr(engine, "tasks_done", 0))
-
-    return MemorySampler(TaskStream(), pids, shm, done).start()
+    return cluster, client
 
 
 @contextlib.contextmanager
@@ -401,7 +363,7 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
     set_script_path(script)
     started = time.time()
     try:
-        cluster, client, listener = _start_cluster(workers, threads, memory_limit, listen)
+        cluster, client = _start_cluster(workers, threads, memory_limit, listen)
     except KeyboardInterrupt:
         _err("shmdask run: interrupted while starting the cluster")
         return EXIT_INTERRUPTED
@@ -410,7 +372,6 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         raise CliError(f"could not start the cluster{where}: {exc.strerror or exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CliError(f"could not start the cluster: {exc}") from None
-    sampler = None
     try:
         address = getattr(cluster, "scheduler_address", None)
         if listen is not None and address:
@@ -419,7 +380,6 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
             given_key = os.environ.get("SHMDASK_AUTH_KEY") or None
             for line in remote_hint(address, parse_address(listen)[1], given_key):
                 _err(f"shmdask run: {line}")
-        sampler = _memory_sampler(cluster)
         t0 = time.perf_counter()
         outcome = run_script(code, script, args)
         wall = time.perf_counter() - t0
@@ -427,12 +387,10 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         # However the run ended, the cluster goes (this also joins the engine
         # thread, so every task-stream record is in after it).
         with _sigint_ignored():
-            if sampler is not None:
-                with contextlib.suppress(Exception):
-                    sampler.stop()
-            _close_quietly(client, listener, cluster)
-    records = list(cluster.engine.records)
-    memory = sampler.stream.memory_since(0)
+            _close_quietly(client, cluster)
+    stream = cluster.engine.task_stream  # the cluster samples its memory into it
+    records = stream.records_since(0)
+    memory = stream.memory_since(0)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
 
