@@ -665,6 +665,7 @@ class _Runtime:
                 handle.kill(reason)
 
     sampler: MemorySampler | None = None
+    listener: Any = None  # the TCP listener, when the cluster listens
 
     def start_memory_sampler(self, interval: float = 0.1) -> None:
         """Shared memory in use and each worker's RSS, for the task-stream picture."""
@@ -684,6 +685,8 @@ class _Runtime:
             self.closing = True
             workers = list(self.workers.values())
         self._stop.set()
+        if self.listener is not None:
+            self.listener.close()
         if self.sampler is not None:
             self.sampler.stop()
         for handle in workers:
@@ -760,6 +763,22 @@ class LocalCluster:
                                  shm_threshold)
         self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
+        self._listener = None
+        if listen:
+            try:
+                self._listen(listen)
+            except BaseException:
+                self.close()
+                raise
+
+    def _listen(self, listen: Any) -> None:
+        """Let remote workers and clients join at ``listen`` (an address, or
+        True for any free port on loopback)."""
+        from shmdask.cluster.tcp import attach_listener
+
+        address = "tcp://127.0.0.1:0" if listen is True else str(listen)
+        self._listener = attach_listener(self, address, info=self._local_scheduler_info)
+        self._runtime.listener = self._listener
 
     # -- public -----------------------------------------------------------------
 
@@ -788,7 +807,13 @@ class LocalCluster:
         return self.scheduler_address or f"local://{os.getpid()}/{self.id}"
 
     def scheduler_info(self) -> dict:
-        """A dict shaped like dask's ``Client.scheduler_info()``."""
+        """A dict shaped like dask's ``Client.scheduler_info()`` (remote workers
+        included when the cluster listens)."""
+        if self._listener is not None:
+            return self._listener.scheduler_info()
+        return self._local_scheduler_info()
+
+    def _local_scheduler_info(self) -> dict:
         in_memory = self._runtime.store.values_by_owner
         workers = {}
         for wid, handle in sorted(self.workers.items()):
