@@ -1,0 +1,280 @@
+"""The worker process: receive batches of tasks, run them, send batches of results.
+
+Started by the cluster as ``python -m shmdask.cluster.worker --fd N ...`` (a
+fresh interpreter: never a fork of the multi-threaded client, and never
+multiprocessing's spawn, which re-imports the user's ``__main__``).  It speaks
+through one :class:`multiprocessing.connection.Connection` on the inherited fd.
+
+In (header, body)::
+
+    ("run", keys), [(key, computation, {dep_key: Stored}), ...]  tasks, priority order
+    ("free", [block, ...])       the scheduler released keys whose blocks we own
+    ("forget", [segment, ...])   segments unlinked elsewhere: drop our mappings
+    ("stats",)                   counters, for tests and diagnostics
+
+Out (header, body)::
+
+    ("hello", info)                        once, when ready
+    ("results", unlinked), [entry, ...]    entry: ("done", key, Stored, record) or
+                                           ("erred", key, pickled exc, traceback, record)
+    ("unlinked", [segment, ...])           after a free gave memory back
+    ("stats", {...})
+
+Shape: the main thread only receives (so the pipe is always drained and frees
+apply at once); ``nthreads`` executor threads take tasks from a queue.  Results
+are flushed when the queue runs dry (end of a batch) or when ~5 ms passed since
+the last flush, so the scheduler can keep dispatching without paying one
+message per tiny task.  Inputs are read-only views of shared memory; results
+of at least ``threshold`` bytes are written into this worker's slabs.  The
+worker exits as soon as its connection closes (the client closed it or died);
+it never unlinks its segments on exit: data in shm outlives the worker, and
+the scheduler's store or the janitor removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any
+
+from shmdask.cluster.protocol import (
+    SHM_THRESHOLD,
+    ConnectionState,
+    Stored,
+    decode_message,
+    deserialize_value,
+    dump_exception,
+    encode_message,
+    loads_message,
+    serialize_value,
+)
+from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
+
+FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
+
+
+class Worker:
+    """Executes tasks for one scheduler connection (pipe or, later, TCP)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        worker_id: str,
+        cluster_id: str,
+        nthreads: int = 1,
+        threshold: int = SHM_THRESHOLD,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        remote: bool = False,
+        use_shm: bool = True,
+    ):
+        from shmdask.graph import execute_task, key_split
+
+        self._execute_task = execute_task
+        self._key_split = key_split
+        self.conn = conn
+        self.worker_id = worker_id
+        self.nthreads = nthreads
+        self.threshold = threshold
+        self.remote = remote
+        # A worker on another host (use_shm=False) sends every result inline and
+        # is sent its inputs inline (ShmStore.inlined).
+        self.allocator = (SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
+                          if use_shm else None)
+        self.mappings = MappingCache(self.allocator)
+        self.state = ConnectionState()
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._send_lock = threading.Lock()
+        self._outbox: list = []
+        self._outbox_lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        # Deserialized inputs, alive as long as some queued task holds the Stored:
+        # tasks of one batch that share an input unpickle it once.
+        self._loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._loaded_lock = threading.Lock()
+        self.tasks_run = 0
+        self.bytes_received = 0
+
+    # ------------------------------------------------------------------ transport
+
+    def send(self, header: tuple, body: Any = None) -> None:
+        data = encode_message(header, body)
+        with self._send_lock:
+            self.conn.send_bytes(data)
+
+    def serve(self) -> None:
+        """Receive until the connection closes."""
+        self.send(("hello", self.info()))
+        for lane in range(self.nthreads):
+            threading.Thread(
+                target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
+            ).start()
+        while True:
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            self.bytes_received += len(data)
+            header, body = decode_message(data)
+            op = header[0]
+            if op == "run":
+                self._receive_tasks(header[1], body)
+            elif op == "free":
+                if self.allocator is not None and self.allocator.free(header[1]):
+                    self.send(("unlinked", self.allocator.take_unlinked()))
+            elif op == "forget":
+                self.mappings.forget(header[1])
+            elif op == "stats":
+                self.send(("stats", self.stats()))
+            elif op == "close":
+                return
+            else:
+                raise ValueError(f"worker received an unknown message {op!r}")
+
+    def _receive_tasks(self, keys: list, body: list) -> None:
+        try:
+            tasks = loads_message(body, self.state)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
+            now = time.time()
+            tb = traceback.format_exc()
+            entries = [
+                ("erred", key, dump_exception(exc), tb,
+                 self._record(key, f"{self.worker_id}/0", now, now, 0, "inline"))
+                for key in keys
+            ]
+            self.send(("results", []), entries)
+            return
+        for task in tasks:
+            self.tasks.put(task)
+
+    def info(self) -> dict:
+        return {
+            "id": self.worker_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "nthreads": self.nthreads,
+        }
+
+    def stats(self) -> dict:
+        alloc = self.allocator
+        return {
+            "pid": os.getpid(),
+            "tasks_run": self.tasks_run,
+            "functions_loaded": self.state.functions_loaded,
+            "segments_created": alloc.segments_created if alloc else 0,
+            "segments_attached": self.mappings.attached,
+            "mapped_bytes": alloc.mapped_bytes if alloc else 0,
+            "free_bytes": alloc.free_bytes if alloc else 0,
+            "bytes_received": self.bytes_received,
+        }
+
+    # ------------------------------------------------------------------ execution
+
+    def _load(self, stored: Any) -> Any:
+        if type(stored) is not Stored:
+            return stored  # a remote scheduler may hand plain values
+        with self._loaded_lock:
+            try:
+                return self._loaded[stored]
+            except KeyError:
+                pass
+        value = deserialize_value(stored, self.mappings)
+        with self._loaded_lock:
+            self._loaded[stored] = value
+        return value
+
+    def _run_tasks(self, lane: int) -> None:
+        lane_name = f"{self.worker_id}/{lane}"
+        while True:
+            key, computation, deps = self.tasks.get()
+            entry = self._run_one(key, computation, deps, lane_name)
+            del computation, deps
+            self.tasks_run += 1
+            batch = None
+            with self._outbox_lock:
+                self._outbox.append(entry)
+                now = time.monotonic()
+                if self.tasks.empty() or now - self._last_flush >= FLUSH_INTERVAL:
+                    batch, self._outbox = self._outbox, []
+                    self._last_flush = now
+            if batch:
+                unlinked = self.allocator.take_unlinked() if self.allocator else []
+                self.send(("results", unlinked), batch)
+
+    def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
+        start = time.time()
+        try:
+            data = {k: self._load(v) for k, v in deps.items()}
+            value = self._execute_task(computation, data)
+            del data
+            stored = serialize_value(value, self.allocator, self.worker_id, self.threshold)
+            del value
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
+            stop = time.time()
+            record = self._record(key, lane_name, start, stop, 0, "inline")
+            return ("erred", key, dump_exception(exc), traceback.format_exc(), record)
+        stop = time.time()
+        record = self._record(key, lane_name, start, stop, stored.nbytes, stored.where)
+        return ("done", key, stored, record)
+
+    def _record(self, key, lane, start, stop, nbytes, where) -> dict:
+        return {
+            "key": key,
+            "group": self._key_split(key),
+            "worker": self.worker_id,
+            "lane": lane,
+            "start": start,
+            "stop": stop,
+            "nbytes": nbytes,
+            "where": where,
+            "kind": "compute",
+            "remote": self.remote,
+        }
+
+
+def _extend_sys_path() -> None:
+    # Modules the client can import (its script's directory, its sys.path) must
+    # be importable here too: cloudpickle sends importable functions by name.
+    extra = os.environ.get("SHMDASK_SYS_PATH")
+    if not extra:
+        return
+    for entry in json.loads(extra):
+        if entry not in sys.path:
+            sys.path.append(entry)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m shmdask.cluster.worker")
+    parser.add_argument("--fd", type=int, required=True, help="inherited connection fd")
+    parser.add_argument("--id", required=True, help="worker id")
+    parser.add_argument("--cluster", required=True, help="cluster id (shm name prefix)")
+    parser.add_argument("--nthreads", type=int, default=1)
+    parser.add_argument("--threshold", type=int, default=SHM_THRESHOLD)
+    parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES)
+    args = parser.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group; the client decides
+    # what an interrupt means, the worker just keeps its pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _extend_sys_path()
+    conn = Connection(args.fd)
+    worker = Worker(conn, args.id, args.cluster, args.nthreads, args.threshold,
+                    args.cache_bytes)
+    try:
+        worker.serve()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

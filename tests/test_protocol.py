@@ -1,0 +1,252 @@
+"""Serialization: frames, values in shared memory, function tokens, exceptions."""
+
+import operator
+import os
+import pickle
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from shmdask.cluster import protocol, shm
+from shmdask.cluster.protocol import (
+    ConnectionState,
+    Stored,
+    decode_message,
+    deserialize_value,
+    dump_exception,
+    dumps_message,
+    encode_message,
+    join_frames,
+    load_exception,
+    loads_message,
+    serialize_value,
+    split_frames,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_segments_left_behind():
+    yield
+    assert [n for n in os.listdir(shm.SHM_DIR) if n.startswith(shm.PREFIX)] == []
+
+
+@pytest.fixture
+def allocator():
+    alloc = shm.SlabAllocator(os.urandom(4).hex(), "w")
+    yield alloc
+    alloc.close()
+
+
+def test_frames_roundtrip():
+    frames = [b"", b"abc", bytearray(b"x" * 1000), memoryview(b"tail")]
+    out = split_frames(join_frames(frames))
+    assert [bytes(f) for f in out] == [b"", b"abc", b"x" * 1000, b"tail"]
+    with pytest.raises(ValueError, match="trailing"):
+        split_frames(join_frames([b"ab"]) + b"junk")
+
+
+def test_small_values_travel_inline(allocator):
+    for obj in [1, "s", None, {"a": (1, 2.5)}, np.arange(10), b"x" * 100]:
+        s = serialize_value(obj, allocator, "w")
+        assert s.where == "inline"
+        back = deserialize_value(s)
+        if isinstance(obj, np.ndarray):
+            np.testing.assert_array_equal(back, obj)
+        else:
+            assert back == obj
+    assert allocator.segments_created == 0
+
+
+def test_large_arrays_go_to_shm_and_read_back_zero_copy(allocator):
+    x = np.arange(1_000_000, dtype="f8")
+    s = serialize_value(x, allocator, "w")
+    assert s.where == "shm" and len(s.blocks) == 1
+    assert s.nbytes >= x.nbytes
+    assert len(s.header) < 1000  # the data is not in the pickle
+    reader = shm.MappingCache()
+    y = deserialize_value(s, reader)
+    np.testing.assert_array_equal(x, y)
+    assert not y.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        y[0] = 1
+    # zero-copy: the array's memory is inside the segment's mapping
+    whole = np.frombuffer(reader.view(s.blocks[0][0], 0, 1), dtype=np.uint8)
+    assert y.__array_interface__["data"][0] - whole.__array_interface__["data"][0] == \
+        s.blocks[0][1]
+    # a private copy is writeable and independent
+    z = deserialize_value(s, reader, copy=True)
+    z[0] = 42
+    assert y[0] == 0
+    del y, whole
+    reader.close()
+    with pytest.raises(ValueError, match="MappingCache"):
+        deserialize_value(s)
+
+
+def test_layouts_and_containers(allocator):
+    reader = shm.MappingCache()
+    f = np.asfortranarray(np.random.default_rng(0).random((300, 200)))
+    nc = np.arange(200_000)[::2]  # not contiguous: pickled in-band
+    objs = np.array([{"a": 1}, None, "s"] * 3, dtype=object)
+    value = {"f": f, "nc": nc, "objs": objs, "list": [np.ones(50_000), 3]}
+    back = deserialize_value(serialize_value(value, allocator, "w"), reader)
+    np.testing.assert_array_equal(back["f"], f)
+    assert back["f"].flags.f_contiguous
+    np.testing.assert_array_equal(back["nc"], nc)
+    assert list(back["objs"]) == list(objs)
+    np.testing.assert_array_equal(back["list"][0], np.ones(50_000))
+    del back
+    reader.close()
+
+
+def test_threshold_decides_where(allocator):
+    x = np.ones(1000, dtype="u1")
+    assert serialize_value(x, allocator, "w", threshold=1000).where == "shm"
+    assert serialize_value(x, allocator, "w", threshold=1001).where == "inline"
+    assert serialize_value(x, None, "w", threshold=1).where == "inline"  # no allocator
+
+
+def test_inline_buffers_are_copies():
+    x = np.zeros(100)
+    s = serialize_value(x)
+    x[:] = 7
+    assert deserialize_value(s).sum() == 0
+
+
+def test_unpicklable_by_pickle_falls_back_to_cloudpickle(allocator):
+    y = 10
+    s = serialize_value(lambda v: v + y, allocator, "w")
+    assert deserialize_value(s)(1) == 11
+    # ... and buffers allocated by the failed first attempt are given back
+    big = np.ones(100_000)
+    s = serialize_value((big, lambda: 1), allocator, "w")
+    assert allocator.free_bytes > 0
+    assert deserialize_value(s, shm.MappingCache(allocator))[1]() == 1
+
+
+def test_stored_pickles_through_messages(allocator):
+    a = serialize_value(np.arange(100_000), allocator, "w")
+    b = serialize_value("small", allocator, "w")
+    header, frames = decode_message(encode_message(("results", []), [a, b, a]))
+    assert header == ("results", [])
+    a2, b2, a3 = loads_message(frames)
+    assert a2 is a3  # shared values travel once and stay shared
+    assert isinstance(a2, Stored) and a2.blocks == a.blocks and a2.owner == "w"
+    assert deserialize_value(b2) == "small"
+    assert deserialize_value(a2, shm.MappingCache(allocator))[-1] == 99_999
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_functions_are_sent_once_per_connection():
+    y = 3
+    fn = lambda v: v + y  # noqa: E731
+    before = protocol.pickled_functions
+    sender, receiver = ConnectionState(), ConnectionState()
+    tasks = [("k", (fn, i), {}) for i in range(50)] + [("d", (_double, 2), {})]
+    first = encode_message(("run",), tasks, sender)
+    second = encode_message(("run",), tasks, sender)
+    assert len(second) < len(first)
+    assert sender.functions_sent == 2
+    for data in (first, second):
+        _, frames = decode_message(data)
+        out = loads_message(frames, receiver)
+        assert out[0][1][0](1) == 4
+        assert out[-1][1][0] is out[-1][1][0]
+    assert receiver.functions_loaded == 2
+    # another connection gets the payload again, but it is not re-pickled
+    other = ConnectionState()
+    _, frames = decode_message(encode_message(("run",), tasks, ConnectionState()))
+    assert loads_message(frames, other)[0][1][0](0) == 3
+    assert protocol.pickled_functions - before == 2
+
+
+def test_unknown_function_token_is_an_error():
+    _, frames = decode_message(encode_message(("run",), [_double], ConnectionState()))
+    stranger = ConnectionState()
+    loads_message(frames, stranger)
+    replay = encode_message(("run",), [_double], _sent_all(stranger))
+    with pytest.raises(pickle.UnpicklingError, match="never sent"):
+        loads_message(decode_message(replay)[1], ConnectionState())
+
+
+def _sent_all(received: ConnectionState) -> ConnectionState:
+    state = ConnectionState()
+    state.sent_tokens = set(received.functions)
+    return state
+
+
+def test_failed_message_does_not_mark_functions_sent():
+    state = ConnectionState()
+    with pytest.raises(TypeError):
+        dumps_message([_double, threading.Lock()], state)
+    assert state.sent_tokens == set()
+    out = loads_message(dumps_message([_double], state), ConnectionState())
+    assert out[0](4) == 8
+
+
+def test_builtins_and_methods_still_work():
+    state = ConnectionState()
+    msg = [operator.add, np.add, sum, [1, 2].count, time.time]
+    out = loads_message(dumps_message(msg, state), ConnectionState())
+    assert out[0](1, 2) == 3 and out[1](1, 2) == 3 and out[2]([1]) == 1
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+
+
+class CarriesALock(Exception):
+    def __init__(self):
+        super().__init__("locked")
+        self.lock = threading.Lock()
+
+
+def test_exceptions_survive_or_degrade_to_text():
+    exc = load_exception(dump_exception(ValueError("bad value")))
+    assert type(exc) is ValueError and str(exc) == "bad value"
+    # unpicklable: a RuntimeError that still says what happened
+    for bad, text in [(NeedsTwoArgs(1, 2), "NeedsTwoArgs: 1-2"),
+                      (CarriesALock(), "CarriesALock: locked")]:
+        exc = load_exception(dump_exception(bad))
+        assert isinstance(exc, RuntimeError) and text in str(exc)
+    exc = load_exception(b"not a pickle", "Traceback: boom")
+    assert isinstance(exc, RuntimeError) and "boom" in str(exc)
+
+
+def test_detach_copies_inline_pieces_out_of_the_message():
+    big_inline = serialize_value(np.arange(1500))  # 12 KB: inline, an out-of-band frame
+    _, frames = decode_message(encode_message(("results", []), [big_inline]))
+    (received,) = loads_message(frames)
+    assert any(type(b) is memoryview for b in received.buffers)
+    received.detach()
+    assert type(received.header) is bytes
+    assert all(type(b) is bytes for b in received.buffers)
+    np.testing.assert_array_equal(deserialize_value(received), np.arange(1500))
+
+
+def test_full_shm_falls_back_to_inline(allocator, monkeypatch):
+    import errno
+
+    def full(nbytes):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(allocator, "alloc", full)
+    monkeypatch.setattr(protocol, "_warned_shm_full", False)
+    with pytest.warns(RuntimeWarning, match="cannot allocate shared memory"):
+        s = serialize_value(np.ones(100_000), allocator, "w")
+    assert s.where == "inline"
+    np.testing.assert_array_equal(deserialize_value(s), np.ones(100_000))
+
+
+def test_strided_arrays_go_to_shm_not_into_the_header(allocator):
+    x = np.arange(400_000.0).reshape(400, 1000)[:, ::2]
+    assert not x.flags.c_contiguous and not x.flags.f_contiguous
+    s = serialize_value(x, allocator, "w")
+    assert s.where == "shm" and len(s.header) < 1000
+    np.testing.assert_array_equal(deserialize_value(s, shm.MappingCache(allocator)), x)
