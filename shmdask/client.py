@@ -431,9 +431,8 @@ class Client:
             statuses = list(self._status.values())
             self._status.clear()
             self._refcount.clear()
-        for st in statuses:
-            if not st.event.is_set():
-                st.finish("cancelled", CancelledError("the cluster was restarted"))
+        for st in statuses:  # their data is gone, finished or not
+            st.finish("cancelled", CancelledError("the cluster was restarted"))
         self.connection.restart()
         return self
 
@@ -488,10 +487,15 @@ class Client:
             config.set(scheduler=self._previous_default)
         with self._lock:
             statuses = list(self._status.values())
+            held = list(self._refcount)
+            self._status.clear()
+            self._refcount.clear()
         for st in statuses:
             if not st.event.is_set():
                 st.finish("cancelled", CancelledError("the client was closed"))
         try:
+            if held and self.connection.alive():
+                self.connection.unwant(held)  # the cluster may outlive this client
             self.connection.close()
         finally:
             if self._owns_cluster and self.cluster is not None:

@@ -11,7 +11,10 @@ Delayed values become their keys, lists stay lists, tuples/dicts/sets become
 small tasks that rebuild them, other collections (arrays) become a task that
 assembles their result, and Futures become their key (their data is already
 on the cluster).  So ``f([a, (b, {"k": c})])`` receives real values at every
-depth, as in dask.
+depth, as in dask.  Every other argument is data: strings and containers
+that hold no collection are wrapped as ``(Literal(value),)``, so a string
+that happens to name a key, or a tuple that looks like a task, reaches the
+function as it was passed.
 
 Keys are ``<name>-<token>``: a random token by default (every call is a new
 task), or ``tokenize`` of the function and arguments with ``pure=True`` (the
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shmdask import base
+from shmdask.base import Literal
 from shmdask.graph import key_split
 from shmdask.tokenize import tokenize
 
@@ -52,8 +56,21 @@ def _call_method(obj: Any, name: str, args: list, kwargs: dict) -> Any:
     return getattr(obj, name)(*args, **kwargs)
 
 
+#: Literal values of these types could be read as keys or tasks by the graph
+#: spec; they are quoted as ``(Literal(value),)`` when they hold no collection.
+_QUOTED_TYPES = (str, tuple, list, set, frozenset)
+
+
+def _quote(x: Any) -> Any:
+    return (Literal(x),) if type(x) in _QUOTED_TYPES else x
+
+
 def unpack_collections(expr: Any) -> tuple[Any, list]:
-    """``expr`` as a graph computation, and the collections it refers to."""
+    """``expr`` as a graph computation, and the collections it refers to.
+
+    Plain data comes back quoted where the spec could misread it (see the
+    module docstring), so the computation always evaluates to ``expr``.
+    """
     collections: list = []
 
     def unpack(x: Any) -> Any:
@@ -78,11 +95,13 @@ def unpack_collections(expr: Any) -> tuple[Any, list]:
             return (_build_dict, [[unpack(k), unpack(v)] for k, v in x.items()])
         if isinstance(x, slice):
             return (slice, unpack(x.start), unpack(x.stop), unpack(x.step))
+        if typ is str:
+            return (Literal(x),)
         return x
 
     task = unpack(expr)
     if not collections:  # keep plain values plain: no needless rebuilding
-        return expr, []
+        return _quote(expr), []
     return task, collections
 
 
@@ -108,6 +127,10 @@ class Delayed:
     """A lazy value: ``.dask`` (the graph) and ``.key`` (its output)."""
 
     __slots__ = ("_key", "_dask", "_length")
+
+    # numpy defers binary operators to us (``ndarray + Delayed`` is a Delayed,
+    # not an object array of Delayed values)
+    __array_ufunc__ = None
 
     def __init__(self, key: Any, dsk: dict, length: int | None = None):
         self._key = key
@@ -165,7 +188,8 @@ class Delayed:
         return DelayedAttr(self, attr)
 
     def __setattr__(self, attr: str, value: Any) -> None:
-        if attr in Delayed.__slots__:
+        # only the slots themselves (set by __init__, copy and unpickling)
+        if any(attr in getattr(cls, "__slots__", ()) for cls in type(self).__mro__):
             object.__setattr__(self, attr, value)
         else:
             raise TypeError("Delayed objects are immutable")
@@ -213,7 +237,7 @@ class DelayedAttr(Delayed):
     def __init__(self, obj: Delayed, attr: str):
         key = f"getattr-{tokenize(obj.key, attr)}"
         dsk = dict(obj.dask)
-        dsk[key] = (getattr, obj.key, attr)
+        dsk[key] = (operator.attrgetter(attr), obj.key)
         Delayed.__init__(self, key, dsk)
         object.__setattr__(self, "_obj", obj)
         object.__setattr__(self, "_attr", attr)
@@ -235,7 +259,11 @@ def _call(func: Any, args: tuple, kwargs: dict, *, pure: bool, name: str | None,
           nout: int | None) -> Delayed:
     """One task applying ``func`` to ``args``/``kwargs`` (which may hold Delayed)."""
     func_task, func_colls = unpack_collections(func)
-    args_task, arg_colls = unpack_collections(list(args))
+    args_task, arg_colls = [], []
+    for arg in args:
+        arg_task, colls = unpack_collections(arg)
+        args_task.append(arg_task)
+        arg_colls.extend(colls)
     if kwargs:
         kwargs_task, kw_colls = unpack_collections(kwargs)
         task = (_call_with_kwargs, func_task, args_task, kwargs_task)

@@ -17,13 +17,14 @@ Flow through a ``compute()``::
                                                                        │
                         execute_task(computation, {dep_key: value}) ◀──┘ (on a worker)
 
-When is a value a key?  Exactly when it is hashable, has a key's shape (a str
-or a tuple starting with a str) and names a key of the graph being run.
-Anything else is a literal: this is dask's rule, so a graph that dask's own
-``dask.get`` accepts means the same here.  A *tuple* whose first element is a
-str but which is not a key of the graph is therefore a literal; a missing
-dependency can only be detected for values the caller declares as keys
-(see :func:`check_graph`).
+When is a value a key?  Exactly when it is a str or a tuple and names a key
+of the graph being run.  Anything else is a literal, and containers are read
+as dask's own schedulers read them: lists, non-key tuples and sets are looked
+into (so ``(f, ("x", 2))`` passes ``(value_of_x, 2)`` when ``"x"`` is a key,
+and a task nested in them runs), while dicts are literals whose contents are
+never evaluated.  A graph that dask's ``dask.get`` accepts therefore means the
+same here.  A missing dependency can only be detected for values the caller
+declares as keys (see :func:`check_graph`): an argument naming no key is data.
 """
 
 from __future__ import annotations
@@ -80,17 +81,16 @@ def find_keys(computation: Any, dsk: Mapping, out: set | None = None) -> set:
         if typ is tuple:
             if x and callable(x[0]):
                 stack.extend(x[1:])
-                continue
-            if _refers(x, dsk):
+            elif _refers(x, dsk):
                 out.add(x)
-            # any other tuple is a literal, as in dask
-        elif typ is list:
+            else:  # a literal tuple: dask looks inside it
+                stack.extend(x)
+        elif typ is list or typ is set or typ is frozenset:
             stack.extend(x)
-        elif typ is dict:  # dicts are literals in the spec, but values may hold keys
-            stack.extend(x.values())
         elif typ is str:
             if x in dsk:
                 out.add(x)
+        # dicts and everything else are literals
     return out
 
 
@@ -105,11 +105,17 @@ def dependencies_of(dsk: Graph) -> dict:
 
 
 def reverse_dependencies(deps: Mapping) -> dict:
-    """``key -> set of keys that need it`` from a dependencies mapping."""
+    """``key -> set of keys that need it`` from a dependencies mapping.
+
+    Dependencies outside the mapping (keys a scheduler already holds) are
+    ignored.
+    """
     dependents: dict = {k: set() for k in deps}
     for k, ds in deps.items():
         for d in ds:
-            dependents[d].add(k)
+            users = dependents.get(d)
+            if users is not None:
+                users.add(k)
     return dependents
 
 
@@ -130,10 +136,11 @@ def _find_cycle(deps: Mapping, among: Iterable) -> list:
 def toposort(dsk: Graph, dependencies: Mapping | None = None) -> list:
     """Keys ordered so that every key comes after its dependencies.
 
-    Raises :class:`CycleError` naming the keys of a cycle.
+    Raises :class:`CycleError` naming the keys of a cycle.  Dependencies
+    outside the graph count as done.
     """
     deps = dependencies if dependencies is not None else dependencies_of(dsk)
-    waiting = {k: len(ds) for k, ds in deps.items()}
+    waiting = {k: sum(1 for d in ds if d in deps) for k, ds in deps.items()}
     dependents = reverse_dependencies(deps)
     ready = [k for k, n in waiting.items() if n == 0]
     out = []
@@ -175,22 +182,57 @@ def cull(dsk: Graph, keys: Iterable, dependencies: Mapping | None = None) -> tup
     return out, out_deps
 
 
-def _substitute(computation: Any, key: Key, value: Any) -> Any:
+def _substitute(computation: Any, key: Key, value: Any, dsk: Mapping) -> Any:
     """Replace references to ``key`` inside ``computation`` by ``value``."""
     typ = type(computation)
     if typ is tuple:
         if computation and callable(computation[0]):
-            return (computation[0],) + tuple(_substitute(a, key, value) for a in computation[1:])
+            return (computation[0],) + tuple(
+                _substitute(a, key, value, dsk) for a in computation[1:]
+            )
         if computation == key:
             return value
-        return computation
+        if _refers(computation, dsk):  # another key: not a container to look into
+            return computation
+        return tuple(_substitute(a, key, value, dsk) for a in computation)
     if typ is list:
-        return [_substitute(a, key, value) for a in computation]
-    if typ is dict:
-        return {k: _substitute(v, key, value) for k, v in computation.items()}
+        return [_substitute(a, key, value, dsk) for a in computation]
+    if typ is set or typ is frozenset:
+        items = [_substitute(a, key, value, dsk) for a in computation]
+        if all(a is b for a, b in zip(items, computation, strict=True)):
+            return computation
+        return (typ, items)  # a task: the substituted items need not be hashable
     if typ is str and computation == key:
         return value
     return computation
+
+
+def _count_refs(computation: Any, key: Key, dsk: Mapping) -> int:
+    """How many times ``computation`` refers to ``key``."""
+    count = 0
+    stack = [computation]
+    while stack:
+        x = stack.pop()
+        typ = type(x)
+        if typ is tuple:
+            if x and callable(x[0]):
+                stack.extend(x[1:])
+            elif x == key:
+                count += 1
+            elif not _refers(x, dsk):
+                stack.extend(x)
+        elif typ is list or typ is set or typ is frozenset:
+            stack.extend(x)
+        elif typ is str and x == key:
+            count += 1
+    return count
+
+
+#: Longest chain folded into one task.  Fused tasks nest, and evaluating
+#: (or pickling) a nest recurses once per level, so an unbounded chain of
+#: thousands of tasks would exceed Python's recursion limit; 32 tasks per
+#: task already makes scheduling overhead negligible.
+MAX_FUSED_CHAIN = 32
 
 
 def fuse_linear(
@@ -199,15 +241,17 @@ def fuse_linear(
     """Fuse linear chains ``a -> b -> c`` into one task under the last key.
 
     ``a`` is folded into its dependent ``b`` when ``a`` has exactly one
-    dependent, ``b`` has exactly one dependency, and ``a`` is not requested.
-    The fused computation nests ``a``'s task inside ``b``'s, so the result
-    is still a plain spec graph.  Fan-in is never fused: that would trade
-    away parallelism.  Returns ``(graph, dependencies)``.
+    dependent, ``b`` has exactly one dependency and refers to it once, and
+    ``a`` is not requested.  The fused computation nests ``a``'s task inside
+    ``b``'s, so the result is still a plain spec graph; chains longer than
+    :data:`MAX_FUSED_CHAIN` are cut into several tasks.  Fan-in is never
+    fused: that would trade away parallelism.  Returns ``(graph, dependencies)``.
     """
     keep = set(keys)
     deps = {k: set(v) for k, v in (dependencies or dependencies_of(dsk)).items()}
     dependents = reverse_dependencies(deps)
     out = dict(dsk)
+    chain: dict = {}  # key -> number of tasks fused into it
     for a in toposort(dsk, deps):
         users = dependents[a]
         if len(users) != 1 or a in keep:
@@ -215,11 +259,16 @@ def fuse_linear(
         (b,) = users
         if len(deps[b]) != 1 or not is_task(out[a]) or not is_task(out[b]):
             continue
-        out[b] = _substitute(out[b], a, out[a])
+        length = chain.get(a, 1) + chain.get(b, 1)
+        if length > MAX_FUSED_CHAIN or _count_refs(out[b], a, out) != 1:
+            continue
+        out[b] = _substitute(out[b], a, out[a], out)
+        chain[b] = length
         deps[b] = deps[a]
         for d in deps[a]:
-            dependents[d].discard(a)
-            dependents[d].add(b)
+            if d in dependents:  # not a key outside the graph
+                dependents[d].discard(a)
+                dependents[d].add(b)
         del out[a], deps[a], dependents[a]
     return out, deps
 
@@ -239,7 +288,7 @@ def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
     # for a tie-breaker and keeps this linear).
     size: dict = {}
     for k in toposort(dsk, deps):
-        size[k] = 1 + sum(size[d] for d in deps[k]) if deps[k] else 1
+        size[k] = 1 + sum(size.get(d, 0) for d in deps[k])
 
     def sort_key(k: Key) -> tuple:
         return (size[k], str(k))
@@ -258,7 +307,8 @@ def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
                 counter += 1
                 continue
             stack.append((k, True))
-            children = sorted((d for d in deps[k] if d not in priority), key=sort_key, reverse=True)
+            children = sorted((d for d in deps[k] if d not in priority and d in size),
+                              key=sort_key, reverse=True)
             stack.extend((d, False) for d in children)
     return priority
 
@@ -272,11 +322,11 @@ def execute_task(computation: Any, data: Mapping) -> Any:
             return func(*[execute_task(a, data) for a in computation[1:]])
         if _refers(computation, data):
             return data[computation]
-        return computation
+        return tuple([execute_task(a, data) for a in computation])
     if typ is list:
         return [execute_task(a, data) for a in computation]
-    if typ is dict:
-        return {k: execute_task(v, data) for k, v in computation.items()}
+    if typ is set or typ is frozenset:
+        return typ([execute_task(a, data) for a in computation])
     if typ is str and computation in data:
         return data[computation]
     return computation

@@ -49,7 +49,9 @@ def _normalize_array(x: np.ndarray) -> Any:
         return ("ndarray-object", x.shape, normalize(x.tolist()))
     data = np.ascontiguousarray(x)
     digest = hashlib.blake2b(data.view(np.uint8).reshape(-1).data, digest_size=20).hexdigest()
-    return ("ndarray", x.dtype.str, x.shape, digest)
+    # dtype.str alone is "|V8" for every 8-byte structured dtype; descr names the fields
+    dtype = x.dtype.descr if x.dtype.fields else x.dtype.str
+    return ("ndarray", dtype, x.shape, digest)
 
 
 def normalize(x: Any) -> Any:
@@ -62,7 +64,7 @@ def normalize(x: Any) -> Any:
     if typ is dict:
         return ("dict", tuple(sorted((repr(k), normalize(v)) for k, v in x.items())))
     if typ in (set, frozenset):
-        return ("set", tuple(sorted(repr(normalize(i)) for i in x)))
+        return (typ.__name__, tuple(sorted(repr(normalize(i)) for i in x)))
     if isinstance(x, np.ndarray):
         return _normalize_array(x)
     if isinstance(x, np.generic):

@@ -114,11 +114,13 @@ class SchedulerState:
         tasks = self.tasks
         new = []
         for key, computation in dsk.items():
-            ts = tasks.get(key)
-            if ts is not None and ts.state != "erred":
+            old = tasks.get(key)
+            if old is not None and old.state != "erred":
                 continue
             prio = (gen, priorities[key] if priorities else 0)
             ts = TaskState(key, computation, prio)
+            if old is not None:  # an erred key is retried; its clients still hold it
+                ts.who_wants = old.who_wants
             tasks[key] = ts
             new.append(ts)
         for ts in new:
@@ -133,19 +135,20 @@ class SchedulerState:
                     ts.waiting_on += 1
             if ts.waiting_on == 0:
                 self._make_ready(ts)
-        # A new task waiting on an erred one errs too.
+        wanted = list(wanted)
+        for key in wanted:
+            ts = tasks.get(key)
+            if ts is None:
+                raise KeyError(f"wanted key {key!r} is neither in the graph nor known")
+            ts.who_wants += 1
+            ts.release_when_done = False
+        # A new task waiting on an erred one errs too (after counting the
+        # clients above, so that wanted ones keep their exception).
         for ts in new:
             failed = next((d for d in ts.dependencies if d.state == "erred"), None)
             if failed is not None and ts.state == "waiting":
                 self._err_tree(ts, failed.exception)
-        done = []
-        for key in wanted:
-            ts = tasks[key]
-            ts.who_wants += 1
-            ts.release_when_done = False
-            if ts.state in ("memory", "erred"):
-                done.append(key)
-        return done
+        return [key for key in wanted if tasks[key].state in ("memory", "erred")]
 
     def add_data(self, keys: Iterable) -> None:
         """Keys whose data the client put in the store (scatter): wanted, in memory."""
@@ -205,29 +208,37 @@ class SchedulerState:
         return self._err_tree(ts, exception)
 
     def _err_tree(self, root: TaskState, exception: BaseException) -> tuple[list, list]:
-        erred: list = []
+        erred: list[TaskState] = []
         released: list = []
         stack = [root]
         while stack:
             ts = stack.pop()
-            if ts.state == "erred":
+            # skip tasks erred already, and ones cancelled during this walk
+            # (their dependencies were let go of then)
+            if ts.state not in ("waiting", "ready", "processing"):
                 continue
             ts.state = "erred"
             ts.exception = exception
-            erred.append(ts.key)
+            erred.append(ts)
             for dep in ts.dependencies:
+                # may forget an erred task met earlier in this walk: fine, it is
+                # still reported below
                 dep.waiters -= 1
                 self._maybe_release(dep, released)
             stack.extend(d for d in ts.dependents if d.state in ("waiting", "ready"))
-        for key in erred:
-            ts = self.tasks[key]
-            if ts.who_wants == 0:
+        for ts in erred:
+            if ts.who_wants == 0 and ts.state == "erred":
                 self._forget(ts)
-        return erred, released
+        return [ts.key for ts in erred], released
 
-    def worker_lost(self, keys: Iterable, reason: str = "") -> tuple[list, list]:
+    def worker_lost(self, keys: Iterable, reason: str = "",
+                    released: list | None = None) -> tuple[list, list]:
         """These tasks were processing on a worker that died.  Returns
-        ``(rescheduled_keys, killed_keys)``; killed ones are now erred."""
+        ``(rescheduled_keys, killed_keys)``; killed ones are now erred.
+
+        Killing a task lets go of its inputs: keys whose data may now be freed
+        are appended to ``released`` (pass a list, then free them).
+        """
         rescheduled, killed = [], []
         for key in keys:
             ts = self.tasks.get(key)
@@ -235,7 +246,10 @@ class SchedulerState:
                 continue
             ts.deaths += 1
             if ts.deaths >= self.max_worker_deaths:
-                killed.extend(self._err_tree(ts, KilledWorker(key, ts.deaths, reason))[0])
+                erred, freed = self._err_tree(ts, KilledWorker(key, ts.deaths, reason))
+                killed.extend(erred)
+                if released is not None:
+                    released.extend(freed)
             else:
                 self._make_ready(ts)
                 rescheduled.append(key)
@@ -284,7 +298,8 @@ class SchedulerState:
         # Links from other tasks stay: every walk over them checks ``state``,
         # and unlinking would cost O(dependents) per task.
         ts.state = "released"
-        self.tasks.pop(ts.key, None)
+        if self.tasks.get(ts.key) is ts:  # not a newer task under the same key
+            del self.tasks[ts.key]
 
     # -- queries -------------------------------------------------------------
 

@@ -1,0 +1,37 @@
+"""Shared fixtures: configuration reset, and no shared memory left behind."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import shmdask
+
+
+@pytest.fixture(autouse=True)
+def _fresh_config():
+    yield
+    shmdask.config.refresh()
+
+
+def _shm_segments() -> list[str]:
+    try:
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith("shmdask"))
+    except FileNotFoundError:  # not Linux
+        return []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_shared_memory_left():
+    """After every test module, /dev/shm holds no shmdask segment."""
+    before = set(_shm_segments())
+    yield
+    import gc
+    import time
+
+    gc.collect()
+    deadline = time.time() + 5
+    while (left := set(_shm_segments()) - before) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not left, f"shared-memory segments left behind: {sorted(left)[:10]}"
