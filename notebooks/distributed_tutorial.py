@@ -178,6 +178,10 @@ def run(scale: float, out_dir: str) -> dict[str, Any]:
     section("A cluster of worker processes")
     with timed("start or find the cluster"):
         client, cluster = connect()
+    if cluster is None:
+        print("  using the default Client that is already open (shmdask run)")
+    else:
+        print("  started a LocalCluster and a Client on it")
     info = client.scheduler_info()
     print(f"  {client!r}")
     print(f"  scheduler {info.get('address')}: {len(info.get('workers', {}))} workers")

@@ -134,6 +134,7 @@ def test_script_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "SHMDASK_TUTORIAL_SCALE=0.01" in out
+    assert "started a LocalCluster" in out
     assert f"total = {TOTAL}" in out
     assert f"tree sum = [{TOTAL}]" in out
     assert "z: shape (100,)" in out
@@ -167,3 +168,23 @@ def test_scale_is_read_and_checked(monkeypatch):
     assert tutorial.array_shape(0.01) == ((100, 20_000, 10), (100, 1_000, 5))
     assert tutorial.chunk_sizes(1) == (10_000_000, [1_000, 1_000_000, 10_000_000])
     assert tutorial.chunk_sizes(0.01) == (100_000, [1_000, 10_000, 100_000])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+def test_script_under_shmdask_run_uses_its_client(tmp_path):
+    pytest.importorskip("shmdask.cli")
+    out_dir = tmp_path / "pictures"
+    proc = subprocess.run(
+        [sys.executable, "-m", "shmdask", "run", "--no-report", str(SCRIPT),
+         "--out", str(out_dir)],
+        env=_environment(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "using the default Client that is already open" in proc.stdout
+    assert f"tree sum = [{TOTAL}]" in proc.stdout
+    assert (out_dir / "task-stream-array.png").exists()
