@@ -1,4 +1,5 @@
-"""The tutorial runs end to end: the notebook in a Jupyter kernel, the script in a subprocess.
+"""The tutorial runs end to end: the notebook in a Jupyter kernel, the script in a
+subprocess, plainly and under ``shmdask run`` (where it must use the run's Client).
 
 In: ``notebooks/distributed-tutorial.ipynb`` and ``notebooks/distributed_tutorial.py``
 of this checkout, run at ``SHMDASK_TUTORIAL_SCALE=0.01`` (sleeps of 20 ms, arrays
@@ -6,7 +7,7 @@ a hundredth of the tutorial's first axis). Out: pass when every cell runs withou
 error and the results the tutorial computes are the right numbers, with the
 pictures it promises (graphs, task streams, the array's HTML table) present.
 
-Both run this checkout's shmdask: the kernel and the subprocess get the repository
+All run this checkout's shmdask: the kernel and the subprocess get the repository
 root first on PYTHONPATH.
 """
 
