@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import shmdask.visualize  # noqa: F401 - first, so the function below keeps the name
 from shmdask import config
 from shmdask.base import compute, get, persist, visualize
 from shmdask.delayed import Delayed, delayed

@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from shmdask import config
-from shmdask.graph import check_graph, cull, dependencies_of, flatten, fuse_linear, order
+from shmdask.graph import (
+    check_keys,
+    cull,
+    dependencies_of,
+    flatten,
+    fuse_linear,
+    order,
+    toposort,
+)
 
 
 class Literal:
@@ -123,11 +131,13 @@ def _resolve_futures(dsk: Mapping, dependencies: Mapping) -> tuple[Mapping, Mapp
 
 def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True) -> tuple[dict, dict, dict]:
     """Check, cull, fuse and order a graph for ``keys`` (a flat list)."""
-    check_graph(dsk, keys)
+    check_keys(dsk, keys)
     dsk, deps = cull(dsk, keys)
+    topo = toposort(dsk, deps)  # one pass finds cycles and serves the rest
     if optimize:
-        dsk, deps = fuse_linear(dsk, keys, deps)
-    return dsk, deps, order(dsk, deps)
+        dsk, deps = fuse_linear(dsk, keys, deps, topo)
+        topo = [k for k in topo if k in dsk]
+    return dsk, deps, order(dsk, deps, topo)
 
 
 def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict, list]:
@@ -159,9 +169,9 @@ def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]
     return results, keys
 
 
-def _pack(ks: Any, results: dict) -> Any:
+def _pack(ks: Any, results: dict, container: type = list) -> Any:
     if type(ks) is list:
-        return [_pack(k, results) for k in ks]
+        return container(_pack(k, results, container) for k in ks)
     return results[ks]
 
 
@@ -245,7 +255,8 @@ def get(dsk: Mapping, keys: Any, scheduler: Any = None, optimize_graph: bool = T
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
     prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
     results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)
-    return _pack(keys, results) if type(keys) is list else results[keys]
+    # Like dask.get: lists of keys give tuples of values.
+    return _pack(keys, results, tuple) if type(keys) is list else results[keys]
 
 
 def visualize(*args: Any, filename: str | None = None, rankdir: str = "TB",

@@ -36,6 +36,7 @@ from typing import Any
 
 from shmdask import base, config
 from shmdask.delayed import _call, _funcname, unpack_collections
+from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 from shmdask.graph import flatten
 from shmdask.tokenize import tokenize
 
@@ -167,10 +168,11 @@ class LocalConnection:
     def scheduler_info(self) -> dict:
         return self.cluster.scheduler_info()
 
-    def records_since(self, index: int) -> tuple[list, int]:
-        records = self.engine.records
-        end = len(records)
-        return records[index:end], end
+    def task_stream(self) -> TaskStream:
+        return self.engine.task_stream
+
+    def tasks_done(self) -> int:
+        return self.engine.tasks_done
 
     def restart(self) -> None:
         self.cluster.restart()
@@ -219,7 +221,12 @@ class Client:
                 f"Client() takes a cluster, an address like '127.0.0.1:8786' or nothing, "
                 f"not {type(address).__name__}"
             )
-        self._records_index = 0
+        if report_dir is None and self.cluster is not None:
+            report_dir = getattr(self.cluster, "report_dir", None)
+        self.report_dir = report_dir
+        self._reports = 0
+        stream = self.connection.task_stream()
+        self._plot_from = (stream.position, stream.memory_position)
         self._previous_default: Any = None
         self._default_set = None
         if set_as_default:
@@ -354,13 +361,68 @@ class Client:
         """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
         self._check_alive()
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
+        stream = self.connection.task_stream()
+        first = (stream.position, stream.memory_position)
         futures, new = self._new_futures(keys)
         self.connection.submit(dsk, dependencies, new, priorities, self._listener)
         try:
+            self._wait_with_progress(futures, len(dsk))
             values = self.gather(futures)
         finally:
             del futures  # releases the keys on the cluster
+            if self.report_dir is not None:
+                self._write_report(stream, first)
         return dict(zip(keys, values, strict=True))
+
+    def _wait_with_progress(self, futures: list[Future], total: int) -> None:
+        """Wait for futures, with a progress bar for runs longer than a second."""
+        from shmdask.diagnostics.progress import make_progress_bar
+
+        bar = make_progress_bar()
+        done_at_start = self.connection.tasks_done()
+        bar.start(total)
+        failed = True
+        try:
+            for f in futures:
+                while not f._status.event.wait(0.1):
+                    self._check_alive()
+                    bar.update(min(total, self.connection.tasks_done() - done_at_start))
+            failed = any(f._status.status != "finished" for f in futures)
+            if not failed:
+                bar.update(total)
+        finally:
+            bar.finish(failed=failed)
+
+    def _write_report(self, stream: TaskStream, first: tuple[int, int]) -> None:
+        """One Gantt picture per compute into ``report_dir``."""
+        import os
+
+        from shmdask.diagnostics.gantt import plot_task_stream
+
+        records = stream.records_since(first[0])
+        if not records:
+            return
+        os.makedirs(self.report_dir, exist_ok=True)
+        self._reports += 1
+        name = f"compute-{time.strftime('%Y%m%d-%H%M%S')}-{self._reports:03d}.png"
+        plot_task_stream(records, stream.memory_since(first[1]),
+                         filename=os.path.join(self.report_dir, name))
+
+    def get_task_stream(self, plot: bool = False, filename: str | None = None
+                        ) -> TaskStreamContext:
+        """``with client.get_task_stream() as ts: ...``: ``ts.data`` holds the
+        records of the tasks run inside the block; ``ts.plot()`` draws them."""
+        return TaskStreamContext(self.connection.task_stream, plot=plot, filename=filename)
+
+    def plot_task_stream(self, filename: str | None = None) -> Any:
+        """Draw every task since the client started, or since the last call."""
+        from shmdask.diagnostics.gantt import plot_task_stream
+
+        stream = self.connection.task_stream()
+        records = stream.records_since(self._plot_from[0])
+        memory = stream.memory_since(self._plot_from[1])
+        self._plot_from = (stream.position, stream.memory_position)
+        return plot_task_stream(records, memory, filename=filename)
 
     def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
         return base.get(dsk, keys, scheduler=self, **kwargs)
@@ -440,9 +502,6 @@ class Client:
 
     def scheduler_info(self) -> dict:
         return self.connection.scheduler_info()
-
-    def _records_since(self, index: int) -> tuple[list, int]:
-        return self.connection.records_since(index)
 
     def nthreads(self) -> dict:
         return {w: info["nthreads"] for w, info in self.scheduler_info()["workers"].items()}

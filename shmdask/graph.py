@@ -156,13 +156,18 @@ def toposort(dsk: Graph, dependencies: Mapping | None = None) -> list:
     return out
 
 
-def check_graph(dsk: Graph, keys: Iterable) -> None:
-    """Raise a clear error for requested keys the graph lacks, or a cycle."""
+def check_keys(dsk: Graph, keys: Iterable) -> None:
+    """Raise a clear KeyError for requested keys the graph lacks."""
     missing = [k for k in keys if not _refers(k, dsk)]
     if missing:
         shown = ", ".join(map(repr, missing[:5]))
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise KeyError(f"requested key(s) not in the task graph: {shown}{more}")
+
+
+def check_graph(dsk: Graph, keys: Iterable) -> None:
+    """Raise a clear error for requested keys the graph lacks, or a cycle."""
+    check_keys(dsk, keys)
     toposort(dsk)
 
 
@@ -236,7 +241,8 @@ MAX_FUSED_CHAIN = 32
 
 
 def fuse_linear(
-    dsk: Graph, keys: Iterable = (), dependencies: Mapping | None = None
+    dsk: Graph, keys: Iterable = (), dependencies: Mapping | None = None,
+    topo: list | None = None,
 ) -> tuple[dict, dict]:
     """Fuse linear chains ``a -> b -> c`` into one task under the last key.
 
@@ -246,13 +252,14 @@ def fuse_linear(
     ``b``'s, so the result is still a plain spec graph; chains longer than
     :data:`MAX_FUSED_CHAIN` are cut into several tasks.  Fan-in is never
     fused: that would trade away parallelism.  Returns ``(graph, dependencies)``.
+    ``topo`` may pass a topological order already computed.
     """
     keep = set(keys)
     deps = {k: set(v) for k, v in (dependencies or dependencies_of(dsk)).items()}
     dependents = reverse_dependencies(deps)
     out = dict(dsk)
     chain: dict = {}  # key -> number of tasks fused into it
-    for a in toposort(dsk, deps):
+    for a in topo if topo is not None else toposort(dsk, deps):
         users = dependents[a]
         if len(users) != 1 or a in keep:
             continue
@@ -273,7 +280,7 @@ def fuse_linear(
     return out, deps
 
 
-def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
+def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = None) -> dict:
     """A priority per key (lower runs first) that finishes chains before new ones.
 
     Depth-first from the outputs: each output's dependencies are visited
@@ -287,7 +294,7 @@ def order(dsk: Graph, dependencies: Mapping | None = None) -> dict:
     # Size of each key's subtree (counting shared parts once per path is fine
     # for a tie-breaker and keeps this linear).
     size: dict = {}
-    for k in toposort(dsk, deps):
+    for k in topo if topo is not None else toposort(dsk, deps):
         size[k] = 1 + sum(size.get(d, 0) for d in deps[k])
 
     def sort_key(k: Key) -> tuple:

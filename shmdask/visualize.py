@@ -6,8 +6,9 @@ it shows inline -- optionally written to a png/svg/pdf file.
 
 What is drawn: every task key becomes a circle labelled with its function's name
 and a box (its output data) labelled with the shortened key; edges run task ->
-data -> dependent task. A key whose computation is a literal is a box alone, a
-key that merely names another key is an edge from box to box.
+data -> dependent task. A key whose computation is a literal (or a persisted
+value, ``(Literal(v),)``) is a box alone, a key that merely names another key is
+an edge from box to box.
 
 How it is laid out (``layout_graph``, pure and tested alone): nodes are put in
 layers by dependency depth (the longest path from any source; inputs sit just
@@ -31,8 +32,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
-import types
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -58,10 +57,10 @@ def _callable_name(func: Any) -> str:
 
 def task_label(key: Hashable, task: tuple) -> str:
     """The name drawn in a task's circle: its function's name; for private helpers
-    that only wrap the real call (``_call_with_kwargs``, ``apply``, ``_build``...),
-    the group name of the key, which says more."""
+    that only wrap the real call (``_call_with_kwargs``, ``apply``, ``_build``...)
+    and for lambdas, the group name of the key, which says more."""
     name = _callable_name(task[0])
-    if name.startswith("_") or name == "apply":
+    if name.startswith("_") or name in ("apply", "lambda"):
         return key_split(key)
     return name
 
@@ -119,7 +118,7 @@ def graph_structure(dsk: Mapping) -> tuple[list[Node], list[tuple[Node, Node]], 
     for key, comp in dsk.items():
         data = ("data", key)
         deps = find_keys(comp, dsk)
-        if is_task(comp):
+        if is_task(comp) and not _is_wrapped_value(comp):
             task = ("task", key)
             nodes.append(task)
             labels[task] = task_label(key, comp)
@@ -136,6 +135,14 @@ def graph_structure(dsk: Mapping) -> tuple[list[Node], list[tuple[Node, Node]], 
         nodes.append(data)
         labels[data] = label_data(key)
     return nodes, edges, labels
+
+
+def _is_wrapped_value(task: tuple) -> bool:
+    """``(Literal(value),)``: how persisted results and wrapped values sit in a
+    graph. It is data, not work, so it is drawn as a box alone."""
+    from shmdask.base import Literal
+
+    return len(task) == 1 and isinstance(task[0], Literal)
 
 
 def _is_alias(comp: Any, dsk: Mapping) -> bool:
@@ -335,10 +342,17 @@ def _clamp(x: float, lo: float, hi: float) -> float:
     return max(lo, min(hi, x))
 
 
-def _fit_label(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    return text[: max(max_chars - 1, 1)] + "…"
+def _fit_label(text: str, room_pt: float, font: float, smallest: float) -> tuple[str, float]:
+    """(text, font size) that fits ``room_pt`` points, DejaVu Sans averaging about
+    0.6 em per character: shrink the font as far as ``smallest``, then cut."""
+    em = 0.6
+    if not text:
+        return text, font
+    size = min(font, room_pt / (em * len(text)))
+    if size >= smallest:
+        return text, size
+    chars = max(int(room_pt / (em * smallest)), 2)
+    return text[: chars - 1] + "…", smallest
 
 
 def visualize_graph(
@@ -482,16 +496,17 @@ def _draw(nodes, edges, routes, labels, positions, n_layers, width, rankdir, dpi
         ax.scatter(pts[:, 0], pts[:, 1], s=(box_w * 72) ** 2, c="white", marker=box,
                    edgecolors="#333333", linewidths=0.6, zorder=2, label="data")  # fmt: skip
 
-    # labels, sized to fit; skipped when they would be unreadable
+    # labels: a long label first gets a smaller font (down to ~2/3 of the normal
+    # one), then is cut with an ellipsis; all are skipped when unreadably small
     font = min(9.0, box_h * 72 * 0.55, circle_d * 72 * 0.4)
     if font >= 3.5:
-        box_chars = max(int(box_w * 72 / (0.6 * font)), 3)
-        task_chars = max(int(circle_d * 72 / (0.58 * font)), 3)
+        room = {"task": 0.85 * circle_d * 72, "data": 0.9 * box_w * 72}  # points
+        smallest = max(font * 0.65, 3.5)
         for n in nodes:
             x, y = xy[n]
-            limit = task_chars if n[0] == "task" else box_chars
-            ax.text(x, y, _fit_label(labels[n], limit), ha="center", va="center",
-                    fontsize=font, zorder=3, clip_on=True)  # fmt: skip
+            text, size = _fit_label(labels[n], room[n[0]], font, smallest)
+            ax.text(x, y, text, ha="center", va="center", fontsize=size, zorder=3,
+                    clip_on=True)  # fmt: skip
     fig.shmdask_layout = {"rankdir": rankdir, "layers": n_layers, "width": width}
     return fig
 
@@ -511,19 +526,3 @@ def visualize(*graphs_or_collections: Any, filename: str | os.PathLike | None = 
 
 
 __all__ = ["graph_structure", "layout_graph", "visualize", "visualize_graph"]
-
-
-class _CallableModule(types.ModuleType):
-    """This module shares its name with the public function ``shmdask.visualize``.
-    Importing ``shmdask.visualize`` (the module) rebinds the package attribute to
-    the module, which would turn ``shmdask.visualize(x)`` into "module is not
-    callable" after the first drawing. Calling the module therefore does what the
-    function does."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from shmdask.base import visualize as visualize_collections
-
-        return visualize_collections(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

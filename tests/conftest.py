@@ -16,8 +16,11 @@ def _fresh_config():
 
 
 def _shm_segments() -> list[str]:
+    """Segments of clusters made by this process (cluster ids start with our pid,
+    so other test runs on the same machine do not count)."""
+    mine = f"shmdask-{os.getpid()}p"
     try:
-        return sorted(n for n in os.listdir("/dev/shm") if n.startswith("shmdask"))
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith(mine))
     except FileNotFoundError:  # not Linux
         return []
 

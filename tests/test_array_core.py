@@ -12,6 +12,10 @@ import shmdask
 import shmdask.array as da
 from shmdask.graph import execute_task, key_split, toposort
 
+HAVE_PROCESSES = importlib.util.find_spec("shmdask.cluster.local_cluster") is not None
+SCHEDULERS = ["sync", "threads", pytest.param("processes", marks=pytest.mark.skipif(
+    not HAVE_PROCESSES, reason="shmdask.cluster not available"))]
+
 # --------------------------------------------------------------------------- chunk specs
 
 @pytest.mark.parametrize("spec, shape, expected", [
@@ -328,6 +332,8 @@ def test_random_same_seed_same_numbers_on_every_scheduler(make):
     a = make().compute(scheduler="sync")
     b = make().compute(scheduler="threads")
     np.testing.assert_array_equal(a, b)
+    if HAVE_PROCESSES:
+        np.testing.assert_array_equal(a, make().compute(scheduler="processes"))
     blocks = [a[i:i + 10, j:j + 15] for i in range(0, 50, 10) for j in range(0, 30, 15)]
     assert all(not np.array_equal(blocks[0], b) for b in blocks[1:])
 
@@ -467,6 +473,11 @@ def test_map_blocks_and_blockwise():
     assert twice.shape == (8, 6)
     np.testing.assert_array_equal(twice.compute(), np.repeat(a.reshape(2, 2, 6), 2,
                                                              axis=1).reshape(8, 6))
+    lits = x.map_blocks(lambda b, s, t: np.full(b.shape, len(s) + t[1]), "abc", ("k", 1),
+                        dtype=int)
+    np.testing.assert_array_equal(lits.compute(), np.full(a.shape, 4))
+    np.testing.assert_array_equal(da.where(x > 10, "big", "small").compute(),
+                                  np.where(a > 10, "big", "small"))
     out = da.blockwise(lambda p, q: p + q.T, "ij", x, "ij", x.T, "ji", dtype=float)
     np.testing.assert_array_equal(out.compute(), a + a)
     contracted = da.blockwise(lambda p: np.sum(p, axis=1, keepdims=True)[:, :1], "i", x, "ij",
@@ -535,7 +546,8 @@ def test_arrays_on_a_client_compute_and_persist():
     client_mod = pytest.importorskip("shmdask.client")
     if not hasattr(local, "ThreadCluster"):
         pytest.skip("no in-process cluster")
-    client = client_mod.Client(local.ThreadCluster(n_workers=2), set_as_default=False)
+    cluster = local.ThreadCluster(n_workers=2)
+    client = client_mod.Client(cluster, set_as_default=False)
     try:
         x = da.random.RandomState(3).random((60, 50), chunks=(25, 20))
         want = x.compute(scheduler="sync")
@@ -546,6 +558,7 @@ def test_arrays_on_a_client_compute_and_persist():
         np.testing.assert_allclose(client.compute(x.mean()).result(), want.mean())
     finally:
         client.close()
+        cluster.close()
 
 
 def test_only_needed_blocks_are_computed():
@@ -589,3 +602,92 @@ def test_small_routines_match_numpy():
     ]:
         assert isinstance(got, da.Array)
         np.testing.assert_array_equal(got.compute(), want)
+
+
+_DRAWS = []
+
+
+def _counting_draw(*args, **kwargs):
+    from shmdask.array import random as random_module
+    _DRAWS.append(args[-1][0])
+    return random_module._real_draw(*args, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])  # counts need this process
+def test_each_random_block_is_drawn_once(monkeypatch, scheduler):
+    from shmdask.array import random as random_module
+    monkeypatch.setattr(random_module, "_real_draw", random_module._draw, raising=False)
+    monkeypatch.setattr(random_module, "_draw", _counting_draw)
+    _DRAWS.clear()
+    x = da.random.random((40, 40), chunks=10)
+    (x + x.T).sum(axis=0).compute(scheduler=scheduler)
+    assert sorted(_DRAWS) == list(range(16))  # diagonal blocks are read twice, drawn once
+    _DRAWS.clear()
+    y = da.random.random((40, 20), chunks=(10, 20))
+    (y @ y.T).compute(scheduler=scheduler)
+    assert sorted(_DRAWS) == list(range(4))
+
+
+def test_long_elementwise_chains_evaluate():
+    x = da.ones((10, 10), chunks=5)
+    for _ in range(1000):
+        x = x + 1
+    assert x.sum().compute() == 100 * 1001
+
+
+def test_blocks_and_array_equal():
+    a = np.arange(42.0).reshape(6, 7)
+    x = da.from_array(a, chunks=(2, 3))
+    np.testing.assert_array_equal(x.blocks[1].compute(), a[2:4])
+    np.testing.assert_array_equal(x.blocks[:, ::2].compute(), a[:, [0, 1, 2, 6]])
+    np.testing.assert_array_equal(x.blocks[-1, [0, 2]].compute(), a[4:, [0, 1, 2, 6]])
+    assert x.blocks.shape == (3, 3)
+    with pytest.raises(IndexError, match="out of range"):
+        x.blocks[3]
+    assert bool(np.array_equal(x, a))
+    assert not bool(np.array_equal(x, a + 1))
+    assert np.array_equal(x, a[:2]) is False
+    with pytest.raises(NotImplementedError, match="numpy.linalg.norm"):
+        np.linalg.norm(x)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_seed_tutorial_expressions_on_every_scheduler(scheduler):
+    x = da.random.RandomState(11).random((40, 60, 10), chunks=(10, 10, 5))
+    y = da.random.RandomState(12).random((40, 60, 10), chunks=(10, 10, 5))
+    z = (da.arcsin(x) + da.arccos(y)).sum(axis=(1, 2))
+    xv, yv = x.compute(scheduler="sync"), y.compute(scheduler="sync")
+    np.testing.assert_allclose(z.compute(scheduler=scheduler),
+                               (np.arcsin(xv) + np.arccos(yv)).sum(axis=(1, 2)))
+    r = da.random.RandomState(13).random(100_000, chunks=1000)
+    np.testing.assert_allclose(r.sum().compute(scheduler=scheduler),
+                               r.compute(scheduler="sync").sum())
+    w, wv = x[:, :40, 0], xv[:, :40, 0]
+    np.testing.assert_allclose((w + w.T).mean(axis=0).compute(scheduler=scheduler),
+                               (wv + wv.T).mean(axis=0))
+
+
+@pytest.mark.skipif(not HAVE_PROCESSES, reason="shmdask.cluster not available")
+def test_arrays_on_a_local_cluster_client():
+    from shmdask.client import Client
+    with Client(n_workers=2, set_as_default=False) as client:
+        x = da.random.RandomState(5).normal(size=(300, 200), chunks=(100, 50))
+        want = x.compute(scheduler="sync")
+        y = (x @ x.T).persist(scheduler=client)
+        np.testing.assert_allclose(y.compute(scheduler=client), want @ want.T)
+        np.testing.assert_allclose(client.compute(y.sum(axis=0)).result(),
+                                   (want @ want.T).sum(axis=0))
+        got = (y[::7, ::3] + 1).std(axis=1).compute(scheduler=client)
+        np.testing.assert_allclose(got, ((want @ want.T)[::7, ::3] + 1).std(axis=1))
+
+
+def test_to_hdf5_roundtrip(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    x = da.arange(20, chunks=6).reshape(4, 5)
+    fn = str(tmp_path / "out.hdf5")
+    x.to_hdf5(fn, "/x")
+    da.to_hdf5(fn, {"/y": x * 2})
+    with h5py.File(fn, "r") as f:
+        np.testing.assert_array_equal(f["/x"][:], np.arange(20).reshape(4, 5))
+        back = da.from_array(f["/y"], chunks=2)
+        np.testing.assert_array_equal(back.sum().compute(scheduler="threads"), 2 * 190)

@@ -257,3 +257,40 @@ def test_concatenate_and_stack_match_numpy(scheduler, data, n):
     close(da.concatenate([x] * n, axis=axis).compute(scheduler=scheduler),
           np.concatenate([a] * n, axis=axis))
     close(da.stack([x, x + 1], axis=0).compute(scheduler=scheduler), np.stack([a, a + 1]))
+
+
+@st.composite
+def broadcastable_pair(draw):
+    shape = draw(st.lists(st.integers(1, 7), min_size=1, max_size=3))
+    other = [n if draw(st.booleans()) else 1 for n in shape]
+    other = other[draw(st.integers(0, len(other) - 1)):]  # maybe fewer leading axes
+    return tuple(shape), tuple(other)
+
+
+def _random_chunks(draw, shape):
+    out = []
+    for n in shape:
+        blocks, left = [], n
+        while left:
+            b = draw(st.integers(1, left))
+            blocks.append(b)
+            left -= b
+        out.append(tuple(blocks))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@FEW
+@given(data=st.data())
+def test_broadcasting_between_differently_chunked_arrays(scheduler, data):
+    shape_a, shape_b = data.draw(broadcastable_pair())
+    if data.draw(st.booleans()):
+        shape_a, shape_b = shape_b, shape_a
+    a = np.arange(np.prod(shape_a), dtype=float).reshape(shape_a)
+    b = np.arange(np.prod(shape_b), dtype=float).reshape(shape_b) * 10
+    x = da.from_array(a, chunks=_random_chunks(data.draw, shape_a))
+    y = da.from_array(b, chunks=_random_chunks(data.draw, shape_b))
+    want = a * 2 - b
+    close((x * 2 - y).compute(scheduler=scheduler), want)
+    close((x * 2 - b).compute(scheduler=scheduler), want)
+    close((a * 2 - y).compute(scheduler=scheduler), want)

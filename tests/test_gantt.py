@@ -247,6 +247,15 @@ def test_memory_panel_and_tasks_done_curve():
     assert np.all(np.diff(done.get_ydata()) >= 0)
 
 
+def test_many_workers_share_one_rss_legend_entry():
+    recs = [record(f"a{w}", "inc", f"worker-{w}/0", 0.0, 1.0) for w in range(10)]
+    mem = memory_samples(0.0, 1.0, workers=[f"worker-{w}" for w in range(10)])
+    fig = plot_task_stream(recs, mem)
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend == ["shared memory", "RSS of 10 workers", "tasks done"]
+    assert len([ln for ln in fig.axes[1].get_lines() if ln.get_label().startswith("RSS")]) == 10
+
+
 def test_plot_without_memory_and_empty_stream(tmp_path):
     fig = plot_task_stream(synthetic_run(5), None)
     assert len(fig.axes) == 3

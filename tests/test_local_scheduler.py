@@ -50,7 +50,10 @@ def counted_identity(x):
 
 
 def shmdask_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("shmdask-")]
+    """Threads of the local backends (a cluster another test module left for
+    ``scheduler="processes"`` lives until exit and has its own names)."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith(("shmdask-thread-", "shmdask-progress", "shmdask-sync"))]
 
 
 def wait_for_no_shmdask_threads(timeout=2.0):
@@ -127,7 +130,7 @@ def test_get_with_nested_key_lists(scheduler):
     dsk = {("x", 0): 1, ("x", 1): (inc, ("x", 0)), "y": (add, ("x", 0), ("x", 1))}
     assert shmdask.get(dsk, "y", scheduler=scheduler) == 3
     out = shmdask.get(dsk, [[("x", 0), ("x", 1)], ["y"], "y"], scheduler=scheduler)
-    assert out == [[1, 2], [3], 3]
+    assert out == ((1, 2), (3,), 3)  # nested tuples, like dask.get
 
 
 def test_get_rejects_non_mappings():
@@ -141,7 +144,7 @@ def test_ten_thousand_noop_tasks_on_threads():
     assert total.compute(scheduler="threads") == sum(range(1, 10_001))
     dsk = {("n", i): (inc, i) for i in range(10_000)}
     out = shmdask.get(dsk, [("n", i) for i in range(10_000)], scheduler="threads")
-    assert out == list(range(1, 10_001))
+    assert out == tuple(range(1, 10_001))
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -223,10 +226,6 @@ def test_no_further_tasks_start_after_an_error_threads():
     assert wait_for_no_shmdask_threads() == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync backend keeps starting tasks after a failure: local.run_batch continues "
-    "with the rest of its batch after a task raises, and Engine._step dispatches "
-    "another batch before run_until re-checks done()"))
 def test_no_further_tasks_start_after_an_error_sync():
     log = StartLog()
     with pytest.raises(RuntimeError, match="early failure"):
@@ -278,9 +277,6 @@ def test_ctrl_c_on_threads_returns_promptly_and_stops_workers():
     assert delayed(inc)(1).compute(scheduler="threads") == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync backend: local.run_batch catches the KeyboardInterrupt raised in the "
-    "caller's thread as a task error and runs the rest of the batch before re-raising"))
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="SIGINT is delivered to the main thread")
 def test_ctrl_c_on_sync_returns_promptly():
@@ -313,10 +309,6 @@ def test_ctrl_c_on_sync_interrupts_the_running_task():
 # -- batching across threads ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine batching: with no duration estimate yet, Engine._dispatch gives the first "
-    "worker a batch of up to 4 ready tasks, so 2 ready tasks both go to one thread "
-    "while the other idles (4 x 0.5 s sleeps on 2 threads take 2 s, not 1 s)"))
 def test_ready_tasks_spread_over_idle_threads():
     barrier = threading.Barrier(2, timeout=2)
 
@@ -390,10 +382,6 @@ def test_engine_worker_lost_reschedules_then_kills():
     engine.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Engine._on_worker_lost frees nothing: the inputs of a KilledWorker task stay in "
-    "Engine.data forever (fix: pass a list as SchedulerState.worker_lost's new "
-    "`released` argument and self._free() it)"))
 def test_engine_frees_dependencies_of_a_killed_task():
     engine = Engine()
     heard = []

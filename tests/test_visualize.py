@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 from operator import add
 
@@ -66,7 +67,15 @@ def test_structure_task_and_data_nodes():
     assert labels[("task", "d")] == "list"
     assert {(("data", "b"), ("task", "d")), (("data", "c"), ("task", "d"))} <= set(edges)
     assert labels[("task", "e")] == "add"  # partial: the inner function's name
-    assert labels[("task", "f")] == "lambda"
+    assert labels[("task", "f")] == "f"  # a lambda says nothing: the key's name
+
+
+def test_persisted_values_are_data_only():
+    from shmdask.base import Literal
+
+    nodes, edges, _ = graph_structure({"a-aaaaaaaa": (Literal(3),), "b": (inc, "a-aaaaaaaa")})
+    assert ("task", "a-aaaaaaaa") not in nodes and ("data", "a-aaaaaaaa") in nodes
+    assert (("data", "a-aaaaaaaa"), ("task", "b")) in edges
 
 
 def test_data_labels_are_short():
@@ -233,7 +242,7 @@ def test_large_graph_renders(tmp_path):
 
 
 def test_notebook_returns_inline_image(monkeypatch):
-    import shmdask.visualize as vis
+    vis = importlib.import_module("shmdask.visualize")  # the module, not the function
 
     monkeypatch.setattr(vis, "in_notebook", lambda: True)
     img = visualize_graph(chains(1))

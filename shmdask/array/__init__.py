@@ -69,6 +69,7 @@ from .reductions import (
     var,
 )
 from .routines import (
+    array_equal,
     block,
     broadcast_to,
     copy,
@@ -84,6 +85,7 @@ from .routines import (
     shape,
     size,
     take,
+    to_hdf5,
     unique,
     vstack,
 )

@@ -307,6 +307,12 @@ class Array:
 
     # ---------------------------------------------------------------- methods
     @property
+    def blocks(self) -> Any:
+        """Select whole blocks: ``x.blocks[0]``, ``x.blocks[:, ::2]``."""
+        from .routines import BlockView
+        return BlockView(self)
+
+    @property
     def T(self) -> Array:
         return self.transpose()
 
@@ -379,6 +385,10 @@ class Array:
     def store(self, target: Any, **kwargs: Any) -> Any:
         return store(self, target, **kwargs)
 
+    def to_hdf5(self, filename: str, datapath: str, **kwargs: Any) -> None:
+        from .routines import to_hdf5
+        return to_hdf5(filename, datapath, self, **kwargs)
+
     def compute_chunk_sizes(self) -> Array:
         """Fill in unknown (nan) chunk sizes by computing every block's shape."""
         from shmdask.base import get as _get
@@ -399,49 +409,54 @@ class Array:
         return self
 
     # reductions -------------------------------------------------------------
-    def sum(self, axis=None, dtype=None, keepdims=False, split_every=None):
+    def sum(self, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+            split_every: Any = None) -> Array:
         from .reductions import sum as f
         return f(self, axis=axis, dtype=dtype, keepdims=keepdims, split_every=split_every)
 
-    def prod(self, axis=None, dtype=None, keepdims=False, split_every=None):
+    def prod(self, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+             split_every: Any = None) -> Array:
         from .reductions import prod as f
         return f(self, axis=axis, dtype=dtype, keepdims=keepdims, split_every=split_every)
 
-    def mean(self, axis=None, dtype=None, keepdims=False, split_every=None):
+    def mean(self, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+             split_every: Any = None) -> Array:
         from .reductions import mean as f
         return f(self, axis=axis, dtype=dtype, keepdims=keepdims, split_every=split_every)
 
-    def std(self, axis=None, dtype=None, keepdims=False, ddof=0, split_every=None):
+    def std(self, axis: Any = None, dtype: Any = None, keepdims: bool = False, ddof: int = 0,
+            split_every: Any = None) -> Array:
         from .reductions import std as f
         return f(self, axis=axis, dtype=dtype, keepdims=keepdims, ddof=ddof,
                  split_every=split_every)
 
-    def var(self, axis=None, dtype=None, keepdims=False, ddof=0, split_every=None):
+    def var(self, axis: Any = None, dtype: Any = None, keepdims: bool = False, ddof: int = 0,
+            split_every: Any = None) -> Array:
         from .reductions import var as f
         return f(self, axis=axis, dtype=dtype, keepdims=keepdims, ddof=ddof,
                  split_every=split_every)
 
-    def min(self, axis=None, keepdims=False, split_every=None):
+    def min(self, axis: Any = None, keepdims: bool = False, split_every: Any = None) -> Array:
         from .reductions import min as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 
-    def max(self, axis=None, keepdims=False, split_every=None):
+    def max(self, axis: Any = None, keepdims: bool = False, split_every: Any = None) -> Array:
         from .reductions import max as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 
-    def any(self, axis=None, keepdims=False, split_every=None):
+    def any(self, axis: Any = None, keepdims: bool = False, split_every: Any = None) -> Array:
         from .reductions import any as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 
-    def all(self, axis=None, keepdims=False, split_every=None):
+    def all(self, axis: Any = None, keepdims: bool = False, split_every: Any = None) -> Array:
         from .reductions import all as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 
-    def argmin(self, axis=None, keepdims=False, split_every=None):
+    def argmin(self, axis: Any = None, keepdims: bool = False, split_every: Any = None) -> Array:
         from .reductions import argmin as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 
-    def argmax(self, axis=None, keepdims=False, split_every=None):
+    def argmax(self, axis: Any = None, keepdims: bool = False, split_every: Any = None) -> Array:
         from .reductions import argmax as f
         return f(self, axis=axis, keepdims=keepdims, split_every=split_every)
 

@@ -28,7 +28,7 @@ _NAMES = [
     "imag", "iscomplex", "isreal", "angle", "atleast_1d", "atleast_2d", "take", "shape",
     "ndim", "size", "astype", "copy", "result_type", "matmul", "broadcast_to", "cumsum",
     "cumprod", "nancumsum", "nancumprod", "flip", "fliplr", "flipud", "block", "count_nonzero",
-    "isin", "unique",
+    "isin", "unique", "array_equal",
 ]
 
 
@@ -46,7 +46,8 @@ def _table() -> dict:
 
 def _numpy_name(func: Callable) -> str:
     module = getattr(func, "__module__", "numpy") or "numpy"
-    module = "numpy" if module.startswith("numpy") else module
+    if module.startswith(("numpy._core", "numpy.core", "numpy.lib")):
+        module = "numpy"  # where numpy defines it, not where users call it
     return f"{module}.{getattr(func, '__name__', repr(func))}"
 
 

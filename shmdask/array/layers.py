@@ -35,7 +35,8 @@ from typing import Any
 # Argument specs of a BlockwiseLayer (plain tuples, cheap to build):
 #   ("array", layer_name, index, numblocks)  index: tuple of symbols (str) or
 #                                             fixed block numbers (int)
-#   ("literal", value)                       passed unchanged to every block
+#   ("literal", computation)                 the same for every block (build it with
+#                                             ``quote(value)`` for arbitrary values)
 #   ("perblock", fn)                         fn(out_index) -> literal, evaluated
 #                                             while materialising (never pickled)
 #   ("key", key)                             a fixed key of another layer
@@ -164,9 +165,8 @@ class BlockwiseLayer(Layer):
                 else:
                     in_idx = tuple(idx[v] if g == "out" else v for g, v in getters)
                     args.append(_ref(name, in_idx, inlined, layers))
-            elif kind == "literal":
-                value = spec[1]
-                args.append(_quote(value))
+            elif kind == "literal":  # quoted by whoever built the spec
+                args.append(spec[1])
             elif kind == "perblock":
                 args.append(_quote(spec[1](idx)))
             elif kind == "key":
@@ -215,7 +215,7 @@ def quote(value: Any) -> Any:
 _quote = quote
 
 
-MAX_FUSE_DEPTH = 32
+MAX_FUSE_DEPTH = 8  # x core fuse_linear chains of up to 32 tasks: < 300 nested calls
 
 
 def fused_inlined(layers: dict, outputs: set) -> set:

@@ -204,23 +204,27 @@ def _simple(func: Callable, name: str, x: Any, axis: Any, dtype: Any, keepdims: 
                      split_every, name)
 
 
-def sum(a, axis=None, dtype=None, keepdims=False, split_every=None, out=None):
+def sum(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+        split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "sum")
     return _simple(np.sum, "sum", a, axis, dtype, keepdims, split_every)
 
 
-def prod(a, axis=None, dtype=None, keepdims=False, split_every=None, out=None):
+def prod(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+         split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "prod")
     return _simple(np.prod, "prod", a, axis, dtype, keepdims, split_every)
 
 
-def min(a, axis=None, keepdims=False, split_every=None, out=None):
+def min(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+        out: Any = None) -> Array:
     _no_out(out, "min")
     _check_nonempty(a, "min")
     return _simple(np.min, "min", a, axis, None, keepdims, split_every)
 
 
-def max(a, axis=None, keepdims=False, split_every=None, out=None):
+def max(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+        out: Any = None) -> Array:
     _no_out(out, "max")
     _check_nonempty(a, "max")
     return _simple(np.max, "max", a, axis, None, keepdims, split_every)
@@ -229,35 +233,41 @@ def max(a, axis=None, keepdims=False, split_every=None, out=None):
 amin, amax = min, max
 
 
-def any(a, axis=None, keepdims=False, split_every=None, out=None):
+def any(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+        out: Any = None) -> Array:
     _no_out(out, "any")
     return _simple(np.any, "any", a, axis, None, keepdims, split_every)
 
 
-def all(a, axis=None, keepdims=False, split_every=None, out=None):
+def all(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+        out: Any = None) -> Array:
     _no_out(out, "all")
     return _simple(np.all, "all", a, axis, None, keepdims, split_every)
 
 
-def nansum(a, axis=None, dtype=None, keepdims=False, split_every=None, out=None):
+def nansum(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+           split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "nansum")
     return _simple(np.nansum, "nansum", a, axis, dtype, keepdims, split_every,
                    combine_func=np.sum)
 
 
-def nanprod(a, axis=None, dtype=None, keepdims=False, split_every=None, out=None):
+def nanprod(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+            split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "nanprod")
     return _simple(np.nanprod, "nanprod", a, axis, dtype, keepdims, split_every,
                    combine_func=np.prod)
 
 
-def nanmin(a, axis=None, keepdims=False, split_every=None, out=None):
+def nanmin(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+           out: Any = None) -> Array:
     _no_out(out, "nanmin")
     _check_nonempty(a, "nanmin")
     return _simple(np.nanmin, "nanmin", a, axis, None, keepdims, split_every)
 
 
-def nanmax(a, axis=None, keepdims=False, split_every=None, out=None):
+def nanmax(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+           out: Any = None) -> Array:
     _no_out(out, "nanmax")
     _check_nonempty(a, "nanmax")
     return _simple(np.nanmax, "nanmax", a, axis, None, keepdims, split_every)
@@ -354,12 +364,14 @@ def _mean(name: str, a: Any, axis: Any, dtype: Any, keepdims: bool, split_every:
     return reduction(x, chunk, combine, aggregate, axis, keepdims, out_dtype, split_every, name)
 
 
-def mean(a, axis=None, dtype=None, keepdims=False, split_every=None, out=None):
+def mean(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+         split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "mean")
     return _mean("mean", a, axis, dtype, keepdims, split_every, nan=False)
 
 
-def nanmean(a, axis=None, dtype=None, keepdims=False, split_every=None, out=None):
+def nanmean(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+            split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "nanmean")
     return _mean("nanmean", a, axis, dtype, keepdims, split_every, nan=True)
 
@@ -379,22 +391,26 @@ def _var(name: str, a: Any, axis: Any, dtype: Any, keepdims: bool, ddof: int, sp
                      token_extra=ddof)
 
 
-def var(a, axis=None, dtype=None, keepdims=False, ddof=0, split_every=None, out=None):
+def var(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False, ddof: int = 0,
+        split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "var")
     return _var("var", a, axis, dtype, keepdims, ddof, split_every, nan=False, root=False)
 
 
-def std(a, axis=None, dtype=None, keepdims=False, ddof=0, split_every=None, out=None):
+def std(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False, ddof: int = 0,
+        split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "std")
     return _var("std", a, axis, dtype, keepdims, ddof, split_every, nan=False, root=True)
 
 
-def nanvar(a, axis=None, dtype=None, keepdims=False, ddof=0, split_every=None, out=None):
+def nanvar(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False, ddof: int = 0,
+           split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "nanvar")
     return _var("nanvar", a, axis, dtype, keepdims, ddof, split_every, nan=True, root=False)
 
 
-def nanstd(a, axis=None, dtype=None, keepdims=False, ddof=0, split_every=None, out=None):
+def nanstd(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False, ddof: int = 0,
+           split_every: Any = None, out: Any = None) -> Array:
     _no_out(out, "nanstd")
     return _var("nanstd", a, axis, dtype, keepdims, ddof, split_every, nan=True, root=True)
 
@@ -460,22 +476,26 @@ def _arg_reduction(name: str, a: Any, axis: Any, keepdims: bool, split_every: An
                      split_every, name, perblock=info)
 
 
-def argmin(a, axis=None, keepdims=False, split_every=None, out=None):
+def argmin(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+           out: Any = None) -> Array:
     _no_out(out, "argmin")
     return _arg_reduction("argmin", a, axis, keepdims, split_every, np.min, np.argmin)
 
 
-def argmax(a, axis=None, keepdims=False, split_every=None, out=None):
+def argmax(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+           out: Any = None) -> Array:
     _no_out(out, "argmax")
     return _arg_reduction("argmax", a, axis, keepdims, split_every, np.max, np.argmax)
 
 
-def nanargmin(a, axis=None, keepdims=False, split_every=None, out=None):
+def nanargmin(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+              out: Any = None) -> Array:
     _no_out(out, "nanargmin")
     return _arg_reduction("nanargmin", a, axis, keepdims, split_every, np.nanmin, np.nanargmin)
 
 
-def nanargmax(a, axis=None, keepdims=False, split_every=None, out=None):
+def nanargmax(a: Any, axis: Any = None, keepdims: bool = False, split_every: Any = None,
+              out: Any = None) -> Array:
     _no_out(out, "nanargmax")
     return _arg_reduction("nanargmax", a, axis, keepdims, split_every, np.nanmax, np.nanargmax)
 

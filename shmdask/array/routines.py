@@ -198,3 +198,99 @@ def unique(x: Any, split_every: int = 32) -> Array:
     layers = dict(x._layers)
     layers[name] = MaterializedLayer(name, dsk, (x.name,))
     return Array(layers, name, ((math.nan,),), x.dtype)
+
+
+def array_equal(a1: Any, a2: Any, equal_nan: bool = False) -> Any:
+    """Lazy ``numpy.array_equal``: a 0-d bool Array (``bool()`` computes it)."""
+    from .reductions import all as all_
+    x, y = asarray(a1), asarray(a2)
+    if x.shape != y.shape:
+        return False
+    if equal_nan:
+        return all_((x == y) | (isnan_(x) & isnan_(y)))
+    return all_(x == y)
+
+
+def isnan_(x: Array) -> Array:
+    import numpy as _np
+
+    from .core import elemwise
+    return elemwise(_np.isnan, x)
+
+
+class BlockView:
+    """``x.blocks[i, j]``: an Array made of the selected blocks of ``x``."""
+
+    def __init__(self, array: Array):
+        self._array = array
+
+    @property
+    def shape(self) -> tuple:
+        return self._array.numblocks
+
+    def __getitem__(self, index: Any) -> Array:
+        import numbers as _numbers
+
+        from .layers import MaterializedLayer
+        x = self._array
+        if not isinstance(index, tuple):
+            index = (index,)
+        if any(i is None or i is Ellipsis for i in index) and Ellipsis not in index:
+            raise IndexError("blocks[...] takes ints, slices and lists of block numbers")
+        if Ellipsis in index:
+            k = index.index(Ellipsis)
+            index = index[:k] + (slice(None),) * (x.ndim - len(index) + 1) + index[k + 1:]
+        if len(index) > x.ndim:
+            raise IndexError(f"too many block indices for an array of {x.ndim} dims")
+        index = index + (slice(None),) * (x.ndim - len(index))
+        picks = []
+        for d, i in enumerate(index):
+            n = x.numblocks[d]
+            if isinstance(i, _numbers.Integral):
+                if not -n <= i < n:
+                    raise IndexError(f"block index {i} out of range for {n} blocks "
+                                     f"along axis {d}")
+                picks.append([int(i) % n])
+            elif isinstance(i, slice):
+                picks.append(list(range(n))[i])
+            else:
+                picks.append([int(v) % n for v in np.atleast_1d(i)])
+        name = token_name("blocks", x.name, repr(picks))
+        dsk = {}
+        for out_idx in np.ndindex(*[len(p) for p in picks]):
+            src = tuple(p[k] for p, k in zip(picks, out_idx, strict=True))
+            dsk[(name,) + out_idx] = (_same_block, (x.name,) + src)
+        chunks = tuple(tuple(x.chunks[d][b] for b in p) for d, p in enumerate(picks))
+        layers = dict(x._layers)
+        layers[name] = MaterializedLayer(name, dsk, (x.name,))
+        return Array(layers, name, chunks, x.dtype)
+
+
+def _same_block(x: Any) -> Any:
+    return x
+
+
+def to_hdf5(filename: str, *args: Any, **kwargs: Any) -> None:
+    """Write Arrays into an HDF5 file (needs ``h5py``).
+
+    ``to_hdf5(fn, "/x", x)`` or ``to_hdf5(fn, {"/x": x, "/y": y})``; extra
+    keyword arguments go to ``h5py.File.require_dataset`` (e.g. compression).
+    Blocks are computed, then written from this process (HDF5 handles are not
+    safe to share between threads or processes).
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("to_hdf5 needs the h5py package (pip install h5py)") from None
+    from .core import store
+    if len(args) == 1 and isinstance(args[0], dict):
+        data = dict(args[0])
+    elif len(args) == 2 and isinstance(args[0], str):
+        data = {args[0]: args[1]}
+    else:
+        raise ValueError("use to_hdf5(filename, '/path', array) or "
+                         "to_hdf5(filename, {'/path': array, ...})")
+    with h5py.File(filename, mode="a") as f:
+        targets = [f.require_dataset(path, shape=x.shape, dtype=x.dtype, **kwargs)
+                   for path, x in data.items()]
+        store([asarray(x) for x in data.values()], targets)

@@ -80,7 +80,8 @@ def apply_ufunc(uf: np.ufunc, args: tuple, kwargs: dict) -> Any:
     return tuple(outs)
 
 
-UFUNC_NAMES = sorted(n for n in dir(np) if isinstance(getattr(np, n), np.ufunc))
+# vars(), not dir(): getattr on every name would import numpy's lazy submodules (f2py...)
+UFUNC_NAMES = sorted(n for n, v in vars(np).items() if isinstance(v, np.ufunc))
 
 for _n in UFUNC_NAMES:
     globals()[_n] = ufunc(getattr(np, _n))

@@ -33,7 +33,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -65,9 +64,11 @@ from shmdask.cluster.shm import (
     MappingCache,
     SlabAllocator,
     cluster_prefix,
+    new_cluster_id,
     sweep,
     unlink_segment,
 )
+from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import DataStore, Engine, TaskResult, TaskSpec, WorkerHandle
 
 START_TIMEOUT = 60.0  # seconds a worker may take to import and say hello
@@ -478,7 +479,7 @@ class _Runtime:
 
     def __init__(self, n_workers: int, threads_per_worker: int, memory_limit: int | None,
                  threshold: int):
-        self.cluster_id = secrets.token_hex(4)
+        self.cluster_id = new_cluster_id()
         self.n_workers = n_workers
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
@@ -627,6 +628,19 @@ class _Runtime:
                 warnings.warn(reason, WorkerMemoryWarning, stacklevel=1)
                 handle.kill(reason)
 
+    sampler: MemorySampler | None = None
+
+    def start_memory_sampler(self, interval: float = 0.1) -> None:
+        """Shared memory in use and each worker's RSS, for the task-stream picture."""
+        workers, store, engine = self.workers, self.store, self.engine
+        self.sampler = MemorySampler(
+            engine.task_stream,
+            worker_pids=lambda: {wid: h.pid for wid, h in list(workers.items())},
+            shm_bytes=lambda: store.shm_bytes,
+            done=lambda: engine.tasks_done,
+            interval=interval,
+        ).start()
+
     def shutdown(self) -> None:
         with self.lock:
             if self.closing:
@@ -634,6 +648,8 @@ class _Runtime:
             self.closing = True
             workers = list(self.workers.values())
         self._stop.set()
+        if self.sampler is not None:
+            self.sampler.stop()
         for handle in workers:
             handle.closing = True
             handle.disconnect()  # every worker sees EOF now and exits in parallel
@@ -706,6 +722,7 @@ class LocalCluster:
         self.scheduler_address: str | None = None  # set by a TCP listener, if any
         self._runtime = _Runtime(n_workers, threads_per_worker, self.memory_limit,
                                  shm_threshold)
+        self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
 
     # -- public -----------------------------------------------------------------

@@ -31,6 +31,7 @@ import _posixshmem
 import errno
 import mmap
 import os
+import secrets
 import threading
 from collections.abc import Iterable
 
@@ -42,6 +43,12 @@ DEFAULT_CACHE_BYTES = 512 << 20  # free memory a worker keeps mapped for reuse
 
 # A block address, as it travels in messages: (segment name, byte offset, length).
 BlockRef = tuple  # tuple[str, int, int]
+
+
+def new_cluster_id() -> str:
+    """A fresh cluster id.  The creating pid leads, so a test run can tell its
+    own segments from those of other processes on the machine."""
+    return f"{os.getpid()}p{secrets.token_hex(3)}"
 
 
 def segment_name(cluster_id: str, owner: str, n: int) -> str:

@@ -56,6 +56,8 @@ REMOTE_LABEL_COLOR = "#7b3294"
 
 #: draw bar for bar up to this many bars; above it, merge sub-pixel neighbours
 BIN_ABOVE = 2000
+#: one legend entry per worker's RSS line up to this many workers
+MAX_RSS_LEGEND = 8
 
 _REQUIRED = ("lane", "start", "stop")
 
@@ -370,7 +372,7 @@ def plot_task_stream(
     n_lanes = max(len(layout), 1)
 
     # --- geometry, in inches, so margins do not depend on the number of lanes
-    lane_h = 0.3 if n_lanes <= 16 else max(0.08, 4.8 / n_lanes)
+    lane_h = 0.3 if n_lanes <= 16 else max(0.12 if n_lanes <= 128 else 0.06, 4.8 / n_lanes)
     gantt_h = max(1.6, lane_h * n_lanes + 0.4)
     mem_h = 1.9
     top_in = 0.8 if title else 0.45
@@ -382,7 +384,8 @@ def plot_task_stream(
     n_entries = min(len(summary["groups"]), legend_groups, len(PALETTE))
     n_entries += (len(summary["groups"]) > n_entries) + (summary["n_transfers"] > 0)
     n_entries += (summary["n_errors"] > 0) + 1  # + the legend title
-    n_mem_entries = 2 + len({w for s in samples for w in (s.get("rss") or {})})
+    n_rss = len({w for s in samples for w in (s.get("rss") or {})})
+    n_mem_entries = 2 + (n_rss if n_rss <= MAX_RSS_LEGEND else 1)
     row_in = 0.19
     fits = max(3, int((gantt_h + gap_in + mem_h) / row_in) - n_mem_entries - 1)
     ncol = math.ceil(n_entries / fits)
@@ -442,7 +445,7 @@ def plot_task_stream(
         legend_x=1 + legend_x_in / axes_w_in,
         ncol=ncol,
     )
-    _draw_lanes(ax, layout, summary, n_lanes)
+    _draw_lanes(ax, layout, summary, n_lanes, lane_h)
     ax.set_xlim(0, span * 1.005)
     ax.tick_params(labelbottom=False)
 
@@ -558,7 +561,7 @@ def _draw_bars(
         )
 
 
-def _draw_lanes(ax, layout, summary, n_lanes: int) -> None:
+def _draw_lanes(ax, layout, summary, n_lanes: int, lane_h: float) -> None:
     labels = [""] * len(layout)
     remote_rows = []
     worker_rows: dict[str, list[int]] = {}
@@ -568,7 +571,7 @@ def _draw_lanes(ax, layout, summary, n_lanes: int) -> None:
         if info["remote"]:
             remote_rows.append(info["row"])
     ax.set_yticks(range(len(labels)))
-    fontsize = 8 if n_lanes <= 24 else max(4, 8 * 24 / n_lanes)
+    fontsize = min(8.0, max(3.5, lane_h * 72 * 0.7))
     ax.set_yticklabels(labels, fontsize=fontsize)
     for row in remote_rows:
         ax.get_yticklabels()[row].set_color(REMOTE_LABEL_COLOR)
@@ -622,6 +625,8 @@ def _draw_memory(
     axes_px: int,
     legend_x: float,
 ) -> None:
+    from matplotlib.lines import Line2D
+
     for spine in ("top",):
         ax.spines[spine].set_visible(False)
     lines = []
@@ -648,16 +653,28 @@ def _draw_memory(
             label="shared memory",
         )
         lines.append(fill)
+        many = len(rss_by_worker) > MAX_RSS_LEGEND  # then one legend entry for all
         for i, (worker, rss) in enumerate(rss_by_worker.items()):
             (line,) = ax.plot(
                 times,
                 rss / scale,
                 drawstyle="steps-post",
-                linewidth=1.0,
+                linewidth=0.7 if many else 1.0,
                 color=PALETTE[(2 * i) % len(PALETTE)],
                 label=f"RSS {worker}",
             )
-            lines.append(line)
+            if not many:
+                lines.append(line)
+        if many:
+            lines.append(
+                Line2D(
+                    [],
+                    [],
+                    color="#666666",
+                    linewidth=0.7,
+                    label=f"RSS of {len(rss_by_worker)} workers",
+                )  # fmt: skip
+            )
         ax.set_ylabel(f"memory ({unit})", fontsize=9)
         ax.set_ylim(0, max(peak / scale * 1.1, 1e-9))
     else:

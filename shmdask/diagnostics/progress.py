@@ -270,6 +270,8 @@ class _Ticker:
     ``interval`` and sleeps on a condition while there are none. Starting a thread
     per compute would cost ~0.5 ms, as much as a whole small compute."""
 
+    idle_exit = 0.5  # seconds without bars before the thread ends
+
     def __init__(self):
         self._cond = threading.Condition()
         self._bars: set[ProgressBar] = set()
@@ -297,8 +299,13 @@ class _Ticker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._bars:
-                    self._cond.wait()
+                if not self._bars:
+                    # Idle for a moment: go away, so no thread outlives the
+                    # computes that needed it (the next bar starts a new one).
+                    self._cond.wait(self.idle_exit)
+                    if not self._bars:
+                        self._thread = None
+                        return
                 bars = list(self._bars)
             for bar in bars:
                 bar.poll()

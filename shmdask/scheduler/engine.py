@@ -44,6 +44,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from shmdask.diagnostics.task_stream import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
 
@@ -134,14 +135,16 @@ class Engine:
         self.workers: dict[str, WorkerHandle] = {}
         self.in_flight: dict[str, set] = {}
         self.where: dict = {}  # processing key -> worker id
-        self.records: list[dict] = []
+        self.task_stream = TaskStream()
         self.record_callbacks: list[Callable[[list[dict]], None]] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.listeners: dict[Any, list[Listener]] = {}
         self.started = time.time()
         self.closed = False
         self._thread: threading.Thread | None = None
-        self._mean_duration = 0.0005
+        # Until tasks are measured, assume they are long: one task per thread
+        # spreads the first tasks over all workers.
+        self._mean_duration = self.target_batch
         self.tasks_done = 0
         self.on_worker_lost: list[Callable[[str, str], None]] = []
 
@@ -208,9 +211,10 @@ class Engine:
     def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
         """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
         while not done():
-            self._step(block=True, timeout=poll)
+            self._step(block=True, timeout=poll, stop=done)
 
-    def _step(self, block: bool, timeout: float | None = None) -> None:
+    def _step(self, block: bool, timeout: float | None = None,
+              stop: Callable[[], bool] | None = None) -> None:
         try:
             event = self.inbox.get(block, timeout)
         except queue.Empty:
@@ -224,7 +228,8 @@ class Engine:
             except queue.Empty:
                 break
             handle(event)
-        self._dispatch()
+        if stop is None or not stop():  # after an error, start nothing more
+            self._dispatch()
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
@@ -310,7 +315,8 @@ class Engine:
         if records:
             n = len(records)
             self.tasks_done += n
-            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (duration / n)
+            weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
 
     def _on_erred(self, worker_id, key, exc, traceback_text, record) -> None:
@@ -339,9 +345,11 @@ class Engine:
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
-        _, killed = self.state.worker_lost(keys, reason)
+        released: list = []
+        _, killed = self.state.worker_lost(keys, reason, released)
         for key in killed:
             self._notify(key, "erred", self.state.exception_of(key))
+        self._free(released)
         for callback in self.on_worker_lost:
             callback(worker_id, reason)
 
@@ -353,8 +361,13 @@ class Engine:
         if values:
             self.store.release(values)
 
+    @property
+    def records(self) -> list[dict]:
+        """Every task-stream record kept so far (a copy)."""
+        return self.task_stream.records_since(0)
+
     def _add_records(self, records: list[dict]) -> None:
-        self.records.extend(records)
+        self.task_stream.add(records)
         for callback in self.record_callbacks:
             callback(records)
 

@@ -28,14 +28,21 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shmdask.diagnostics.progress import make_progress_bar
 from shmdask.graph import execute_task, key_split
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 
 _FLUSH_SECONDS = 0.005
 
 
-def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) -> None:
-    """Run tasks in order, posting results every few milliseconds."""
+def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post,
+              stop_on_error: bool = False) -> None:
+    """Run tasks in order, posting results every few milliseconds.
+
+    A task error is posted and the batch goes on (its other tasks may belong
+    to other computations), unless ``stop_on_error``.  Ctrl-C in the main
+    thread is not a task error: it propagates to the caller at once.
+    """
     results: list[TaskResult] = []
     last_flush = time.time()
     clock = time.time
@@ -50,9 +57,13 @@ def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post) 
             if results:
                 post(("done", worker.id, results))
                 results = []
+            if isinstance(exc, KeyboardInterrupt) and (
+                    threading.current_thread() is threading.main_thread()):
+                raise
             record = _record(key, worker.id, lane, start, stop)
             post(("erred", worker.id, key, exc, "", record))
-            if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
+            if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
+                                 and worker.stopping):
                 break
             continue
         stop = clock()
@@ -92,7 +103,7 @@ class SyncWorker(WorkerHandle):
         self.stopping = False
 
     def run(self, tasks: list[TaskSpec]) -> None:
-        run_batch(self, tasks, f"{self.id}/0", self.engine.post)
+        run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True)
 
 
 class ThreadWorker(WorkerHandle):
@@ -186,15 +197,20 @@ def get_local(
         engine.workers[w.id] = w
         engine.in_flight[w.id] = set()
     waiter = _Waiter(set(keys))
+    bar = make_progress_bar()
+    engine.record_callbacks.append(lambda records: bar.advance(len(records)))
     engine.submit(dsk, dependencies, keys, priorities, waiter)
+    bar.start(len(dsk))
     try:
         engine.run_until(waiter.done)
     except BaseException:  # Ctrl-C: stop running tasks too
+        bar.finish(failed=True)
         _stop(workers, interrupt=True, wait=1.0)
         raise
     finally:
         if record_sink is not None:
             record_sink.extend(engine.records)
+    bar.finish(failed=waiter.error is not None)
     # Idle threads exit at once; a thread still in a task (after an error
     # elsewhere) finishes it in the background and starts nothing more.
     _stop(workers, interrupt=False, wait=0.0 if waiter.error else 1.0)
@@ -253,6 +269,8 @@ class ThreadCluster:
 
     def restart(self) -> None:
         self.engine.call(lambda e: e.reset())
+
+    report_dir = None
 
     def close(self) -> None:
         self.engine.close()
