@@ -1,0 +1,696 @@
+"""Frames over a socket, the authenticated handshake, and values on the wire.
+
+What flows in and out:
+
+- **Handshake** (raw bytes, nothing unpickled): the peer sends ``MAGIC,
+  version``; the listener answers ``"N", nonce_s``; the peer sends ``nonce_c,
+  HMAC-SHA256(key, "client" + nonce_s + nonce_c)``; the listener checks it
+  with :func:`hmac.compare_digest` and answers ``"K" + HMAC(key, "server" +
+  nonce_c + nonce_s)`` so the peer knows in turn that it talks to a holder of
+  the key before it unpickles anything.  A refusal is ``"E"``, a 2-byte length
+  and a reason in ASCII.  Both sides are bounded by a timeout.
+- **Messages** after the handshake: ``!I`` frame count, ``!Q`` per frame
+  length (bit 63 flags a *data buffer* frame), then the frames.  Counts and
+  lengths are checked against limits before a byte is allocated.  Frames are
+  sent with one ``sendmsg`` over all buffers (large buffers are never joined
+  into one bytes object) and read with ``recv_into`` straight into buffers
+  allocated for them; an ``alloc`` hook lets the scheduler read a data buffer
+  directly into its shared memory.
+- **Values into the scheduler** (results of remote workers, data scattered by
+  remote clients): :func:`dumps_values` replaces each
+  :class:`~shmdask.cluster.protocol.Stored` by a reference to its pieces, the
+  large pieces become flagged frames, and :func:`loads_values` rebuilds the
+  ``Stored`` around whatever the frames were read into (shared-memory blocks
+  or private bytearrays).  Values travelling the other way (task inputs,
+  fetched results) use ``Stored``'s own out-of-band pickling.
+
+Why this shape: a frame's length is known before it is read, so memory is
+allocated once at the right size and in the right place; the header of each
+message is a tiny plain pickle, so a receiver always knows what a message is
+even when its body cannot be loaded; and authentication happens on raw bytes
+because unpickling executes code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import io
+import os
+import pickle
+import re
+import secrets
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shmdask.cluster.protocol import Stored
+
+PROTOCOL_VERSION = 1
+MAGIC = b"SHMDASK\x00"
+DEFAULT_PORT = 8786
+HANDSHAKE_TIMEOUT = 10.0  # seconds a peer has to prove it holds the key
+MAX_FRAME_BYTES = int(os.environ.get("SHMDASK_MAX_FRAME_BYTES", 4 << 30))
+MAX_FRAMES = 1 << 20
+DATA_FLAG = 1 << 63
+INLINE_PIECE = 1024  # value pieces smaller than this travel inside the pickle
+_NONCE = 32
+_MAC = 32
+_COUNT = struct.Struct("!I")
+_VERSION = struct.Struct("!H")
+_SMALL_SEND = 64 * 1024  # below this a message is joined and sent with one sendall
+_IOV_MAX = 512
+_HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
+
+
+class CommClosedError(ConnectionError):
+    """The peer went away (EOF, reset, timeout) or the connection was closed."""
+
+
+class ProtocolError(ConnectionError):
+    """The peer sent something that is not the shmdask protocol."""
+
+
+class AuthenticationError(ProtocolError):
+    """The peer (or we) could not prove holding the cluster key."""
+
+
+# ----------------------------------------------------------------------------- addresses
+
+
+def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, str, int]:
+    """``"tcp://host:port"``, ``"tls://host:port"``, ``"host:port"``, ``"[::1]:port"``
+    -> (scheme, host, port)."""
+    if not isinstance(address, str):
+        raise TypeError(f"an address is a string like 'tcp://127.0.0.1:8786', "
+                        f"not {type(address).__name__}")
+    scheme = "tcp"
+    rest = address.strip()
+    if "://" in rest:
+        scheme, rest = rest.split("://", 1)
+        if scheme not in ("tcp", "tls"):
+            raise ValueError(f"address {address!r}: unknown scheme {scheme!r} "
+                             "(use tcp:// or tls://)")
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:/\[\]]*)(?::(\d+))?", rest)
+    if m is None:
+        raise ValueError(f"address {address!r} is not like 'tcp://host:port'")
+    host = m.group(1) or m.group(3) or "127.0.0.1"
+    port_text = m.group(2) or m.group(4)
+    port = int(port_text) if port_text is not None else default_port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"address {address!r}: port {port} is out of range")
+    return scheme, host, port
+
+
+def format_address(scheme: str, host: str, port: int) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def key_dir() -> Path:
+    """Where a scheduler leaves its key for peers of the same user on this host."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+        return Path(runtime) / "shmdask" / "keys"
+    return Path.home() / ".shmdask" / "keys"
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::", "")
+
+
+def key_file(host: str, port: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", host or "127.0.0.1")
+    return key_dir() / f"{safe}_{port}.key"
+
+
+def as_key(key: str | bytes | None) -> bytes | None:
+    """A key given by the user (text or bytes); None stays None."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        key = key.strip().encode()
+    if not isinstance(key, bytes | bytearray):
+        raise TypeError(f"auth_key must be str or bytes, not {type(key).__name__}")
+    if not key:
+        raise ValueError("auth_key is empty")
+    return bytes(key)
+
+
+def new_key() -> bytes:
+    """A fresh random cluster key (as text bytes: it can be pasted into an env var)."""
+    return secrets.token_bytes(32).hex().encode()
+
+
+def write_key_file(host: str, port: int, key: bytes) -> Path:
+    """Write ``key`` where same-host peers look for it; readable by this user only."""
+    path = key_file(host, port)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def find_key(host: str, port: int) -> bytes | None:
+    """The key of the scheduler at host:port: $SHMDASK_AUTH_KEY, else its key file."""
+    env = os.environ.get("SHMDASK_AUTH_KEY")
+    if env:
+        return as_key(env)
+    candidates = [host]
+    if host in _LOOPBACK or host == socket.gethostname():
+        candidates += [h for h in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::",
+                                   socket.gethostname()) if h != host]
+    for h in candidates:
+        try:
+            data = key_file(h, port).read_bytes().strip()
+        except OSError:
+            continue
+        if data:
+            return data
+    return None
+
+
+# ----------------------------------------------------------------------------- TLS
+
+
+def server_ssl_context(cert: str | None, key: str | None = None,
+                       ca: str | None = None) -> ssl.SSLContext | None:
+    """TLS for a listener: its certificate (and key); with ``ca``, peers must
+    present a certificate signed by it."""
+    if cert is None:
+        if key is not None or ca is not None:
+            raise ValueError("TLS needs tls_cert= (and tls_key=) on the scheduler")
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if ca is not None:
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_ssl_context(ca: str | None, cert: str | None = None,
+                       key: str | None = None) -> ssl.SSLContext | None:
+    """TLS for a worker or client: trust ``ca``; present ``cert`` if given."""
+    if ca is None and cert is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca is not None:
+        ctx.load_verify_locations(ca)
+    else:
+        ctx.load_default_certs()
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def tls_from_env() -> dict:
+    """TLS options from $SHMDASK_TLS_CA / _CERT / _KEY (for ``Client("tls://...")``)."""
+    return {"tls_ca": os.environ.get("SHMDASK_TLS_CA"),
+            "tls_cert": os.environ.get("SHMDASK_TLS_CERT"),
+            "tls_key": os.environ.get("SHMDASK_TLS_KEY")}
+
+
+# ----------------------------------------------------------------------------- raw I/O
+
+
+def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    pos = 0
+    while pos < n:
+        try:
+            got = sock.recv_into(view[pos:])
+        except TimeoutError:
+            raise ProtocolError(f"timed out waiting for {what}") from None
+        except OSError as exc:
+            raise CommClosedError(f"connection lost while reading {what}: {exc}") from None
+        if not got:
+            if pos == 0:
+                raise CommClosedError(f"connection closed before {what}")
+            raise ProtocolError(f"connection closed in the middle of {what}")
+        pos += got
+    return bytes(buf)
+
+
+def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, label + b"".join(parts), hashlib.sha256).digest()
+
+
+def _refuse(sock: socket.socket, reason: str) -> None:
+    text = reason.encode("ascii", "replace")[:1000]
+    with contextlib.suppress(OSError):
+        sock.sendall(b"E" + struct.pack("!H", len(text)) + text)
+
+
+def _drain(sock: socket.socket, limit: int = 1 << 16) -> None:
+    """Read what the peer still sends (briefly), so that closing does not reset
+    the connection before it has read our answer."""
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(0.2)
+    with contextlib.suppress(OSError):
+        while limit > 0:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            limit -= len(chunk)
+
+
+def server_handshake(sock: socket.socket, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """Make the peer prove it holds ``key``; raise ProtocolError/AuthenticationError.
+
+    The peer speaks first, so that a stray HTTP client or port scanner gets a
+    clear answer (or nothing) rather than our greeting."""
+    sock.settimeout(timeout)
+    magic = _recv_exact(sock, len(MAGIC), "the handshake")
+    if magic != MAGIC:
+        if magic[:4] in _HTTP_METHODS:
+            body = b"this is a shmdask scheduler, not a web server\n"
+            with contextlib.suppress(OSError):
+                sock.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                _drain(sock)
+            raise ProtocolError("peer sent an HTTP request")
+        raise ProtocolError(f"peer is not speaking the shmdask protocol (first bytes {magic!r})")
+    (version,) = _VERSION.unpack(_recv_exact(sock, _VERSION.size, "the protocol version"))
+    if version != PROTOCOL_VERSION:
+        _refuse(sock, f"protocol version {version} is not supported "
+                      f"(this scheduler speaks {PROTOCOL_VERSION})")
+        raise ProtocolError(f"peer speaks protocol version {version}, we speak "
+                            f"{PROTOCOL_VERSION}")
+    nonce_s = secrets.token_bytes(_NONCE)
+    try:
+        sock.sendall(b"N" + nonce_s)
+    except OSError as exc:
+        raise CommClosedError(f"peer went away during the handshake: {exc}") from None
+    nonce_c = _recv_exact(sock, _NONCE, "the handshake nonce")
+    mac = _recv_exact(sock, _MAC, "the handshake proof")
+    if not hmac.compare_digest(mac, _mac(key, b"shmdask-client", nonce_s, nonce_c)):
+        _refuse(sock, "authentication failed: wrong or missing cluster key")
+        raise AuthenticationError("peer failed authentication (wrong or missing key)")
+    try:
+        sock.sendall(b"K" + _mac(key, b"shmdask-server", nonce_c, nonce_s))
+    except OSError as exc:
+        raise CommClosedError(f"peer went away during the handshake: {exc}") from None
+
+
+def client_handshake(sock: socket.socket, key: bytes, timeout: float = HANDSHAKE_TIMEOUT,
+                     peer: str = "the scheduler") -> None:
+    """Prove we hold ``key`` and check that the listener holds it too."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(MAGIC + _VERSION.pack(PROTOCOL_VERSION))
+    except OSError as exc:
+        raise CommClosedError(f"{peer} went away during the handshake: {exc}") from None
+    status = _recv_exact(sock, 1, f"the greeting of {peer}")
+    if status == b"N":
+        nonce_s = _recv_exact(sock, _NONCE, "the handshake nonce")
+        nonce_c = secrets.token_bytes(_NONCE)
+        try:
+            sock.sendall(nonce_c + _mac(key, b"shmdask-client", nonce_s, nonce_c))
+        except OSError as exc:
+            raise CommClosedError(f"{peer} went away during the handshake: {exc}") from None
+        status = _recv_exact(sock, 1, "the handshake answer")
+        if status == b"K":
+            mac = _recv_exact(sock, _MAC, "the scheduler's proof")
+            if not hmac.compare_digest(mac, _mac(key, b"shmdask-server", nonce_c, nonce_s)):
+                raise AuthenticationError(f"{peer} does not hold our cluster key")
+            return
+    if status == b"E":
+        (n,) = struct.unpack("!H", _recv_exact(sock, 2, "the refusal"))
+        reason = _recv_exact(sock, n, "the refusal").decode("ascii", "replace")
+        if "authentication" in reason:
+            raise AuthenticationError(f"{peer} refused us: {reason}")
+        raise ProtocolError(f"{peer} refused us: {reason}")
+    raise ProtocolError(f"{peer} is not a shmdask scheduler (it answered {status!r})")
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def _byte_view(frame: Any) -> memoryview:
+    m = frame.raw() if type(frame) is pickle.PickleBuffer else memoryview(frame)
+    if m.ndim != 1 or m.format != "B" or not m.c_contiguous:
+        m = pickle.PickleBuffer(m).raw()
+    return m
+
+
+class Comm:
+    """One authenticated connection: thread-safe ``send``, single-reader ``recv``.
+
+    ``post`` queues frames for a background sender thread, for callers that
+    must not block (the engine loop, listener callbacks).
+    """
+
+    def __init__(self, sock: socket.socket, peer: str, max_frame_bytes: int = MAX_FRAME_BYTES):
+        self.sock = sock
+        self.peer = peer
+        self.max_frame_bytes = max_frame_bytes
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.closed = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.last_received = time.monotonic()
+        self._send_lock = threading.Lock()
+        self._buf = bytearray(256 * 1024)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._outbox: list | None = None
+        self._outbox_cond = threading.Condition()
+        self._sender: threading.Thread | None = None
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, frames: list, data_frames: set | frozenset = frozenset()) -> int:
+        """Send one message; ``data_frames`` are indices of frames that are data buffers."""
+        views = [_byte_view(f) for f in frames]
+        n = len(views)
+        if n == 0 or n > MAX_FRAMES:
+            raise ValueError(f"a message has 1 to {MAX_FRAMES} frames, not {n}")
+        lengths = [v.nbytes | (DATA_FLAG if i in data_frames else 0)
+                   for i, v in enumerate(views)]
+        head = _COUNT.pack(n) + struct.pack(f"!{n}Q", *lengths)
+        total = len(head) + sum(v.nbytes for v in views)
+        try:
+            with self._send_lock:
+                if self.closed:
+                    raise CommClosedError(f"connection to {self.peer} is closed")
+                if total <= _SMALL_SEND:
+                    self.sock.sendall(b"".join([head, *views]))
+                elif self.tls:
+                    self.sock.sendall(head)
+                    for v in views:
+                        self.sock.sendall(v)
+                else:
+                    _sendmsg_all(self.sock, [memoryview(head), *views])
+                self.bytes_sent += total
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, CommClosedError):
+                raise
+            self.abort()
+            raise CommClosedError(f"lost the connection to {self.peer}: {exc}") from None
+        return total
+
+    def post(self, frames: list, data_frames: frozenset = frozenset(),
+             on_sent: Callable[[float, float, int], None] | None = None) -> None:
+        """Queue a message for the sender thread; ``on_sent(start, stop, nbytes)``."""
+        with self._outbox_cond:
+            if self._sender is None:
+                self._outbox = []
+                self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                                name=f"shmdask-send-{self.peer}")
+                self._sender.start()
+            self._outbox.append((frames, data_frames, on_sent))
+            self._outbox_cond.notify()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._outbox_cond:
+                while not self._outbox and not self.closed:
+                    self._outbox_cond.wait()
+                if self.closed:
+                    return
+                frames, data_frames, on_sent = self._outbox.pop(0)
+            start = time.time()
+            try:
+                nbytes = self.send(frames, data_frames)
+            except (CommClosedError, ValueError):
+                return  # the reader notices the dead connection and reports it
+            del frames
+            if on_sent is not None:
+                on_sent(start, time.time(), nbytes)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until posted messages are sent (or the connection is gone)."""
+        deadline = time.monotonic() + timeout
+        while self._outbox and not self.closed and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    # -- receiving -------------------------------------------------------------
+
+    def _read_into(self, target: memoryview, what: str) -> None:
+        n = target.nbytes
+        pos = 0
+        avail = self._end - self._start
+        if avail:
+            k = min(avail, n)
+            target[:k] = self._view[self._start:self._start + k]
+            self._start += k
+            pos = k
+        sock = self.sock
+        while pos < n:
+            remaining = n - pos
+            try:
+                if remaining >= len(self._buf) // 2:
+                    got = sock.recv_into(target[pos:])
+                    if got:
+                        pos += got
+                else:
+                    got = sock.recv_into(self._view)
+                    if got:
+                        k = min(got, remaining)
+                        target[pos:pos + k] = self._view[:k]
+                        self._start, self._end = k, got
+                        pos += k
+            except TimeoutError:
+                raise CommClosedError(f"{self.peer} was silent for too long") from None
+            except OSError as exc:
+                raise CommClosedError(f"lost the connection to {self.peer}: {exc}") from None
+            if not got:
+                if pos == 0 and what == "a message":
+                    raise CommClosedError(f"{self.peer} closed the connection")
+                raise ProtocolError(f"{self.peer} closed the connection in the middle of {what}")
+        self.bytes_received += n
+
+    def recv(self, alloc: Callable[[int], tuple | None] | None = None,
+             free: Callable[[list], None] | None = None) -> tuple[list, dict]:
+        """Read one message -> (frames, refs).  Data frames for which ``alloc(n)``
+        returns ``(ref, writeable view)`` are read into that view; ``refs`` maps
+        their frame index to ``ref``.  If the message breaks off, ``free(refs)``
+        gives those blocks back before the error propagates."""
+        head = bytearray(_COUNT.size)
+        self._read_into(memoryview(head), "a message")
+        self.last_received = time.monotonic()
+        (n,) = _COUNT.unpack(head)
+        if n == 0 or n > MAX_FRAMES:
+            raise ProtocolError(f"{self.peer} sent a message of {n} frames "
+                                f"(allowed: 1 to {MAX_FRAMES})")
+        table = bytearray(8 * n)
+        self._read_into(memoryview(table), "a frame table")
+        lengths = struct.unpack(f"!{n}Q", table)
+        for raw in lengths:
+            size = raw & ~DATA_FLAG
+            if size > self.max_frame_bytes:
+                raise ProtocolError(f"{self.peer} announced a frame of {size} bytes "
+                                    f"(maximum {self.max_frame_bytes})")
+        frames: list = []
+        refs: dict = {}
+        try:
+            for i, raw in enumerate(lengths):
+                size = raw & ~DATA_FLAG
+                target = None
+                if alloc is not None and raw & DATA_FLAG:
+                    got = alloc(size)
+                    if got is not None:
+                        refs[i], target = got
+                if target is None:
+                    target = memoryview(bytearray(size))
+                self._read_into(target, "a frame")
+                frames.append(target)
+        except BaseException:
+            if refs and free is not None:
+                for i in refs:
+                    if i < len(frames):
+                        frames[i].release()
+                free(list(refs.values()))
+            raise
+        self.last_received = time.monotonic()
+        return frames, refs
+
+    # -- closing ---------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Close at once: wakes a reader blocked on this socket."""
+        self.closed = True
+        with self._outbox_cond:
+            self._outbox_cond.notify_all()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def close(self) -> None:
+        self.abort()
+
+
+def _sendmsg_all(sock: socket.socket, views: list[memoryview]) -> None:
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i:i + _IOV_MAX])
+        while sent:
+            n = views[i].nbytes
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
+        while i < len(views) and views[i].nbytes == 0:
+            i += 1
+
+
+def recv_message(comm: Comm, alloc=None, free=None) -> tuple[tuple, list, dict]:
+    """Read one message -> (header, body frames, refs of body frames by body index)."""
+    frames, refs = comm.recv(alloc, free)
+    try:
+        header = pickle.loads(frames[0])
+    except Exception as exc:
+        if refs and free is not None:
+            free(list(refs.values()))
+        raise ProtocolError(f"{comm.peer} sent a message whose header cannot be "
+                            f"read: {exc!r}") from None
+    if type(header) is not tuple or not header or type(header[0]) is not str:
+        if refs and free is not None:
+            free(list(refs.values()))
+        raise ProtocolError(f"{comm.peer} sent a malformed message header {header!r:.80}")
+    return header, frames[1:], {i - 1: r for i, r in refs.items()}
+
+
+def header_frames(header: tuple) -> list:
+    return [pickle.dumps(header, protocol=5)]
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def _wire_stored(pieces, nbytes, owner):  # pragma: no cover - resolved by _ValueUnpickler
+    raise pickle.UnpicklingError("a value reference needs its frames")
+
+
+class _ValuePickler(pickle.Pickler):
+    def __init__(self, file, frames: list, first_index: int):
+        super().__init__(file, protocol=5)
+        self.frames = frames
+        self.first_index = first_index
+
+    def reducer_override(self, obj):
+        if type(obj) is not Stored:
+            return NotImplemented
+        pieces: list = [bytes(obj.header)]
+        for b in obj.buffers:
+            if type(b) is tuple:
+                raise ValueError("a value in this host's shared memory cannot be sent as is")
+            m = _byte_view(b)
+            if m.nbytes < INLINE_PIECE:
+                pieces.append(bytes(m))
+            else:
+                pieces.append(self.first_index + len(self.frames))
+                self.frames.append(m)
+        return (_wire_stored, (pieces, obj.nbytes, obj.owner))
+
+
+def dumps_values(header: tuple, body: Any) -> tuple[list, frozenset]:
+    """A message whose body holds :class:`Stored` values -> (frames, data frame indices)."""
+    data: list = []
+    f = io.BytesIO()
+    _ValuePickler(f, data, 1).dump(body)
+    frames = [pickle.dumps(header, protocol=5), f.getbuffer(), *data]
+    return frames, frozenset(range(2, len(frames)))
+
+
+class _ValueUnpickler(pickle.Unpickler):
+    def __init__(self, file, frames: list, refs: dict, owner: str | None):
+        super().__init__(file)
+        self.frames = frames
+        self.refs = refs
+        self.owner = owner
+        self.claimed: set = set()
+
+    def find_class(self, module: str, name: str):
+        if module == __name__ and name == "_wire_stored":
+            return self._build
+        return super().find_class(module, name)
+
+    def _build(self, pieces, nbytes, owner):
+        if type(pieces) is not list or not pieces:
+            raise pickle.UnpicklingError("malformed value")
+        out = []
+        in_shm = False
+        for p in pieces[1:]:
+            if type(p) is int:
+                if p in self.refs:
+                    out.append(self.refs[p])
+                    in_shm = True
+                elif 0 <= p < len(self.frames):
+                    out.append(self.frames[p])
+                else:
+                    raise pickle.UnpicklingError(f"value refers to missing frame {p}")
+                self.claimed.add(p)
+            else:
+                out.append(p)
+        header = pieces[0]
+        if type(header) is int:  # pragma: no cover - dumps_values keeps headers inline
+            raise pickle.UnpicklingError("malformed value header")
+        owner = "client" if in_shm else (self.owner or owner)
+        return Stored(header, out, nbytes, owner)
+
+
+def loads_values(body: list, refs: dict, owner: str | None = None) -> tuple[Any, list]:
+    """Inverse of :func:`dumps_values` on the body frames -> (body, unclaimed refs).
+
+    ``refs`` (frame index in ``body`` -> shared-memory block) come from
+    :func:`recv_message`; values with blocks get owner ``"client"`` (the
+    scheduler's store frees them), others ``owner`` (the sender's id)."""
+    frames = {i: f for i, f in enumerate(body)}
+    u = _ValueUnpickler(io.BytesIO(body[0]), frames, refs, owner)
+    u.frames = frames
+    value = u.load()
+    unclaimed = [r for i, r in refs.items() if i not in u.claimed]
+    return value, unclaimed
+
+
+# ----------------------------------------------------------------------------- clocks
+
+
+class ClockOffset:
+    """Offset of a peer's ``time.time()`` from ours, from ping round trips.
+
+    A ping stamped ``t0`` here, answered with the peer's clock ``tp``, back at
+    ``t1``: offset ~ ``tp - (t0 + t1) / 2``, with error at most half the round
+    trip; the sample with the shortest round trip among the recent ones wins.
+    """
+
+    def __init__(self, window: int = 32):
+        self.samples: list[tuple[float, float]] = []  # (rtt, offset)
+        self.window = window
+        self.offset = 0.0
+        self.rtt = float("inf")
+
+    def add(self, t0: float, peer_time: float, t1: float) -> None:
+        rtt = max(0.0, t1 - t0)
+        self.samples.append((rtt, peer_time - (t0 + t1) / 2))
+        if len(self.samples) > self.window:
+            del self.samples[0]
+        self.rtt, self.offset = min(self.samples)
+
+    def to_local(self, peer_time: float) -> float:
+        return peer_time - self.offset

@@ -1,0 +1,215 @@
+"""comm.py alone: addresses, key files, the HMAC handshake, frames and values on a socketpair."""
+
+import os
+import pickle
+import socket
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+from shmdask.cluster import comm
+from shmdask.cluster.comm import (
+    AuthenticationError,
+    ClockOffset,
+    Comm,
+    CommClosedError,
+    ProtocolError,
+    client_handshake,
+    dumps_values,
+    loads_values,
+    parse_address,
+    recv_message,
+    server_handshake,
+)
+from shmdask.cluster.protocol import Stored, deserialize_value, serialize_value
+
+
+def test_parse_address():
+    assert parse_address("tcp://127.0.0.1:8786") == ("tcp", "127.0.0.1", 8786)
+    assert parse_address("127.0.0.1:9000") == ("tcp", "127.0.0.1", 9000)
+    assert parse_address("localhost") == ("tcp", "localhost", 8786)
+    assert parse_address("tls://[::1]:1234") == ("tls", "::1", 1234)
+    assert comm.format_address("tcp", "::1", 5) == "tcp://[::1]:5"
+    with pytest.raises(ValueError, match="unknown scheme"):
+        parse_address("http://127.0.0.1:80")
+    with pytest.raises(ValueError, match="out of range"):
+        parse_address("127.0.0.1:99999")
+    with pytest.raises(TypeError):
+        parse_address(8786)
+
+
+def test_key_file_is_private_and_found_by_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("SHMDASK_AUTH_KEY", raising=False)
+    key = comm.new_key()
+    path = comm.write_key_file("127.0.0.1", 4321, key)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert comm.find_key("127.0.0.1", 4321) == key
+    assert comm.find_key("localhost", 4321) == key  # loopback aliases
+    assert comm.find_key("127.0.0.1", 4322) is None
+    monkeypatch.setenv("SHMDASK_AUTH_KEY", "from-env")
+    assert comm.find_key("127.0.0.1", 4321) == b"from-env"
+    with pytest.raises(ValueError, match="empty"):
+        comm.as_key("")
+
+
+def _handshake_pair(server_key: bytes, client_key: bytes):
+    a, b = socket.socketpair()
+    errors = {}
+
+    def serve():
+        try:
+            server_handshake(a, server_key, timeout=5)
+        except Exception as exc:
+            errors["server"] = exc
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        client_handshake(b, client_key, timeout=5)
+    except Exception as exc:
+        errors["client"] = exc
+    t.join()
+    return a, b, errors
+
+
+def test_handshake_accepts_the_right_key():
+    a, b, errors = _handshake_pair(b"k" * 10, b"k" * 10)
+    assert errors == {}
+    a.close()
+    b.close()
+
+
+def test_handshake_refuses_a_wrong_key_on_both_sides():
+    a, b, errors = _handshake_pair(b"right", b"wrong")
+    assert isinstance(errors["server"], AuthenticationError)
+    assert isinstance(errors["client"], AuthenticationError)
+    assert "authentication failed" in str(errors["client"])
+    a.close()
+    b.close()
+
+
+def test_handshake_refuses_garbage_and_http():
+    for payload, match in ((b"\x00\xff garbage bytes " * 8, "not speaking"),
+                           (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP")):
+        a, b = socket.socketpair()
+        b.sendall(payload)
+        with pytest.raises(ProtocolError, match=match):
+            server_handshake(a, b"key", timeout=2)
+        a.close()
+        if b"HTTP" in payload:
+            assert b"400 Bad Request" in b.recv(4096)
+        b.close()
+
+
+def test_handshake_times_out_on_a_silent_peer():
+    a, b = socket.socketpair()
+    with pytest.raises(ProtocolError, match="timed out"):
+        server_handshake(a, b"key", timeout=0.3)
+    a.close()
+    b.close()
+
+
+def _comm_pair(max_frame_bytes=comm.MAX_FRAME_BYTES):
+    a, b = socket.socketpair()
+    return Comm(a, "a", max_frame_bytes), Comm(b, "b", max_frame_bytes)
+
+
+def test_frames_round_trip_with_large_buffers():
+    left, right = _comm_pair()
+    big = np.arange(3_000_000, dtype=np.float64)  # 24 MB: more than any socket buffer
+    frames = [pickle.dumps(("hello",)), b"small", memoryview(big)]
+    t = threading.Thread(target=left.send, args=(frames,))
+    t.start()
+    header, body, refs = recv_message(right)
+    t.join()
+    assert header == ("hello",)
+    assert bytes(body[0]) == b"small"
+    assert np.array_equal(np.frombuffer(body[1], dtype=np.float64), big)
+    assert refs == {}
+    assert left.bytes_sent == right.bytes_received
+    left.close()
+    right.close()
+
+
+def test_data_frames_land_where_alloc_says():
+    left, right = _comm_pair()
+    arr = np.arange(100_000, dtype=np.int64)
+    stored = serialize_value(arr)  # inline buffers
+    frames, data = dumps_values(("results",), [("done", "x", stored)])
+    assert data  # the array's buffer is flagged as data
+    t = threading.Thread(target=left.send, args=(frames, data))
+    t.start()
+    blocks = {}
+
+    def alloc(n):
+        buf = bytearray(n)
+        ref = ("segment", len(blocks), n)
+        blocks[ref] = buf
+        return ref, memoryview(buf)
+
+    header, body, refs = recv_message(right, alloc)
+    t.join()
+    assert header == ("results",)
+    (entry,), unclaimed = loads_values(body, refs, owner="remote-0")
+    assert unclaimed == []
+    value = entry[2]
+    assert isinstance(value, Stored) and value.blocks and value.owner == "client"
+    (ref,) = value.blocks
+
+    class Mappings:
+        def view(self, *block):
+            return memoryview(blocks[tuple(block)])
+
+    assert np.array_equal(deserialize_value(value, Mappings()), arr)
+    left.close()
+    right.close()
+
+
+def test_a_frame_larger_than_the_maximum_is_refused_before_allocation():
+    left, right = _comm_pair(max_frame_bytes=1 << 20)
+    left.sock.sendall(comm._COUNT.pack(1) + (1 << 40).to_bytes(8, "big"))
+    with pytest.raises(ProtocolError, match="announced a frame of 1099511627776 bytes"):
+        right.recv()
+    left.close()
+    right.close()
+
+
+def test_truncated_frame_and_silence():
+    left, right = _comm_pair()
+    left.sock.sendall(comm._COUNT.pack(1) + (100).to_bytes(8, "big") + b"x" * 50)
+    left.sock.close()
+    with pytest.raises(ProtocolError, match="middle of a frame"):
+        right.recv()
+    right.close()
+    left, right = _comm_pair()
+    right.sock.settimeout(0.2)
+    with pytest.raises(CommClosedError, match="silent"):
+        right.recv()
+    left.close()
+    right.close()
+
+
+def test_failed_read_gives_allocated_blocks_back():
+    left, right = _comm_pair()
+    n = 1 << 16
+    left.sock.sendall(comm._COUNT.pack(2) + (5).to_bytes(8, "big")
+                      + (n | comm.DATA_FLAG).to_bytes(8, "big") + b"hello" + b"y" * 10)
+    left.sock.close()
+    freed = []
+    with pytest.raises(ProtocolError):
+        right.recv(lambda k: (("seg", 0, k), memoryview(bytearray(k))), freed.extend)
+    assert freed == [("seg", 0, n)]
+    right.close()
+
+
+def test_clock_offset_prefers_short_round_trips():
+    c = ClockOffset()
+    c.add(100.0, 105.5, 101.0)  # rtt 1.0, offset 5.0
+    c.add(200.0, 205.0, 200.002)  # rtt 0.002, offset ~4.999
+    assert abs(c.offset - 4.999) < 1e-6
+    assert abs(c.to_local(1005.0) - 1000.001) < 1e-6
