@@ -135,6 +135,12 @@ def array(repeats: int) -> dict:
         remote_tasks = sum(1 for r in records if r["kind"] == "compute" and r["remote"])
         local_tasks = sum(1 for r in records if r["kind"] == "compute" and not r["remote"])
         figures["shmdask, 1 local + 1 remote worker"] = times
+    from shmdask.cluster.local_cluster import LocalCluster
+
+    with LocalCluster(n_workers=2) as cluster, Client(cluster, set_as_default=False) as client:
+        x = da.from_array(x_np, chunks=(1000, 1000))
+        figures["shmdask, 2 local workers (reference)"] = _time(
+            lambda: shmdask.compute((x + x.T).sum(), scheduler=client), repeats)
         print(f"array: bytes over TCP per run: "
               f"{(after[0] - before[0]) / repeats / 1e6:.1f} MB to the remote worker, "
               f"{(after[1] - before[1]) / repeats / 1e6:.1f} MB back; tasks run "
@@ -153,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("figures", nargs="*", default=["tiny", "array"])
     parser.add_argument("-r", "--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    import shmdask
+
+    shmdask.config.set(progress=False)
     for name in args.figures:
         figures = {"tiny": tiny, "array": array}[name](args.repeats)
         for label, times in figures.items():

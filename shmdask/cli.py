@@ -18,12 +18,13 @@ In: a command line.  Out: an exit status, and on stderr a few lines a person rea
     ``dask-worker``): thin wrappers over ``serve_scheduler`` and ``run_worker``
     of :mod:`shmdask.cluster.tcp` / :mod:`shmdask.cluster.remote_worker`.
 
-Why shaped so: everything the user got wrong (a missing script, a syntax error,
-an unknown option, a bad address, a port in use) is found before any process
-or shared memory exists, and reported in one line (``shmdask: error: ...``), so
-a mistake never leaves anything behind.  Click's usage errors keep their exit
-status 2.  The work proper sits in small functions (``load_script``,
-``run_script``, ``format_summary``) that tests can call without a terminal.
+Why shaped so: whatever the user got wrong (a missing script, a syntax error,
+an unknown option, a bad address) is found before any process or shared
+memory exists; what can only fail later (a port in use) stops whatever had
+started.  Either way it is reported in one line (``shmdask: error: ...``) and
+nothing is left behind.  Click's usage errors keep their exit status 2.  The
+work proper sits in small functions (``load_script``, ``run_script``,
+``format_summary``) that tests can call without a terminal.
 """
 
 from __future__ import annotations
@@ -156,11 +157,14 @@ class _Terminated(BaseException):
 
 
 def run_script(code: CodeType, script: str, args: Sequence[str]) -> ScriptOutcome:
-    """Run compiled ``code`` as ``__main__`` with ``sys.argv = [script, *args]``.
+    """Run compiled ``code`` as ``__main__`` with ``sys.argv[1:] = args``.
 
+    ``runpy.run_path`` sets up the module namespace (``__file__`` is the
+    script's absolute path, as in Python 3.9+) and makes ``sys.argv[0]`` that
+    path too.
     Exceptions of the script are printed here, as Python would print them, and
     never escape; ``KeyboardInterrupt`` and SIGTERM end the script and give
-    130 and 143.  The module namespace is set up by ``runpy.run_path``.
+    130 and 143.
     """
     import runpy
 
@@ -262,7 +266,8 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
     outcome = report.outcome
     ending = {
         "finished": "finished",
-        "exited": f"exited with status {outcome.status}",
+        "exited": (f"exited with status {outcome.status}" if outcome.status
+                   else "finished (sys.exit(0))"),
         "raised": f"failed ({type(outcome.exception).__name__})",
         "interrupted": "was interrupted",
         "terminated": "was terminated",
@@ -270,19 +275,19 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
     lines = [f"shmdask run: {name} {ending} after {_seconds(report.wall)}"]
     if not summary or not summary.get("n_tasks"):
         lines.append("  no tasks were run")
-    else:
-        n = summary["n_tasks"]
-        line = (f"  {n} task{'s' if n != 1 else ''} on {summary['n_workers']} "
-                f"worker{'s' if summary['n_workers'] != 1 else ''}, "
-                f"busy over {_seconds(summary['wall'])}, "
-                f"utilisation {summary['utilisation']:.0%}")
-        if summary.get("n_errors"):
-            line += f", {summary['n_errors']} erred"
-        lines.append(line)
-        for worker, w in summary["workers"].items():
-            where = " (remote)" if w.get("remote") else ""
-            lines.append(f"    {worker}{where}: {w['tasks']} tasks, busy "
-                         f"{_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
+        return lines
+    n = summary["n_tasks"]
+    line = (f"  {n} task{'s' if n != 1 else ''} on {summary['n_workers']} "
+            f"worker{'s' if summary['n_workers'] != 1 else ''}, "
+            f"busy over {_seconds(summary['wall'])}, "
+            f"utilisation {summary['utilisation']:.0%}")
+    if summary.get("n_errors"):
+        line += f", {summary['n_errors']} erred"
+    lines.append(line)
+    for worker, w in summary["workers"].items():
+        where = " (remote)" if w.get("remote") else ""
+        lines.append(f"    {worker}{where}: {w['tasks']} tasks, busy "
+                     f"{_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
     if report.peak_shm is not None:
         lines.append(f"  peak shared memory: {_bytes(report.peak_shm)}")
     if report.plot:
@@ -296,62 +301,37 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
 
 
 def _start_cluster(workers: int | None, threads: int, memory_limit: Any,
-                   listen: str | None) -> tuple[Any, Any, Any]:
+                   listen: str | None) -> tuple[Any, Any]:
     from shmdask.cluster.local_cluster import LocalCluster
     from shmdask.distributed import Client
 
-    kwargs: dict[str, Any] = {"n_workers": workers, "threads_per_worker": threads,
-                              "memory_limit": memory_limit}
-    if listen is not None:
-        kwargs["listen"] = listen
-    cluster = LocalCluster(**kwargs)
-    listener = None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                           memory_limit=memory_limit, listen=listen)
     try:
-        if listen is not None and not getattr(cluster, "scheduler_address", None):
-            listener = _listen(cluster, listen)  # this LocalCluster does not listen itself
         client = Client(cluster)
     except BaseException:
-        _close_quietly(listener, cluster)
+        _close_quietly(cluster)
         raise
-    return cluster, client, listener
+    return cluster, client
 
 
-def _listen(cluster: Any, address: str) -> Any:
-    """Accept remote workers (and clients) for the run's cluster at ``address``."""
-    from shmdask.cluster.tcp import start_listener
-
-    scheme, host, port = parse_address(address)
-    listener = start_listener(cluster.engine, cluster.store, f"{scheme}://{host}:{port}",
-                              info=cluster.scheduler_info, restart=cluster.restart)
-    cluster.scheduler_address = listener.address
-    # The listener's description adds the remote workers to the cluster's own;
-    # the run's Client (and remote clients) should see all of them.
-    cluster.scheduler_info = listener.scheduler_info
-    return listener
-
-
-def _memory_sampler(cluster: Any) -> Any:
-    from shmdask.diagnostics import MemorySampler, TaskStream
-
-    engine = cluster.engine
-    store = getattr(cluster, "store", None)
-
-    def pids() -> dict[str, int]:
-        return {wid: h.pid for wid, h in cluster.workers.items() if getattr(h, "pid", None)}
-
-    def shm() -> int:
-        return int(getattr(store, "shm_bytes", 0) or 0)
-
-    return MemorySampler(TaskStream(), pids, shm, lambda: len(engine.records)).start()
-
-
-def _close_quietly(*things: Any) -> None:
-    """Close the client and cluster; a second Ctrl-C must not leave them half-closed."""
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C pressed again while we clean up must not leave things half-closed."""
     try:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread
         old = None
     try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _close_quietly(*things: Any) -> None:
+    """Close client, listener and cluster, in that order, whatever fails."""
+    with _sigint_ignored():
         for thing in things:
             if thing is None:
                 continue
@@ -359,9 +339,6 @@ def _close_quietly(*things: Any) -> None:
                 thing.close()
             except Exception as exc:  # report, and go on closing the rest
                 _err(f"shmdask run: error while closing {type(thing).__name__}: {exc}")
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
 
 
 def run_command(script: str, args: Sequence[str], *, workers: int | None, threads: int,
@@ -386,7 +363,7 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
     set_script_path(script)
     started = time.time()
     try:
-        cluster, client, listener = _start_cluster(workers, threads, memory_limit, listen)
+        cluster, client = _start_cluster(workers, threads, memory_limit, listen)
     except KeyboardInterrupt:
         _err("shmdask run: interrupted while starting the cluster")
         return EXIT_INTERRUPTED
@@ -395,26 +372,25 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         raise CliError(f"could not start the cluster{where}: {exc.strerror or exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CliError(f"could not start the cluster: {exc}") from None
-    sampler = None
     try:
         address = getattr(cluster, "scheduler_address", None)
         if listen is not None and address:
             _err(f"shmdask run: remote workers may join at {address}: "
                  f"shmdask worker {address}")
-        sampler = _memory_sampler(cluster)
+            given_key = os.environ.get("SHMDASK_AUTH_KEY") or None
+            for line in remote_hint(address, parse_address(listen)[1], given_key):
+                _err(f"shmdask run: {line}")
         t0 = time.perf_counter()
         outcome = run_script(code, script, args)
         wall = time.perf_counter() - t0
-    except BaseException:
-        _close_quietly(client, listener, cluster)
-        raise
     finally:
-        if sampler is not None:
-            with contextlib.suppress(Exception):
-                sampler.stop()
-    _close_quietly(client, listener, cluster)  # joins the engine thread: all records are in
-    records = list(cluster.engine.records)
-    memory = sampler.stream.memory_since(0)
+        # However the run ended, the cluster goes (this also joins the engine
+        # thread, so every task-stream record is in after it).
+        with _sigint_ignored():
+            _close_quietly(client, cluster)
+    stream = cluster.engine.task_stream  # the cluster samples its memory into it
+    records = stream.records_since(0)
+    memory = stream.memory_since(0)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
 
@@ -502,7 +478,7 @@ Examples:
 """
 
 
-@cli.command(epilog=RUN_EPILOG,
+@cli.command(epilog=RUN_EPILOG, short_help="Run a Python script with a LocalCluster as scheduler.",
              context_settings={"ignore_unknown_options": False,
                                "allow_interspersed_args": False})
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
@@ -546,7 +522,8 @@ def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_wor
                        listen=listen)
 
 
-@cli.command(epilog="""\b
+@cli.command(short_help="Start a scheduler that workers and clients join over TCP.",
+             epilog="""\b
 Examples:
   shmdask scheduler                          127.0.0.1:8786, this machine only
   shmdask scheduler --port 0 --workers 2     a free port, two local workers
@@ -559,14 +536,15 @@ Examples:
 @click.option("--workers", "n_workers", type=click.IntRange(min=0), default=0,
               show_default=True, help="Local worker processes to start with the scheduler.")
 @click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
-              help="Key peers must prove they hold [default: a per-user key file].")
+              help="Key peers must prove they hold [default: a new key, in a user-only key "
+                   "file].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
 def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int:
     """Start a scheduler that workers and clients join over TCP; Ctrl-C stops it."""
     from shmdask.cluster.tcp import serve_scheduler
 
     def ready(address: str) -> None:
         # serve_scheduler has printed the address and how to connect on this host.
-        for line in remote_hint(address, host, port, auth_key):
+        for line in remote_hint(address, host, auth_key):
             click.echo(line)
         sys.stdout.flush()
 
@@ -579,25 +557,30 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int
     return 0
 
 
-def remote_hint(address: str, host: str, port: int, auth_key: str | None) -> list[str]:
-    """For a scheduler reachable from other hosts: how peers there pass the key.
+def remote_hint(address: str, host: str, auth_key: str | None) -> list[str]:
+    """For a scheduler reachable from other hosts: how peers there join.
 
     On this host peers find the key by themselves; elsewhere they must be given
     it, and the key itself is never printed (terminals and logs are shared)."""
     if _is_loopback(host):
         return []
+    import socket
+
+    scheme, bound, port = parse_address(address)
+    if bound in ("0.0.0.0", "::", ""):
+        bound = socket.gethostname()
+    there = f"{scheme}://{bound}:{port}" if ":" not in bound else f"{scheme}://[{bound}]:{port}"
     if auth_key is not None:
-        source = "the key you gave"
+        key = "KEY being the key you gave"
     else:
         from shmdask.cluster.comm import key_file
 
-        source = f"the key in {key_file(host, port)}"
-    return [f"Other hosts join with {source}: shmdask worker {address} --auth-key KEY "
-            f"(or SHMDASK_AUTH_KEY=KEY in their environment; Client({address!r}) reads "
-            "it too)"]
+        key = f"KEY being the contents of {key_file(host, port)}"
+    return [f"From other hosts:      shmdask worker {there} --auth-key KEY  ({key}; "
+            f"or set SHMDASK_AUTH_KEY=KEY there, which Client({there!r}) reads too)"]
 
 
-@cli.command(epilog="""\b
+@cli.command(short_help="Join a scheduler as a worker.", epilog="""\b
 Examples:
   shmdask worker 127.0.0.1:8786                 one worker process
   shmdask worker 10.0.0.5:8786 --nworkers 2 --auth-key KEY
@@ -605,9 +588,12 @@ Examples:
 @click.argument("address")
 @click.option("--nworkers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes to start.")
-@click.option("--name", default=None, help="Worker name [default: host-pid].")
+@click.option("--name", default=None,
+              help="Worker name (with --nworkers: NAME-0, NAME-1, ...) [default: given by "
+                   "the scheduler].")
 @click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
-              help="The scheduler's key [default: this user's key file].")
+              help="The scheduler's key [default: this user's key file on the scheduler's "
+                   "host].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
 @click.option("--nthreads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads per worker process.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0,

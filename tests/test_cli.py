@@ -515,16 +515,74 @@ def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
     shmdask_cmd.assert_clean()
 
 
+def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
+    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.remote_worker")
+    from shmdask.distributed import Client
+
+    key = uuid.uuid4().hex
+    scheduler, address = _start_scheduler(shmdask_cmd, 0, "--host", "127.0.0.1",
+                                          "--workers", "1", "--auth-key", key)
+    procs = [scheduler]
+    try:
+        port = int(address.rsplit(":", 1)[1])
+        # a wrong key is refused at once: one line, status 2
+        wrong = shmdask_cmd("worker", f"127.0.0.1:{port}", "--auth-key", "not-the-key")
+        assert wrong.returncode == 2
+        assert len(wrong.stderr.splitlines()) == 1, wrong.stderr
+        procs.append(shmdask_cmd.popen("worker", address, "--nworkers", "2", "--name", "edge",
+                                       "--nthreads", "2", "--auth-key", key))
+        monkeypatch.setenv("SHMDASK_AUTH_KEY", key)
+        client = Client(address, set_as_default=False)
+        try:
+            deadline = time.monotonic() + 30
+            while len(client.scheduler_info()["workers"]) < 3:
+                assert time.monotonic() < deadline, client.scheduler_info()
+                assert procs[1].poll() is None
+                time.sleep(0.1)
+            workers = client.scheduler_info()["workers"].values()
+            remote = sorted((w["name"], w["nthreads"]) for w in workers
+                            if w["kind"] == "remote")
+            assert remote == [("edge-0", 2), ("edge-1", 2)]
+            assert sum(w["kind"] == "local" for w in workers) == 1
+        finally:
+            client.close()
+        assert _stop(procs[1], signal.SIGTERM) == 0
+        assert _stop(scheduler, signal.SIGTERM) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    shmdask_cmd.assert_clean()
+
+
 def test_scheduler_port_in_use(shmdask_cmd):
     pytest.importorskip("shmdask.cluster.tcp")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = shmdask_cmd("scheduler", "--port", str(port))
+        # with a local worker, so that the failure happens after processes started
+        out = shmdask_cmd("scheduler", "--port", str(port), "--workers", "1")
     assert out.returncode not in (0, None)
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and str(port) in lines[0], out.stderr
+    shmdask_cmd.assert_clean()
+
+
+def test_run_listen_port_in_use(shmdask_cmd, tmp_path):
+    pytest.importorskip("shmdask.cluster.tcp")
+    path = write(tmp_path, "ok.py", 'print("should not run")\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = shmdask_cmd("run", "-w", "1", "--listen", f"127.0.0.1:{port}", path)
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and str(port) in lines[0] and "in use" in lines[0], out.stderr
+    assert "should not run" not in out.stdout
     shmdask_cmd.assert_clean()
 
 
@@ -623,3 +681,13 @@ def test_format_summary_and_report_filename(tmp_path):
     open(first, "w").close()
     second = cli.report_filename(str(tmp_path), 0.0)
     assert first != second and second.endswith("-1.png")
+
+
+def test_remote_hint_only_for_hosts_others_can_reach():
+    assert cli.remote_hint("tcp://127.0.0.1:8786", "127.0.0.1", None) == []
+    assert cli.remote_hint("tcp://localhost:8786", "localhost", None) == []
+    (line,) = cli.remote_hint("tcp://0.0.0.0:8786", "0.0.0.0", None)
+    assert f"shmdask worker tcp://{socket.gethostname()}:8786 --auth-key KEY" in line
+    assert "0.0.0.0_8786.key" in line and "SHMDASK_AUTH_KEY" in line
+    (line,) = cli.remote_hint("tcp://10.1.2.3:9000", "10.1.2.3", "s3cret")
+    assert "tcp://10.1.2.3:9000 --auth-key KEY" in line and "s3cret" not in line

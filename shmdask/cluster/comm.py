@@ -58,6 +58,7 @@ DEFAULT_PORT = 8786
 HANDSHAKE_TIMEOUT = 10.0  # seconds a peer has to prove it holds the key
 MAX_FRAME_BYTES = int(os.environ.get("SHMDASK_MAX_FRAME_BYTES", 4 << 30))
 MAX_FRAMES = 1 << 20
+MESSAGE_FRAMES_FACTOR = 4  # a message may hold at most this many maximum-size frames
 DATA_FLAG = 1 << 63
 INLINE_PIECE = 1024  # value pieces smaller than this travel inside the pickle
 _NONCE = 32
@@ -497,11 +498,16 @@ class Comm:
         table = bytearray(8 * n)
         self._read_into(memoryview(table), "a frame table")
         lengths = struct.unpack(f"!{n}Q", table)
+        total = 0
         for raw in lengths:
             size = raw & ~DATA_FLAG
             if size > self.max_frame_bytes:
                 raise ProtocolError(f"{self.peer} announced a frame of {size} bytes "
                                     f"(maximum {self.max_frame_bytes})")
+            total += size
+        if total > MESSAGE_FRAMES_FACTOR * self.max_frame_bytes:
+            raise ProtocolError(f"{self.peer} announced a message of {total} bytes "
+                                f"(maximum {MESSAGE_FRAMES_FACTOR * self.max_frame_bytes})")
         frames: list = []
         refs: dict = {}
         try:

@@ -111,8 +111,9 @@ def _connect(address: str, name: str | None, nthreads: int, auth_key, tls: dict,
              timeout: float) -> tuple[Comm, tuple]:
     from shmdask.cluster.tcp import open_comm
 
-    hello = {"name": name, "nthreads": nthreads, "pid": os.getpid(),
-             "host": socket.gethostname(), "memory_limit": None}
+    host = socket.gethostname()
+    hello = {"name": name or f"{host}-{os.getpid()}", "nthreads": nthreads,
+             "pid": os.getpid(), "host": host, "memory_limit": None}
     return open_comm(address, "worker", hello, auth_key, timeout, **tls)
 
 

@@ -285,7 +285,8 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
 
         return {"key": key, "group": key_split(key), "worker": self.id,
                 "lane": f"{self.id}/transfer", "start": start, "stop": max(start, stop),
-                "nbytes": nbytes, "where": "memory", "kind": "transfer", "remote": True,
+                "nbytes": nbytes, "where": "shm" if self.listener.adapter.shm else "memory",
+                "kind": "transfer", "remote": True,
                 "direction": direction}
 
     def free(self, blocks: list) -> None:  # nothing of ours lives on the remote host
@@ -558,7 +559,6 @@ class Listener:
         ]
         for t in self._threads:
             t.start()
-        engine.on_worker_lost.append(self._engine_lost_worker)
         log.info("listening at %s", self.address)
 
     # -- accepting ----------------------------------------------------------------
@@ -607,20 +607,26 @@ class Listener:
         role, hello = header[1], header[2]
         if not isinstance(hello, dict):
             raise ProtocolError("malformed hello")
-        with self._lock:
-            if self.closing:
-                raise CommClosedError("the scheduler is closing")
-            n = next(self._ids)
-            if role == "worker":
-                session: _Session = RemoteWorkerHandle(self, comm, f"remote-{n}", hello)
-            else:
-                session = ClientSession(self, comm, f"client-{n}", hello)
-            self.sessions[session.id] = session
+        n = next(self._ids)
+        if role == "worker":
+            session: _Session = RemoteWorkerHandle(self, comm, f"remote-{n}", hello)
+        else:
+            session = ClientSession(self, comm, f"client-{n}", hello)
         comm.send(header_frames(("welcome", session.id, self.heartbeat_interval,
                                  self.heartbeat_timeout)))
+        for _ in range(3 if role == "worker" else 0):
+            # a clock estimate before the first task stamps anything (a worker
+            # sends nothing but pongs until it is given tasks)
+            comm.send(header_frames(("ping", time.time())))
+            pong, _, _ = recv_message(comm)
+            if pong[0] != "pong" or len(pong) < 3:
+                raise ProtocolError(f"expected a pong, got {pong[0]!r}")
+            session.clock.add(pong[1], pong[2], time.time())
         sock.settimeout(self.heartbeat_timeout)
-        for _ in range(3):  # a first clock estimate right away
-            session.ping()
+        with self._lock:  # only a peer that completed all of the above is listed
+            if self.closing:
+                raise CommClosedError("the scheduler is closing")
+            self.sessions[session.id] = session
         if role == "worker":
             log.info("worker %s (%s, pid %s, %d threads) joined from %s", session.id,
                      session.name, session.pid, session.nthreads, peer)
@@ -632,9 +638,6 @@ class Listener:
     def _forget(self, session: _Session) -> None:
         with self._lock:
             self.sessions.pop(session.id, None)
-
-    def _engine_lost_worker(self, worker_id: str, reason: str) -> None:
-        pass  # remote sessions report their own loss; nothing to replace here
 
     def _heartbeat_loop(self) -> None:
         while not self.closing:
@@ -697,8 +700,6 @@ class Listener:
         if self.key_path is not None:
             with contextlib.suppress(OSError):
                 self.key_path.unlink()
-        with contextlib.suppress(ValueError):
-            self.engine.on_worker_lost.remove(self._engine_lost_worker)
         log.info("closed listener at %s", self.address)
 
     def __repr__(self) -> str:
