@@ -26,13 +26,26 @@ import time
 import numpy as np
 
 
-def busy(seconds: float) -> int:
-    """Pure-Python busy loop (holds the GIL), not a sleep."""
-    end = time.perf_counter() + seconds
-    n = 0
-    while time.perf_counter() < end:
-        n += 1
-    return n
+def spin(iterations: int) -> int:
+    """Pure-Python work (holds the GIL): a fixed number of loop iterations.
+
+    Fixed work, not a wall-clock deadline: threads that share the GIL must
+    then really take turns, as GIL-bound code does."""
+    total = 0
+    for i in range(iterations):
+        total += i & 7
+    return total
+
+
+def _iterations_for(seconds: float) -> int:
+    """Iterations of ``spin`` that take about ``seconds`` on this machine, alone."""
+    n = 100_000
+    start = time.perf_counter()
+    spin(n)
+    return max(1, int(n * seconds / (time.perf_counter() - start)))
+
+
+SPIN_25MS = _iterations_for(0.025)
 
 
 def noop(i):
@@ -49,7 +62,7 @@ def chunk_sum(x) -> float:
 
 def gil_bound_64(api) -> None:
     """64 pure-Python tasks of ~25 ms each, computed together."""
-    tasks = [api.delayed(busy, pure=True)(0.025 + i * 1e-9) for i in range(64)]
+    tasks = [api.delayed(spin, pure=True)(SPIN_25MS + i) for i in range(64)]
     counts = api.compute(*tasks)
     assert len(counts) == 64 and all(c > 0 for c in counts)
 
