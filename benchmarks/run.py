@@ -10,8 +10,8 @@ each ``fn(api)`` runs once against ``api`` (``delayed``, ``compute``,
 runner's scheduler first (clusters start outside the timing, and are closed
 after it: a live distributed cluster's event loop would otherwise slow
 every other runner's threads), and runs alternate between runners so that
-noise on this shared machine hits them alike.  The table gives medians and each runner's time relative to the
-fastest shmdask runner (``x`` > 1 means slower than shmdask).
+noise on this shared machine hits them alike.  The table gives medians and
+each runner's time relative to the fastest shmdask runner (``x`` > 1 means slower than shmdask).
 Needs ``pip install -e '.[bench]'`` for the dask columns; without dask only
 shmdask runs.
 """
