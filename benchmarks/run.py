@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 import types
+import warnings
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -142,10 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     import shmdask
 
     shmdask.config.set(progress=False)  # bars would garble the table
+    warnings.simplefilter("ignore")  # distributed warns about ports and large graphs
+    if "numpy" not in runners and not args.runners:
+        runners = ["numpy", *runners]
     times: dict = {(w, r): [] for w in names for r in runners}
     for w in names:
+        fn = workloads[w]
         for _ in range(args.repeats):
             for r in runners:
+                if r == "numpy":  # the same work in plain numpy, one core
+                    if hasattr(fn, "numpy"):
+                        start = time.perf_counter()
+                        fn.numpy()
+                        times[w, r].append(time.perf_counter() - start)
+                    continue
+                if r not in getattr(fn, "runners", (r,)):
+                    continue
                 with runner_context(r, args.workers) as api:
                     if api.da is None and w.startswith("array"):
                         continue
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 def _row(w: str, runners: list[str], times: dict) -> str:
     medians = {r: statistics.median(times[w, r]) for r in runners if times[w, r]}
     ours = [m for r, m in medians.items() if r.startswith("shmdask")]
-    best = min(ours) if ours else None
+    best = min(ours) if ours else None  # ratios are against our fastest runner
     cells = []
     for r, m in medians.items():
         ratio = f" ({m / best:.2f}x)" if best else ""

@@ -49,6 +49,35 @@ def array_random_sum_one_chunk(api: Any) -> float:
     return float(api.compute(api.da.random.random(10_000_000, chunks=10_000_000).sum())[0])
 
 
+# The same work in plain numpy on one core: the harness's "numpy" column.
+def _numpy_random_sum() -> float:
+    import numpy as np
+
+    return float(np.random.random(10_000_000).sum())
+
+
+def _numpy_arcsin_arccos() -> Any:
+    import numpy as np
+
+    x = np.random.random((2000, 20000, 10))
+    y = np.random.random((2000, 20000, 10))
+    return (np.arcsin(x) + np.arccos(y)).sum(axis=(1, 2))
+
+
+def _numpy_x_plus_xT() -> Any:
+    import numpy as np
+
+    x = np.random.random((8000, 8000))
+    return (x + x.T).sum(axis=0)
+
+
+array_random_sum.numpy = _numpy_random_sum
+array_arcsin_arccos.numpy = _numpy_arcsin_arccos
+array_x_plus_xT.numpy = _numpy_x_plus_xT
+array_random_sum_chunks_1k.numpy = _numpy_random_sum
+array_random_sum_chunks_1m.numpy = _numpy_random_sum
+array_random_sum_one_chunk.numpy = _numpy_random_sum
+
 WORKLOADS: dict[str, Callable[[Any], Any]] = {
     "array_random_sum": array_random_sum,
     "array_arcsin_arccos": array_arcsin_arccos,

@@ -67,6 +67,29 @@ def gil_bound_64(api) -> None:
     assert len(counts) == 64 and all(c > 0 for c in counts)
 
 
+gil_bound_64.numpy = lambda: [spin(SPIN_25MS + i) for i in range(64)]
+
+
+def cluster_start_close(api) -> None:
+    """Start a 2-worker cluster, get one result, close it."""
+    if api.name == "shmdask":
+        from shmdask.distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, \
+                Client(cluster, set_as_default=False) as client:
+            assert client.submit(noop, 1).result() == 1
+    else:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, \
+                Client(cluster, set_as_default=False) as client:
+            assert client.submit(noop, 1).result() == 1
+
+
+cluster_start_close.runners = ("shmdask-cluster", "distributed")
+
+
 def chunk_pipeline(api) -> None:
     """48 chunks of 40 MB made and reduced: the shared-memory data plane."""
     n = 5_000_000
@@ -77,6 +100,7 @@ def chunk_pipeline(api) -> None:
 
 
 WORKLOADS = {
+    "cluster_start_close": cluster_start_close,
     "gil_bound_64": gil_bound_64,
     "chunk_pipeline": chunk_pipeline,
 }
