@@ -88,6 +88,7 @@ def cluster_start_close(api) -> None:
 
 
 cluster_start_close.runners = ("shmdask-cluster", "distributed")
+cluster_start_close.warmup = False
 
 
 def chunk_pipeline(api) -> None:
