@@ -6,12 +6,17 @@
 
 Workloads live in ``benchmarks/workloads_*.py`` as ``WORKLOADS = {name: fn}``;
 each ``fn(api)`` runs once against ``api`` (``delayed``, ``compute``,
-``persist``, ``get``, ``da`` of the library under test).  Each run starts its
-runner's scheduler first and runs the workload once untimed, as a cluster in
-use is warm (clusters start outside the timing, and are closed after it: a live distributed cluster's event loop would otherwise slow
-every other runner's threads), and runs alternate between runners so that
+``persist``, ``get``, ``da`` of the library under test).  A workload may carry
+``fn.numpy`` (the same work in plain numpy, one core: the "numpy" column),
+``fn.runners`` (the only runners it suits) and ``fn.warmup = False``.
+
+Each run starts its runner's scheduler, runs the workload once untimed (a
+cluster in use is warm: imports done, memory mapped), then times it, and
+closes the scheduler again: a live distributed cluster's event loop would
+slow every other runner's threads.  Runs alternate between runners so that
 noise on this shared machine hits them alike.  The table gives medians and
-each runner's time relative to the fastest shmdask runner (``x`` > 1 means slower than shmdask).
+each runner's time relative to the fastest shmdask runner (``x`` > 1 means
+slower than shmdask).
 Needs ``pip install -e '.[bench]'`` for the dask columns; without dask only
 shmdask runs.
 """
