@@ -177,13 +177,16 @@ def find_key(host: str, port: int) -> bytes | None:
     if host in _LOOPBACK or host == socket.gethostname():
         candidates += [h for h in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::",
                                    socket.gethostname()) if h != host]
+    # The scheduler may have run with or without $XDG_RUNTIME_DIR: look in both.
+    dirs = [key_dir(), Path.home() / ".shmdask" / "keys"]
     for h in candidates:
-        try:
-            data = key_file(h, port).read_bytes().strip()
-        except OSError:
-            continue
-        if data:
-            return data
+        for d in dirs:
+            try:
+                data = (d / key_file(h, port).name).read_bytes().strip()
+            except OSError:
+                continue
+            if data:
+                return data
     return None
 
 
