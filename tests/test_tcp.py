@@ -370,7 +370,7 @@ def test_garbage_after_authentication_is_refused(scheduler):
     header = ("ping",)
     while header[0] == "ping":
         header, _, _ = recv_message(c)  # the keys of a body that cannot be loaded fail
-    assert header[:3] == ("status", "k", "erred")
+    assert header[0] == "statuses" and header[1][0][:2] == ("k", "erred")
     c.close()
     assert_still_serving(scheduler)
     assert "cannot be read" in scheduler.read_log()
@@ -644,3 +644,29 @@ def test_worker_in_its_own_network_namespace_and_shared_memory(network_namespace
         stop_worker(worker)
         worker.stderr.close()
         assert s.stop() == 0
+
+
+def test_dropped_futures_release_their_data_on_the_scheduler():
+    import gc
+
+    from shmdask.cluster.tcp import attach_listener
+    from shmdask.scheduler.local import ThreadCluster
+
+    cluster = ThreadCluster(1)
+    listener = attach_listener(cluster, "tcp://127.0.0.1:0", **HEARTBEAT)
+    try:
+        with Client(listener.address, set_as_default=False) as c:
+            futures = c.map(inc, range(500), key=[f"drop-{i}" for i in range(500)])
+            assert c.gather(futures)[-1] == 500
+            assert len(cluster.engine.data) == 500
+            keep = futures[7]
+            del futures
+            gc.collect()
+            wait_for(lambda: list(cluster.engine.data) == ["drop-7"], timeout=10,
+                     what="the dropped keys to be released")
+            again = c.submit(inc, 6, key="drop-6")  # a released key, wanted again
+            assert again.result(timeout=10) == 7 and keep.result() == 8
+        wait_for(lambda: not cluster.engine.data, timeout=10,
+                 what="a closed client's keys to be released")
+    finally:
+        cluster.close()
