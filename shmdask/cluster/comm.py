@@ -381,6 +381,7 @@ class Comm:
         self._outbox: list | None = None
         self._outbox_cond = threading.Condition()
         self._sender: threading.Thread | None = None
+        self._sending = False
 
     # -- sending -------------------------------------------------------------
 
@@ -464,14 +465,21 @@ class Comm:
                 # Everything queued goes at once: many small messages (statuses,
                 # pongs) cost one system call.
                 batch, self._outbox = self._outbox, []
+                self._sending = True
             start = time.time()
             try:
                 encoded = [self._encode(frames() if callable(frames) else frames, data)
                            for frames, data, _ in batch]
                 self._write(encoded)
-            except (CommClosedError, ValueError):
-                return  # the reader notices the dead connection and reports it
+            except Exception:
+                # A dead connection (or a message that cannot be encoded, which
+                # would leave the peer waiting forever): hang up, and the
+                # reader reports the loss.
+                self._sending = False
+                self.abort()
+                return
             stop = time.time()
+            self._sending = False
             for (_, _, on_sent), message in zip(batch, encoded, strict=True):
                 if on_sent is not None:
                     on_sent(start, stop, message[2])
@@ -480,7 +488,8 @@ class Comm:
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until posted messages are sent (or the connection is gone)."""
         deadline = time.monotonic() + timeout
-        while self._outbox and not self.closed and time.monotonic() < deadline:
+        while ((self._outbox or self._sending) and not self.closed
+               and time.monotonic() < deadline):
             time.sleep(0.005)
 
     # -- receiving -------------------------------------------------------------
