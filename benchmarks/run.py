@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown workload(s) {unknown}; known: {sorted(workloads)}")
     runners = args.runners.split(",") if args.runners else available_runners()
 
+    import shmdask
+
+    shmdask.config.set(progress=False)  # bars would garble the table
     times: dict = {(w, r): [] for w in names for r in runners}
     for w in names:
         for _ in range(args.repeats):

@@ -8,7 +8,8 @@ Run as a script for the cluster's own figures::
 
     python benchmarks/workloads_cluster.py [overhead|start|threshold|reuse|all]
 
-- ``overhead``: per-task cost of 10,000 no-op tasks through 2 workers;
+- ``overhead``: per-task cost of 10,000 no-op tasks through 2 workers (straight
+  on the engine, through the Client, and the threads backend for reference);
 - ``start``: cluster start + first result + close, 2 workers;
 - ``threshold``: moving an n-byte array from one task to the next, inline
   (through the pipes) versus through shared memory, to pick the shm threshold;
@@ -108,26 +109,30 @@ def _scheduler(cluster):
     return client, client.close
 
 
-def measure_overhead(n_tasks: int = 10_000, repeats: int = 3) -> float:
+def measure_overhead(n_tasks: int = 10_000, repeats: int = 3) -> dict:
+    """Per-task cost through 2 workers: straight on the engine, and via the Client."""
     import shmdask
     from shmdask.cluster.local_cluster import LocalCluster
 
     dsk = {("noop", i): (noop, i) for i in range(n_tasks)}
     keys = list(dsk)
-    best = float("inf")
+    out = {}
     with LocalCluster(n_workers=2, memory_limit=None) as cluster:
-        sched, close = _scheduler(cluster)
-        shmdask.get({"warm": (noop, 1)}, "warm", scheduler=sched)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = shmdask.get(dsk, keys, scheduler=sched)
-            best = min(best, time.perf_counter() - t0)
-            assert out[-1] == n_tasks - 1
+        client, close = _scheduler(cluster)
+        for label, sched in (("engine", _EngineScheduler(cluster)), ("client", client),
+                             ("threads", "threads")):
+            shmdask.get({"warm": (noop, 1)}, "warm", scheduler=sched)
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                got = shmdask.get(dsk, keys, scheduler=sched)
+                best = min(best, time.perf_counter() - t0)
+                assert got[-1] == n_tasks - 1
+            out[label] = best / n_tasks
+            print(f"overhead ({label}): {n_tasks} no-op tasks in {best:.3f} s "
+                  f"= {best / n_tasks * 1e6:.1f} us/task")
         close()
-    per_task = best / n_tasks
-    print(f"overhead: {n_tasks} no-op tasks on 2 workers in {best:.3f} s "
-          f"= {per_task * 1e6:.1f} us/task")
-    return per_task
+    return out
 
 
 def measure_start(repeats: int = 5) -> float:

@@ -388,6 +388,8 @@ class Client:
                     self._check_alive()
                     bar.update(min(total, self.connection.tasks_done() - done_at_start))
             failed = any(f._status.status != "finished" for f in futures)
+            if not failed:
+                bar.update(total)
         finally:
             bar.finish(failed=failed)
 

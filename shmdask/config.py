@@ -38,6 +38,7 @@ class set:  # noqa: A001 - dask's public name
             raise KeyError(
                 f"unknown shmdask config option(s) {unknown}; known: {sorted(_DEFAULTS)}"
             )
+        _check(updates)
         with _lock:
             self._old = {k: config.get(k, _MISSING) for k in updates}
             config.update(updates)
@@ -52,6 +53,14 @@ class set:  # noqa: A001 - dask's public name
                     config.pop(k, None)
                 else:
                     config[k] = v
+
+
+def _check(updates: dict[str, Any]) -> None:
+    """Reject values that would only fail later, far from the mistake (a
+    thread pool of no threads would wait forever)."""
+    n = updates.get("num_workers")
+    if n is not None and (type(n) is not int or n < 1):
+        raise ValueError(f"num_workers must be a positive int or None, not {n!r}")
 
 
 def get(name: str, default: Any = None) -> Any:

@@ -24,20 +24,19 @@ same call always has the same key, so it runs once).
 from __future__ import annotations
 
 import operator
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from shmdask import base
 from shmdask.base import Literal
 from shmdask.graph import key_split
-from shmdask.tokenize import tokenize
+from shmdask.tokenize import tokenize, unique_token
 
 __all__ = ["Delayed", "delayed", "unpack_collections"]
 
 
 def _new_token(pure: bool, *parts: Any) -> str:
-    return tokenize(*parts) if pure else uuid.uuid4().hex
+    return tokenize(*parts) if pure else unique_token()
 
 
 def _build(kind: type, items: list) -> Any:
@@ -72,11 +71,15 @@ def unpack_collections(expr: Any) -> tuple[Any, list]:
     module docstring), so the computation always evaluates to ``expr``.
     """
     collections: list = []
+    functions: list = []
 
     def unpack(x: Any) -> Any:
         if isinstance(x, Delayed):
             collections.append(x)
             return x.key
+        if isinstance(x, DelayedFunction):  # a task receives the function itself
+            functions.append(x)
+            return x.func
         if base.is_future(x):
             collections.append(x)
             return x.key
@@ -100,7 +103,7 @@ def unpack_collections(expr: Any) -> tuple[Any, list]:
         return x
 
     task = unpack(expr)
-    if not collections:  # keep plain values plain: no needless rebuilding
+    if not collections and not functions:  # keep plain values plain: no rebuilding
         return _quote(expr), []
     return task, collections
 
@@ -133,9 +136,10 @@ class Delayed:
     __array_ufunc__ = None
 
     def __init__(self, key: Any, dsk: dict, length: int | None = None):
-        self._key = key
-        self._dask = dsk
-        self._length = length
+        setattr_ = object.__setattr__  # __setattr__ below refuses most names
+        setattr_(self, "_key", key)
+        setattr_(self, "_dask", dsk)
+        setattr_(self, "_length", length)
 
     @property
     def key(self) -> Any:
@@ -324,7 +328,7 @@ def delayed(obj: Any = None, *, pure: bool = False, nout: int | None = None,
     if name is not None:
         key = name
     else:
-        token = tokenize(task) if (pure or not collections) and _cheap(obj) else uuid.uuid4().hex
+        token = tokenize(task) if (pure or not collections) and _cheap(obj) else unique_token()
         key = f"{type(obj).__name__}-{token}"
     dsk = _merge_graphs(collections)
     if collections:

@@ -140,14 +140,27 @@ def toposort(dsk: Graph, dependencies: Mapping | None = None) -> list:
     outside the graph count as done.
     """
     deps = dependencies if dependencies is not None else dependencies_of(dsk)
-    waiting = {k: sum(1 for d in ds if d in deps) for k, ds in deps.items()}
-    dependents = reverse_dependencies(deps)
+    # One pass over the edges: dependents (lists, made only for keys that
+    # have some: allocations are what costs here) and the number of in-graph
+    # dependencies each key waits for.
+    dependents: dict = {}
+    waiting = dict.fromkeys(deps, 0)
+    for k, ds in deps.items():
+        for d in ds:
+            if d in waiting:
+                users = dependents.get(d)
+                if users is None:
+                    dependents[d] = [k]
+                else:
+                    users.append(k)
+                waiting[k] += 1
     ready = [k for k, n in waiting.items() if n == 0]
     out = []
+    no_users: tuple = ()
     while ready:
         k = ready.pop()
         out.append(k)
-        for d in dependents[k]:
+        for d in dependents.get(k, no_users):
             waiting[d] -= 1
             if waiting[d] == 0:
                 ready.append(d)
@@ -290,17 +303,20 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
     memory small, as dask's ordering does.
     """
     deps = dependencies if dependencies is not None else dependencies_of(dsk)
-    dependents = reverse_dependencies(deps)
     # Size of each key's subtree (counting shared parts once per path is fine
     # for a tie-breaker and keeps this linear).
     size: dict = {}
     for k in topo if topo is not None else toposort(dsk, deps):
-        size[k] = 1 + sum(size.get(d, 0) for d in deps[k])
+        ds = deps[k]
+        size[k] = 1 + sum(size.get(d, 0) for d in ds) if ds else 1
 
     def sort_key(k: Key) -> tuple:
         return (size[k], str(k))
 
-    outputs = sorted((k for k, ds in dependents.items() if not ds), key=sort_key)
+    needed: set = set()
+    for ds in deps.values():
+        needed.update(ds)
+    outputs = sorted((k for k in deps if k not in needed), key=sort_key)
     priority: dict = {}
     counter = 0
     for root in outputs:
@@ -314,8 +330,9 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
                 counter += 1
                 continue
             stack.append((k, True))
-            children = sorted((d for d in deps[k] if d not in priority and d in size),
-                              key=sort_key, reverse=True)
+            children = [d for d in deps[k] if d not in priority and d in size]
+            if len(children) > 1:
+                children.sort(key=sort_key, reverse=True)
             stack.extend((d, False) for d in children)
     return priority
 

@@ -33,6 +33,23 @@ SCHEDULERS = [
         not _process_scheduler_available(), reason="shmdask.cluster not available yet")),
 ]
 
+
+@pytest.fixture(scope="module")
+def process_client():
+    """One LocalCluster for the module, closed (and its shared memory freed) at the end."""
+    from shmdask.client import Client
+    client = Client(n_workers=2, set_as_default=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=SCHEDULERS)
+def scheduler(request):
+    if request.param == "processes":
+        return request.getfixturevalue("process_client")
+    return request.param
+
+
 FEW = settings(max_examples=int(os.environ.get("SHMDASK_ARRAY_EXAMPLES", "25")), deadline=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture,
                                       HealthCheck.too_slow])
@@ -68,7 +85,6 @@ def close(got, want):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=arrays(), other=st.integers(0, 2**16),
        op=st.sampled_from(["add", "sub_r", "mul", "sin_plus_cos", "abs_neg", "pow2",
@@ -98,7 +114,6 @@ def test_elementwise_matches_numpy(scheduler, data, other, op):
     assert got.dtype == want.dtype
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=arrays(), keepdims=st.booleans(), split_every=st.sampled_from([None, 2, 3]),
        name=st.sampled_from(["sum", "mean", "prod", "min", "max", "std", "var", "any", "all",
@@ -150,7 +165,6 @@ def index_for(draw, shape):
     return tuple(index)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=st.data())
 def test_slicing_matches_numpy(scheduler, data):
@@ -162,7 +176,6 @@ def test_slicing_matches_numpy(scheduler, data):
     close(got.compute(scheduler=scheduler), want)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=st.data())
 def test_fancy_indexing_matches_numpy(scheduler, data):
@@ -177,7 +190,6 @@ def test_fancy_indexing_matches_numpy(scheduler, data):
     close(x[index].compute(scheduler=scheduler), a[index])
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=arrays(), perm_seed=st.integers(0, 1000))
 def test_transpose_matches_numpy(scheduler, data, perm_seed):
@@ -204,7 +216,6 @@ def reshape_targets(draw, shape):
     return tuple(dims)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=st.data())
 def test_reshape_matches_numpy(scheduler, data):
@@ -217,7 +228,6 @@ def test_reshape_matches_numpy(scheduler, data):
     close(x.ravel().compute(scheduler=scheduler), a.ravel())
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=arrays(), target=shapes_and_chunks())
 def test_rechunk_preserves_values(scheduler, data, target):
@@ -236,7 +246,6 @@ def test_rechunk_preserves_values(scheduler, data, target):
     close(y.compute(scheduler=scheduler), a)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=arrays(min_dims=2, max_dims=2), other=st.integers(1, 7))
 def test_dot_matches_numpy(scheduler, data, other):
@@ -248,7 +257,6 @@ def test_dot_matches_numpy(scheduler, data, other):
           np.tensordot(a, a, axes=([0], [0])))
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=arrays(max_dims=2), n=st.integers(1, 3))
 def test_concatenate_and_stack_match_numpy(scheduler, data, n):
@@ -279,7 +287,6 @@ def _random_chunks(draw, shape):
     return tuple(out)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
 @FEW
 @given(data=st.data())
 def test_broadcasting_between_differently_chunked_arrays(scheduler, data):

@@ -117,3 +117,10 @@ def test_bad_scheduler_names_the_problem():
         where_it_runs(scheduler="bogus")
     with pytest.raises(TypeError, match="int"):
         where_it_runs(scheduler=42)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "4", True])
+def test_bad_num_workers_is_refused_at_once(bad):
+    with pytest.raises(ValueError, match="num_workers"):
+        config.set(num_workers=bad)
+    assert config.get("num_workers") is None  # nothing was changed

@@ -303,6 +303,14 @@ def test_delayed_function_receives_delayed_function_results():
     assert total.compute() == 15
 
 
+def test_delayed_function_as_an_argument_is_the_plain_function():
+    def apply_all(f, xs):
+        return [f(x) for x in xs]
+
+    assert delayed(apply_all)(delayed(inc), [1, 2]).compute() == [2, 3]
+    assert delayed(apply_all)(delayed(inc), delayed([1, 2])).compute() == [2, 3]
+
+
 def test_calling_a_delayed_value():
     fn = delayed(inc, pure=True)
     d = delayed(lambda: inc)()  # a Delayed whose value is a function
@@ -368,3 +376,18 @@ def test_hash_and_repr():
     a = delayed(1)
     assert a.key in repr(a)
     assert {a: 1}[a] == 1
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+    def get(self):
+        return self.v
+
+
+def test_pure_calls_of_methods_of_different_objects_differ():
+    x = delayed(Box(1).get, pure=True)()
+    y = delayed(Box(2).get, pure=True)()
+    assert x.key != y.key
+    assert shmdask.compute(x, y) == (1, 2)

@@ -37,6 +37,8 @@ def wait_for(condition, timeout: float = 20, what: str = "condition"):
         time.sleep(0.02)
 
 
+# (tests/conftest.py checks after every module that no segment of a cluster made
+# by this process is left in /dev/shm)
 
 
 class EngineScheduler:
@@ -68,14 +70,9 @@ class EngineScheduler:
 
 
 def get(cluster, dsk, keys, optimize_graph=True):
-    out = shmdask.get(dsk, keys, scheduler=EngineScheduler(cluster),
-                      optimize_graph=optimize_graph)
-    return _as_lists(out) if isinstance(keys, list) else out
-
-
-def _as_lists(x):
-    """shmdask.get gives nested tuples for key lists, like dask.get."""
-    return [_as_lists(i) for i in x] if isinstance(x, tuple) else x
+    """shmdask.get on the cluster's engine (nested tuples for key lists, like dask.get)."""
+    return shmdask.get(dsk, keys, scheduler=EngineScheduler(cluster),
+                       optimize_graph=optimize_graph)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +137,7 @@ def test_chains_and_small_values(cluster):
     dsk.update({("b", i): (add, ("a", i), ("a", (i + 1) % 50)) for i in range(50)})
     dsk["s"] = (sum, [("b", i) for i in range(50)])
     assert get(cluster, dsk, "s") == sum(2 * (i + 1) for i in range(50))
-    assert get(cluster, dsk, [("a", 3), ["s"]]) == [4, [2550]]
+    assert get(cluster, dsk, [("a", 3), ["s"]]) == (4, (2550,))  # like dask.get
 
 
 def test_large_results_live_in_shm_and_come_back_writeable(cluster):
@@ -187,7 +184,7 @@ def test_unpicklable_task_fails_alone(cluster):
 def test_lambdas_and_closures_run(cluster):
     k = 10
     dsk = {("f", i): (lambda v: v * k, i) for i in range(20)}
-    assert get(cluster, dsk, [("f", i) for i in range(20)]) == [i * k for i in range(20)]
+    assert get(cluster, dsk, [("f", i) for i in range(20)]) == tuple(i * k for i in range(20))
 
 
 # -- the data plane -----------------------------------------------------------------
@@ -202,7 +199,7 @@ def test_large_arrays_never_cross_the_pipes(cluster):
     dsk.update({("t", i): (total, ("x", i)) for i in range(4)})
     keys = [("t", i) for i in range(4)]
     # not fused: the chunks are written by one task and read by another
-    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(4)]
+    assert get(cluster, dsk, keys, optimize_graph=False) == tuple(float(i * n) for i in range(4))
     assert {r["where"] for r in cluster.engine.records[-8:] if r["key"][0] == "x"} == {"shm"}
     moved = (sum(h.bytes_sent for h in handles) - sent0
              + sum(h.bytes_received for h in handles) - received0)
@@ -239,12 +236,12 @@ def test_pipeline_reuses_blocks(cluster):
     before = sum(h.stats()["segments_created"] for h in cluster.workers.values())
     keys = [("t", i) for i in range(12)]
     # not fused: every chunk goes through shm
-    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(12)]
+    assert get(cluster, dsk, keys, optimize_graph=False) == tuple(float(i * n) for i in range(12))
     created = sum(h.stats()["segments_created"] for h in cluster.workers.values()) - before
     assert 1 <= created < 12  # as many as chunks alive at once, not one per chunk
     # run it again: every chunk lands in a block that is already there
     wait_for(lambda: cluster.store.shm_bytes == 0, 10, "blocks to be released")
-    assert get(cluster, dsk, keys, optimize_graph=False) == [float(i * n) for i in range(12)]
+    assert get(cluster, dsk, keys, optimize_graph=False) == tuple(float(i * n) for i in range(12))
     again = sum(h.stats()["segments_created"] for h in cluster.workers.values()) - before
     assert again - created <= 2  # (the engine may spread chunks a little differently)
     # ... and when nothing is wanted any more, no block is live
@@ -259,7 +256,7 @@ def test_functions_are_pickled_once_per_worker(cluster):
     dsk.update({("n", i): (add, ("m", i), 1) for i in range(200)})
     keys = [("n", i) for i in range(200)]
     before = {h.id: h.stats()["functions_loaded"] for h in cluster.workers.values()}
-    assert get(cluster, dsk, keys) == [7 * i + 1 for i in range(200)]
+    assert get(cluster, dsk, keys) == tuple(7 * i + 1 for i in range(200))
     assert get(cluster, dsk, keys)[-1] == 7 * 199 + 1  # second run: tokens only
     for h in cluster.workers.values():
         loaded = h.stats()["functions_loaded"] - before[h.id]
@@ -333,7 +330,7 @@ def test_threads_per_worker_run_side_by_side():
     with LocalCluster(n_workers=1, threads_per_worker=2, memory_limit="auto") as c:
         assert c.memory_limit > 0
         dsk = {("s", i): (sleep_then, 0.2, i) for i in range(4)}
-        assert get(c, dsk, [("s", i) for i in range(4)]) == [0, 1, 2, 3]
+        assert get(c, dsk, [("s", i) for i in range(4)]) == (0, 1, 2, 3)
         lanes = {r["lane"] for r in c.engine.records}
         assert lanes == {"worker-0/0", "worker-0/1"}
         info = c.scheduler_info()["workers"]["worker-0"]
@@ -506,7 +503,7 @@ def test_guardless_script(tmp_path):
         from helper import double
 
         print("script body ran")
-        cluster = LocalCluster(n_workers=2)
+        cluster = LocalCluster()  # defaults: one worker per core
         client = Client(cluster)
         total = shmdask.delayed(np.sum)(shmdask.delayed(double)(np.arange(100_000)))
         print("result", total.compute())
@@ -555,7 +552,7 @@ def test_sigkilled_client_leaves_no_shm(tmp_path):
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     cid = _cluster_id_from(proc)
-    proc.wait(60)
+    proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     wait_for(lambda: not leftover_segments(shm.cluster_prefix(cid)), 10, "the janitor")
     # orphaned workers see their pipe close and exit
@@ -787,4 +784,38 @@ def test_worker_without_shm_and_inlined_values(cluster):
     assert worker.stats()["segments_created"] == 0
     conn.close()
     serving.join(10)
+    assert not serving.is_alive()
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("shmdask-exec")],
+             10, "executor threads to stop")
     cluster.store.release([x])
+
+
+def test_workers_import_the_clients_heavy_modules_while_idle():
+    import shmdask.array  # noqa: F401 - the client uses it, so workers should warm it
+
+    with LocalCluster(n_workers=1, memory_limit=None) as c:
+        (handle,) = c.workers.values()
+        wait_for(lambda: handle.stats()["warm_imported"] == ["shmdask.array"], 30,
+                 "shmdask.array to be imported in the worker")
+
+
+def test_store_releases_a_value_once(cluster):
+    store = cluster.store
+    x = store.from_user(np.ones(1_000_000))
+    before = store.shm_bytes
+    store.adopt(x)  # adopting twice counts once
+    store.release([x])
+    store.release([x])  # releasing twice frees once
+    assert store.shm_bytes == before - x.blocks[0][2]
+
+
+def test_close_stops_the_clusters_threads():
+    def threads_of(cid):
+        return [t.name for t in threading.enumerate()
+                if t.name.startswith((f"shmdask-reader-{cid}-", f"shmdask-memory-{cid}",
+                                      f"shmdask-engine-{cid}"))]
+
+    with LocalCluster(n_workers=2, memory_limit="auto") as c:
+        assert get(c, {"a": (inc, 1)}, "a") == 2
+        assert len(threads_of(c.id)) == 4  # two readers, the memory watch, the engine
+    wait_for(lambda: not threads_of(c.id), 10, "the cluster's threads to stop")

@@ -6,6 +6,7 @@ loop driven by hand with a fake worker.
 
 from __future__ import annotations
 
+import _thread
 import signal
 import threading
 import time
@@ -49,15 +50,21 @@ def counted_identity(x):
     return PURE_CALLS(x)
 
 
-def shmdask_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("shmdask-")]
+def shmdask_threads(ignore=()):
+    """Threads of the local backends (a cluster another test module left for
+    ``scheduler="processes"`` lives until exit and has its own names)."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith(("shmdask-thread-", "shmdask-progress", "shmdask-sync"))
+            and t not in ignore]
 
 
-def wait_for_no_shmdask_threads(timeout=2.0):
+def wait_for_no_shmdask_threads(ignore=(), timeout=2.0):
+    """shmdask threads still alive after ``timeout``, other than ``ignore``
+    (threads that existed before the test, e.g. of a cluster other tests left)."""
     deadline = time.monotonic() + timeout
-    while shmdask_threads() and time.monotonic() < deadline:
+    while shmdask_threads(ignore) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return shmdask_threads()
+    return shmdask_threads(ignore)
 
 
 # -- compute --------------------------------------------------------------------------
@@ -83,6 +90,18 @@ def test_compute_containers_of_collections(scheduler):
         (2,),
     )
     assert shmdask.compute([[d1], 5], d2, scheduler=scheduler) == ([[2], 5], 3)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_same_collection_twice_and_traverse_false(scheduler):
+    count = Counter()
+    d = delayed(count)(5)
+    assert shmdask.compute(d, d, [d, d], {"k": d}, scheduler=scheduler) == (
+        5, 5, [5, 5], {"k": 5})
+    assert count.n == 1
+    (lst,) = shmdask.compute([d], traverse=False, scheduler=scheduler)
+    assert lst == [d]  # containers are not looked into
+    assert count.n == 1
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
@@ -214,13 +233,14 @@ def _fail_early_graph(log, n=20):
 
 
 def test_no_further_tasks_start_after_an_error_threads():
+    before = set(threading.enumerate())
     log = StartLog()
     with config.set(num_workers=2), pytest.raises(RuntimeError, match="early failure"):
         shmdask.compute(*_fail_early_graph(log), scheduler="threads")
     time.sleep(0.5)  # anything still queued would start by now
     # at most what the two threads had begun before hearing of the failure
     assert len(log.started) <= 2, log.started
-    assert wait_for_no_shmdask_threads() == []
+    assert wait_for_no_shmdask_threads(before) == []
 
 
 def test_no_further_tasks_start_after_an_error_sync():
@@ -242,17 +262,20 @@ def busy(seconds):
     return n
 
 
-def _interrupt_main_after(delay):
-    main = threading.main_thread().ident
-    timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+def _interrupt_main_after(delay, how="signal"):
+    if how == "signal":  # a real SIGINT, as a terminal's Ctrl-C sends
+        main = threading.main_thread().ident
+        timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+    else:
+        timer = threading.Timer(delay, _thread.interrupt_main)
     timer.daemon = True
     timer.start()
     return timer
 
 
-def _compute_interrupted(scheduler, delay=0.3):
+def _compute_interrupted(scheduler, delay=0.3, how="signal"):
     tasks = [delayed(busy)(10.0, dask_key_name=f"busy-{i}") for i in range(6)]
-    timer = _interrupt_main_after(delay)
+    timer = _interrupt_main_after(delay, how)
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -264,14 +287,30 @@ def _compute_interrupted(scheduler, delay=0.3):
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="SIGINT is delivered to the main thread")
-def test_ctrl_c_on_threads_returns_promptly_and_stops_workers():
+@pytest.mark.parametrize("how", ["signal", "interrupt_main"])
+def test_ctrl_c_on_threads_returns_promptly_and_stops_workers(how):
+    before = set(threading.enumerate())
     with config.set(num_workers=2):
-        late = _compute_interrupted("threads")
+        late = _compute_interrupted("threads", how=how)
     # tasks would run 10 s each; control must come back within about a second
     assert late < 1.5, late
-    assert wait_for_no_shmdask_threads(timeout=2.0) == []
+    assert wait_for_no_shmdask_threads(before, timeout=2.0) == []
     # and the next compute works
     assert delayed(inc)(1).compute(scheduler="threads") == 2
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="SIGINT is delivered to the main thread")
+def test_ctrl_c_on_threads_with_tasks_blocked_in_c_returns_promptly():
+    tasks = [delayed(time.sleep)(2.5, dask_key_name=f"sleep-{i}") for i in range(6)]
+    timer = _interrupt_main_after(0.3)
+    started = time.monotonic()
+    try:
+        with config.set(num_workers=3), pytest.raises(KeyboardInterrupt):
+            shmdask.compute(*tasks, scheduler="threads")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started - 0.3 < 1.5
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),

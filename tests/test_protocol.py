@@ -204,10 +204,12 @@ def test_exceptions_survive_or_degrade_to_text():
     exc = load_exception(dump_exception(ValueError("bad value")))
     assert type(exc) is ValueError and str(exc) == "bad value"
     # unpicklable: a RuntimeError that still says what happened
-    for bad, text in [(NeedsTwoArgs(1, 2), "NeedsTwoArgs: 1-2"),
-                      (CarriesALock(), "CarriesALock: locked")]:
-        exc = load_exception(dump_exception(bad))
-        assert isinstance(exc, RuntimeError) and text in str(exc)
+    exc = load_exception(dump_exception(CarriesALock()))
+    assert isinstance(exc, RuntimeError) and "CarriesALock: locked" in str(exc)
+    # pickles, but does not unpickle (unless tblib, which dask imports, made it
+    # picklable in this process): either way the message survives
+    exc = load_exception(dump_exception(NeedsTwoArgs(1, 2)))
+    assert type(exc) in (RuntimeError, NeedsTwoArgs) and "1-2" in str(exc)
     exc = load_exception(b"not a pickle", "Traceback: boom")
     assert isinstance(exc, RuntimeError) and "boom" in str(exc)
 
@@ -243,3 +245,14 @@ def test_strided_arrays_go_to_shm_not_into_the_header(allocator):
     s = serialize_value(x, allocator, "w")
     assert s.where == "shm" and len(s.header) < 1000
     np.testing.assert_array_equal(deserialize_value(s, shm.MappingCache(allocator)), x)
+
+
+def test_unpicklable_value_gives_its_blocks_back(allocator):
+    before = allocator.free_bytes
+    with pytest.raises(TypeError):
+        serialize_value((np.ones(100_000), threading.Lock()), allocator, "w")
+    assert allocator.segments_created == 1
+    assert allocator.free_bytes >= before  # every block it took is free again
+    ref, _ = allocator.alloc(800_000)
+    assert allocator.segments_created == 1  # ... and reused
+    allocator.free([ref])

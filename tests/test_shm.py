@@ -14,17 +14,23 @@ from shmdask.cluster.local_cluster import JANITOR
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def leftover_segments() -> list[str]:
-    return [n for n in os.listdir(shm.SHM_DIR) if n.startswith(shm.PREFIX)]
+LEAKED: list[str] = []  # segments a test left behind (swept, then reported)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def no_segments_left_behind():
+    # (conftest checks /dev/shm for this process's clusters after every module;
+    # segments under the per-test ids below are swept after each test, so
+    # they are counted here instead)
+    yield
+    assert LEAKED == []
 
 
 @pytest.fixture
 def cluster_id():
     cid = shm.new_cluster_id()
     yield cid
-    shm.sweep(shm.cluster_prefix(cid))
+    LEAKED.extend(shm.sweep(shm.cluster_prefix(cid)))
 
 
 def test_size_class_bounds_slack():
@@ -164,6 +170,7 @@ def test_sweep_leaves_others(cluster_id):
     assert removed == [shm.segment_name(cluster_id, "w1", 0)]
     left = sorted(shm.list_segments(shm.cluster_prefix(cluster_id)))
     assert left == sorted([keep, shm.segment_name(cluster_id, "w11", 0)])
+    assert sorted(shm.sweep(shm.cluster_prefix(cluster_id))) == left
     for m in (a, b, c):
         m.close()
 
@@ -204,3 +211,14 @@ def test_janitor_rejects_bad_arguments():
                          stdin=subprocess.DEVNULL, timeout=30)
     assert out.returncode == 2
     assert b"usage" in out.stderr
+
+
+def test_a_block_freed_twice_is_handed_out_once(cluster_id):
+    alloc = shm.SlabAllocator(cluster_id, "w")
+    ref, _ = alloc.alloc(100_000)
+    alloc.free([ref])
+    alloc.free([ref])  # a confused caller must not make two owners of one block
+    a, _ = alloc.alloc(100_000)
+    b, _ = alloc.alloc(100_000)
+    assert a[:2] != b[:2]
+    alloc.close()

@@ -136,3 +136,73 @@ def test_tokens_are_the_same_in_another_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True, timeout=60)
     assert out.stdout.strip() == here
+
+
+class Holder:
+    def __init__(self, v):
+        self.v = v
+
+    def get(self):
+        return self.v
+
+    @classmethod
+    def make(cls):
+        return cls(0)
+
+
+def test_bound_methods_include_their_object():
+    a, b = Holder(1), Holder(2)
+    assert tokenize(a.get) != tokenize(b.get)
+    assert tokenize(a.get) == tokenize(Holder(1).get)  # same state, same token
+    assert tokenize(a.get) != tokenize(Holder.get)
+    assert tokenize(Holder.make) == tokenize(Holder.make)
+    assert tokenize([1].append) != tokenize([2].append)
+
+
+def test_unique_tokens_never_repeat_even_across_fork():
+    from shmdask.tokenize import unique_token
+
+    tokens = {unique_token() for _ in range(10_000)}
+    assert len(tokens) == 10_000
+    assert all(len(t) == 32 and int(t, 16) >= 0 for t in tokens)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report one token and leave at once
+        os.write(write, unique_token().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = unique_token()
+    assert len(child) == 32 and child not in tokens and child != mine
+    assert child[:16] != mine[:16]  # the child drew its own prefix
+
+
+def test_array_subclasses_and_masks_count():
+    a = np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
+    b = np.ma.masked_array([1, 2, 3], mask=[0, 0, 0])
+    assert tokenize(a) != tokenize(b)
+    assert tokenize(a) == tokenize(a.copy())
+    assert tokenize(np.ma.masked_array([1, 2], fill_value=7)) != tokenize(
+        np.ma.masked_array([1, 2], fill_value=8))
+
+    class Tagged(np.ndarray):
+        pass
+
+    plain = np.array([[1, 2]])
+    assert tokenize(plain.view(Tagged)) != tokenize(plain)
+    assert tokenize(plain.view(Tagged)) == tokenize(plain.copy().view(Tagged))
+
+
+def test_objects_answering_every_attribute_still_tokenize():
+    class Anything:
+        def __init__(self, v):
+            self.v = v
+
+        def __getattr__(self, name):
+            return 1
+
+    # no crash; such an object does not pickle either, so its token is unique
+    assert len(tokenize(Anything(1))) == 32
+    assert tokenize(Anything(1)) != tokenize(Anything(2))

@@ -100,6 +100,7 @@ from .shape import (
     swapaxes,
     transpose,
 )
+from .statistics import average, diff, histogram, median, nanmedian, percentile, quantile
 from .ufunc import *  # noqa: F401,F403  (every numpy ufunc, generated)
 from .ufunc import abs, allclose, angle, around, imag, isclose, isreal, nan_to_num, real, round
 
@@ -109,3 +110,14 @@ def astype(x, dtype):  # noqa: D103 - numpy 2's np.astype
 
 
 __all__ = [n for n in dir() if not n.startswith("_")]
+
+
+def __getattr__(name: str):
+    """numpy names we lack fail with an error that names them (and hasattr() is False)."""
+    import numpy
+
+    from .core import NotImplementedName
+    if not name.startswith("_") and name in vars(numpy):
+        raise NotImplementedName(f"shmdask.array.{name} is not implemented "
+                                 f"(numpy.{name} on a computed array is)")
+    raise AttributeError(f"module 'shmdask.array' has no attribute {name!r}")

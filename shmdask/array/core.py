@@ -32,16 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from shmdask.tokenize import tokenize
+
 from .chunks import Chunks, common_blocks, has_unknown, normalize_chunks, offsets, shape_of
 from .layers import BlockwiseLayer, MaterializedLayer, materialize, quote
-
-try:
-    from shmdask.tokenize import tokenize
-except ImportError:  # pragma: no cover - only before the core lands
-    import hashlib
-
-    def tokenize(*args: Any, **kwargs: Any) -> str:
-        return hashlib.blake2b(repr((args, kwargs)).encode(), digest_size=16).hexdigest()
 
 
 def token_name(prefix: str, *args: Any, **kwargs: Any) -> str:
@@ -85,6 +79,14 @@ def _identity(x: Any) -> Any:
 
 def _block_slices(starts: tuple, chunks: tuple, idx: tuple) -> tuple:
     return tuple(slice(s[i], s[i] + c[i]) for s, c, i in zip(starts, chunks, idx, strict=True))
+
+
+class NotImplementedName(NotImplementedError, AttributeError):
+    """A numpy function or method shmdask.array does not provide.
+
+    Also an AttributeError, so ``hasattr()`` and ``getattr(..., default)`` keep
+    working for code that probes for features.
+    """
 
 
 # --------------------------------------------------------------------------- the class
@@ -237,6 +239,12 @@ class Array:
 
     def __reduce__(self):
         return (Array, (self._layers, self.name, self._chunks, self.dtype))
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            raise NotImplementedName(f"shmdask.array.Array.{name} is not implemented "
+                                     f"(numpy.ndarray.{name} on a computed array is)")
+        raise AttributeError(f"'Array' object has no attribute {name!r}")
 
     # ---------------------------------------------------------------- numpy protocols
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
@@ -671,7 +679,38 @@ def elemwise(op: Callable, *args: Any, dtype: Any = None, name: str | None = Non
                                                          "__name__", "elemwise")
         name = token_name(fname, op, *[s[0].name if isinstance(s[0], Array) else s
                                        for s in specs])
-    return blockwise_layer_array(op, name, out_ind, chunks_by_sym, specs, dtype)
+    out = blockwise_layer_array(op, name, out_ind, chunks_by_sym, specs, dtype)
+    layer = out._layers[name]
+    inplace = _INPLACE.get(op) if not isinstance(op, np.ufunc) else (
+        op if op.nout == 1 and op.signature is None else None)
+    layer.inplace = inplace
+    layer.out_dtype = np.dtype(dtype)
+    layer.fresh = inplace is not None or _allocates(op)
+    return out
+
+
+# Python operators and the numpy ufuncs that compute the same thing on arrays,
+# for writing into a private argument (``out=``) instead of allocating.
+_INPLACE = {
+    operator.add: np.add, operator.sub: np.subtract, operator.mul: np.multiply,
+    operator.truediv: np.true_divide, operator.floordiv: np.floor_divide,
+    operator.mod: np.remainder, operator.pow: np.power, operator.and_: np.bitwise_and,
+    operator.or_: np.bitwise_or, operator.xor: np.bitwise_xor, operator.lshift: np.left_shift,
+    operator.rshift: np.right_shift, operator.neg: np.negative, operator.pos: np.positive,
+    operator.abs: np.absolute, operator.invert: np.invert, operator.lt: np.less,
+    operator.le: np.less_equal, operator.gt: np.greater, operator.ge: np.greater_equal,
+    operator.eq: np.equal, operator.ne: np.not_equal,
+}
+
+
+def _allocates(op: Callable) -> bool:
+    """Does ``op`` always return a new array (never a view of an input)?"""
+    base = op.func if isinstance(op, partial) else op
+    if isinstance(base, np.ufunc):
+        return True
+    if base is _astype:
+        return not (isinstance(op, partial) and op.keywords.get("copy") is False)
+    return base in (np.where, np.clip, np.round, np.isclose, np.nan_to_num)
 
 
 def _broadcast_unknown(shapes: list) -> tuple:
@@ -719,6 +758,7 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
 
     if not callable(func):
         raise TypeError(f"map_blocks needs a callable first, got {type(func).__name__}")
+    dtype = _dtype_from_meta(dtype, kwargs)
     arrays = [a for a in args if isinstance(a, Array)]
     if not arrays:
         raise ValueError("map_blocks needs at least one shmdask Array argument")
@@ -800,6 +840,15 @@ def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None
     return arr
 
 
+def _dtype_from_meta(dtype: Any, kwargs: dict) -> Any:
+    """dask's ``meta=``/``token=`` keywords describe the output; never pass them on."""
+    meta = kwargs.pop("meta", None)
+    kwargs.pop("token", None)
+    if dtype is None and meta is not None:
+        dtype = np.asarray(meta).dtype
+    return dtype
+
+
 def _idx_literal(idx: tuple) -> tuple:
     return idx
 
@@ -817,6 +866,8 @@ def blockwise(func: Callable, out_ind: Sequence, *args: Any, dtype: Any = None,
     """
     if len(args) % 2:
         raise ValueError("blockwise arguments must come in (value, index) pairs")
+    dtype = _dtype_from_meta(dtype, kwargs)
+    kwargs.pop("align_arrays", None)
     out_ind = tuple(out_ind)
     pairs = []
     specs: list = []

@@ -43,7 +43,8 @@ def _from_geometry(prefix: str, func: Any, chunks: tuple, dtype: Any, token: Any
     numblocks = tuple(len(c) for c in chunks)
     starts = tuple(offsets(c) for c in chunks)
     layer = BlockwiseLayer(name, func, syms, dict(zip(syms, numblocks, strict=False)),
-                           [("perblock", partial(_geometry_of, starts, chunks))])
+                           [("perblock", partial(_geometry_of, starts, chunks))],
+                           fresh=True)
     return Array({name: layer}, name, chunks, dtype)
 
 

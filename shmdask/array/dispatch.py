@@ -28,7 +28,8 @@ _NAMES = [
     "imag", "iscomplex", "isreal", "angle", "atleast_1d", "atleast_2d", "take", "shape",
     "ndim", "size", "astype", "copy", "result_type", "matmul", "broadcast_to", "cumsum",
     "cumprod", "nancumsum", "nancumprod", "flip", "fliplr", "flipud", "block", "count_nonzero",
-    "isin", "unique", "array_equal",
+    "isin", "unique", "array_equal", "median", "nanmedian", "percentile", "quantile", "diff",
+    "histogram", "average",
 ]
 
 

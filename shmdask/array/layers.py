@@ -29,8 +29,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from itertools import product
 from typing import Any
+
+import numpy as np
 
 # Argument specs of a BlockwiseLayer (plain tuples, cheap to build):
 #   ("array", layer_name, index, numblocks)  index: tuple of symbols (str) or
@@ -74,16 +77,26 @@ class MaterializedLayer(Layer):
 class BlockwiseLayer(Layer):
     """``out[idx] = func(*args chosen by idx)`` for every block index ``idx``."""
 
-    __slots__ = ("name", "func", "out_ind", "numblocks", "args", "_plan")
+    __slots__ = ("name", "func", "out_ind", "numblocks", "args", "_plan", "fresh", "inplace",
+                 "out_dtype")
 
     def __init__(self, name: str, func: Callable, out_ind: tuple[str, ...],
-                 numblocks: dict[str, int], args: list[tuple]):
+                 numblocks: dict[str, int], args: list[tuple], fresh: bool = False,
+                 inplace: Any = None, out_dtype: Any = None):
         self.name = name
         self.func = func
         self.out_ind = tuple(out_ind)
         self.numblocks = dict(numblocks)
         self.args = list(args)
         self._plan = None
+        # ``fresh``: each block is a newly allocated array nobody else holds, so
+        # when this layer is nested into its reader's task the reader may
+        # overwrite it.  ``inplace``: a one-output numpy ufunc equivalent to
+        # ``func`` that can write into such an argument (``out=``) instead of
+        # allocating; ``out_dtype`` is the dtype it must have for that.
+        self.fresh = fresh
+        self.inplace = inplace
+        self.out_dtype = out_dtype
 
     @property
     def out_numblocks(self) -> tuple[int, ...]:
@@ -151,10 +164,14 @@ class BlockwiseLayer(Layer):
         if plan is None:
             plan = self._plan = self._make_plan()
         args: list[Any] = [self.func]
+        private = None  # position of the first argument this task may overwrite
         for spec in plan:
             kind = spec[0]
             if kind == "array":
                 _, name, getters, ranges = spec
+                if (private is None and not ranges and name in inlined
+                        and self.inplace is not None and layers[name].fresh):
+                    private = len(args) - 1
                 if ranges:
                     items = []
                     for combo in product(*ranges):
@@ -173,12 +190,29 @@ class BlockwiseLayer(Layer):
                 args.append(spec[1])
             else:  # pragma: no cover - internal misuse
                 raise ValueError(f"unknown blockwise argument kind {kind!r}")
+        if private is not None:
+            args[0] = partial(ufunc_into, self.inplace, private, self.out_dtype)
         return tuple(args)
 
     def materialize(self, inlined: set, layers: dict) -> dict:
         name = self.name
         return {(name,) + idx: self.block_task(idx, inlined, layers)
                 for idx in product(*(range(n) for n in self.out_numblocks))}
+
+
+def ufunc_into(ufunc: Any, k: int, dtype: Any, *args: Any) -> Any:
+    """``ufunc(*args)``, written into ``args[k]`` when that is possible.
+
+    Only used where ``args[k]`` was computed inside this very task and is held
+    by nothing else (see ``BlockwiseLayer.fresh``): reusing its buffer saves an
+    allocation (and the page faults of a fresh one) per operation.  The result
+    must have exactly the buffer's dtype and shape, else a new array is made.
+    """
+    a = args[k]
+    if (type(a) is np.ndarray and a.dtype == dtype and a.flags.writeable
+            and a.shape == np.broadcast_shapes(*[np.shape(v) for v in args])):
+        return ufunc(*args, out=a)
+    return ufunc(*args)
 
 
 def _ref(name: str, in_idx: tuple, inlined: set, layers: dict) -> Any:

@@ -93,7 +93,8 @@ class Generator:
         syms = tuple(f".{d}" for d in range(len(shape)))
         func = partial(_draw, method, entropy, kwargs)
         layer = BlockwiseLayer(name, func, syms, dict(zip(syms, numblocks, strict=False)),
-                               [("perblock", partial(_block_info, numblocks, chunks))])
+                               [("perblock", partial(_block_info, numblocks, chunks))],
+                               fresh=True)
         return Array({name: layer}, name, chunks, dtype)
 
     def random(self, size: Any = None, dtype: Any = np.float64, chunks: Any = "auto") -> Array:

@@ -14,15 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from shmdask.graph import key_split
+
 from .chunks import has_unknown
 from .layers import BlockwiseLayer, fused_inlined
-
-try:
-    from shmdask.graph import key_split
-except ImportError:  # pragma: no cover - only before the core lands
-    def key_split(key: Any) -> str:
-        s = key[0] if isinstance(key, tuple) else key
-        return s.rsplit("-", 1)[0]
 
 MAX_LINES = 60
 

@@ -68,6 +68,7 @@ from shmdask.cluster.shm import (
     sweep,
     unlink_segment,
 )
+from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import DataStore, Engine, TaskResult, TaskSpec, WorkerHandle
 
 START_TIMEOUT = 60.0  # seconds a worker may take to import and say hello
@@ -108,6 +109,9 @@ class ShmStore(DataStore):
     def adopt(self, stored: Stored) -> None:
         """Count a new value's blocks (called before the engine sees it)."""
         with self._lock:
+            if stored.live:
+                return
+            stored.live = True
             self.values_by_owner[stored.owner] += 1
             for name, _offset, length in stored.blocks:
                 entry = self._segments.get(name)
@@ -172,12 +176,21 @@ class ShmStore(DataStore):
         return Stored(value.header, buffers, value.nbytes, value.owner)
 
     def release(self, values: list) -> None:
+        if not any(type(v) is Stored and v.buffers and v.where == "shm" for v in values):
+            counts = self.values_by_owner
+            with self._lock:  # inline values only (the common case): just count
+                for value in values:
+                    if type(value) is Stored and value.live:
+                        value.live = False
+                        counts[value.owner] -= 1
+            return
         by_owner: dict[str, list] = {}
         unlink = []
         with self._lock:
             for value in values:
-                if type(value) is not Stored:
-                    continue
+                if type(value) is not Stored or not value.live:
+                    continue  # not ours, or released already: a block is freed once
+                value.live = False
                 self.values_by_owner[value.owner] -= 1
                 for block in value.blocks:
                     self.shm_bytes -= block[2]
@@ -260,22 +273,27 @@ class ProcessWorkerHandle(WorkerHandle):
             self.processing[key] = None
         body = [(t.key, t.computation, t.deps) for t in tasks]
         try:
-            with self._send_lock:  # the connection's function table is shared state
-                data = encode_message(("run", keys), body, self.state)
+            self._send_tasks(keys, body)
         except Exception:
             # Some task cannot be pickled: find it, fail it, send the others.
             for task, item in zip(tasks, body, strict=True):
                 try:
-                    with self._send_lock:
-                        data = encode_message(("run", [task.key]), [item], self.state)
+                    self._send_tasks([task.key], [item])
                 except Exception as exc:
                     self.processing.pop(task.key, None)
                     self._post(("erred", self.id, task.key, _unpicklable(task.key, exc),
                                 traceback.format_exc(), None))
-                    continue
-                self._send(data)
-            return
-        self._send(data)
+
+    def _send_tasks(self, keys: list, body: list) -> None:
+        # Encode and send under one lock: a message that introduces a function
+        # must reach the worker before any message that refers to it by token.
+        with self._send_lock:
+            data = encode_message(("run", keys), body, self.state)
+            try:
+                self.conn.send_bytes(data)
+                self.bytes_sent += len(data)
+            except (OSError, ValueError):  # the worker died: the reader reports it
+                pass
 
     def free(self, blocks: list) -> None:
         """Give blocks of released keys back to this worker's free lists."""
@@ -300,7 +318,8 @@ class ProcessWorkerHandle(WorkerHandle):
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
         self._post = post
         self._reader = threading.Thread(target=self._read_loop, args=(post, store, on_lost),
-                                        name=f"shmdask-reader-{self.id}", daemon=True)
+                                        name=f"shmdask-reader-{store.cluster_id}-{self.id}",
+                                        daemon=True)
         self._reader.start()
 
     def _post(self, event: tuple) -> None:  # replaced by start_reader
@@ -346,12 +365,16 @@ class ProcessWorkerHandle(WorkerHandle):
             on_lost(self, self._death_reason())
 
     def _death_reason(self) -> str:
-        if self.lost_reason:
-            return self.lost_reason
+        # Reap the process in every case (an unreaped Popen lingers as a zombie).
         try:
             code = self.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            return f"worker {self.id} (pid {self.pid}) closed its connection"
+        except subprocess.TimeoutExpired:  # hung up but still alive: finish it
+            self.proc.kill()
+            self.proc.wait()
+            return self.lost_reason or (f"worker {self.id} (pid {self.pid}) closed its "
+                                        "connection and was killed")
+        if self.lost_reason:
+            return self.lost_reason
         if code < 0:
             try:
                 sig = signal.Signals(-code).name
@@ -466,6 +489,15 @@ def _format_bytes(n: float) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+# Heavy modules a worker imports while idle if the client has them loaded: the
+# first task that unpickles a function from one of them then does not wait.
+WARM_IMPORTS = ("shmdask.array", "pandas", "scipy")
+
+
+def _warm_imports() -> list[str]:
+    return [name for name in WARM_IMPORTS if name in sys.modules]
+
+
 # dask's LocalCluster options that mean nothing here; accepted so dask code runs.
 _IGNORED_OPTIONS = {"dashboard_address", "silence_logs", "host", "scheduler_port",
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
@@ -520,8 +552,12 @@ class _Runtime:
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
             __file__))))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root, *filter(None, [env.get("PYTHONPATH")])])
+        if os.path.basename(package_root) not in ("site-packages", "dist-packages"):
+            # a source checkout: the fresh interpreter must find this shmdask
+            # (an installed one is found anyway, and site-packages must not
+            # move ahead of the standard library)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [package_root, *filter(None, [env.get("PYTHONPATH")])])
         env["SHMDASK_SYS_PATH"] = json.dumps([p or os.getcwd() for p in sys.path])
         pending = []
         try:
@@ -533,7 +569,8 @@ class _Runtime:
                     [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(fd),
                      "--id", worker_id, "--cluster", self.cluster_id,
                      "--nthreads", str(self.nthreads), "--threshold", str(self.threshold),
-                     "--cache-bytes", str(self.cache_bytes)],
+                     "--cache-bytes", str(self.cache_bytes),
+                     "--warm-imports", ",".join(_warm_imports())],
                     pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C is the client's to handle
                 )
@@ -627,6 +664,20 @@ class _Runtime:
                 warnings.warn(reason, WorkerMemoryWarning, stacklevel=1)
                 handle.kill(reason)
 
+    sampler: MemorySampler | None = None
+    listener: Any = None  # the TCP listener, when the cluster listens
+
+    def start_memory_sampler(self, interval: float = 0.1) -> None:
+        """Shared memory in use and each worker's RSS, for the task-stream picture."""
+        workers, store, engine = self.workers, self.store, self.engine
+        self.sampler = MemorySampler(
+            engine.task_stream,
+            worker_pids=lambda: {wid: h.pid for wid, h in list(workers.items())},
+            shm_bytes=lambda: store.shm_bytes,
+            done=lambda: engine.tasks_done,
+            interval=interval,
+        ).start()
+
     def shutdown(self) -> None:
         with self.lock:
             if self.closing:
@@ -634,6 +685,10 @@ class _Runtime:
             self.closing = True
             workers = list(self.workers.values())
         self._stop.set()
+        if self.listener is not None:
+            self.listener.close()
+        if self.sampler is not None:
+            self.sampler.stop()
         for handle in workers:
             handle.closing = True
             handle.disconnect()  # every worker sees EOF now and exits in parallel
@@ -706,7 +761,24 @@ class LocalCluster:
         self.scheduler_address: str | None = None  # set by a TCP listener, if any
         self._runtime = _Runtime(n_workers, threads_per_worker, self.memory_limit,
                                  shm_threshold)
+        self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
+        self._listener = None
+        if listen:
+            try:
+                self._listen(listen)
+            except BaseException:
+                self.close()
+                raise
+
+    def _listen(self, listen: Any) -> None:
+        """Let remote workers and clients join at ``listen`` (an address, or
+        True for any free port on loopback)."""
+        from shmdask.cluster.tcp import attach_listener
+
+        address = "tcp://127.0.0.1:0" if listen is True else str(listen)
+        self._listener = attach_listener(self, address, info=self._local_scheduler_info)
+        self._runtime.listener = self._listener
 
     # -- public -----------------------------------------------------------------
 
@@ -735,7 +807,13 @@ class LocalCluster:
         return self.scheduler_address or f"local://{os.getpid()}/{self.id}"
 
     def scheduler_info(self) -> dict:
-        """A dict shaped like dask's ``Client.scheduler_info()``."""
+        """A dict shaped like dask's ``Client.scheduler_info()`` (remote workers
+        included when the cluster listens)."""
+        if self._listener is not None:
+            return self._listener.scheduler_info()
+        return self._local_scheduler_info()
+
+    def _local_scheduler_info(self) -> dict:
         in_memory = self._runtime.store.values_by_owner
         workers = {}
         for wid, handle in sorted(self.workers.items()):

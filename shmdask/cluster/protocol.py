@@ -85,13 +85,14 @@ class Stored:
     to it.  The engine treats a ``Stored`` as opaque.
     """
 
-    __slots__ = ("header", "buffers", "nbytes", "owner", "__weakref__")
+    __slots__ = ("header", "buffers", "nbytes", "owner", "live", "__weakref__")
 
     def __init__(self, header, buffers: list, nbytes: int, owner: str):
         self.header = header
         self.buffers = buffers
         self.nbytes = nbytes
         self.owner = owner
+        self.live = False  # counted by a store (between adopt and release)
 
     @property
     def blocks(self) -> list[tuple]:
@@ -176,8 +177,13 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
     if header is None:
         if allocator is not None:
             allocator.free([b for b in buffers if type(b) is tuple])
-        buffers = []
-        header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+        buffers.clear()
+        try:
+            header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+        except BaseException:
+            if allocator is not None:  # give back what the failed attempt took
+                allocator.free([b for b in buffers if type(b) is tuple])
+            raise
     nbytes = len(header) + sum(b[2] if type(b) is tuple else len(b) for b in buffers)
     return Stored(header, buffers, nbytes, owner)
 

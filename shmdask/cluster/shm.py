@@ -31,7 +31,6 @@ import _posixshmem
 import errno
 import mmap
 import os
-import secrets
 import threading
 from collections.abc import Iterable
 
@@ -48,6 +47,8 @@ BlockRef = tuple  # tuple[str, int, int]
 def new_cluster_id() -> str:
     """A fresh cluster id.  The creating pid leads, so a test run can tell its
     own segments from those of other processes on the machine."""
+    import secrets  # here: a worker process never needs it (hmac costs ~10 ms to import)
+
     return f"{os.getpid()}p{secrets.token_hex(3)}"
 
 
@@ -177,6 +178,7 @@ class SlabAllocator:
         self._slabs: dict[str, _Slab] = {}
         self._free: dict[int, list[tuple[str, int]]] = {}  # capacity -> [(segment, offset)]
         self._free_bytes = 0
+        self._allocated: set[tuple[str, int]] = set()
         self.segments_created = 0
         self.unlinked: list[str] = []  # segments given back since the owner last looked
 
@@ -192,6 +194,7 @@ class SlabAllocator:
             self._free_bytes -= capacity
             slab = self._slabs[name]
             slab.live += 1
+            self._allocated.add((name, offset))
         view = memoryview(slab.map)[offset : offset + nbytes]
         return (name, offset, nbytes), view
 
@@ -216,8 +219,9 @@ class SlabAllocator:
         with self._lock:
             for name, offset, _length in blocks:
                 slab = self._slabs.get(name)
-                if slab is None:
-                    continue
+                if slab is None or (name, offset) not in self._allocated:
+                    continue  # not ours, or freed already: never hand a block out twice
+                self._allocated.discard((name, offset))
                 slab.live -= 1
                 self._free[slab.capacity].append((name, offset))
                 self._free_bytes += slab.capacity
@@ -269,6 +273,7 @@ class SlabAllocator:
                 close_quietly(slab.map)
             self._slabs.clear()
             self._free.clear()
+            self._allocated.clear()
             self._free_bytes = 0
 
 

@@ -34,6 +34,7 @@ the scheduler's store or the janitor removes it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import queue
@@ -76,6 +77,7 @@ class Worker:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         remote: bool = False,
         use_shm: bool = True,
+        warm_imports: tuple[str, ...] = (),
     ):
         from shmdask.graph import execute_task, key_split
 
@@ -103,6 +105,7 @@ class Worker:
         self._loaded_lock = threading.Lock()
         self.tasks_run = 0
         self.bytes_received = 0
+        self.warm_imports = warm_imports
 
     # ------------------------------------------------------------------ transport
 
@@ -114,10 +117,26 @@ class Worker:
     def serve(self) -> None:
         """Receive until the connection closes."""
         self.send(("hello", self.info()))
+        if self.warm_imports:
+            # Modules the client uses (shmdask.array, say) load while we wait
+            # for work, not inside the first task that unpickles one of them.
+            threading.Thread(target=_warm_up, args=(self.warm_imports,), daemon=True,
+                             name="shmdask-warm-imports").start()
         for lane in range(self.nthreads):
             threading.Thread(
                 target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
             ).start()
+        try:
+            self._receive()
+        finally:
+            # Queued tasks are nobody's any more; executor threads stop after
+            # the task at hand (a worker process exits before that anyway).
+            while not self.tasks.empty():
+                self.tasks.get_nowait()
+            for _ in range(self.nthreads):
+                self.tasks.put(None)
+
+    def _receive(self) -> None:
         while True:
             try:
                 data = self.conn.recv_bytes()
@@ -175,6 +194,7 @@ class Worker:
             "mapped_bytes": alloc.mapped_bytes if alloc else 0,
             "free_bytes": alloc.free_bytes if alloc else 0,
             "bytes_received": self.bytes_received,
+            "warm_imported": [m for m in self.warm_imports if m in sys.modules],
         }
 
     # ------------------------------------------------------------------ execution
@@ -195,9 +215,12 @@ class Worker:
     def _run_tasks(self, lane: int) -> None:
         lane_name = f"{self.worker_id}/{lane}"
         while True:
-            key, computation, deps = self.tasks.get()
+            task = self.tasks.get()
+            if task is None:
+                return
+            key, computation, deps = task
             entry = self._run_one(key, computation, deps, lane_name)
-            del computation, deps
+            del task, computation, deps  # let inputs (and their cached values) go
             self.tasks_run += 1
             batch = None
             with self._outbox_lock:
@@ -208,7 +231,10 @@ class Worker:
                     self._last_flush = now
             if batch:
                 unlinked = self.allocator.take_unlinked() if self.allocator else []
-                self.send(("results", unlinked), batch)
+                try:
+                    self.send(("results", unlinked), batch)
+                except OSError:  # the scheduler hung up
+                    return
 
     def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
         start = time.time()
@@ -241,6 +267,14 @@ class Worker:
         }
 
 
+def _warm_up(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: S112 - a task that needs it will report the error
+            continue
+
+
 def _extend_sys_path() -> None:
     # Modules the client can import (its script's directory, its sys.path) must
     # be importable here too: cloudpickle sends importable functions by name.
@@ -260,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nthreads", type=int, default=1)
     parser.add_argument("--threshold", type=int, default=SHM_THRESHOLD)
     parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES)
+    parser.add_argument("--warm-imports", default="", help="modules to import when idle")
     args = parser.parse_args(argv)
     # Ctrl-C in a terminal reaches the whole process group; the client decides
     # what an interrupt means, the worker just keeps its pipe.
@@ -267,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     _extend_sys_path()
     conn = Connection(args.fd)
     worker = Worker(conn, args.id, args.cluster, args.nthreads, args.threshold,
-                    args.cache_bytes)
+                    args.cache_bytes,
+                    warm_imports=tuple(m for m in args.warm_imports.split(",") if m))
     try:
         worker.serve()
     finally:

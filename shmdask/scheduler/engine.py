@@ -126,6 +126,7 @@ class Engine:
 
     target_batch = 0.002  # seconds of queued work per worker thread
     max_batch = 128
+    remote_input_limit = 1 << 20  # bytes of input above which local workers are preferred
 
     def __init__(self, store: DataStore | None = None, name: str = "engine"):
         self.name = name
@@ -378,30 +379,47 @@ class Engine:
         return max(1, min(self.max_batch, per_thread)) * worker.nthreads + (worker.nthreads > 1)
 
     def choose_workers(self) -> list[WorkerHandle]:
-        """Workers with room, emptiest first."""
+        """Workers with room, emptiest first; local before remote on a tie."""
         in_flight = self.in_flight
-        return sorted(self.workers.values(), key=lambda w: len(in_flight[w.id]) / w.nthreads)
+        return sorted(self.workers.values(),
+                      key=lambda w: (len(in_flight[w.id]) / w.nthreads, w.kind == "remote"))
+
+    def _input_bytes(self, ts: Any) -> int:
+        data, nbytes = self.data, self.store.nbytes
+        return sum(nbytes(data[d.key]) for d in ts.dependencies)
 
     def _dispatch(self) -> None:
         state = self.state
         if not state.has_ready() or not self.workers:
             return
         data, where, in_flight = self.data, self.where, self.in_flight
+        any_local = any(w.kind != "remote" for w in self.workers.values())
         for worker in self.choose_workers():
             busy = in_flight[worker.id]
             room = self.batch_size(worker) - len(busy)
             if room <= 0:
                 continue
+            # A remote worker must be sent every input byte over the network:
+            # leave tasks with large inputs to the local workers, who map them.
+            picky = worker.kind == "remote" and any_local
+            passed_over = []
             batch = []
             while room > 0:
                 ts = state.pop_ready()
                 if ts is None:
                     break
+                if picky and self._input_bytes(ts) > self.remote_input_limit:
+                    passed_over.append(ts)
+                    if len(passed_over) > 4 * self.max_batch:
+                        break
+                    continue
                 deps = {d.key: data[d.key] for d in ts.dependencies}
                 batch.append(TaskSpec(ts.key, ts.computation, deps))
                 where[ts.key] = worker.id
                 busy.add(ts.key)
                 room -= 1
+            for ts in passed_over:
+                state.requeue(ts)
             if batch:
                 worker.run(batch)
             if not state.has_ready():

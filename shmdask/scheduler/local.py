@@ -226,9 +226,10 @@ def _stop(workers: list, interrupt: bool, wait: float) -> None:
             with w._cond:
                 w._batches.clear()
                 w._cond.notify()
+    deadline = time.monotonic() + wait  # one deadline for all, not one per thread
     for w in workers:
         if isinstance(w, ThreadWorker):
-            w.close(interrupt=interrupt, timeout=wait)
+            w.close(interrupt=interrupt, timeout=max(0.0, deadline - time.monotonic()))
 
 
 class ThreadCluster:

@@ -29,6 +29,8 @@ Policy, in the spirit of dask/local.py:
 - **Failure.**  A task that raises is *erred*; so is everything waiting on it,
   with the same exception.  A task on a worker that died goes back to ready;
   after ``max_worker_deaths`` such deaths it errs with :class:`KilledWorker`.
+  An erred key that a new graph brings again is retried.  A graph that names
+  an unknown dependency is refused whole, before any of its tasks is added.
 """
 
 from __future__ import annotations
@@ -64,7 +66,6 @@ class TaskState:
         "priority",
         "exception",
         "deaths",
-        "release_when_done",
     )
 
     def __init__(self, key: Any, computation: Any, priority: tuple):
@@ -79,7 +80,6 @@ class TaskState:
         self.priority = priority
         self.exception: BaseException | None = None
         self.deaths = 0
-        self.release_when_done = False
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -110,13 +110,23 @@ class SchedulerState:
         ``dsk`` or already known here.  Returns keys already finished among
         ``wanted`` (in memory or erred), whose clients can be told at once.
         """
-        gen = next(self._generation)
         tasks = self.tasks
+        wanted = list(wanted)
+        # Check everything before changing anything: a bad graph must not
+        # leave half-linked tasks behind (they would never run).
+        adding = [k for k in dsk if k not in tasks or tasks[k].state == "erred"]
+        for key in adding:
+            for dep_key in dependencies[key]:
+                if dep_key not in tasks and dep_key not in dsk:
+                    raise KeyError(f"task {key!r} depends on unknown key {dep_key!r}")
+        for key in wanted:
+            if key not in tasks and key not in dsk:
+                raise KeyError(f"wanted key {key!r} is neither in the graph nor known")
+        gen = next(self._generation)
         new = []
-        for key, computation in dsk.items():
+        for key in adding:
+            computation = dsk[key]
             old = tasks.get(key)
-            if old is not None and old.state != "erred":
-                continue
             prio = (gen, priorities[key] if priorities else 0)
             ts = TaskState(key, computation, prio)
             if old is not None:  # an erred key is retried; its clients still hold it
@@ -125,9 +135,7 @@ class SchedulerState:
             new.append(ts)
         for ts in new:
             for dep_key in dependencies[ts.key]:
-                dep = tasks.get(dep_key)
-                if dep is None:
-                    raise KeyError(f"task {ts.key!r} depends on unknown key {dep_key!r}")
+                dep = tasks[dep_key]
                 ts.dependencies.append(dep)
                 dep.dependents.append(ts)
                 dep.waiters += 1
@@ -135,13 +143,9 @@ class SchedulerState:
                     ts.waiting_on += 1
             if ts.waiting_on == 0:
                 self._make_ready(ts)
-        wanted = list(wanted)
         for key in wanted:
-            ts = tasks.get(key)
-            if ts is None:
-                raise KeyError(f"wanted key {key!r} is neither in the graph nor known")
+            ts = tasks[key]
             ts.who_wants += 1
-            ts.release_when_done = False
         # A new task waiting on an erred one errs too (after counting the
         # clients above, so that wanted ones keep their exception).
         for ts in new:
@@ -169,6 +173,11 @@ class SchedulerState:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
+    def requeue(self, ts: TaskState) -> None:
+        """Give back a task taken by :meth:`pop_ready` but not started."""
+        if ts.state == "processing":
+            self._make_ready(ts)
+
     def pop_ready(self) -> TaskState | None:
         """The next task to run, now ``processing``; None when nothing is ready."""
         ready = self._ready
@@ -195,7 +204,7 @@ class SchedulerState:
         for dep in ts.dependencies:
             dep.waiters -= 1
             self._maybe_release(dep, released)
-        if ts.release_when_done or (ts.who_wants == 0 and ts.waiters == 0):
+        if ts.who_wants == 0 and ts.waiters == 0:
             self._release(ts, released)
         return released, True
 
@@ -261,7 +270,8 @@ class SchedulerState:
         """A client dropped its reference to ``keys``.  Returns released keys.
 
         Unfinished tasks that nobody needs any more are cancelled (forgotten);
-        one already running is released as soon as it finishes.
+        one already running is released as soon as it finishes, unless a new
+        graph needs it by then (``finished`` checks the counts again).
         """
         released: list = []
         for key in keys:
@@ -279,8 +289,6 @@ class SchedulerState:
             self._release(ts, released)
         elif ts.state in ("waiting", "ready"):
             self._cancel(ts, released)
-        elif ts.state == "processing":
-            ts.release_when_done = True
         elif ts.state == "erred":
             self._forget(ts)
 

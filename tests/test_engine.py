@@ -1,0 +1,76 @@
+"""The engine loop with recording fake workers: dispatch policy, no processes."""
+
+from __future__ import annotations
+
+from shmdask.scheduler.engine import DataStore, Engine, TaskResult, WorkerHandle
+
+
+class SizedStore(DataStore):
+    """Values are ``(payload, nbytes)`` pairs, so tests choose input sizes."""
+
+    def to_user(self, value):
+        return value[0]
+
+    def from_user(self, obj):
+        return obj
+
+    def nbytes(self, value):
+        return value[1]
+
+
+class RecordingWorker(WorkerHandle):
+    def __init__(self, engine, worker_id, kind):
+        self.id, self.kind, self.nthreads = worker_id, kind, 1
+        self.engine = engine
+        self.got = []
+
+    def run(self, tasks):
+        for spec in tasks:
+            self.got.append(spec.key)
+        results = [TaskResult(spec.key, (spec.key, 10), {"start": 0.0, "stop": 0.0})
+                   for spec in tasks]
+        self.engine.post(("done", self.id, results))
+
+
+def make_engine():
+    engine = Engine(SizedStore())
+    local = RecordingWorker(engine, "local", "local")
+    remote = RecordingWorker(engine, "remote", "remote")
+    for w in (remote, local):
+        engine.workers[w.id] = w
+        engine.in_flight[w.id] = set()
+    return engine, local, remote
+
+
+def _tasks_on_inputs(input_size: int, n: int = 40):
+    engine, local, remote = make_engine()
+    engine.scatter({"big": ("x", input_size)})
+    dsk = {f"t-{i}": (len, "big") for i in range(n)}
+    deps = {k: {"big"} for k in dsk}
+    done = set()
+    engine.submit(dsk, deps, list(dsk), {k: i for i, k in enumerate(dsk)},
+                  lambda k, s, e: done.add(k))
+    engine.run_until(lambda: len(done) == n)
+    return engine, local, remote
+
+
+def test_remote_workers_get_no_tasks_with_large_inputs():
+    engine, local, remote = _tasks_on_inputs(Engine.remote_input_limit + 1)
+    assert len(local.got) == 40
+    assert remote.got == []
+
+
+def test_remote_workers_share_tasks_with_small_inputs():
+    engine, local, remote = _tasks_on_inputs(100)
+    assert remote.got and local.got
+    assert len(local.got) + len(remote.got) == 40
+
+
+def test_first_tasks_spread_one_per_worker():
+    engine, local, remote = make_engine()
+    dsk = {"a": (int,), "b": (int,)}
+    done = set()
+    engine.submit(dsk, {"a": set(), "b": set()}, ["a", "b"], {"a": 0, "b": 1},
+                  lambda k, s, e: done.add(k))
+    engine._step(block=True, timeout=1)  # handles the graph and dispatches once
+    assert len(local.got) == 1 and len(remote.got) == 1
