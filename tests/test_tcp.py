@@ -412,6 +412,13 @@ def test_mixed_local_and_remote_run():
             records = c.connection.task_stream().records_since(0)
             ran_on = {r["remote"] for r in records if r["kind"] == "compute"}
             assert ran_on == {True, False}
+            # Tasks with large inputs stay on the worker that maps them from shm.
+            [big] = c.scatter([np.ones(400_000)])  # 3.2 MB
+            heavy = [c.submit(np.sum, big, key=f"heavy-{i}") for i in range(8)]
+            assert c.gather(heavy) == [400_000.0] * 8
+            records = c.connection.task_stream().records_since(0)
+            assert not [r for r in records if str(r["key"]).startswith("heavy-")
+                        and r["remote"]]
     finally:
         stop_worker(worker)
         worker.stderr.close()
