@@ -73,6 +73,7 @@ class SchedulerProcess:
             self.proc.kill()
             code = self.proc.wait()
         self.proc.stdout.close()
+        self.log.close()
         os.unlink(self.log.name)
         return code
 
@@ -91,10 +92,13 @@ def stop_worker(proc: subprocess.Popen) -> int:
     if proc.poll() is None:
         proc.terminate()
     try:
-        return proc.wait(10)
+        code = proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.wait()
+        code = proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+    return code
 
 
 def inc(x):

@@ -613,6 +613,14 @@ class Listener:
         sock.settimeout(self.handshake_timeout)
         if self.ssl is not None:
             sock = self.ssl.wrap_socket(sock, server_side=True)
+        try:
+            return self._greet(sock, peer)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sock.close()  # the TLS wrapper, if any, owns the connection now
+            raise
+
+    def _greet(self, sock: socket.socket, peer: str) -> _Session:
         server_handshake(sock, self.key, self.handshake_timeout)
         comm = Comm(sock, peer, self.max_frame_bytes)
         header, _body, _refs = recv_message(comm)
