@@ -22,12 +22,12 @@ import itertools
 import os
 import pickle
 import secrets
-import sys
 import types
 from functools import partial
 from typing import Any
 
 import cloudpickle
+import numpy as np  # eager: a lazy import raced with workers warming up in a thread
 
 
 def _normalize_function(func: Any) -> Any:
@@ -50,9 +50,7 @@ def _normalize_function(func: Any) -> Any:
         return ("fn-unique", unique_token())
 
 
-def _normalize_array(x: Any) -> Any:
-    import numpy as np
-
+def _normalize_array(x: np.ndarray) -> Any:
     if type(x) is not np.ndarray:  # subclasses: their type, and a mask's content
         extra = (normalize(np.ma.getmaskarray(x)), normalize(x.fill_value)) \
             if isinstance(x, np.ma.MaskedArray) else ()
@@ -78,12 +76,9 @@ def normalize(x: Any) -> Any:
         return ("dict", tuple(sorted((repr(k), normalize(v)) for k, v in x.items())))
     if typ in (set, frozenset):
         return (typ.__name__, tuple(sorted(repr(normalize(i)) for i in x)))
-    # numpy is looked up, not imported: a value can only be an array if numpy
-    # is loaded, and worker processes start faster without it.
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray):
         return _normalize_array(x)
-    if np is not None and isinstance(x, np.generic):
+    if isinstance(x, np.generic):
         return ("npscalar", x.dtype.str, x.tobytes())
     # looked up on the type: an instance __getattr__ may answer any name
     method = getattr(typ, "__shmdask_tokenize__", None)
