@@ -438,6 +438,7 @@ def test_scheduler_going_away():
         f = c.submit(time.sleep, 30, key="long")
         time.sleep(0.3)
         s.stop(signal.SIGKILL)
+        comm.key_file(s.host, s.port).unlink()  # a killed scheduler cannot remove it
         with pytest.raises(ConnectionError, match="scheduler"):
             f.result(timeout=30)
         assert worker.wait(30) == 1

@@ -40,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -561,6 +562,8 @@ class Listener:
             # The key file exists before anyone can connect: a peer that finds
             # the port open also finds the key.
             self.key_path = None if given else write_key_file(host, self.port, self.key)
+            # Gone with the listener, or at interpreter exit if nobody closed it.
+            self._key_finalizer = weakref.finalize(self, _unlink_quietly, self.key_path)
             self.sock.listen(128)
         except BaseException:
             self.sock.close()
@@ -719,13 +722,17 @@ class Listener:
         for s in sessions:
             if isinstance(s, RemoteWorkerHandle):
                 self.engine.post(("worker-lost", s.id, "the scheduler is closing"))
-        if self.key_path is not None:
-            with contextlib.suppress(OSError):
-                self.key_path.unlink()
+        self._key_finalizer()
         log.info("closed listener at %s", self.address)
 
     def __repr__(self) -> str:
         return f"<Listener {self.address} peers={len(self.sessions)}>"
+
+
+def _unlink_quietly(path: Any) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def start_listener(engine: Engine, store: Any, address: str = "tcp://127.0.0.1:8786",
