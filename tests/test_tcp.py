@@ -73,6 +73,7 @@ class SchedulerProcess:
             self.proc.kill()
             code = self.proc.wait()
         self.proc.stdout.close()
+        self.log.close()
         os.unlink(self.log.name)
         return code
 
@@ -91,10 +92,13 @@ def stop_worker(proc: subprocess.Popen) -> int:
     if proc.poll() is None:
         proc.terminate()
     try:
-        return proc.wait(10)
+        code = proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.wait()
+        code = proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+    return code
 
 
 def inc(x):
@@ -370,7 +374,7 @@ def test_garbage_after_authentication_is_refused(scheduler):
     header = ("ping",)
     while header[0] == "ping":
         header, _, _ = recv_message(c)  # the keys of a body that cannot be loaded fail
-    assert header[:3] == ("status", "k", "erred")
+    assert header[0] == "statuses" and header[1][0][:2] == ("k", "erred")
     c.close()
     assert_still_serving(scheduler)
     assert "cannot be read" in scheduler.read_log()
@@ -412,6 +416,13 @@ def test_mixed_local_and_remote_run():
             records = c.connection.task_stream().records_since(0)
             ran_on = {r["remote"] for r in records if r["kind"] == "compute"}
             assert ran_on == {True, False}
+            # Tasks with large inputs stay on the worker that maps them from shm.
+            [big] = c.scatter([np.ones(400_000)])  # 3.2 MB
+            heavy = [c.submit(np.sum, big, key=f"heavy-{i}") for i in range(8)]
+            assert c.gather(heavy) == [400_000.0] * 8
+            records = c.connection.task_stream().records_since(0)
+            assert not [r for r in records if str(r["key"]).startswith("heavy-")
+                        and r["remote"]]
     finally:
         stop_worker(worker)
         worker.stderr.close()
@@ -427,6 +438,7 @@ def test_scheduler_going_away():
         f = c.submit(time.sleep, 30, key="long")
         time.sleep(0.3)
         s.stop(signal.SIGKILL)
+        comm.key_file(s.host, s.port).unlink()  # a killed scheduler cannot remove it
         with pytest.raises(ConnectionError, match="scheduler"):
             f.result(timeout=30)
         assert worker.wait(30) == 1
@@ -646,3 +658,29 @@ def test_worker_in_its_own_network_namespace_and_shared_memory(network_namespace
         stop_worker(worker)
         worker.stderr.close()
         assert s.stop() == 0
+
+
+def test_dropped_futures_release_their_data_on_the_scheduler():
+    import gc
+
+    from shmdask.cluster.tcp import attach_listener
+    from shmdask.scheduler.local import ThreadCluster
+
+    cluster = ThreadCluster(1)
+    listener = attach_listener(cluster, "tcp://127.0.0.1:0", **HEARTBEAT)
+    try:
+        with Client(listener.address, set_as_default=False) as c:
+            futures = c.map(inc, range(500), key=[f"drop-{i}" for i in range(500)])
+            assert c.gather(futures)[-1] == 500
+            assert len(cluster.engine.data) == 500
+            keep = futures[7]
+            del futures
+            gc.collect()
+            wait_for(lambda: list(cluster.engine.data) == ["drop-7"], timeout=10,
+                     what="the dropped keys to be released")
+            again = c.submit(inc, 6, key="drop-6")  # a released key, wanted again
+            assert again.result(timeout=10) == 7 and keep.result() == 8
+        wait_for(lambda: not cluster.engine.data, timeout=10,
+                 what="a closed client's keys to be released")
+    finally:
+        cluster.close()

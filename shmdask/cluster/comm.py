@@ -177,13 +177,16 @@ def find_key(host: str, port: int) -> bytes | None:
     if host in _LOOPBACK or host == socket.gethostname():
         candidates += [h for h in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::",
                                    socket.gethostname()) if h != host]
+    # The scheduler may have run with or without $XDG_RUNTIME_DIR: look in both.
+    dirs = [key_dir(), Path.home() / ".shmdask" / "keys"]
     for h in candidates:
-        try:
-            data = key_file(h, port).read_bytes().strip()
-        except OSError:
-            continue
-        if data:
-            return data
+        for d in dirs:
+            try:
+                data = (d / key_file(h, port).name).read_bytes().strip()
+            except OSError:
+                continue
+            if data:
+                return data
     return None
 
 
@@ -378,11 +381,12 @@ class Comm:
         self._outbox: list | None = None
         self._outbox_cond = threading.Condition()
         self._sender: threading.Thread | None = None
+        self._sending = False
 
     # -- sending -------------------------------------------------------------
 
-    def send(self, frames: list, data_frames: set | frozenset = frozenset()) -> int:
-        """Send one message; ``data_frames`` are indices of frames that are data buffers."""
+    @staticmethod
+    def _encode(frames: list, data_frames) -> tuple[bytes, list, int]:
         views = [_byte_view(f) for f in frames]
         n = len(views)
         if n == 0 or n > MAX_FRAMES:
@@ -390,30 +394,58 @@ class Comm:
         lengths = [v.nbytes | (DATA_FLAG if i in data_frames else 0)
                    for i, v in enumerate(views)]
         head = _COUNT.pack(n) + struct.pack(f"!{n}Q", *lengths)
-        total = len(head) + sum(v.nbytes for v in views)
+        return head, views, len(head) + sum(v.nbytes for v in views)
+
+    def _write(self, messages: list[tuple[bytes, list, int]]) -> None:
+        """Write encoded messages in order: small ones joined into one write,
+        large buffers handed to the kernel as they are."""
         try:
             with self._send_lock:
                 if self.closed:
                     raise CommClosedError(f"connection to {self.peer} is closed")
-                if total <= _SMALL_SEND:
-                    self.sock.sendall(b"".join([head, *views]))
-                elif self.tls:
-                    self.sock.sendall(head)
-                    for v in views:
-                        self.sock.sendall(v)
-                else:
-                    _sendmsg_all(self.sock, [memoryview(head), *views])
-                self.bytes_sent += total
+                small: list = []
+                small_bytes = 0
+                for head, views, total in messages:
+                    if total <= _SMALL_SEND:
+                        small.append(head)
+                        small.extend(views)
+                        small_bytes += total
+                        if small_bytes < _SMALL_SEND:
+                            continue
+                    if small:
+                        self.sock.sendall(b"".join(small))
+                        self.bytes_sent += small_bytes
+                        small, small_bytes = [], 0
+                    if total <= _SMALL_SEND:
+                        continue
+                    if self.tls:
+                        self.sock.sendall(head)
+                        for v in views:
+                            self.sock.sendall(v)
+                    else:
+                        _sendmsg_all(self.sock, [memoryview(head), *views])
+                    self.bytes_sent += total
+                if small:
+                    self.sock.sendall(b"".join(small))
+                    self.bytes_sent += small_bytes
         except (OSError, ValueError) as exc:
             if isinstance(exc, CommClosedError):
                 raise
             self.abort()
             raise CommClosedError(f"lost the connection to {self.peer}: {exc}") from None
-        return total
+
+    def send(self, frames: list, data_frames: set | frozenset = frozenset()) -> int:
+        """Send one message; ``data_frames`` are indices of frames that are data buffers."""
+        message = self._encode(frames, data_frames)
+        self._write([message])
+        return message[2]
 
     def post(self, frames: list, data_frames: frozenset = frozenset(),
              on_sent: Callable[[float, float, int], None] | None = None) -> None:
-        """Queue a message for the sender thread; ``on_sent(start, stop, nbytes)``."""
+        """Queue a message for the sender thread; ``on_sent(start, stop, nbytes)``.
+
+        ``frames`` may be a callable returning them, called when the message
+        is sent (to gather what piled up meanwhile into one message)."""
         with self._outbox_cond:
             if self._sender is None:
                 self._outbox = []
@@ -430,20 +462,34 @@ class Comm:
                     self._outbox_cond.wait()
                 if self.closed:
                     return
-                frames, data_frames, on_sent = self._outbox.pop(0)
+                # Everything queued goes at once: many small messages (statuses,
+                # pongs) cost one system call.
+                batch, self._outbox = self._outbox, []
+                self._sending = True
             start = time.time()
             try:
-                nbytes = self.send(frames, data_frames)
-            except (CommClosedError, ValueError):
-                return  # the reader notices the dead connection and reports it
-            del frames
-            if on_sent is not None:
-                on_sent(start, time.time(), nbytes)
+                encoded = [self._encode(frames() if callable(frames) else frames, data)
+                           for frames, data, _ in batch]
+                self._write(encoded)
+            except Exception:
+                # A dead connection (or a message that cannot be encoded, which
+                # would leave the peer waiting forever): hang up, and the
+                # reader reports the loss.
+                self._sending = False
+                self.abort()
+                return
+            stop = time.time()
+            self._sending = False
+            for (_, _, on_sent), message in zip(batch, encoded, strict=True):
+                if on_sent is not None:
+                    on_sent(start, stop, message[2])
+            del batch, encoded
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until posted messages are sent (or the connection is gone)."""
         deadline = time.monotonic() + timeout
-        while self._outbox and not self.closed and time.monotonic() < deadline:
+        while ((self._outbox or self._sending) and not self.closed
+               and time.monotonic() < deadline):
             time.sleep(0.005)
 
     # -- receiving -------------------------------------------------------------

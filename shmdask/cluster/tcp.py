@@ -40,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -395,12 +396,26 @@ class ClientSession(_Session):
         self.functions = ConnectionState()
         self.wanted: Counter = Counter()
         self._lock = threading.Lock()
+        self._statuses: list = []
+        self._statuses_queued = False
 
     def _listener(self, key: Any, status: str, exc: BaseException | None) -> None:
-        # engine thread: never block on the socket
+        # Engine thread: never block on the socket.  Statuses pile up until the
+        # sender thread gets to them and leave as one message.
         payload = dump_exception(exc) if exc is not None else None
+        with self._lock:
+            self._statuses.append((key, status, payload))
+            if self._statuses_queued:
+                return
+            self._statuses_queued = True
         with contextlib.suppress(CommClosedError):
-            self.comm.post(header_frames(("status", key, status, payload)))
+            self.comm.post(self._status_frames)
+
+    def _status_frames(self) -> list:
+        with self._lock:
+            statuses, self._statuses = self._statuses, []
+            self._statuses_queued = False
+        return header_frames(("statuses", statuses))
 
     def _want(self, keys: list) -> None:
         with self._lock:
@@ -547,6 +562,8 @@ class Listener:
             # The key file exists before anyone can connect: a peer that finds
             # the port open also finds the key.
             self.key_path = None if given else write_key_file(host, self.port, self.key)
+            # Gone with the listener, or at interpreter exit if nobody closed it.
+            self._key_finalizer = weakref.finalize(self, _unlink_quietly, self.key_path)
             self.sock.listen(128)
         except BaseException:
             self.sock.close()
@@ -599,6 +616,14 @@ class Listener:
         sock.settimeout(self.handshake_timeout)
         if self.ssl is not None:
             sock = self.ssl.wrap_socket(sock, server_side=True)
+        try:
+            return self._greet(sock, peer)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sock.close()  # the TLS wrapper, if any, owns the connection now
+            raise
+
+    def _greet(self, sock: socket.socket, peer: str) -> _Session:
         server_handshake(sock, self.key, self.handshake_timeout)
         comm = Comm(sock, peer, self.max_frame_bytes)
         header, _body, _refs = recv_message(comm)
@@ -697,13 +722,17 @@ class Listener:
         for s in sessions:
             if isinstance(s, RemoteWorkerHandle):
                 self.engine.post(("worker-lost", s.id, "the scheduler is closing"))
-        if self.key_path is not None:
-            with contextlib.suppress(OSError):
-                self.key_path.unlink()
+        self._key_finalizer()
         log.info("closed listener at %s", self.address)
 
     def __repr__(self) -> str:
         return f"<Listener {self.address} peers={len(self.sessions)}>"
+
+
+def _unlink_quietly(path: Any) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def start_listener(engine: Engine, store: Any, address: str = "tcp://127.0.0.1:8786",
@@ -783,7 +812,8 @@ class RemoteConnection:
         self.lost_reason: str | None = None
         self.closed = False
         self._lock = threading.Lock()
-        self._encode_lock = threading.Lock()
+        self._post_lock = threading.RLock()  # RLock: unwant may run in a __del__
+        self._unwant_open: list | None = None  # keys of the queued unwant message
         self._listeners: dict[Any, Callable] = {}
         self._replies: dict[int, list] = {}
         self._reply_cond = threading.Condition()
@@ -801,10 +831,10 @@ class RemoteConnection:
         with self._lock:
             for key in wanted:
                 self._listeners[key] = listener
-        with self._encode_lock:  # function tokens must go out in pickling order
+        with self._post_lock:  # function tokens must go out in pickling order
             frames = [*header_frames(("submit", wanted)),
                       *dumps_message((dsk, dependencies, wanted, priorities), self.functions)]
-            self.comm.post(frames)
+            self._post(frames)
 
     def scatter(self, items: Mapping, listener) -> None:
         self._check()
@@ -814,8 +844,7 @@ class RemoteConnection:
         stored = {k: _stored_view(v) for k, v in items.items()}
         frames, data = dumps_values(("scatter", list(stored)), stored)
         sent = threading.Event()
-        with self._encode_lock:
-            self.comm.post(frames, data, on_sent=lambda *a: sent.set())
+        self._post(frames, data, on_sent=lambda *a: sent.set())
         # The frames are views of the caller's buffers: they must be on the wire
         # before the caller may change them.
         while not sent.wait(0.1):
@@ -824,8 +853,24 @@ class RemoteConnection:
     def unwant(self, keys: list) -> None:
         if self.closed or self.lost_reason:
             return
-        with contextlib.suppress(CommClosedError):
-            self.comm.post(header_frames(("unwant", list(keys))))
+        with self._post_lock:
+            if self._unwant_open is not None:  # queued, not yet sent, nothing after it
+                self._unwant_open.extend(keys)
+                return
+            batch = self._unwant_open = list(keys)
+            self.comm.post(lambda: self._seal_unwant(batch))
+
+    def _seal_unwant(self, batch: list) -> list:
+        with self._post_lock:
+            if self._unwant_open is batch:
+                self._unwant_open = None
+            return header_frames(("unwant", batch))
+
+    def _post(self, frames: Any, data: frozenset = frozenset(), on_sent=None) -> None:
+        """Queue a message; later unwants start a message of their own after it."""
+        with self._post_lock:
+            self._unwant_open = None
+            self.comm.post(frames, data, on_sent)
 
     # -- requests -----------------------------------------------------------------
 
@@ -834,7 +879,7 @@ class RemoteConnection:
         req = next(self._req)
         with self._reply_cond:
             self._replies[req] = []
-        self.comm.post(header_frames((op, req, *args)))
+        self._post(header_frames((op, req, *args)))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._reply_cond:
             while not self._replies[req]:
@@ -881,7 +926,7 @@ class RemoteConnection:
             return
         self.closed = True
         with contextlib.suppress(CommClosedError):
-            self.comm.post(header_frames(("goodbye", "client closed")))
+            self._post(header_frames(("goodbye", "client closed")))
             self.comm.flush(1.0)
         self.comm.abort()
         self._reader.join(2)
@@ -900,13 +945,13 @@ class RemoteConnection:
             while True:
                 header, body, _ = recv_message(self.comm)
                 op = header[0]
-                if op == "status":
-                    _, key, status, exc_bytes = header
-                    with self._lock:
-                        listener = self._listeners.pop(key, None)
-                    if listener is not None:
-                        exc = load_exception(exc_bytes) if exc_bytes is not None else None
-                        listener(key, status, exc)
+                if op == "statuses":
+                    for key, status, exc_bytes in header[1]:
+                        with self._lock:
+                            listener = self._listeners.pop(key, None)
+                        if listener is not None:
+                            exc = load_exception(exc_bytes) if exc_bytes is not None else None
+                            listener(key, status, exc)
                 elif op == "reply":
                     req, ok = header[1], header[2]
                     if ok:
