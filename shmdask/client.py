@@ -215,7 +215,13 @@ class Client:
         elif isinstance(address, str):
             from shmdask.cluster.tcp import connect_client
 
-            self.connection = connect_client(address, timeout=timeout)
+            connect_options = {k: cluster_kwargs.pop(k) for k in
+                               ("auth_key", "tls_ca", "tls_cert", "tls_key")
+                               if k in cluster_kwargs}
+            if cluster_kwargs:
+                raise TypeError(f"Client(address) got unexpected keyword argument(s) "
+                                f"{', '.join(sorted(cluster_kwargs))}")
+            self.connection = connect_client(address, timeout=timeout, **connect_options)
         else:
             raise TypeError(
                 f"Client() takes a cluster, an address like '127.0.0.1:8786' or nothing, "
