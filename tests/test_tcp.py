@@ -317,6 +317,17 @@ def test_no_key_is_refused(scheduler, monkeypatch, tmp_path):
     assert "failed authentication" in scheduler.read_log()
 
 
+def test_client_takes_the_key_as_an_argument(scheduler, monkeypatch, tmp_path):
+    key = comm.key_file(scheduler.host, scheduler.port).read_text()
+    monkeypatch.setenv("HOME", str(tmp_path))  # no key file to find: only the argument
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("SHMDASK_AUTH_KEY", raising=False)
+    with Client(scheduler.address, auth_key=key, set_as_default=False) as c:
+        assert "workers" in c.scheduler_info()
+    with pytest.raises(TypeError, match="n_workers"):
+        Client(scheduler.address, n_workers=2, set_as_default=False)
+
+
 def test_wrong_key_is_refused(scheduler):
     from shmdask.cluster.tcp import connect_client
 
