@@ -7,6 +7,10 @@
 - :mod:`.local_cluster`: :class:`LocalCluster`, its :class:`ShmStore` and the
   engine's handles on worker processes.
 - :mod:`.janitor`: the process that removes a dead client's shared memory.
+- :mod:`.comm`: addresses, cluster keys, the authenticated handshake, TCP framing.
+- :mod:`.tcp`: the listener that lets remote workers and clients join an engine,
+  and the connection a ``Client("host:port")`` uses.
+- :mod:`.remote_worker`: ``shmdask worker ADDRESS``, a worker on the other end of TCP.
 
 Kept light: a worker process imports :mod:`.protocol` and :mod:`.shm` through this
 package, so the cluster machinery loads only when ``LocalCluster`` is asked for.
