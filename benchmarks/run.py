@@ -8,7 +8,8 @@ Workloads live in ``benchmarks/workloads_*.py`` as ``WORKLOADS = {name: fn}``;
 each ``fn(api)`` runs once against ``api`` (``delayed``, ``compute``,
 ``persist``, ``get``, ``da`` of the library under test).  A workload may carry
 ``fn.numpy`` (the same work in plain numpy, one core: the "numpy" column),
-``fn.runners`` (the only runners it suits) and ``fn.warmup = False``.
+``fn.runners`` (the only runners it suits), ``fn.warmup = False`` and
+``fn.standalone = True`` (it starts its own cluster: no runner context).
 
 Each run starts its runner's scheduler, runs the workload once untimed (a
 cluster in use is warm: imports done, memory mapped), then times it, and
@@ -163,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                         times[w, r].append(time.perf_counter() - start)
                     continue
                 if r not in getattr(fn, "runners", (r,)):
+                    continue
+                if getattr(fn, "standalone", False):  # it makes its own cluster
+                    api = types.SimpleNamespace(name=r.split("-")[0])
+                    start = time.perf_counter()
+                    fn(api)
+                    times[w, r].append(time.perf_counter() - start)
                     continue
                 with runner_context(r, args.workers) as api:
                     if api.da is None and w.startswith("array"):

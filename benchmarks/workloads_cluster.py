@@ -88,7 +88,7 @@ def cluster_start_close(api) -> None:
 
 
 cluster_start_close.runners = ("shmdask-cluster", "distributed")
-cluster_start_close.warmup = False
+cluster_start_close.standalone = True
 
 
 def chunk_pipeline(api) -> None:
