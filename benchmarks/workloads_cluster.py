@@ -62,7 +62,7 @@ def chunk_sum(x) -> float:
 
 def gil_bound_64(api) -> None:
     """64 pure-Python tasks of ~25 ms each, computed together."""
-    tasks = [api.delayed(spin, pure=True)(SPIN_25MS + i) for i in range(64)]
+    tasks = [api.delayed(spin)(SPIN_25MS + i) for i in range(64)]
     counts = api.compute(*tasks)
     assert len(counts) == 64 and all(c > 0 for c in counts)
 
@@ -94,7 +94,7 @@ cluster_start_close.standalone = True
 def chunk_pipeline(api) -> None:
     """48 chunks of 40 MB made and reduced: the shared-memory data plane."""
     n = 5_000_000
-    sums = [api.delayed(chunk_sum, pure=True)(api.delayed(make_chunk, pure=True)(n, i))
+    sums = [api.delayed(chunk_sum)(api.delayed(make_chunk)(n, i))
             for i in range(48)]
     out = api.compute(*sums)
     assert out[3] == 3.0 * n

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 
 def _inc(x):
     return x + 1
@@ -40,7 +42,8 @@ def _noop():
 
 def noop_10k(api):
     """10,000 independent no-op tasks in one raw graph: per-task overhead."""
-    dsk = {("noop", i): (_noop,) for i in range(10_000)}
+    name = f"noop-{uuid.uuid4().hex}"  # fresh keys: nothing may come from a cache
+    dsk = {(name, i): (_noop,) for i in range(10_000)}
     out = api.get(dsk, list(dsk))
     assert len(out) == 10_000
     return len(out)
