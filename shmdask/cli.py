@@ -43,6 +43,7 @@ from typing import Any
 import click
 
 import shmdask
+from shmdask.sizes import format_bytes
 
 DEFAULT_REPORT_DIR = "shmdask-report"
 DEFAULT_PORT = 8786
@@ -242,14 +243,6 @@ def report_filename(report_dir: str, started: float) -> str:
     return path
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _seconds(t: float) -> str:
     if t < 1e-3:
         return f"{t * 1e6:.0f} µs"
@@ -289,7 +282,7 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
         lines.append(f"    {worker}{where}: {w['tasks']} tasks, busy "
                      f"{_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
     if report.peak_shm is not None:
-        lines.append(f"  peak shared memory: {_bytes(report.peak_shm)}")
+        lines.append(f"  peak shared memory: {format_bytes(report.peak_shm)}")
     if report.plot:
         lines.append(f"  task stream: {report.plot}")
     elif report.plot_error:

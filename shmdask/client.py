@@ -38,6 +38,7 @@ from shmdask import base, config
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 from shmdask.graph import flatten
+from shmdask.sizes import format_bytes
 from shmdask.tokenize import tokenize
 
 # -- key status and futures ------------------------------------------------------
@@ -523,7 +524,7 @@ class Client:
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
         return (f"<Client: {info.get('address', 'inproc')} processes={len(workers)} "
-                f"threads={threads}, memory={_format_bytes(memory)}>")
+                f"threads={threads}, memory={format_bytes(memory)}>")
 
     def _repr_html_(self) -> str:
         if self.closed:
@@ -531,8 +532,8 @@ class Client:
         info = self.scheduler_info()
         rows = "".join(
             f"<tr><td>{html.escape(str(wid))}</td><td>{w.get('kind', '')}</td>"
-            f"<td>{w.get('nthreads', '')}</td><td>{_format_bytes(w.get('memory_limit') or 0)}"
-            f"</td><td>{_format_bytes(w.get('metrics', {}).get('memory', 0))}</td></tr>"
+            f"<td>{w.get('nthreads', '')}</td><td>{format_bytes(w.get('memory_limit') or 0)}"
+            f"</td><td>{format_bytes(w.get('metrics', {}).get('memory', 0))}</td></tr>"
             for wid, w in info.get("workers", {}).items()
         )
         return (
@@ -616,14 +617,6 @@ def _replace_futures(x: Any, values: Mapping) -> Any:
     if isinstance(x, dict):
         return {k: _replace_futures(v, values) for k, v in x.items()}
     return x
-
-
-def _format_bytes(n: float) -> str:
-    for unit in ("B", "kiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
 
 
 # -- waiting helpers (dask.distributed's wait / as_completed) -----------------------

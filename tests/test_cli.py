@@ -673,7 +673,7 @@ def test_format_summary_and_report_filename(tmp_path):
     assert "10 tasks on 2 workers" in lines[1] and "utilisation 50%" in lines[1]
     assert "worker-0: 6 tasks, busy 1.50 s, utilisation 75%" in lines[2]
     assert "worker-1 (remote)" in lines[3]
-    assert lines[4] == "  peak shared memory: 3.0 MiB"
+    assert lines[4] == "  peak shared memory: 3.00 MiB"
     assert lines[5] == "  task stream: r/run.png"
     empty = cli.format_summary(cli.RunReport("job.py", 0.1, outcome), None)
     assert empty[1] == "  no tasks were run" and len(empty) == 2

@@ -15,21 +15,12 @@ import math
 from typing import Any
 
 from shmdask.graph import key_split
+from shmdask.sizes import format_bytes
 
 from .chunks import has_unknown
 from .layers import BlockwiseLayer, fused_inlined
 
 MAX_LINES = 60
-
-
-def format_bytes(n: float) -> str:
-    if isinstance(n, float) and math.isnan(n):
-        return "unknown"
-    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20),
-                       ("kiB", 2**10)):
-        if n >= size * 0.9:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def task_count(x: Any) -> int:

@@ -70,6 +70,7 @@ from shmdask.cluster.shm import (
 )
 from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import DataStore, Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.sizes import format_bytes
 
 START_TIMEOUT = 60.0  # seconds a worker may take to import and say hello
 MEMORY_POLL = 0.1  # seconds between memory-limit checks
@@ -481,14 +482,6 @@ def parse_memory_limit(limit: Any, n_workers: int) -> int | None:
     return int(limit)
 
 
-def _format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 # Heavy modules a worker imports while idle if the client has them loaded: the
 # first task that unpickles a function from one of them then does not wait.
 WARM_IMPORTS = ("shmdask.array", "pandas", "scipy")
@@ -659,7 +652,7 @@ class _Runtime:
                     continue
                 key = handle.running_task()
                 reason = (f"worker {handle.id} (pid {handle.pid}) exceeded its memory limit "
-                          f"({_format_bytes(private)} > {_format_bytes(limit)}) while "
+                          f"({format_bytes(private)} > {format_bytes(limit)}) while "
                           f"running task {key!r}; restarting it")
                 warnings.warn(reason, WorkerMemoryWarning, stacklevel=1)
                 handle.kill(reason)
@@ -858,7 +851,7 @@ class LocalCluster:
             return f"LocalCluster({self.id}, closed)"
         workers = self.workers
         threads = sum(h.nthreads for h in workers.values())
-        memory = (_format_bytes(self.memory_limit * len(workers)) if self.memory_limit
+        memory = (format_bytes(self.memory_limit * len(workers)) if self.memory_limit
                   else "unlimited")
         return (f"LocalCluster({self.id}, {self.address!r}, workers={len(workers)}, "
                 f"threads={threads}, memory={memory})")
