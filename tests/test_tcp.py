@@ -317,6 +317,16 @@ def test_no_key_is_refused(scheduler, monkeypatch, tmp_path):
     assert "failed authentication" in scheduler.read_log()
 
 
+def test_a_wrong_address_is_named_before_any_key_is_looked_for(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no key anywhere: the address must still win
+    monkeypatch.delenv("SHMDASK_AUTH_KEY", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        Client(f"127.0.0.1:{port}", timeout=2, set_as_default=False)
+
+
 def test_client_takes_the_key_as_an_argument(scheduler, monkeypatch, tmp_path):
     key = comm.key_file(scheduler.host, scheduler.port).read_text()
     monkeypatch.setenv("HOME", str(tmp_path))  # no key file to find: only the argument

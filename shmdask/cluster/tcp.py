@@ -770,20 +770,21 @@ def open_comm(address: str, role: str, hello: dict, auth_key: str | bytes | None
               max_frame_bytes: int = MAX_FRAME_BYTES) -> tuple[Comm, tuple]:
     """Connect, authenticate and say hello -> (comm, welcome header)."""
     scheme, host, port = parse_address(address)
-    key = as_key(auth_key) or find_key(host, port)
-    if key is None:
-        raise ValueError(
-            f"no cluster key for {address}: pass auth_key=, set SHMDASK_AUTH_KEY, or run "
-            f"as the scheduler's user on its host (key file {key_file(host, port)})")
     ctx = client_ssl_context(tls_ca, tls_cert, tls_key)
     if scheme == "tls" and ctx is None:
         raise ValueError(f"{address}: a tls:// address needs tls_ca= (the CA that signed "
                          "the scheduler's certificate)")
+    # Connect before looking for the key, so a wrong address is reported as such.
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise ConnectionError(f"could not connect to the scheduler at {address}: {exc}") from None
     try:
+        key = as_key(auth_key) or find_key(host, port)
+        if key is None:
+            raise ValueError(
+                f"no cluster key for {address}: pass auth_key=, set SHMDASK_AUTH_KEY, or run "
+                f"as the scheduler's user on its host (key file {key_file(host, port)})")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ctx is not None:
             sock = ctx.wrap_socket(sock, server_hostname=host)
