@@ -516,3 +516,25 @@ def test_memory_sampler_thread_samples_until_stopped():
     assert len(stream.memory_since(0)) == n  # stopped
     with pytest.raises(ValueError, match="interval"):
         MemorySampler(stream, worker_pids=dict, interval=0)
+
+
+def test_a_returned_plot_shows_inline_in_a_jupyter_kernel():
+    """No pyplot and no %matplotlib: the Figure still displays as a PNG."""
+    import os
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f"import sys; sys.path.insert(0, {root!r})\n"
+            "from shmdask.diagnostics.gantt import plot_task_stream\n"
+            "plot_task_stream([{'key': 'a-1', 'group': 'a', 'worker': 'w', 'lane': 'w/0',\n"
+            "                   'start': 0.0, 'stop': 1.0, 'nbytes': 0, 'where': 'memory',\n"
+            "                   'kind': 'compute', 'remote': False}])\n"
+        )
+    ]
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    (result,) = [o for o in nb.cells[0].outputs if o["output_type"] == "execute_result"]
+    assert "image/png" in result["data"]

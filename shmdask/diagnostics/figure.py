@@ -32,6 +32,7 @@ def new_figure(width_in: float, height_in: float, dpi: float = 100) -> Figure:
 
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
     FigureCanvasAgg(fig)
+    show_inline_in_notebooks()
     return fig
 
 
@@ -75,3 +76,23 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_inline_in_notebooks() -> None:
+    """In a Jupyter kernel, let a returned Figure display as a PNG.
+
+    Our Figures never pass through pyplot, so the inline backend's display
+    hook may not be installed (it is only once pyplot or ``%matplotlib`` was
+    used); registering a PNG formatter for Figure makes ``ts.plot()`` as the
+    last line of a cell show the picture either way.
+    """
+    if not in_notebook():
+        return
+    from IPython import get_ipython
+    from matplotlib.figure import Figure
+
+    formatter = get_ipython().display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)  # pyplot's inline backend has one already
+    except KeyError:
+        formatter.for_type(Figure, png_bytes)
