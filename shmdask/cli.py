@@ -43,7 +43,7 @@ from typing import Any
 import click
 
 import shmdask
-from shmdask.sizes import format_bytes
+from shmdask.units import format_bytes, format_seconds
 
 DEFAULT_REPORT_DIR = "shmdask-report"
 DEFAULT_PORT = 8786
@@ -243,16 +243,6 @@ def report_filename(report_dir: str, started: float) -> str:
     return path
 
 
-def _seconds(t: float) -> str:
-    if t < 1e-3:
-        return f"{t * 1e6:.0f} µs"
-    if t < 1:
-        return f"{t * 1e3:.0f} ms"
-    if t < 120:
-        return f"{t:.2f} s"
-    return f"{t / 60:.1f} min"
-
-
 def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list[str]:
     """The lines printed after a run.  ``summary`` is ``gantt.summarize(records)``."""
     name = os.path.basename(report.script)
@@ -265,14 +255,14 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
         "interrupted": "was interrupted",
         "terminated": "was terminated",
     }[outcome.how]
-    lines = [f"shmdask run: {name} {ending} after {_seconds(report.wall)}"]
+    lines = [f"shmdask run: {name} {ending} after {format_seconds(report.wall)}"]
     if not summary or not summary.get("n_tasks"):
         lines.append("  no tasks were run")
         return lines
     n = summary["n_tasks"]
     line = (f"  {n} task{'s' if n != 1 else ''} on {summary['n_workers']} "
             f"worker{'s' if summary['n_workers'] != 1 else ''}, "
-            f"busy over {_seconds(summary['wall'])}, "
+            f"busy over {format_seconds(summary['wall'])}, "
             f"utilisation {summary['utilisation']:.0%}")
     if summary.get("n_errors"):
         line += f", {summary['n_errors']} erred"
@@ -280,7 +270,7 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
     for worker, w in summary["workers"].items():
         where = " (remote)" if w.get("remote") else ""
         lines.append(f"    {worker}{where}: {w['tasks']} tasks, busy "
-                     f"{_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
+                     f"{format_seconds(w['busy'])}, utilisation {w['utilisation']:.0%}")
     if report.peak_shm is not None:
         lines.append(f"  peak shared memory: {format_bytes(report.peak_shm)}")
     if report.plot:

@@ -38,8 +38,8 @@ from shmdask import base, config
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 from shmdask.graph import flatten
-from shmdask.sizes import format_bytes
 from shmdask.tokenize import tokenize
+from shmdask.units import format_bytes
 
 # -- key status and futures ------------------------------------------------------
 

@@ -38,3 +38,15 @@ def _no_shared_memory_left():
     while (left := set(_shm_segments()) - before) and time.time() < deadline:
         time.sleep(0.05)
     assert not left, f"shared-memory segments left behind: {sorted(left)[:10]}"
+
+
+def run_in_kernel(code: str) -> list:
+    """Run ``code`` as one cell in a real Jupyter kernel that imports this
+    checkout's shmdask; returns the cell's outputs."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {root!r})\n{code}")]
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    return nb.cells[0].outputs

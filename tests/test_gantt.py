@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import run_in_kernel
 
 from shmdask.diagnostics.gantt import (
     BIN_ABOVE,
@@ -520,21 +521,11 @@ def test_memory_sampler_thread_samples_until_stopped():
 
 def test_a_returned_plot_shows_inline_in_a_jupyter_kernel():
     """No pyplot and no %matplotlib: the Figure still displays as a PNG."""
-    import os
-
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            f"import sys; sys.path.insert(0, {root!r})\n"
-            "from shmdask.diagnostics.gantt import plot_task_stream\n"
-            "plot_task_stream([{'key': 'a-1', 'group': 'a', 'worker': 'w', 'lane': 'w/0',\n"
-            "                   'start': 0.0, 'stop': 1.0, 'nbytes': 0, 'where': 'memory',\n"
-            "                   'kind': 'compute', 'remote': False}])\n"
-        )
-    ]
-    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
-    (result,) = [o for o in nb.cells[0].outputs if o["output_type"] == "execute_result"]
+    outputs = run_in_kernel(
+        "from shmdask.diagnostics.gantt import plot_task_stream\n"
+        "plot_task_stream([{'key': 'a-1', 'group': 'a', 'worker': 'w', 'lane': 'w/0',\n"
+        "                   'start': 0.0, 'stop': 1.0, 'nbytes': 0, 'where': 'memory',\n"
+        "                   'kind': 'compute', 'remote': False}])\n"
+    )
+    (result,) = [o for o in outputs if o["output_type"] == "execute_result"]
     assert "image/png" in result["data"]

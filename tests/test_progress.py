@@ -10,6 +10,7 @@ import time
 import types
 
 import pytest
+from conftest import run_in_kernel
 
 from shmdask.diagnostics.progress import (
     NotebookProgressBar,
@@ -332,28 +333,17 @@ def test_progress_with_real_threads():
 
 def test_in_a_real_jupyter_kernel():
     """Inside a kernel the bar is HTML, displayed once and updated in place."""
-    import os
-
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            f"import sys; sys.path.insert(0, {root!r})\n"
-            "import time\n"
-            "from shmdask.diagnostics.progress import make_progress_bar\n"
-            "bar = make_progress_bar(delay=0.0, interval=0.01)\n"
-            "print(type(bar).__name__)\n"
-            "bar.start(3)\n"
-            "for i in range(3):\n"
-            "    time.sleep(0.03)\n"
-            "    bar.update(i + 1)\n"
-            "bar.finish()\n"
-        )
-    ]
-    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
-    outputs = nb.cells[0].outputs
+    outputs = run_in_kernel(
+        "import time\n"
+        "from shmdask.diagnostics.progress import make_progress_bar\n"
+        "bar = make_progress_bar(delay=0.0, interval=0.01)\n"
+        "print(type(bar).__name__)\n"
+        "bar.start(3)\n"
+        "for i in range(3):\n"
+        "    time.sleep(0.03)\n"
+        "    bar.update(i + 1)\n"
+        "bar.finish()\n"
+    )
     assert outputs[0]["text"].strip() == "NotebookProgressBar"
     displays = [o for o in outputs if o["output_type"] == "display_data"]
     assert len(displays) == 1  # updated in place, not appended

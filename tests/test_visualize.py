@@ -8,6 +8,7 @@ import itertools
 from operator import add
 
 import pytest
+from conftest import run_in_kernel
 from matplotlib.figure import Figure
 
 from shmdask.visualize import graph_structure, layout_graph, visualize, visualize_graph
@@ -294,20 +295,10 @@ def test_long_edges_bend_around_nodes():
 
 
 def test_in_a_real_jupyter_kernel_shows_png():
-    import os
-
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            f"import sys; sys.path.insert(0, {root!r})\n"
-            "from operator import add\n"
-            "from shmdask.visualize import visualize_graph\n"
-            "visualize_graph({'a': 1, 'b': (add, 'a', 1)})\n"
-        )
-    ]
-    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
-    (result,) = [o for o in nb.cells[0].outputs if o["output_type"] == "execute_result"]
+    outputs = run_in_kernel(
+        "from operator import add\n"
+        "from shmdask.visualize import visualize_graph\n"
+        "visualize_graph({'a': 1, 'b': (add, 'a', 1)})\n"
+    )
+    (result,) = [o for o in outputs if o["output_type"] == "execute_result"]
     assert "image/png" in result["data"]

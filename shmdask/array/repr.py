@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from shmdask.graph import key_split
-from shmdask.sizes import format_bytes
+from shmdask.units import format_bytes
 
 from .chunks import has_unknown
 from .layers import BlockwiseLayer, fused_inlined

@@ -70,7 +70,7 @@ from shmdask.cluster.shm import (
 )
 from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import DataStore, Engine, TaskResult, TaskSpec, WorkerHandle
-from shmdask.sizes import format_bytes
+from shmdask.units import format_bytes
 
 START_TIMEOUT = 60.0  # seconds a worker may take to import and say hello
 MEMORY_POLL = 0.1  # seconds between memory-limit checks

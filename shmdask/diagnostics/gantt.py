@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shmdask.graph import key_split
+from shmdask.units import format_seconds
 
 from .figure import check_filename, new_figure, save_figure
 
@@ -284,16 +285,6 @@ def stats_line(summary: Mapping[str, Any]) -> str:
     if summary["n_errors"]:
         parts.append(f"{summary['n_errors']} erred")
     return " · ".join(parts)
-
-
-def format_seconds(t: float) -> str:
-    if t < 1e-3:
-        return f"{t * 1e6:.0f} µs"
-    if t < 1:
-        return f"{t * 1e3:.0f} ms"
-    if t < 120:
-        return f"{t:.2f} s"
-    return f"{t / 60:.1f} min"
 
 
 # --------------------------------------------------------------------------- drawing

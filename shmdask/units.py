@@ -1,4 +1,5 @@
-"""Byte counts for people: one formatter for every repr, summary and plot label."""
+"""Byte counts and durations for people: one formatter each, for every repr,
+summary and plot label."""
 
 from __future__ import annotations
 
@@ -15,3 +16,14 @@ def format_bytes(n: float) -> str:
         if abs(n) >= size * 0.9:
             return f"{n / size:.2f} {unit}"
     return f"{int(n)} B"
+
+
+def format_seconds(t: float) -> str:
+    """``0.0042`` -> ``'4 ms'``, ``75`` -> ``'75.00 s'``, ``600`` -> ``'10.0 min'``."""
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} µs"
+    if t < 1:
+        return f"{t * 1e3:.0f} ms"
+    if t < 120:
+        return f"{t:.2f} s"
+    return f"{t / 60:.1f} min"
