@@ -207,7 +207,12 @@ class Engine:
 
     def _run_forever(self) -> None:
         while not self.closed:
-            self._step(block=True)
+            try:
+                self._step(block=True)
+            except Exception:  # a bug in one event must not stop every computation
+                import traceback
+
+                traceback.print_exc()
 
     def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
         """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
