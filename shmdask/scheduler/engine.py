@@ -37,6 +37,7 @@ calls on the sync and threads backends).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -46,6 +47,8 @@ from typing import Any, NamedTuple
 
 from shmdask.diagnostics.task_stream import TaskStream
 from shmdask.scheduler.state import SchedulerState
+
+logger = logging.getLogger("shmdask.engine")
 
 
 class TaskSpec(NamedTuple):
@@ -210,9 +213,7 @@ class Engine:
             try:
                 self._step(block=True)
             except Exception:  # a bug in one event must not stop every computation
-                import traceback
-
-                traceback.print_exc()
+                logger.exception("shmdask engine %s: an event failed", self.name)
 
     def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
         """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
