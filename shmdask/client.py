@@ -175,6 +175,12 @@ class LocalConnection:
     def tasks_done(self) -> int:
         return self.engine.tasks_done
 
+    def unfinished_tasks(self) -> int:
+        """Tasks the scheduler has yet to finish (asked on its own thread)."""
+        unfinished = ("waiting", "ready", "processing")
+        return self.engine.call(
+            lambda e: sum(ts.state in unfinished for ts in e.state.tasks.values()))
+
     def restart(self) -> None:
         self.cluster.restart()
 
@@ -367,13 +373,18 @@ class Client:
                   priorities: Mapping) -> dict:
         """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
         self._check_alive()
+        # Work still running for persisted Futures this graph waits on counts
+        # too, or the bar would sit at "1/1 tasks" until they finish.
+        waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
+        running = getattr(self.connection, "unfinished_tasks", None)
+        earlier = running() if waits_on_running and running is not None else 0
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
         futures, new = self._new_futures(keys)
         self.connection.submit(dsk, dependencies, new, priorities, self._listener)
         try:
-            self._wait_with_progress(futures, len(dsk))
+            self._wait_with_progress(futures, len(dsk) + earlier)
             values = self.gather(futures)
         finally:
             del futures  # releases the keys on the cluster

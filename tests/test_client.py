@@ -200,3 +200,10 @@ def test_closed_client_refuses_work(cluster):
     with pytest.raises(CancelledError):
         c.submit(inc, 1)
     assert "closed" in repr(c)
+
+
+def test_unfinished_tasks_counts_running_work(client):
+    futures = [client.submit(slow_inc, i, 0.3, pure=False) for i in range(4)]
+    assert client.connection.unfinished_tasks() >= 1
+    client.gather(futures)
+    assert client.connection.unfinished_tasks() == 0
