@@ -50,3 +50,21 @@ def run_in_kernel(code: str) -> list:
     nb.cells = [nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {root!r})\n{code}")]
     nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
     return nb.cells[0].outputs
+
+
+@pytest.fixture(scope="module")
+def process_client():
+    """One LocalCluster client per test module, closed (shared memory freed) at its end."""
+    from shmdask.client import Client
+
+    client = Client(n_workers=2, set_as_default=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["sync", "threads", "processes"])
+def any_scheduler(request):
+    """Each scheduler a collection can run on: a name, or a LocalCluster client."""
+    if request.param == "processes":
+        return request.getfixturevalue("process_client")
+    return request.param

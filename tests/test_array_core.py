@@ -12,25 +12,10 @@ import shmdask
 import shmdask.array as da
 from shmdask.graph import execute_task, key_split, toposort
 
-HAVE_PROCESSES = importlib.util.find_spec("shmdask.cluster.local_cluster") is not None
-SCHEDULERS = ["sync", "threads", pytest.param("processes", marks=pytest.mark.skipif(
-    not HAVE_PROCESSES, reason="shmdask.cluster not available"))]
 
-
-@pytest.fixture(scope="module")
-def process_client():
-    """One LocalCluster for the module, closed (and its shared memory freed) at the end."""
-    from shmdask.client import Client
-    client = Client(n_workers=2, set_as_default=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture(params=SCHEDULERS)
-def scheduler(request):
-    if request.param == "processes":
-        return request.getfixturevalue("process_client")
-    return request.param
+@pytest.fixture
+def scheduler(any_scheduler):
+    return any_scheduler
 
 # --------------------------------------------------------------------------- chunk specs
 
@@ -689,7 +674,6 @@ def test_seed_tutorial_expressions_on_every_scheduler(scheduler):
                                (wv + wv.T).mean(axis=0))
 
 
-@pytest.mark.skipif(not HAVE_PROCESSES, reason="shmdask.cluster not available")
 def test_arrays_on_a_local_cluster_client():
     from shmdask.client import Client
     with Client(n_workers=2, set_as_default=False) as client:

@@ -8,7 +8,6 @@ runs in seconds.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -19,35 +18,9 @@ from hypothesis import strategies as st
 import shmdask.array as da
 
 
-def _process_scheduler_available() -> bool:
-    try:
-        return importlib.util.find_spec("shmdask.cluster.local_cluster") is not None
-    except ImportError:
-        return False
-
-
-SCHEDULERS = [
-    "sync",
-    "threads",
-    pytest.param("processes", marks=pytest.mark.skipif(
-        not _process_scheduler_available(), reason="shmdask.cluster not available yet")),
-]
-
-
-@pytest.fixture(scope="module")
-def process_client():
-    """One LocalCluster for the module, closed (and its shared memory freed) at the end."""
-    from shmdask.client import Client
-    client = Client(n_workers=2, set_as_default=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture(params=SCHEDULERS)
-def scheduler(request):
-    if request.param == "processes":
-        return request.getfixturevalue("process_client")
-    return request.param
+@pytest.fixture
+def scheduler(any_scheduler):
+    return any_scheduler
 
 
 FEW = settings(max_examples=int(os.environ.get("SHMDASK_ARRAY_EXAMPLES", "25")), deadline=None,
