@@ -763,3 +763,13 @@ def test_diff_histogram_average_match_numpy():
     np.testing.assert_allclose(np.average(x, axis=1, weights=np.arange(1, 10)).compute(),
                                np.average(a, axis=1, weights=np.arange(1, 10)))
     np.testing.assert_allclose(da.average(x).compute(), np.average(a))
+
+
+def test_flat_combine_trees_with_several_levels():
+    a = np.random.default_rng(0).integers(0, 50, size=1000)
+    x = da.from_array(a, chunks=10)  # 100 blocks, combined 3 at a time: 5 levels
+    np.testing.assert_array_equal(da.unique(x, split_every=3).compute(scheduler="sync"),
+                                  np.unique(a))
+    counts, _ = da.histogram(x, bins=5, range=(0, 50))
+    np.testing.assert_array_equal(counts.compute(scheduler="sync"),
+                                  np.histogram(a, bins=5, range=(0, 50))[0])

@@ -76,6 +76,25 @@ def _split_every(split_every: Any, axes: tuple[int, ...]) -> dict[int, int]:
     return n
 
 
+def combine_tree(dsk: dict, level: list, name: str, combine: Callable,
+                 split_every: int) -> tuple:
+    """Combine the values of keys ``level`` in a tree, ``split_every`` at a time,
+    into one key ``(name, 0)`` of ``dsk``; for reductions over a flat list of
+    blocks (histograms, unique values) rather than along array axes."""
+    depth = 0
+    while len(level) > split_every:
+        depth += 1
+        level = [_combine_key(dsk, (f"{name}-partial{depth}", i // split_every), combine,
+                              level[i:i + split_every])
+                 for i in range(0, len(level), split_every)]
+    return _combine_key(dsk, (name, 0), combine, level)
+
+
+def _combine_key(dsk: dict, key: tuple, combine: Callable, parts: list) -> tuple:
+    dsk[key] = (combine, parts)
+    return key
+
+
 def _squeeze_final(out: Any, axis: tuple, keepdims: bool) -> Any:
     if not keepdims and isinstance(out, np.ndarray):
         out = out.reshape([n for d, n in enumerate(out.shape) if d not in axis])

@@ -15,6 +15,7 @@ import numpy as np
 
 from .core import Array, asarray, concatenate, token_name
 from .layers import BlockwiseLayer
+from .reductions import combine_tree
 from .shape import atleast_1d, atleast_2d, expand_dims
 
 
@@ -185,16 +186,7 @@ def unique(x: Any, split_every: int = 32) -> Array:
     level = [(f"{name}-chunk", i) for i in range(len(keys))]
     for k, key in zip(level, keys, strict=True):
         dsk[k] = (_unique_block, key)
-    depth = 0
-    while len(level) > 1:
-        depth += 1
-        nxt = []
-        for i in range(0, len(level), split_every):
-            k = (f"{name}-combine{depth}", i // split_every)
-            dsk[k] = (_unique_combine, level[i:i + split_every])
-            nxt.append(k)
-        level = nxt
-    dsk[(name, 0)] = (_unique_combine, level)
+    combine_tree(dsk, level, name, _unique_combine, split_every)
     layers = dict(x._layers)
     layers[name] = MaterializedLayer(name, dsk, (x.name,))
     return Array(layers, name, ((math.nan,),), x.dtype)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .core import Array, asarray, map_blocks, token_name
 from .layers import MaterializedLayer
-from .reductions import normalize_axis
+from .reductions import combine_tree, normalize_axis
 
 
 def _reduce_whole_axes(func: Any, x: Any, axis: Any, keepdims: bool, dtype: Any,
@@ -141,16 +141,7 @@ def histogram(a: Any, bins: Any = 10, range: Any = None, weights: Any = None,
         else:
             dsk[key] = (_hist_block, edges, (x.name,) + idx, (w.name,) + idx)
         level.append(key)
-    depth = 0
-    while len(level) > split_every:
-        depth += 1
-        level_next = []
-        for i in builtins_range(0, len(level), split_every):
-            key = (f"{name}-partial{depth}", i // split_every)
-            dsk[key] = (_hist_sum, level[i:i + split_every])
-            level_next.append(key)
-        level = level_next
-    dsk[(name, 0)] = (_hist_sum, level)
+    combine_tree(dsk, level, name, _hist_sum, split_every)
     layers = dict(x._layers)
     deps = [x.name]
     if weights is not None:
@@ -164,8 +155,6 @@ def histogram(a: Any, bins: Any = 10, range: Any = None, weights: Any = None,
         counts = counts / (counts.sum() * widths)
     return counts, edges
 
-
-builtins_range = range
 
 
 def average(a: Any, axis: Any = None, weights: Any = None, returned: bool = False,
