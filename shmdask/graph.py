@@ -70,10 +70,9 @@ def _refers(x: Any, dsk: Mapping) -> bool:
         return False
 
 
-def find_keys(computation: Any, dsk: Mapping, out: set | None = None) -> set:
-    """Keys of ``dsk`` referenced anywhere inside ``computation``."""
-    if out is None:
-        out = set()
+def key_references(computation: Any, dsk: Mapping) -> list:
+    """Every reference to a key of ``dsk`` inside ``computation``, repeats included."""
+    refs = []
     stack = [computation]
     while stack:
         x = stack.pop()
@@ -82,16 +81,21 @@ def find_keys(computation: Any, dsk: Mapping, out: set | None = None) -> set:
             if x and callable(x[0]):
                 stack.extend(x[1:])
             elif _refers(x, dsk):
-                out.add(x)
+                refs.append(x)
             else:  # a literal tuple: dask looks inside it
                 stack.extend(x)
         elif typ is list or typ is set or typ is frozenset:
             stack.extend(x)
         elif typ is str:
             if x in dsk:
-                out.add(x)
+                refs.append(x)
         # dicts and everything else are literals
-    return out
+    return refs
+
+
+def find_keys(computation: Any, dsk: Mapping) -> set:
+    """Keys of ``dsk`` referenced anywhere inside ``computation``."""
+    return set(key_references(computation, dsk))
 
 
 def get_dependencies(dsk: Graph, key: Key) -> set:
@@ -225,27 +229,6 @@ def _substitute(computation: Any, key: Key, value: Any, dsk: Mapping) -> Any:
     return computation
 
 
-def _count_refs(computation: Any, key: Key, dsk: Mapping) -> int:
-    """How many times ``computation`` refers to ``key``."""
-    count = 0
-    stack = [computation]
-    while stack:
-        x = stack.pop()
-        typ = type(x)
-        if typ is tuple:
-            if x and callable(x[0]):
-                stack.extend(x[1:])
-            elif x == key:
-                count += 1
-            elif not _refers(x, dsk):
-                stack.extend(x)
-        elif typ is list or typ is set or typ is frozenset:
-            stack.extend(x)
-        elif typ is str and x == key:
-            count += 1
-    return count
-
-
 #: Longest chain folded into one task.  Fused tasks nest, and evaluating
 #: (or pickling) a nest recurses once per level, so an unbounded chain of
 #: thousands of tasks would exceed Python's recursion limit; 32 tasks per
@@ -280,7 +263,7 @@ def fuse_linear(
         if len(deps[b]) != 1 or not is_task(out[a]) or not is_task(out[b]):
             continue
         length = chain.get(a, 1) + chain.get(b, 1)
-        if length > MAX_FUSED_CHAIN or _count_refs(out[b], a, out) != 1:
+        if length > MAX_FUSED_CHAIN or key_references(out[b], out).count(a) != 1:
             continue
         out[b] = _substitute(out[b], a, out[a], out)
         chain[b] = length
