@@ -68,3 +68,14 @@ def any_scheduler(request):
     if request.param == "processes":
         return request.getfixturevalue("process_client")
     return request.param
+
+
+def wait_for(condition, timeout: float = 20, what: str = "condition") -> None:
+    """Poll ``condition()`` until it is true; TimeoutError naming ``what`` after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 import shmdask
 from shmdask.cluster import shm
@@ -27,14 +28,6 @@ WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def leftover_segments(prefix: str = shm.PREFIX) -> list[str]:
     return [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix)]
-
-
-def wait_for(condition, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # (tests/conftest.py checks after every module that no segment of a cluster made

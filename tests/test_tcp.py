@@ -13,6 +13,7 @@ import time
 import cloudpickle
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from shmdask.client import Client
 from shmdask.cluster import comm
@@ -31,14 +32,6 @@ def env(**extra) -> dict:
     e.pop("SHMDASK_AUTH_KEY", None)
     e.update(extra)
     return e
-
-
-def wait_for(condition, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class SchedulerProcess:
