@@ -22,12 +22,13 @@ from .core import Array, asarray, token_name
 from .layers import BlockwiseLayer
 
 
-def _shape(shape: Any) -> tuple[int, ...]:
+def normalize_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    """An int or a sequence of ints as a shape tuple; negative sizes are refused."""
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
     shape = tuple(int(s) for s in shape)
     if any(s < 0 for s in shape):
-        raise ValueError(f"negative dimensions are not allowed: shape={shape}")
+        raise ValueError(f"negative dimensions are not allowed: {name}={shape}")
     return shape
 
 
@@ -61,7 +62,7 @@ def full(shape: Any, fill_value: Any, dtype: Any = None, chunks: Any = "auto",
          **kwargs: Any) -> Array:
     if np.ndim(fill_value) != 0:
         raise ValueError("fill_value must be a scalar")
-    shape = _shape(shape)
+    shape = normalize_shape(shape)
     dtype = np.dtype(dtype) if dtype is not None else np.asarray(fill_value).dtype
     chunks = normalize_chunks(chunks, shape, dtype)
     return _from_geometry("full", partial(_full_block, fill_value, dtype), chunks, dtype,
@@ -69,14 +70,14 @@ def full(shape: Any, fill_value: Any, dtype: Any = None, chunks: Any = "auto",
 
 
 def ones(shape: Any, dtype: Any = float, chunks: Any = "auto", **kwargs: Any) -> Array:
-    shape = _shape(shape)
+    shape = normalize_shape(shape)
     dtype = np.dtype(dtype)
     chunks = normalize_chunks(chunks, shape, dtype)
     return _from_geometry("ones", partial(_full_block, 1, dtype), chunks, dtype, ())
 
 
 def zeros(shape: Any, dtype: Any = float, chunks: Any = "auto", **kwargs: Any) -> Array:
-    shape = _shape(shape)
+    shape = normalize_shape(shape)
     dtype = np.dtype(dtype)
     chunks = normalize_chunks(chunks, shape, dtype)
     return _from_geometry("zeros", partial(_full_block, 0, dtype), chunks, dtype, ())
@@ -84,7 +85,7 @@ def zeros(shape: Any, dtype: Any = float, chunks: Any = "auto", **kwargs: Any) -
 
 def empty(shape: Any, dtype: Any = float, chunks: Any = "auto", **kwargs: Any) -> Array:
     """Like ``zeros``: blocks are cheap to fill, and deterministic contents are safer."""
-    shape = _shape(shape)
+    shape = normalize_shape(shape)
     dtype = np.dtype(dtype)
     chunks = normalize_chunks(chunks, shape, dtype)
     return _from_geometry("empty", partial(_full_block, 0, dtype), chunks, dtype, ())
@@ -97,7 +98,8 @@ def _like(a: Any, dtype: Any, chunks: Any, shape: Any) -> tuple:
             chunks = a.chunks if isinstance(a, Array) else "auto"
     if chunks is None:
         chunks = "auto"
-    return _shape(shape), (np.dtype(dtype) if dtype is not None else np.dtype(a.dtype)), chunks
+    dtype = np.dtype(dtype) if dtype is not None else np.dtype(a.dtype)
+    return normalize_shape(shape), dtype, chunks
 
 
 def ones_like(a: Any, dtype: Any = None, chunks: Any = None, shape: Any = None) -> Array:

@@ -18,7 +18,6 @@ block plus the reduction tree).
 
 from __future__ import annotations
 
-import numbers
 import secrets
 from functools import partial
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from .chunks import normalize_chunks
 from .core import Array, token_name
+from .creation import normalize_shape
 from .layers import BlockwiseLayer
 
 
@@ -43,17 +43,6 @@ def _block_info(numblocks: tuple, chunks: tuple, idx: tuple) -> tuple:
     for i, n in zip(idx, numblocks, strict=False):
         number = number * n + i
     return (number, tuple(c[i] for c, i in zip(chunks, idx, strict=False)))
-
-
-def _size(size: Any) -> tuple[int, ...]:
-    if size is None:
-        return ()
-    if isinstance(size, numbers.Integral):
-        size = (size,)
-    size = tuple(int(s) for s in size)
-    if any(s < 0 for s in size):
-        raise ValueError(f"negative dimensions are not allowed: size={size}")
-    return size
 
 
 class Generator:
@@ -80,7 +69,7 @@ class Generator:
 
     def _wrap(self, method: str, size: Any, chunks: Any, out_dtype: Any, **kwargs: Any) -> Array:
         dtype = np.dtype(out_dtype)
-        shape = _size(size)
+        shape = () if size is None else normalize_shape(size, "size")
         for k, v in kwargs.items():
             if np.ndim(v) != 0 or hasattr(v, "chunks"):
                 raise NotImplementedError(f"shmdask.array.random.{method}: array-valued "
