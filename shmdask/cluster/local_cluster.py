@@ -390,7 +390,7 @@ class ProcessWorkerHandle(WorkerHandle):
         """The task most likely running now (the oldest one not answered)."""
         return next(iter(list(self.processing)), None)
 
-    def memory(self) -> int:
+    def memory_now(self) -> int:
         try:
             return self._ps.memory_info().rss
         except psutil.Error:
@@ -424,20 +424,6 @@ class ProcessWorkerHandle(WorkerHandle):
             self.proc.kill()
             self.proc.wait()
 
-    def info(self) -> dict:
-        return {
-            "name": self.name,
-            "id": self.id,
-            "pid": self.pid,
-            "host": self.host,
-            "nthreads": self.nthreads,
-            "memory_limit": self.memory_limit,
-            "kind": self.kind,
-            "metrics": {
-                "memory": self.memory(),
-                "executing": min(self.nthreads, len(self.processing)),
-            },
-        }
 
     def __repr__(self) -> str:
         return f"<ProcessWorkerHandle {self.id} pid={self.pid} nthreads={self.nthreads}>"

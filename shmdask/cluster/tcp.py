@@ -360,27 +360,20 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
 
     # -- info -----------------------------------------------------------------
 
+    def memory_now(self) -> int:
+        return self.memory  # as the worker last reported it
+
     def info(self) -> dict:
-        return {
-            "name": self.name,
-            "id": self.id,
-            "pid": self.pid,
-            "host": self.host,
-            "address": self.comm.peer,
-            "nthreads": self.nthreads,
-            "memory_limit": self.memory_limit,
-            "kind": self.kind,
-            "clock_offset": self.clock.offset,
-            "metrics": {
-                "memory": self.memory,
-                "executing": min(self.nthreads, len(self.processing)),
-                "in_memory": 0,
-                "bytes_sent": self.comm.bytes_sent,
-                "bytes_received": self.comm.bytes_received,
-                "input_bytes": self.input_bytes,
-                "result_bytes": self.result_bytes,
-            },
-        }
+        info = super().info()
+        info["address"] = self.comm.peer
+        info["clock_offset"] = self.clock.offset
+        info["metrics"].update(
+            bytes_sent=self.comm.bytes_sent,
+            bytes_received=self.comm.bytes_received,
+            input_bytes=self.input_bytes,
+            result_bytes=self.result_bytes,
+        )
+        return info
 
     def __repr__(self) -> str:
         return f"<RemoteWorkerHandle {self.id} {self.comm.peer} nthreads={self.nthreads}>"

@@ -77,8 +77,32 @@ class WorkerHandle(ABC):
     def close(self) -> None:  # pragma: no cover - default
         pass
 
+    # What ``scheduler_info()["workers"]`` says of a worker; transports fill
+    # in what they know.
+    pid: int | None = None
+    host: str = "127.0.0.1"
+    memory_limit: int | None = None
+    processing: Any = ()  # keys sent and not yet answered
+
+    def memory_now(self) -> int:
+        """Resident memory of the worker, in bytes (0 when unknown)."""
+        return 0
+
     def info(self) -> dict:
-        return {"name": self.id, "nthreads": self.nthreads, "kind": self.kind}
+        return {
+            "name": getattr(self, "name", self.id),
+            "id": self.id,
+            "pid": self.pid,
+            "host": self.host,
+            "nthreads": self.nthreads,
+            "memory_limit": self.memory_limit,
+            "kind": self.kind,
+            "metrics": {
+                "memory": self.memory_now(),
+                "executing": min(self.nthreads, len(self.processing)),
+                "in_memory": 0,
+            },
+        }
 
 
 class DataStore(ABC):

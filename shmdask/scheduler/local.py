@@ -260,13 +260,16 @@ class ThreadCluster:
             "id": f"ThreadCluster-{id(self):x}",
             "address": "inproc://",
             "started": self.started,
-            "workers": {
-                wid: {"name": wid, "pid": os.getpid(), "host": "127.0.0.1", "nthreads": 1,
-                      "memory_limit": 0, "kind": "thread",
-                      "metrics": {"memory": 0, "executing": m["executing"], "in_memory": 0}}
-                for wid, m in metrics.items()
-            },
+            "workers": {wid: self._worker_info(w, metrics)
+                        for wid, w in list(self.engine.workers.items())},
         }
+
+    @staticmethod
+    def _worker_info(worker: WorkerHandle, metrics: dict) -> dict:
+        info = worker.info()
+        info["pid"] = os.getpid()  # every thread worker lives in this process
+        info["metrics"]["executing"] = metrics.get(worker.id, {}).get("executing", 0)
+        return info
 
     def restart(self) -> None:
         self.engine.call(lambda e: e.reset())
