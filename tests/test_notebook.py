@@ -122,17 +122,23 @@ def test_notebook_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(110)
-def test_script_runs_end_to_end(tmp_path):
-    out_dir = tmp_path / "pictures"
+def _run_script(command: list, out_dir) -> subprocess.CompletedProcess:
+    """Run the tutorial script (plainly or under ``shmdask run``) into ``out_dir``."""
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out_dir)],
+        [*command, "--out", str(out_dir)],
         env=_environment(),
-        cwd=tmp_path,
+        cwd=out_dir.parent,
         capture_output=True,
         text=True,
         timeout=100,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_script_runs_end_to_end(tmp_path):
+    out_dir = tmp_path / "pictures"
+    proc = _run_script([sys.executable, str(SCRIPT)], out_dir)
     out = proc.stdout
     assert "SHMDASK_TUTORIAL_SCALE=0.01" in out
     assert "started a LocalCluster" in out
@@ -176,16 +182,8 @@ def test_scale_is_read_and_checked(monkeypatch):
 def test_script_under_shmdask_run_uses_its_client(tmp_path):
     pytest.importorskip("shmdask.cli")
     out_dir = tmp_path / "pictures"
-    proc = subprocess.run(
-        [sys.executable, "-m", "shmdask", "run", "--no-report", str(SCRIPT),
-         "--out", str(out_dir)],
-        env=_environment(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _run_script([sys.executable, "-m", "shmdask", "run", "--no-report", str(SCRIPT)],
+                       out_dir)
     assert "using the default Client that is already open" in proc.stdout
     assert f"tree sum = [{TOTAL}]" in proc.stdout
     assert (out_dir / "task-stream-array.png").exists()
