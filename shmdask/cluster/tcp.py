@@ -448,7 +448,7 @@ class ClientSession(_Session):
                     if self.wanted[k] <= 0:
                         del self.wanted[k]
             engine.unwant(keys)
-        elif op in ("fetch", "info", "records", "restart", "stream", "tasks_done"):
+        elif op in ("fetch", "info", "restart", "stream", "tasks_done"):
             self._answer(op, header)
         else:
             raise ProtocolError(f"unexpected message {op!r} from a client")
@@ -466,10 +466,6 @@ class ClientSession(_Session):
                 result: Any = out
             elif op == "info":
                 result = self.listener.scheduler_info()
-            elif op == "records":
-                records = self.listener.engine.records
-                end = len(records)
-                result = (records[header[2]:end], end)
             elif op == "stream":
                 result = _stream_call(self.listener.engine, header[2], header[3])
             elif op == "tasks_done":
@@ -896,9 +892,6 @@ class RemoteConnection:
 
     def scheduler_info(self) -> dict:
         return self._request("info", timeout=30)
-
-    def records_since(self, index: int) -> tuple[list, int]:
-        return self._request("records", index, timeout=60)
 
     def task_stream(self) -> Any:
         """The scheduler's task stream, read through this connection."""
