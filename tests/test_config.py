@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import wait_for
 
 import shmdask
 from shmdask import config
@@ -105,6 +106,8 @@ def _worker_threads():
 
 
 def test_num_workers_sets_the_thread_count():
+    # A thread of an earlier test still finishing a task blocked in C would count too.
+    wait_for(lambda: not _worker_threads(), timeout=10, what="earlier worker threads to end")
     with config.set(num_workers=3):
         assert delayed(_worker_threads)().compute() == [f"shmdask-thread-{i}" for i in range(3)]
     assert len(delayed(_worker_threads)().compute(scheduler="threads")) >= 1

@@ -174,7 +174,6 @@ class Engine:
         # spreads the first tasks over all workers.
         self._mean_duration = self.target_batch
         self.tasks_done = 0
-        self.on_worker_lost: list[Callable[[str, str], None]] = []
 
     # -- called from any thread ------------------------------------------------
 
@@ -381,8 +380,6 @@ class Engine:
         for key in killed:
             self._notify(key, "erred", self.state.exception_of(key))
         self._free(released)
-        for callback in self.on_worker_lost:
-            callback(worker_id, reason)
 
     def _free(self, keys: list) -> None:
         if not keys:

@@ -194,8 +194,7 @@ def get_local(
         n = num_workers or default_num_threads()
         workers = [ThreadWorker(engine, f"thread-{i}") for i in range(n)]
     for w in workers:
-        engine.workers[w.id] = w
-        engine.in_flight[w.id] = set()
+        engine.add_worker(w)
     waiter = _Waiter(set(keys))
     bar = make_progress_bar()
     engine.record_callbacks.append(lambda records: bar.advance(len(records)))
