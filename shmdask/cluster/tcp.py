@@ -420,14 +420,17 @@ class ClientSession(_Session):
         if op == "submit":
             keys = list(header[1])
             try:
-                dsk, dependencies, wanted, priorities = loads_message(body, self.functions)
+                dsk, dependencies, wanted, priorities, annotations = loads_message(
+                    body, self.functions)
             except Exception as exc:
                 err = RuntimeError(f"the scheduler could not load the submitted graph: {exc!r}")
                 for key in keys:
                     self._listener(key, "erred", err)
                 return
             self._want(list(wanted))
-            engine.submit(dsk, dependencies, wanted, priorities, self._listener)
+            engine.submit(dsk, dependencies, wanted, priorities, self._listener, annotations)
+        elif op == "retry":
+            engine.retry(list(header[1]), self._listener)
         elif op == "scatter":
             try:
                 items, unclaimed = loads_values(body, refs, owner="client")
@@ -815,7 +818,8 @@ class RemoteConnection:
 
     # -- one-way verbs ------------------------------------------------------------
 
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
+    def submit(self, dsk, dependencies, wanted, priorities, listener,
+               annotations: Mapping | None = None) -> None:
         self._check()
         wanted = list(wanted)
         with self._lock:
@@ -823,8 +827,16 @@ class RemoteConnection:
                 self._listeners[key] = listener
         with self._post_lock:  # function tokens must go out in pickling order
             frames = [*header_frames(("submit", wanted)),
-                      *dumps_message((dsk, dependencies, wanted, priorities), self.functions)]
+                      *dumps_message((dsk, dependencies, wanted, priorities, annotations),
+                                     self.functions)]
             self._post(frames)
+
+    def retry(self, keys: list, listener) -> None:
+        self._check()
+        with self._lock:
+            for key in keys:
+                self._listeners[key] = listener
+        self._post(header_frames(("retry", list(keys))))
 
     def scatter(self, items: Mapping, listener) -> None:
         self._check()
