@@ -54,16 +54,9 @@ def scheduling_options(priority: Any = 0, retries: Any = None, workers: Any = No
             options["allow_other_workers"] = True
     elif allow_other_workers and workers is None:
         raise ValueError("allow_other_workers= only means something together with workers=")
-    if resources is not None:
-        if not isinstance(resources, Mapping):
-            raise TypeError(f"resources= must be a dict like {{'GPU': 1}}, not {resources!r}")
-        for name, amount in resources.items():
-            if (not isinstance(name, str) or isinstance(amount, bool)
-                    or not isinstance(amount, int | float) or amount < 0):
-                raise ValueError(f"resources= maps names to amounts >= 0, got {name!r}: "
-                                 f"{amount!r}")
-        if resources:
-            options["resources"] = dict(resources)
+    resources = check_resources(resources)
+    if resources:
+        options["resources"] = resources
     if fifo_timeout is not None:
         seconds = parse_timedelta(fifo_timeout)
         if seconds:
@@ -82,3 +75,16 @@ def _worker_names(workers: Any) -> frozenset | None:
     if not isinstance(workers, Iterable):
         raise TypeError(f"workers= must be a worker name or a list of names, not {workers!r}")
     return frozenset(str(w) for w in workers) or None
+
+
+def check_resources(resources: Any) -> dict | None:
+    """``{"GPU": 1, "memory": 2e9}``: names to amounts >= 0 (of a task, or a worker)."""
+    if resources is None:
+        return None
+    if not isinstance(resources, Mapping):
+        raise TypeError(f"resources= must be a dict like {{'GPU': 1}}, not {resources!r}")
+    for name, amount in resources.items():
+        if (not isinstance(name, str) or isinstance(amount, bool)
+                or not isinstance(amount, int | float) or amount < 0):
+            raise ValueError(f"resources= maps names to amounts >= 0, got {name!r}: {amount!r}")
+    return dict(resources)

@@ -48,6 +48,7 @@ from typing import Any
 
 import psutil
 
+from shmdask.annotations import check_resources
 from shmdask.cluster.protocol import (
     SHM_THRESHOLD,
     ConnectionState,
@@ -497,8 +498,9 @@ class _Runtime:
     object alive."""
 
     def __init__(self, n_workers: int, threads_per_worker: int, memory_limit: int | None,
-                 threshold: int):
+                 threshold: int, resources: dict | None = None):
         self.cluster_id = new_cluster_id()
+        self.resources = resources  # dask's worker resources, the same for each worker
         self.n_workers = n_workers
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
@@ -592,6 +594,7 @@ class _Runtime:
                 handle.close()
                 return
             self.workers[handle.id] = handle
+        handle.resources = self.resources
         self.store.add_worker(handle)
         handle.start_reader(self.engine.post, self.store, self.lost)
         self.engine.post(("worker-added", handle))
@@ -716,10 +719,11 @@ class LocalCluster:
         # by default one worker with a thread per core, as in dask.
         from shmdask.scheduler.local import ThreadCluster
 
-        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen"}
+        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen",
+                                                     "resources"}
         if args or unknown:
             raise TypeError("LocalCluster(processes=False) takes n_workers, "
-                            "threads_per_worker and memory_limit only")
+                            "threads_per_worker, memory_limit and resources only")
         cores = os.cpu_count() or 1
         if n_workers is None:
             n_workers = max(1, cores // threads_per_worker) if threads_per_worker else 1
@@ -727,12 +731,14 @@ class LocalCluster:
             threads_per_worker = max(1, cores // n_workers)
         _check_counts(n_workers, threads_per_worker)
         memory_limit = parse_memory_limit(kwargs.get("memory_limit", "auto"), max(1, n_workers))
-        return ThreadCluster(n_workers, threads_per_worker, memory_limit)
+        return ThreadCluster(n_workers, threads_per_worker, memory_limit,
+                             resources=check_resources(kwargs.get("resources")))
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  memory_limit: Any = "auto", report_dir: str | None = None,
                  listen: Any = None, processes: bool = True,
-                 shm_threshold: int = SHM_THRESHOLD, **kwargs: Any):
+                 shm_threshold: int = SHM_THRESHOLD, resources: dict | None = None,
+                 **kwargs: Any):
         unknown = set(kwargs) - _IGNORED_OPTIONS
         if unknown:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s) "
@@ -752,7 +758,7 @@ class LocalCluster:
         self.options = dict(kwargs)
         self.scheduler_address: str | None = None  # set by a TCP listener, if any
         self._runtime = _Runtime(n_workers, threads_per_worker, self.memory_limit,
-                                 shm_threshold)
+                                 shm_threshold, check_resources(resources))
         self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
         self._listener = None

@@ -119,10 +119,11 @@ class ThreadWorker(WorkerHandle):
     kind = "thread"
 
     def __init__(self, engine: Engine, worker_id: str, nthreads: int = 1,
-                 memory_limit: int | None = None):
+                 memory_limit: int | None = None, resources: dict | None = None):
         self.id = worker_id
         self.nthreads = nthreads
         self.memory_limit = memory_limit
+        self.resources = resources
         self.engine = engine
         self.stopping = False
         self._tasks: deque[TaskSpec] = deque()
@@ -278,17 +279,18 @@ class ThreadCluster:
 
     What ``LocalCluster(processes=False)`` is in dask: ``n_workers`` workers of
     ``threads_per_worker`` threads each, reported with ``memory_limit`` bytes
-    each (None: no limit).  A Client can use it when tasks release the GIL or
-    processes are not wanted.
+    each (None: no limit), each with dask's worker ``resources``.  A Client can
+    use it when tasks release the GIL or processes are not wanted.
     """
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int = 1,
-                 memory_limit: int | None = None):
+                 memory_limit: int | None = None, resources: dict | None = None):
         self.engine = Engine(name="shmdask-thread-cluster")
         self.started = time.time()
         self.n_workers = n_workers or default_num_threads()
         self.threads_per_worker = threads_per_worker
         self.memory_limit = memory_limit
+        self.resources = resources
         self.address = f"inproc://127.0.0.1/{os.getpid()}/{id(self):x}"
         self._add_workers()
         self.engine.start()
@@ -296,7 +298,7 @@ class ThreadCluster:
     def _add_workers(self) -> None:
         for i in range(self.n_workers):
             w = ThreadWorker(self.engine, f"thread-{i}", self.threads_per_worker,
-                             self.memory_limit)
+                             self.memory_limit, self.resources)
             self.engine.add_worker(w)
 
     def scheduler_info(self) -> dict:
