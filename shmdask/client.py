@@ -288,9 +288,13 @@ class Client:
         blocks, never runs user code; callbacks go to the callback thread)."""
         with self._lock:
             st = self._status.get(key)
-            forgotten = key in self._forgotten
+            forgotten = status != "pending" and key in self._forgotten
             if forgotten:
                 self._forgotten.discard(key)
+        if status == "pending":  # an erred input runs again (retry)
+            if st is not None:
+                st.reset()
+            return
         if st is not None:
             st.finish(status, exc)
         if forgotten and not self.closed:

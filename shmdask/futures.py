@@ -573,9 +573,10 @@ class as_completed:  # noqa: N801 - dask's name
             self._on_done(future, future._status)
 
     def update(self, futures: Iterable) -> None:
-        """Add several futures (a list, or any container :func:`futures_of` reads)."""
-        for f in futures_of(list(futures) if not isinstance(futures, list) else futures):
-            self.add(f)
+        """Add several futures (each item a Future, or what :func:`futures_of` reads)."""
+        for item in futures:
+            for f in [item] if is_future(item) else futures_of(item):
+                self.add(f)
 
     def _on_done(self, future: Future, _status: KeyStatus) -> None:
         with self._cond:

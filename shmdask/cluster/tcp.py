@@ -946,8 +946,9 @@ class RemoteConnection:
                 op = header[0]
                 if op == "statuses":
                     for key, status, exc_bytes in header[1]:
-                        with self._lock:
-                            listener = self._listeners.pop(key, None)
+                        with self._lock:  # "pending" (a retry) is not the last word
+                            listener = (self._listeners.get(key) if status == "pending"
+                                        else self._listeners.pop(key, None))
                         if listener is not None:
                             exc = load_exception(exc_bytes) if exc_bytes is not None else None
                             listener(key, status, exc)

@@ -353,13 +353,17 @@ class Engine:
 
     def _on_retry(self, keys: list, listener: Listener | None) -> None:
         try:
-            self.state.retry(keys)
+            again = self.state.retry(keys)
         except Exception as exc:
             for key in keys:
                 self._notify(key, "erred", exc)
             return
         if listener is not None:
-            for key in keys:
+            asked = set(keys)
+            for key in again:
+                if key not in asked:  # an erred input that runs again: pending once more
+                    listener(key, "pending", None)
+            for key in asked.union(again):
                 self.listeners.setdefault(key, []).append(listener)
         for key in keys:  # not erred (any more): say how they stand
             state = self.state.state_of(key)
