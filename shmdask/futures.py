@@ -178,14 +178,18 @@ def is_future(x: Any) -> bool:
     return getattr(type(x), "_shmdask_future", False)
 
 
-def futures_of(obj: Any) -> list[Future]:
+def futures_of(obj: Any, like: Callable[[Any], bool] = is_future) -> list[Future]:
     """The Futures in ``obj``: a Future, a (nested) list/tuple/set/dict of them,
-    or a collection whose graph holds them (a persisted Array or Delayed)."""
-    found: dict[int, Future] = {}
+    or a collection whose graph holds them (a persisted Array or Delayed).
+
+    ``like`` says what counts as a future (``progress`` also takes other
+    objects with a ``done()`` method).
+    """
+    found: dict[int, Any] = {}
     stack = [obj]
     while stack:
         x = stack.pop()
-        if is_future(x):
+        if like(x):
             found.setdefault(id(x), x)
         elif type(x) in (list, tuple, set, frozenset):
             stack.extend(reversed(list(x)))
