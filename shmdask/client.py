@@ -59,7 +59,7 @@ from shmdask.futures import (
 )
 from shmdask.graph import flatten
 from shmdask.tokenize import tokenize
-from shmdask.units import format_bytes
+from shmdask.units import format_bytes, parse_timedelta
 
 # -- connections ----------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class Client:
     """
 
     def __init__(self, address: Any = None, *, set_as_default: bool = True,
-                 timeout: float = 10, report_dir: str | None = None,
+                 timeout: Any = None, report_dir: str | None = None,
                  asynchronous: bool = False, name: str | None = None, **cluster_kwargs: Any):
         self.id = f"Client-{uuid.uuid4().hex[:8]}"
         self.name = name
@@ -180,7 +180,10 @@ class Client:
                 if cluster_kwargs:
                     raise TypeError(f"Client(address) got unexpected keyword argument(s) "
                                     f"{', '.join(sorted(cluster_kwargs))}")
-                self.connection = connect_client(address, timeout=timeout, **connect_options)
+                if timeout is None:  # dask's distributed.comm.timeouts.connect
+                    timeout = config.get("connect_timeout")
+                self.connection = connect_client(address, timeout=parse_timedelta(timeout),
+                                                 **connect_options)
             else:
                 raise TypeError(
                     f"Client() takes a cluster, an address like '127.0.0.1:8786' or nothing, "

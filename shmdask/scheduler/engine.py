@@ -55,6 +55,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from shmdask import config
 from shmdask.diagnostics.task_stream import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
@@ -170,7 +171,8 @@ class Engine:
     def __init__(self, store: DataStore | None = None, name: str = "engine"):
         self.name = name
         self.store = store or LocalStore()
-        self.state = SchedulerState()
+        # dask's distributed.scheduler.allowed-failures: deaths tolerated, plus the last
+        self.state = SchedulerState(max_worker_deaths=config.get("allowed_failures") + 1)
         self.data: dict = {}
         self.workers: dict[str, WorkerHandle] = {}
         self.in_flight: dict[str, set] = {}
