@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from shmdask import base, config
+from shmdask.connection import Connection, LocalConnection
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 from shmdask.graph import flatten
@@ -146,51 +147,6 @@ class Future:
 # -- connections ----------------------------------------------------------------
 
 
-class LocalConnection:
-    """The connection verbs on an engine in this process."""
-
-    def __init__(self, cluster: Any):
-        self.cluster = cluster
-        self.engine = cluster.engine
-
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
-        self.engine.submit(dsk, dependencies, wanted, priorities, listener)
-
-    def scatter(self, items: Mapping, listener) -> None:
-        self.engine.scatter(items, listener)
-
-    def unwant(self, keys: list) -> None:
-        self.engine.unwant(keys)
-
-    def fetch(self, keys: list) -> dict:
-        data, store = self.engine.data, self.engine.store
-        return {k: store.to_user(data[k]) for k in keys}
-
-    def scheduler_info(self) -> dict:
-        return self.cluster.scheduler_info()
-
-    def task_stream(self) -> TaskStream:
-        return self.engine.task_stream
-
-    def tasks_done(self) -> int:
-        return self.engine.tasks_done
-
-    def unfinished_tasks(self) -> int:
-        """Tasks the scheduler has yet to finish (asked on its own thread)."""
-        unfinished = ("waiting", "ready", "processing")
-        return self.engine.call(
-            lambda e: sum(ts.state in unfinished for ts in e.state.tasks.values()))
-
-    def restart(self) -> None:
-        self.cluster.restart()
-
-    def alive(self) -> bool:
-        return not self.engine.closed
-
-    def close(self) -> None:
-        pass
-
-
 # -- the client -------------------------------------------------------------------
 
 _client_ids = itertools.count()
@@ -215,12 +171,12 @@ class Client:
                 cluster_kwargs["report_dir"] = report_dir
             self.cluster = LocalCluster(**cluster_kwargs)
             self._owns_cluster = True
-            self.connection: Any = LocalConnection(self.cluster)
+            self.connection: Connection = LocalConnection(self.cluster)
         elif hasattr(address, "engine"):
             self.cluster = address
             self.connection = LocalConnection(address)
         elif isinstance(address, str):
-            from shmdask.cluster.tcp import connect_client
+            from shmdask.cluster.tcp_client import connect_client
 
             connect_options = {k: cluster_kwargs.pop(k) for k in
                                ("auth_key", "tls_ca", "tls_cert", "tls_key")
@@ -376,8 +332,7 @@ class Client:
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
-        running = getattr(self.connection, "unfinished_tasks", None)
-        earlier = running() if waits_on_running and running is not None else 0
+        earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
