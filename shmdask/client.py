@@ -38,6 +38,7 @@ from shmdask import base, config
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 from shmdask.graph import flatten
+from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.tokenize import tokenize
 from shmdask.units import format_bytes
 
@@ -73,6 +74,13 @@ class Future:
     """A remote result: ``.result()``, ``.done()``, ``.exception()``, ``.cancel()``."""
 
     _shmdask_future = True
+    # dask treats objects saying this as a scheduler's futures: a graph it builds
+    # refers to their key (and the scheduler supplies the data) instead of
+    # copying the Future into a task
+    __dask_future__ = True
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("shmdask-future", self.key)
 
     def __init__(self, key: Any, client: Client, status: _KeyStatus | None = None):
         self.key = key
@@ -194,6 +202,20 @@ class LocalConnection:
 # -- the client -------------------------------------------------------------------
 
 _client_ids = itertools.count()
+_open_clients: weakref.WeakSet = weakref.WeakSet()
+
+
+def held_futures(keys: Iterable) -> dict:
+    """``{key: Future}`` for the keys that some open Client of this process holds."""
+    found: dict = {}
+    for client in list(_open_clients):
+        if client.closed:
+            continue
+        with client._lock:
+            held = [k for k in keys if k not in found and client._refcount.get(k)]
+        for k in held:
+            found[k] = Future(k, client)
+    return found
 
 
 class Client:
@@ -242,11 +264,14 @@ class Client:
         self._plot_from = (stream.position, stream.memory_position)
         self._previous_default: Any = None
         self._default_set = None
+        self._dask_undo: tuple | None = None
         if set_as_default:
             self._previous_default = config.get("scheduler")
             config.set(scheduler=self)
             self._default_set = True
+            make_dask_default(self)  # dask's default too, once dask is imported
         self._finalizer = weakref.finalize(self, _close_quietly, weakref.ref(self))
+        _open_clients.add(self)
 
     # -- bookkeeping of keys held by Futures ----------------------------------------
 
@@ -339,7 +364,10 @@ class Client:
         keys = []
         for c in colls:
             if not base.is_collection(c):
-                raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+                graph, key = _dask_collection_graph(c, optimize_graph)
+                dsk.update(graph)
+                keys.append(key)
+                continue
             graph, (ks,) = base.collections_to_graph([c], optimize_graph)
             finalize, extra = c.__shmdask_postcompute__()
             key = f"finalize-{tokenize(ks, uuid.uuid4().hex)}"
@@ -360,6 +388,10 @@ class Client:
         return out[0] if single else out
 
     def persist_collections(self, collections: list, optimize: bool) -> list:
+        if not all(base.is_collection(c) for c in collections):  # dask collections too
+            from shmdask.interop.dask_on_shmdask import persist_on_client
+
+            return persist_on_client(self, collections, optimize)
         dsk, keys = base.collections_to_graph(collections, optimize)
         flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
         futures = dict(zip(flat, self._submit_graph(dsk, flat, optimize), strict=True))
@@ -442,8 +474,15 @@ class Client:
         self._plot_from = (stream.position, stream.memory_position)
         return plot_task_stream(records, memory, filename=filename)
 
-    def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Run a task graph here: dask's scheduler-function signature, so
+        ``dask.compute(x, scheduler=client)`` and ``scheduler=client.get`` work."""
         return base.get(dsk, keys, scheduler=self, **kwargs)
+
+    @property
+    def asynchronous(self) -> bool:
+        """Always False: dask's ``compute`` asks before using a client's ``get``."""
+        return False
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Wait for Futures (in any nesting of lists/tuples/dicts) and fetch values."""
@@ -562,6 +601,7 @@ class Client:
         self.closed = True
         if self._default_set and config.get("scheduler") is self:
             config.set(scheduler=self._previous_default)
+        undo_dask_default(self)
         with self._lock:
             statuses = list(self._status.values())
             held = list(self._refcount)
@@ -602,6 +642,17 @@ def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | No
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
     return keep, deps, prio
+
+
+def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
+    """``(graph, key)`` of a dask collection's final value; TypeError for a non-collection."""
+    from shmdask.interop import is_dask_collection
+
+    if not is_dask_collection(c):
+        raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+    from shmdask.interop.dask_on_shmdask import finalized_graph
+
+    return finalized_graph(c, optimize_graph)
 
 
 def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
