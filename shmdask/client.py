@@ -59,6 +59,7 @@ from shmdask.futures import (
     wait,
 )
 from shmdask.graph import flatten
+from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.tokenize import tokenize
 from shmdask.units import format_bytes
 
@@ -68,6 +69,20 @@ from shmdask.units import format_bytes
 # -- the client -------------------------------------------------------------------
 
 _client_ids = itertools.count()
+_open_clients: weakref.WeakSet = weakref.WeakSet()
+
+
+def held_futures(keys: Iterable) -> dict:
+    """``{key: Future}`` for the keys that some open Client of this process holds."""
+    found: dict = {}
+    for client in list(_open_clients):
+        if client.closed:
+            continue
+        with client._lock:
+            held = [k for k in keys if k not in found and client._refcount.get(k)]
+        for k in held:
+            found[k] = Future(k, client)
+    return found
 
 
 class Client:
@@ -93,6 +108,7 @@ class Client:
         self.connection: Any = None
         self.closed = False
         self.started = False
+        self._dask_undo: tuple | None = None
         self.report_dir = report_dir
         self._reports = 0
         self._previous_default: Any = None
@@ -147,7 +163,9 @@ class Client:
                 config.set(scheduler=self)
                 self._default_set = True
                 _register_default(self)
+                make_dask_default(self)  # dask's default too, once dask is imported
             self.started = True
+            _open_clients.add(self)
 
     # -- asynchronous use ----------------------------------------------------------------
 
@@ -324,7 +342,10 @@ class Client:
         keys = []
         for c in colls:
             if not base.is_collection(c):
-                raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+                graph, key = _dask_collection_graph(c, optimize_graph)
+                dsk.update(graph)
+                keys.append(key)
+                continue
             graph, (ks,) = base.collections_to_graph([c], optimize_graph)
             finalize, extra = c.__shmdask_postcompute__()
             key = f"finalize-{tokenize(ks, uuid.uuid4().hex)}"
@@ -350,6 +371,10 @@ class Client:
 
     def persist_collections(self, collections: list, optimize: bool,
                             options: dict | None = None) -> list:
+        if not all(base.is_collection(c) for c in collections):  # dask collections too
+            from shmdask.interop.dask_on_shmdask import persist_on_client
+
+            return persist_on_client(self, collections, optimize)
         dsk, keys = base.collections_to_graph(collections, optimize)
         flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
         futures = dict(zip(flat, self._submit_graph(dsk, flat, optimize, options), strict=True))
@@ -431,7 +456,9 @@ class Client:
         self._plot_from = (stream.position, stream.memory_position)
         return plot_task_stream(records, memory, filename=filename)
 
-    def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Run a task graph here: dask's scheduler-function signature, so
+        ``dask.compute(x, scheduler=client)`` and ``scheduler=client.get`` work."""
         return base.get(dsk, keys, scheduler=self, **kwargs)
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
@@ -614,6 +641,7 @@ class Client:
         self.closed = True
         if self._default_set and config.get("scheduler") is self:
             config.set(scheduler=self._previous_default)
+        undo_dask_default(self)
         with self._lock:
             statuses = list(self._status.values())
             held = list(self._refcount)
@@ -715,6 +743,17 @@ def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | No
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
     return keep, deps, prio
+
+
+def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
+    """``(graph, key)`` of a dask collection's final value; TypeError for a non-collection."""
+    from shmdask.interop import is_dask_collection
+
+    if not is_dask_collection(c):
+        raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+    from shmdask.interop.dask_on_shmdask import finalized_graph
+
+    return finalized_graph(c, optimize_graph)
 
 
 def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
