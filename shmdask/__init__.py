@@ -1,6 +1,8 @@
 """shmdask: dask's programming model on a single-node engine.
 
-Public names only; see DESIGN.md for how the parts fit.
+Public names only.  How the parts fit: the docstrings of :mod:`shmdask.scheduler.engine`
+(one scheduler loop), :mod:`shmdask.cluster` (processes, shared memory, TCP) and
+:mod:`shmdask.client` (the dask.distributed API).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from typing import Any
 
 from shmdask import base, config
 from shmdask.annotations import scheduling_options
+from shmdask.connection import LocalConnection
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 from shmdask.futures import (
@@ -58,64 +59,30 @@ from shmdask.futures import (
     wait,
 )
 from shmdask.graph import flatten
+from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.tokenize import tokenize
 from shmdask.units import format_bytes, parse_timedelta
 
 # -- connections ----------------------------------------------------------------
 
 
-class LocalConnection:
-    """The connection verbs on an engine in this process."""
-
-    def __init__(self, cluster: Any):
-        self.cluster = cluster
-        self.engine = cluster.engine
-
-    def submit(self, dsk, dependencies, wanted, priorities, listener,
-               annotations: Mapping | None = None) -> None:
-        self.engine.submit(dsk, dependencies, wanted, priorities, listener, annotations)
-
-    def retry(self, keys: list, listener) -> None:
-        self.engine.retry(keys, listener)
-
-    def scatter(self, items: Mapping, listener) -> None:
-        self.engine.scatter(items, listener)
-
-    def unwant(self, keys: list) -> None:
-        self.engine.unwant(keys)
-
-    def fetch(self, keys: list) -> dict:
-        data, store = self.engine.data, self.engine.store
-        return {k: store.to_user(data[k]) for k in keys}
-
-    def scheduler_info(self) -> dict:
-        return self.cluster.scheduler_info()
-
-    def task_stream(self) -> TaskStream:
-        return self.engine.task_stream
-
-    def tasks_done(self) -> int:
-        return self.engine.tasks_done
-
-    def unfinished_tasks(self) -> int:
-        """Tasks the scheduler has yet to finish (asked on its own thread)."""
-        unfinished = ("waiting", "ready", "processing")
-        return self.engine.call(
-            lambda e: sum(ts.state in unfinished for ts in e.state.tasks.values()))
-
-    def restart(self) -> None:
-        self.cluster.restart()
-
-    def alive(self) -> bool:
-        return not self.engine.closed
-
-    def close(self) -> None:
-        pass
-
-
 # -- the client -------------------------------------------------------------------
 
 _client_ids = itertools.count()
+_open_clients: weakref.WeakSet = weakref.WeakSet()
+
+
+def held_futures(keys: Iterable) -> dict:
+    """``{key: Future}`` for the keys that some open Client of this process holds."""
+    found: dict = {}
+    for client in list(_open_clients):
+        if client.closed:
+            continue
+        with client._lock:
+            held = [k for k in keys if k not in found and client._refcount.get(k)]
+        for k in held:
+            found[k] = Future(k, client)
+    return found
 
 
 class Client:
@@ -141,6 +108,7 @@ class Client:
         self.connection: Any = None
         self.closed = False
         self.started = False
+        self._dask_undo: tuple | None = None
         self.report_dir = report_dir
         self._reports = 0
         self._previous_default: Any = None
@@ -172,7 +140,7 @@ class Client:
                 self.cluster = address
                 self.connection = LocalConnection(address)
             elif isinstance(address, str):
-                from shmdask.cluster.tcp import connect_client
+                from shmdask.cluster.tcp_client import connect_client
 
                 connect_options = {k: cluster_kwargs.pop(k) for k in
                                    ("auth_key", "tls_ca", "tls_cert", "tls_key")
@@ -198,7 +166,9 @@ class Client:
                 config.set(scheduler=self)
                 self._default_set = True
                 _register_default(self)
+                make_dask_default(self)  # dask's default too, once dask is imported
             self.started = True
+            _open_clients.add(self)
 
     # -- asynchronous use ----------------------------------------------------------------
 
@@ -379,7 +349,10 @@ class Client:
         keys = []
         for c in colls:
             if not base.is_collection(c):
-                raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+                graph, key = _dask_collection_graph(c, optimize_graph)
+                dsk.update(graph)
+                keys.append(key)
+                continue
             graph, (ks,) = base.collections_to_graph([c], optimize_graph)
             finalize, extra = c.__shmdask_postcompute__()
             key = f"finalize-{tokenize(ks, uuid.uuid4().hex)}"
@@ -405,6 +378,10 @@ class Client:
 
     def persist_collections(self, collections: list, optimize: bool,
                             options: dict | None = None) -> list:
+        if not all(base.is_collection(c) for c in collections):  # dask collections too
+            from shmdask.interop.dask_on_shmdask import persist_on_client
+
+            return persist_on_client(self, collections, optimize)
         dsk, keys = base.collections_to_graph(collections, optimize)
         flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
         futures = dict(zip(flat, self._submit_graph(dsk, flat, optimize, options), strict=True))
@@ -421,8 +398,7 @@ class Client:
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
-        running = getattr(self.connection, "unfinished_tasks", None)
-        earlier = running() if waits_on_running and running is not None else 0
+        earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
@@ -487,7 +463,9 @@ class Client:
         self._plot_from = (stream.position, stream.memory_position)
         return plot_task_stream(records, memory, filename=filename)
 
-    def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Run a task graph here: dask's scheduler-function signature, so
+        ``dask.compute(x, scheduler=client)`` and ``scheduler=client.get`` work."""
         return base.get(dsk, keys, scheduler=self, **kwargs)
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
@@ -670,6 +648,7 @@ class Client:
         self.closed = True
         if self._default_set and config.get("scheduler") is self:
             config.set(scheduler=self._previous_default)
+        undo_dask_default(self)
         with self._lock:
             statuses = list(self._status.values())
             held = list(self._refcount)
@@ -771,6 +750,17 @@ def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | No
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
     return keep, deps, prio
+
+
+def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
+    """``(graph, key)`` of a dask collection's final value; TypeError for a non-collection."""
+    from shmdask.interop import is_dask_collection
+
+    if not is_dask_collection(c):
+        raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+    from shmdask.interop.dask_on_shmdask import finalized_graph
+
+    return finalized_graph(c, optimize_graph)
 
 
 def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:

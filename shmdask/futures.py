@@ -245,6 +245,13 @@ class Future:
     """A remote result: ``.result()``, ``await future``, ``.exception()``, ``.cancel()``."""
 
     _shmdask_future = True
+    # dask treats objects saying this as a scheduler's futures: a graph it builds
+    # refers to their key (and the scheduler supplies the data) instead of
+    # copying the Future into a task
+    __dask_future__ = True
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("shmdask-future", self.key)
 
     def __init__(self, key: Any, client: Client, status: KeyStatus | None = None):
         self.key = key

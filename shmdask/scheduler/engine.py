@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from shmdask import config
-from shmdask.diagnostics.task_stream import TaskStream
+from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
 logger = logging.getLogger("shmdask.engine")
@@ -71,7 +71,7 @@ class TaskSpec(NamedTuple):
 class TaskResult(NamedTuple):
     key: Any
     value: Any  # stored value
-    record: dict  # task-stream record (see shmdask.diagnostics.task_stream)
+    record: dict  # task-stream record (shmdask.scheduler.records.task_record)
 
 
 class WorkerHandle(ABC):
@@ -119,7 +119,15 @@ class WorkerHandle(ABC):
 
 
 class DataStore(ABC):
-    """Where results live.  Values are opaque to the engine."""
+    """Where results live.  Values are opaque to the engine.
+
+    The wire hooks (``outgoing``, ``alloc_incoming``, ``free_incoming``,
+    ``incoming``) are how a network transport moves values of this store;
+    the defaults suit a store of live objects, which are pickled as they are.
+    """
+
+    where = "memory"  # where values live, as task-stream records say it
+    threshold = 16 * 1024  # bytes from which a transfer is worth a record
 
     @abstractmethod
     def to_user(self, value: Any) -> Any: ...
@@ -132,6 +140,21 @@ class DataStore(ABC):
 
     def nbytes(self, value: Any) -> int:
         return 0
+
+    def outgoing(self, value: Any) -> Any:
+        """``value`` as it leaves for a remote peer."""
+        return value
+
+    def alloc_incoming(self, nbytes: int) -> tuple | None:
+        """A ``(ref, writeable view)`` to read an arriving buffer into, or None."""
+        return None
+
+    def free_incoming(self, refs: list) -> None:
+        """Give back what ``alloc_incoming`` handed out and no value claimed."""
+
+    def incoming(self, value: Any) -> Any:
+        """A value that arrived from a peer (a serialized value with a ``load()``)."""
+        return self.from_user(value.load())
 
     def close(self) -> None:
         pass

@@ -32,9 +32,9 @@ from typing import Any
 
 import psutil
 
-from shmdask.diagnostics.progress import make_progress_bar
-from shmdask.graph import execute_task, key_split
+from shmdask.graph import execute_task
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.records import task_record
 from shmdask.units import format_bytes
 
 _FLUSH_SECONDS = 0.005
@@ -65,35 +65,20 @@ def run_batch(worker: WorkerHandle, tasks: Iterable[TaskSpec], lane: str, post,
             if isinstance(exc, KeyboardInterrupt) and (
                     threading.current_thread() is threading.main_thread()):
                 raise
-            record = _record(key, worker.id, lane, start, stop)
+            record = task_record(key, worker.id, lane, start, stop)
             post(("erred", worker.id, key, exc, "", record))
             if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
                                  and worker.stopping):
                 break
             continue
         stop = clock()
-        results.append(TaskResult(key, value, _record(key, worker.id, lane, start, stop)))
+        results.append(TaskResult(key, value, task_record(key, worker.id, lane, start, stop)))
         if stop - last_flush > _FLUSH_SECONDS:
             post(("done", worker.id, results))
             results = []
             last_flush = stop
     if results:
         post(("done", worker.id, results))
-
-
-def _record(key: Any, worker: str, lane: str, start: float, stop: float) -> dict:
-    return {
-        "key": key,
-        "group": key_split(key),
-        "worker": worker,
-        "lane": lane,
-        "start": start,
-        "stop": stop,
-        "nbytes": 0,
-        "where": "memory",
-        "kind": "compute",
-        "remote": False,
-    }
 
 
 class SyncWorker(WorkerHandle):
@@ -222,6 +207,17 @@ class _Waiter:
         return not self.pending or self.error is not None
 
 
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self, failed: bool = False) -> None:
+        pass
+
+
 def get_local(
     dsk: Mapping,
     dependencies: Mapping,
@@ -230,8 +226,13 @@ def get_local(
     num_workers: int | None = None,
     sync: bool = False,
     record_sink: list | None = None,
+    progress: Any = None,
 ) -> dict:
-    """Run a prepared graph on the sync or threads backend; ``{key: value}``."""
+    """Run a prepared graph on the sync or threads backend; ``{key: value}``.
+
+    ``progress`` (optional) is told ``start(total)``, ``advance(n)`` as tasks
+    finish and ``finish(failed=...)``: a progress bar, supplied by the caller
+    so the scheduler core draws nothing itself."""
     engine = Engine(name="shmdask-local")
     if sync:
         workers: list = [SyncWorker(engine)]
@@ -241,7 +242,7 @@ def get_local(
     for w in workers:
         engine.add_worker(w)
     waiter = _Waiter(set(keys))
-    bar = make_progress_bar()
+    bar = progress if progress is not None else _NoProgress()
     engine.record_callbacks.append(lambda records: bar.advance(len(records)))
     engine.submit(dsk, dependencies, keys, priorities, waiter)
     bar.start(len(dsk))

@@ -5,7 +5,7 @@ acts on what each method returns, so every policy here is unit-tested alone.
 
 Life of a task::
 
-    waiting ──(all dependencies in memory)──▶ ready ──start()──▶ processing
+    waiting ──(all dependencies in memory)──▶ ready ──pop_ready()──▶ processing
        │                                        ▲                    │
        │                            worker_lost()│          finished()│  erred()
        │                                        └────────────────────┤──────────▶ erred
