@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask import base, config
@@ -48,6 +48,7 @@ from shmdask.annotations import scheduling_options
 from shmdask.connection import LocalConnection
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
+from shmdask.event_loops import LoopThread, in_event_loop
 from shmdask.futures import (
     CallbackThread,
     CancelledError,
@@ -102,7 +103,7 @@ class Client:
         self._status: dict[Any, KeyStatus] = {}
         self._forgotten: set = set()  # fire_and_forget keys: let go of when finished
         self._callbacks = CallbackThread(f"shmdask-callbacks-{self.id}")
-        self._loop_thread: _LoopThread | None = None
+        self._loop_thread: LoopThread | None = None
         self._owns_cluster = False
         self.cluster: Any = None
         self.connection: Any = None
@@ -176,7 +177,7 @@ class Client:
     def asynchronous(self) -> bool:
         """True for a client made with ``asynchronous=True``, when called from
         inside a running event loop: its verbs then return awaitables."""
-        return self._asynchronous and _in_event_loop()
+        return self._asynchronous and in_event_loop()
 
     async def _start_async(self) -> Client:
         if not self.started:
@@ -217,7 +218,7 @@ class Client:
             return asyncio.wait_for(result, callback_timeout) if callback_timeout else result
         with self._lock:
             if self._loop_thread is None:
-                self._loop_thread = _LoopThread(f"shmdask-loop-{self.id}")
+                self._loop_thread = LoopThread(f"shmdask-loop-{self.id}")
         return self._loop_thread.run(result, callback_timeout)
 
     # -- bookkeeping of keys held by Futures ----------------------------------------
@@ -680,35 +681,6 @@ def _close_quietly(ref: weakref.ref) -> None:
     client = ref()
     if client is not None:
         client._close()
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-class _LoopThread:
-    """An event loop on a thread of its own, for ``Client.sync`` outside a loop."""
-
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def run(self, awaitable: Awaitable, timeout: float | None) -> Any:
-        async def main() -> Any:
-            return await asyncio.wait_for(awaitable, timeout) if timeout else await awaitable
-
-        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 # -- the default client ------------------------------------------------------------------

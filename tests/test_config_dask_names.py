@@ -6,8 +6,9 @@ import pytest
 
 import shmdask
 from shmdask import config
-from shmdask.scheduler.engine import Engine, WorkerHandle
+from shmdask.scheduler.engine import Engine
 from shmdask.scheduler.state import KilledWorker
+from tests.test_local_scheduler import FakeWorker
 
 
 def inc(x):
@@ -67,15 +68,6 @@ def test_the_dask_names_exist_in_dask():
             assert stored is not None or option.default is None, name
 
 
-class _DyingWorker(WorkerHandle):
-    def __init__(self, worker_id):
-        self.id = worker_id
-        self.batches = []
-
-    def run(self, tasks):
-        self.batches.append(tasks)
-
-
 @pytest.mark.parametrize("allowed", [0, 1])
 def test_allowed_failures_is_the_killed_worker_count(allowed):
     with shmdask.config.set({"distributed.scheduler.allowed-failures": allowed}):
@@ -85,7 +77,7 @@ def test_allowed_failures_is_the_killed_worker_count(allowed):
                   lambda key, status, exc: heard.append((status, exc)))
     deaths = 0
     while not heard:
-        worker = _DyingWorker(f"w{deaths}")
+        worker = FakeWorker(f"w{deaths}")  # it dies below
         engine.add_worker(worker)
         engine.run_until(lambda w=worker: bool(w.batches) or bool(heard), poll=0.01)
         engine.post(("worker-lost", worker.id, "killed by the test"))
