@@ -502,3 +502,31 @@ def test_default_client():
     shmdask.config.set(scheduler=None)
     with pytest.raises(ValueError, match="No clients found"):
         default_client()
+
+
+# -- the same through a remote Client (TCP) ----------------------------------------------------
+
+
+def test_options_retry_and_fire_and_forget_through_a_remote_client(tmp_path):
+    from shmdask.cluster.tcp_server import attach_listener
+
+    with ThreadCluster(1, threads_per_worker=2) as cluster:
+        listener = attach_listener(cluster, "tcp://127.0.0.1:0")
+        with Client(listener.address, set_as_default=False) as remote:
+            path = str(tmp_path / "count")
+            assert remote.submit(flaky, path, 1, retries=1, priority=5,
+                                 pure=False).result(timeout=30) == 1
+            f = remote.submit(flaky, str(tmp_path / "count2"), 1, pure=False)
+            g = remote.submit(inc, f)
+            with pytest.raises(RuntimeError, match="flaky failure 1"):
+                g.result(timeout=30)
+            g.retry()
+            assert g.result(timeout=30) == 2 and f.result(timeout=30) == 1
+            flag = str(tmp_path / "flag")
+            h = remote.submit(_touch_later, flag, 0.2, pure=False)
+            key = h.key
+            fire_and_forget(h)
+            del h
+            gc.collect()
+            wait_for(lambda: os.path.exists(flag), what="the forgotten task")
+            wait_for(lambda: key not in cluster.engine.data, what="its result released")

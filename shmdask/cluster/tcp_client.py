@@ -106,6 +106,7 @@ class RemoteConnection(Connection):
         self._post_lock = threading.RLock()  # RLock: unwant may run in a __del__
         self._unwant_open: list | None = None  # keys of the queued unwant message
         self._listeners: dict[Any, Callable] = {}
+        self._retry_listener: Callable | None = None
         self._replies: dict[int, list] = {}
         self._reply_cond = threading.Condition()
         self._req = itertools.count()
@@ -132,6 +133,9 @@ class RemoteConnection(Connection):
     def retry(self, keys: list, listener) -> None:
         self._check()
         with self._lock:
+            # erred inputs that run again are announced as "pending": they are
+            # heard by this listener too
+            self._retry_listener = listener
             for key in keys:
                 self._listeners[key] = listener
         self._post(header_frames(("retry", list(keys))))
@@ -244,9 +248,12 @@ class RemoteConnection(Connection):
                 op = header[0]
                 if op == "statuses":
                     for key, status, exc_bytes in header[1]:
-                        with self._lock:  # "pending" (a retry) is not the last word
-                            listener = (self._listeners.get(key) if status == "pending"
-                                        else self._listeners.pop(key, None))
+                        with self._lock:
+                            if status == "pending":  # a retry: not the last word
+                                listener = self._listeners.setdefault(key,
+                                                                      self._retry_listener)
+                            else:
+                                listener = self._listeners.pop(key, None)
                         if listener is not None:
                             exc = load_exception(exc_bytes) if exc_bytes is not None else None
                             listener(key, status, exc)
