@@ -96,6 +96,7 @@ def test_same_result_as_dask_apply_gufunc():
     np.testing.assert_allclose(ours.compute(), theirs.compute())
 
 
+@pytest.mark.slow  # numba compiles the gufunc
 def test_numba_guvectorize(process_client):
     numba = pytest.importorskip("numba")
 

@@ -393,15 +393,16 @@ def test_priority_order_matches_dask_distributed():
         blocker = c.submit(_dask_block, pure=False, priority=100)
         while not any(c.processing().values()):
             time.sleep(0.01)
-        low = [c.submit(_dask_record, f"low-{i}", pure=False) for i in range(10)]
+        low = [c.submit(_dask_record, f"low-{i}", pure=False) for i in range(20)]
         high = c.submit(_dask_record, "high", pure=False, priority=10)
         time.sleep(0.2)  # let dask's scheduler place every task before the gate opens
         _DASK_GATE.set()
         distributed.wait([blocker, *low, high])
-    # dask sends a worker a task or two beyond its threads ahead of time; the
-    # rest wait on the scheduler, where the high priority goes first.  shmdask
-    # keeps everything on the scheduler while tasks are long: "high" is first.
-    assert _DASK_LOG.index("high") <= 2
+    # dask sends a worker a few tasks beyond its threads ahead of time (how many
+    # depends on timing); the rest wait on the scheduler, where the high
+    # priority goes first.  shmdask keeps everything on the scheduler while
+    # tasks are long: there "high" is first.
+    assert _DASK_LOG.index("high") < 10
 
 
 def test_workers_restricts_where_tasks_run(tclient):

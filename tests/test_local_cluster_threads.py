@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from shmdask.distributed import Client, LocalCluster, wait
+from shmdask.distributed import Client, LocalCluster
 
 _REPR = re.compile(r"<Client: '(inproc|tcp)://[^']+' processes=(\d+) threads=(\d+), "
                    r"memory=([\d.]+ \w+)>")

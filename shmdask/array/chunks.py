@@ -143,8 +143,8 @@ def _block_budget(chunks: tuple) -> int | None:
         try:
             sizes.add(parse_bytes(c))
         except ValueError:
-            raise ValueError(f"chunks[{a}]={c!r} is neither 'auto' nor a byte size such "
-                             "as '64 MB' or '100 MiB'") from None
+            raise ValueError(f"chunks[{a}]={c!r} not understood: neither 'auto' nor a byte "
+                             "size such as '64 MB' or '100 MiB'") from None
     if len(sizes) > 1:
         raise ValueError(f"chunks give different block sizes {sorted(sizes)}: one byte "
                          "size (or 'auto') for the whole block")
