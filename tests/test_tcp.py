@@ -38,14 +38,15 @@ def env(**extra) -> dict:
 class SchedulerProcess:
     """``serve_scheduler`` in a subprocess; its log goes to a file we can read."""
 
-    def __init__(self, n_workers: int = 0, port: int = 0, host: str = "127.0.0.1", **options):
+    def __init__(self, n_workers: int = 0, port: int = 0, host: str = "127.0.0.1",
+                 environ: dict | None = None, **options):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         opts = {**HEARTBEAT, **options}
         code = textwrap.dedent(f"""
             from shmdask.cli.cluster import serve_scheduler
             serve_scheduler(host={host!r}, port={port}, n_workers={n_workers}, **{opts!r})
         """)
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env(),
+        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env(**(environ or {})),
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("Scheduler started at "):
