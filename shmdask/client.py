@@ -261,7 +261,7 @@ class Client:
     def _submit_graph(self, dsk: Mapping, keys: list, optimize: bool = False) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
-        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize)
+        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize, self)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
         self.connection.submit(dsk, deps, new, prio, self._listener)
         return futures
@@ -333,7 +333,7 @@ class Client:
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
         earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
+        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
         futures, new = self._new_futures(keys)
@@ -549,19 +549,27 @@ def _close_quietly(ref: weakref.ref) -> None:
 # -- helpers ------------------------------------------------------------------------
 
 
-def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None) -> tuple:
-    """Graph entries that are Futures are data already on the cluster."""
+def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
+                   client: Client) -> tuple:
+    """Graph entries that are Futures are data already on the cluster (``client``'s:
+    another client's keys mean nothing to this one's scheduler)."""
     if not any(base.is_future(v) for v in dsk.values()):
         return dsk, dependencies, priorities
+    for v in dsk.values():
+        if base.is_future(v) and v.client is not client:
+            raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
+                             f"a graph sent through {client!r} can only use its own "
+                             "futures (gather the value and scatter it, or submit the "
+                             "work through the future's client)")
     keep = {k: v for k, v in dsk.items() if not base.is_future(v)}
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
     return keep, deps, prio
 
 
-def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
+def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool, client: Client) -> tuple:
     prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
-    return _strip_futures(prepared, deps, prio)
+    return _strip_futures(prepared, deps, prio, client)
 
 
 def _iter_futures(x: Any) -> Iterator[Future]:
