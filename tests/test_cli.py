@@ -289,6 +289,25 @@ def test_run_default_report_dir_and_no_report(shmdask_cmd, tmp_path):
     shmdask_cmd.assert_clean()
 
 
+def test_run_of_a_script_whose_task_calls_sys_exit(shmdask_cmd, tmp_path):
+    """The task fails with an error naming its key; the script does not end
+    silently with the task's exit status."""
+    path = write(tmp_path, "leaves.py", """
+        import sys
+        import shmdask
+        print("before", flush=True)
+        shmdask.delayed(sys.exit)(3, dask_key_name="leaving-task").compute()
+        print("after")
+    """)
+    out = shmdask_cmd("run", "-w", "1", "--no-report", path)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout == "before\n"
+    assert "TaskExit: task 'leaving-task' raised SystemExit(3)" in out.stderr
+    assert "leaves.py failed (TaskExit)" in out.stderr
+    assert "1 task on 1 worker" in out.stderr and "no tasks were run" not in out.stderr
+    shmdask_cmd.assert_clean()
+
+
 def test_run_without_tasks(shmdask_cmd, tmp_path):
     path = write(tmp_path, "idle.py", 'print("idle")\n')
     out = shmdask_cmd("run", "-w", "1", "--report", "rep", path)

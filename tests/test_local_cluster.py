@@ -3,6 +3,7 @@
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from shmdask.cluster.local_cluster import (
     WorkerMemoryWarning,
     parse_memory_limit,
 )
-from shmdask.scheduler.state import KilledWorker
+from shmdask.scheduler.state import KilledWorker, TaskExit
 
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -164,6 +165,22 @@ def test_exceptions_carry_type_message_and_traceback(cluster):
     with pytest.raises(ValueError, match="boom 2") as info:
         get(cluster, dsk, "c")
     assert "boom" in str(info.value.__cause__)  # the remote traceback text
+
+
+def leave(how):
+    if how == "exit":
+        sys.exit(3)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how, raised", [("exit", "SystemExit(3)"),
+                                         ("interrupt", "KeyboardInterrupt()")])
+def test_a_task_that_exits_fails_and_its_worker_lives_on(cluster, how, raised):
+    pids = {h.pid for h in cluster.workers.values()}
+    with pytest.raises(TaskExit, match=rf"task 'b' raised {re.escape(raised)}"):
+        get(cluster, {"a": (inc, 1), "b": (leave, how)}, "b")
+    assert get(cluster, {"c": (inc, 1)}, "c") == 2
+    assert {h.pid for h in cluster.workers.values()} == pids
 
 
 def test_unpicklable_task_fails_alone(cluster):
