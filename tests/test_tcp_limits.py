@@ -1,16 +1,27 @@
 """Limits of the TCP side under pressure: values larger than a frame, peers that
 break the protocol, and peers that never authenticate.  Real processes on loopback."""
 
+import contextlib
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import cloudpickle
 import numpy as np
 from conftest import wait_for
-from test_tcp import SchedulerProcess, env, remote_workers, start_worker, stop_worker
+from test_tcp import (
+    SchedulerProcess,
+    env,
+    remote_workers,
+    start_worker,
+    stop_worker,
+)
 
 from shmdask.client import Client
+from shmdask.cluster import auth
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -64,3 +75,98 @@ def test_a_worker_breaking_the_protocol_fails_its_task_with_a_protocol_error():
     finally:
         stop_worker(worker)
         assert s.stop() == 0
+
+
+class _Attack:
+    """Sockets that never authenticate: ``idle`` ones say nothing, ``slow`` ones
+    trickle one byte of a plausible greeting per ``interval`` seconds each and
+    come back when dropped (one reconnect at a time, spread over the interval)."""
+
+    def __init__(self, host: str, port: int, idle: int, slow: int, interval: float):
+        self.where = (host, port)
+        self.idle = [socket.create_connection(self.where) for _ in range(idle)]
+        self.slow = [socket.create_connection(self.where) for _ in range(slow)]
+        self.interval = interval
+        self.reconnects = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self) -> None:
+        greeting = auth.MAGIC + b"\x00\x01" + b"\x00" * 100
+        sent = [0] * len(self.slow)
+        while not self.stop.is_set():
+            for i in range(len(self.slow)):
+                if self.stop.wait(self.interval / len(self.slow)):
+                    return
+                try:
+                    self.slow[i].send(greeting[sent[i] % len(greeting):][:1])
+                    sent[i] += 1
+                except OSError:  # dropped by the scheduler: come back
+                    self.slow[i].close()
+                    with contextlib.suppress(OSError):
+                        self.slow[i] = socket.create_connection(self.where)
+                        sent[i] = 0
+                        self.reconnects += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.idle + self.slow:
+            sock.close()
+
+
+def test_unauthenticated_sockets_cannot_lock_out_workers_and_clients():
+    """200 idle and 64 slow sockets (one byte a second each, under the 2 s
+    handshake timeout of every read) from the same loopback address as the
+    good peers: a worker and clients still join and compute."""
+    s = SchedulerProcess(n_workers=0, handshake_timeout=2.0)
+    attack = _Attack(s.host, s.port, idle=200, slow=64, interval=1.0)
+    worker = None
+    try:
+        time.sleep(0.5)  # the attack is in place
+        worker = start_worker(s.address)
+        for i in range(4):
+            with Client(s.address, set_as_default=False, timeout=20) as c:
+                wait_for(lambda c=c: remote_workers(c), what="the remote worker")
+                assert c.submit(lambda x: x + 1, i).result(timeout=30) == i + 1
+        wait_for(lambda: attack.reconnects > 0, what="the slow sockets to be dropped")
+        for sock in attack.idle:  # every idle socket was dropped, none kept a slot
+            sock.settimeout(10)
+            assert sock.recv(1) == b""
+    finally:
+        attack.close()
+        if worker is not None:
+            stop_worker(worker)
+        log = s.read_log()
+        assert s.stop() == 0
+    assert "unauthenticated connections from 127.0.0.1; dropped the oldest" in log
+
+
+def test_a_peer_trickling_bytes_is_dropped_at_an_absolute_deadline():
+    """One byte every 0.3 s never lets a 1 s read timeout expire; the 1 s
+    deadline for authenticating counts from the connection, not the last byte."""
+    s = SchedulerProcess(n_workers=0, handshake_timeout=1.0)
+    try:
+        sock = socket.create_connection((s.host, s.port))
+        sock.settimeout(0.3)
+        greeting = auth.MAGIC + b"\x00\x01" + b"\x00" * 100
+        closed = False
+        for byte in greeting[:30]:  # 9 s at most
+            try:
+                sock.send(bytes([byte]))
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        sock.close()
+        assert closed, "the trickling peer was never dropped"
+        with Client(s.address, set_as_default=False) as c:
+            assert c.scheduler_info()["address"] == s.address
+    finally:
+        log = s.read_log()
+        assert s.stop() == 0
+    assert "timed out: did not authenticate within 1 s" in log
