@@ -710,3 +710,52 @@ def test_remote_hint_only_for_hosts_others_can_reach():
     assert "0.0.0.0_8786.key" in line and "SHMDASK_AUTH_KEY" in line
     (line,) = cli.remote_hint("tcp://10.1.2.3:9000", "10.1.2.3", "s3cret")
     assert "tcp://10.1.2.3:9000 --auth-key KEY" in line and "s3cret" not in line
+
+
+def test_tls_from_the_command_line(shmdask_cmd, certificate, monkeypatch):
+    """A TLS scheduler from options, a worker trusting it through SHMDASK_TLS_CA
+    (the issue's case), a client through the same variable."""
+    from shmdask.distributed import Client
+
+    cert, key = certificate
+    scheduler = shmdask_cmd.popen("scheduler", "--port", "0", "--tls-cert", cert,
+                                  "--tls-key", key)
+    procs = [scheduler]
+    try:
+        banner = _read_until(scheduler, "Traffic is", timeout=TIMEOUT)
+        address = banner.split("Scheduler started at", 1)[1].split()[0]
+        assert address.startswith("tls://127.0.0.1:")
+        assert f"shmdask worker {address} --tls-ca {cert}" in banner
+        assert "Traffic is encrypted with TLS." in banner
+        # No CA for a tls:// address: one line at once, not minutes of retries.
+        out = shmdask_cmd("worker", address, "--reconnect-timeout", "30", timeout=20)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.splitlines()) == 1 and "--tls-ca" in out.stderr
+        shmdask_cmd.env["SHMDASK_TLS_CA"] = cert
+        procs.append(shmdask_cmd.popen("worker", address, "--reconnect-timeout", "30"))
+        monkeypatch.setenv("SHMDASK_TLS_CA", cert)
+        with Client(address, set_as_default=False) as client:
+            deadline = time.monotonic() + 30
+            while not client.scheduler_info()["workers"]:
+                assert time.monotonic() < deadline and procs[1].poll() is None
+                time.sleep(0.1)
+            assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        assert _stop(procs[1], signal.SIGTERM) == 0
+        assert _stop(scheduler, signal.SIGINT) in (0, 130)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    shmdask_cmd.assert_clean()
+
+
+def test_banner_says_when_traffic_is_not_encrypted():
+    from shmdask.cli.cluster import banner
+
+    everywhere = "\n".join(banner("tcp://0.0.0.0:8786", "0.0.0.0", "/k", None))
+    assert "authenticated but NOT encrypted" in everywhere and "--tls-cert" in everywhere
+    assert "encrypted" not in "\n".join(banner("tcp://127.0.0.1:8786", "127.0.0.1", "/k",
+                                              None))
+    tls = "\n".join(banner("tls://0.0.0.0:8786", "0.0.0.0", "/k", "/c.pem"))
+    assert "NOT encrypted" not in tls and "encrypted with TLS" in tls

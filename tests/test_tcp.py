@@ -494,24 +494,6 @@ def test_key_file_is_removed_when_the_scheduler_closes():
 # -- TLS ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not available")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    done = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"openssl could not make a certificate: {done.stderr[-200:]!r}")
-    return str(cert), str(key)
-
-
 def test_tls_workers_and_clients(certificate, monkeypatch):
     cert, key = certificate
     s = SchedulerProcess(tls_cert=cert, tls_key=key, tls_ca=cert)
