@@ -1,5 +1,6 @@
 """LocalCluster end to end, with real worker processes."""
 
+import contextlib
 import gc
 import json
 import os
@@ -568,6 +569,35 @@ def test_sigkilled_client_leaves_no_shm(tmp_path):
     # orphaned workers see their pipe close and exit
     assert len(proc.worker_pids) == 2
     wait_for(lambda: not any(_alive(pid) for pid in proc.worker_pids), 10, "workers to exit")
+
+
+def test_janitor_ends_workers_stuck_in_a_gil_holding_task(tmp_path):
+    """The client is SIGKILLed while both workers run a C loop that never lets
+    go of the GIL (so they cannot notice their pipe closing): the janitor ends
+    them, and only them."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                  "--cluster"])  # not a worker of this cluster
+    proc = _start_computing_script(tmp_path, """
+        stuck = [client.submit(sum, range(1 << 62), pure=False) for _ in range(2)]
+        time.sleep(1.0)  # both are running now
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    try:
+        cid = _cluster_id_from(proc)
+        # wait(), not communicate(): the stuck workers hold the script's stdout open
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        wait_for(lambda: not any(_alive(pid) for pid in proc.worker_pids), 15,
+                 "the janitor to end the workers")
+        wait_for(lambda: not leftover_segments(shm.cluster_prefix(cid)), 10, "the janitor")
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        for pid in getattr(proc, "worker_pids", []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
