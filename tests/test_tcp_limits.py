@@ -2,6 +2,7 @@
 break the protocol, and peers that never authenticate.  Real processes on loopback."""
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 
 import cloudpickle
 import numpy as np
+import pytest
 from conftest import wait_for
 from test_tcp import (
     SchedulerProcess,
@@ -170,3 +172,23 @@ def test_a_peer_trickling_bytes_is_dropped_at_an_absolute_deadline():
         log = s.read_log()
         assert s.stop() == 0
     assert "timed out: did not authenticate within 1 s" in log
+
+
+def test_the_key_file_of_a_killed_scheduler_is_stale():
+    """kill -9 leaves the key file; peers ignore it and the next scheduler
+    removes it, also one that does not write a key file of its own."""
+    s = SchedulerProcess(n_workers=0)
+    path = auth.key_file(s.host, s.port)
+    assert path.exists() and auth.find_key(s.host, s.port) is not None
+    assert not auth.is_stale(path)
+    s.stop(signal.SIGKILL)
+    assert path.exists() and auth.is_stale(path)
+    assert auth.find_key(s.host, s.port) is None  # not the dead scheduler's key
+    s2 = SchedulerProcess(n_workers=0, port=s.port, environ={"SHMDASK_AUTH_KEY": "given"})
+    try:
+        assert not path.exists() and not auth.owner_file(path).exists()
+        # a peer is told it lacks the key, not that the scheduler refused a wrong one
+        with pytest.raises(ValueError, match="no cluster key"):
+            Client(s2.address, set_as_default=False, timeout=5)
+    finally:
+        assert s2.stop() == 0

@@ -48,6 +48,8 @@ from shmdask.cluster.auth import (
     HANDSHAKE_TIMEOUT,
     as_key,
     new_key,
+    owner_file,
+    remove_stale_key_files,
     server_handshake,
     server_ssl_context,
     write_key_file,
@@ -220,6 +222,8 @@ class Listener:
             self.key = given or new_key()
             # The key file exists before anyone can connect: a peer that finds
             # the port open also finds the key.
+            if given:  # no key file of ours: drop a dead scheduler's, peers would use it
+                remove_stale_key_files()
             self.key_path = None if given else write_key_file(host, self.port, self.key)
             # Gone with the listener, or at interpreter exit if nobody closed it.
             self._key_finalizer = weakref.finalize(self, _unlink_quietly, self.key_path)
@@ -396,8 +400,9 @@ class Listener:
 
 def _unlink_quietly(path: Any) -> None:
     if path is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        for p in (path, owner_file(path)):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
 
 
 def start_listener(engine: Engine, store: Any, address: str = "tcp://127.0.0.1:8786",
