@@ -325,9 +325,16 @@ class Client:
             out.append(rebuild({k: futures[k] for k in flatten(ks)}, *extra))
         return out
 
+    finalizes_views = True  # run_graph takes finalize= (see base._run)
+
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
-                  priorities: Mapping) -> dict:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
+                  priorities: Mapping, finalize: Callable[[dict], Any] | None = None) -> Any:
+        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
+
+        With ``finalize``, returns ``finalize({key: value})``, called on
+        read-only views of shared memory while the keys are still held: a
+        finalizer that copies what it keeps (concatenating chunks) makes the
+        one copy of the data."""
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
@@ -340,7 +347,12 @@ class Client:
         self.connection.submit(dsk, dependencies, new, priorities, self._listener)
         try:
             self._wait_with_progress(futures, len(dsk) + earlier)
-            values = self.gather(futures)
+            if finalize is None:
+                values = self.gather(futures)
+            else:
+                self.gather([f for f in futures if f._status.status != "finished"])  # errors
+                self._check_alive()
+                return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
         finally:
             del futures  # releases the keys on the cluster
             if self.report_dir is not None:

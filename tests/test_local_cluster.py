@@ -302,6 +302,31 @@ def test_scheduler_info_and_repr(cluster):
 # -- construction and options ---------------------------------------------------------
 
 
+def test_computed_arrays_are_copied_out_of_shared_memory_once(cluster, monkeypatch):
+    """The chunks of an array reach finalize as read-only views of shared
+    memory (no private copy each); the result is the one copy, writeable and
+    independent of the cluster's memory.  Other collections get private copies."""
+    import shmdask.array as da
+    from shmdask.distributed import Client
+
+    copies = []
+    to_user = cluster.store.to_user
+    monkeypatch.setattr(cluster.store, "to_user", lambda v: copies.append(v) or to_user(v))
+    with Client(cluster, set_as_default=False) as client:
+        x = da.arange(600_000, chunks=100_000) * 2.0  # six 800 kB chunks, in shm
+        out = x.compute(scheduler=client)
+        assert copies == []
+        assert np.array_equal(out, np.arange(600_000) * 2.0)
+        assert out.flags.writeable and out.flags.owndata
+        one = (da.arange(300_000, chunks=300_000) + 1).compute(scheduler=client)
+        assert copies == [] and one.flags.writeable
+        one[:] = -1  # no view of a block that the cluster recycles
+        assert (da.arange(300_000, chunks=300_000) + 1).compute(scheduler=client)[0] == 1
+        d = shmdask.delayed(np.ones)(200_000)
+        assert d.compute(scheduler=client).flags.writeable
+        assert len(copies) == 1  # a Delayed keeps its value as it is: a private copy
+
+
 def test_bad_arguments_are_clear():
     with pytest.raises(TypeError, match="n_workers"):
         LocalCluster(n_workers="2")
