@@ -499,6 +499,14 @@ def _stop(proc: subprocess.Popen, sig: int) -> int:
     return proc.returncode
 
 
+def _kill_left(procs: list[subprocess.Popen]) -> None:
+    """Whatever a failed test left running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
     pytest.importorskip("shmdask.cluster.tcp_server")
     pytest.importorskip("shmdask.cluster.remote_worker")
@@ -527,10 +535,7 @@ def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
         assert _stop(workers[2], signal.SIGTERM) == 0
         assert _stop(scheduler, signal.SIGINT) in (0, 130)
     finally:
-        for proc in [scheduler, *workers]:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_left([scheduler, *workers])
     shmdask_cmd.assert_clean()
 
 
@@ -569,10 +574,7 @@ def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
         assert _stop(procs[1], signal.SIGTERM) == 0
         assert _stop(scheduler, signal.SIGTERM) == 0
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_left(procs)
     shmdask_cmd.assert_clean()
 
 
@@ -743,10 +745,7 @@ def test_tls_from_the_command_line(shmdask_cmd, certificate, monkeypatch):
         assert _stop(procs[1], signal.SIGTERM) == 0
         assert _stop(scheduler, signal.SIGINT) in (0, 130)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_left(procs)
     shmdask_cmd.assert_clean()
 
 
