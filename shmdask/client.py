@@ -293,7 +293,7 @@ class Client:
                       options: dict | None = None) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
-        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize)
+        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize, self)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
         self.connection.submit(dsk, deps, new, prio, self._listener, options)
         return futures
@@ -392,22 +392,34 @@ class Client:
             out.append(rebuild({k: futures[k] for k in flatten(ks)}, *extra))
         return out
 
+    finalizes_views = True  # run_graph takes finalize= (see base._run)
+
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
-                  priorities: Mapping) -> dict:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
+                  priorities: Mapping, finalize: Callable[[dict], Any] | None = None) -> Any:
+        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
+
+        With ``finalize``, returns ``finalize({key: value})``, called on
+        read-only views of shared memory while the keys are still held: a
+        finalizer that copies what it keeps (concatenating chunks) makes the
+        one copy of the data."""
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
         earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
+        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
         futures, new = self._new_futures(keys)
         self.connection.submit(dsk, dependencies, new, priorities, self._listener)
         try:
             self._wait_with_progress(futures, len(dsk) + earlier)
-            values = self.gather(futures)
+            if finalize is None:
+                values = self.gather(futures)
+            else:
+                self.gather([f for f in futures if f._status.status != "finished"])  # errors
+                self._check_alive()
+                return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
         finally:
             del futures  # releases the keys on the cluster
             if self.report_dir is not None:
@@ -714,10 +726,18 @@ def default_client(c: Client | None = None) -> Client:
 # -- helpers ------------------------------------------------------------------------
 
 
-def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None) -> tuple:
-    """Graph entries that are Futures are data already on the cluster."""
+def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
+                   client: Client) -> tuple:
+    """Graph entries that are Futures are data already on the cluster (``client``'s:
+    another client's keys mean nothing to this one's scheduler)."""
     if not any(base.is_future(v) for v in dsk.values()):
         return dsk, dependencies, priorities
+    for v in dsk.values():
+        if base.is_future(v) and v.client is not client:
+            raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
+                             f"a graph sent through {client!r} can only use its own "
+                             "futures (gather the value and scatter it, or submit the "
+                             "work through the future's client)")
     keep = {k: v for k, v in dsk.items() if not base.is_future(v)}
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
@@ -735,9 +755,9 @@ def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
     return finalized_graph(c, optimize_graph)
 
 
-def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
+def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool, client: Client) -> tuple:
     prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
-    return _strip_futures(prepared, deps, prio)
+    return _strip_futures(prepared, deps, prio, client)
 
 
 def _iter_futures(x: Any) -> list[Future]:

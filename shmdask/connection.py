@@ -49,6 +49,12 @@ class Connection(ABC):
     def fetch(self, keys: list) -> dict:
         """Values of keys in memory, as private user objects."""
 
+    def fetch_views(self, keys: list) -> dict:
+        """Values of keys in memory for a reader that copies what it keeps:
+        read-only and valid only while the keys are held, where that saves a
+        copy; private copies otherwise."""
+        return self.fetch(keys)
+
     @abstractmethod
     def scheduler_info(self) -> dict:
         """dask's ``scheduler_info()`` dict."""
@@ -101,6 +107,10 @@ class LocalConnection(Connection):
     def fetch(self, keys: list) -> dict:
         data, store = self.engine.data, self.engine.store
         return {k: store.to_user(data[k]) for k in keys}
+
+    def fetch_views(self, keys: list) -> dict:
+        data, store = self.engine.data, self.engine.store
+        return {k: store.to_user_view(data[k]) for k in keys}
 
     def scheduler_info(self) -> dict:
         return self.cluster.scheduler_info()

@@ -60,6 +60,7 @@ from shmdask.cluster.protocol import (
     serialize_value,
 )
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
+from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
 
@@ -256,7 +257,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
             stop = time.time()
             record = self._record(key, lane_name, start, stop, 0, "inline")
-            return ("erred", key, dump_exception(exc), traceback.format_exc(), record)
+            return ("erred", key, dump_exception(as_task_error(key, exc)),
+                    traceback.format_exc(), record)
         stop = time.time()
         record = self._record(key, lane_name, start, stop, stored.nbytes, stored.where)
         return ("done", key, stored, record)

@@ -135,6 +135,11 @@ class DataStore(ABC):
     @abstractmethod
     def from_user(self, obj: Any) -> Any: ...
 
+    def to_user_view(self, value: Any) -> Any:
+        """``value`` for a reader that copies what it keeps: read-only views
+        where the store can (valid only while the key is held), else ``to_user``."""
+        return self.to_user(value)
+
     def release(self, values: list) -> None:
         pass
 

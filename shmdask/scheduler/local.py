@@ -22,12 +22,14 @@ call blocked in C finishes first), and no queued task starts.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -35,18 +37,24 @@ import psutil
 from shmdask.graph import execute_task
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
+from shmdask.scheduler.state import as_task_error
 from shmdask.units import format_bytes
 
 _FLUSH_SECONDS = 0.005
 
 
 def run_batch(worker: WorkerHandle, tasks: Iterable[TaskSpec], lane: str, post,
-              stop_on_error: bool = False) -> None:
+              stop_on_error: bool = False,
+              ctrl_c: Callable[[], bool] = lambda: False) -> None:
     """Run tasks in order, posting results every few milliseconds.
 
     A task error is posted and the batch goes on (its other tasks may belong
-    to other computations), unless ``stop_on_error``.  Ctrl-C in the main
-    thread is not a task error: it propagates to the caller at once.
+    to other computations), unless ``stop_on_error``.  A task that raises
+    SystemExit or KeyboardInterrupt fails like any other (as a
+    :class:`~shmdask.scheduler.state.TaskExit`).  Ctrl-C (``ctrl_c()`` says
+    whether a KeyboardInterrupt came from SIGINT) is not a task error: it
+    propagates to the caller at once; nor is the interruption of a stopping
+    worker thread.
     """
     results: list[TaskResult] = []
     last_flush = time.time()
@@ -62,13 +70,13 @@ def run_batch(worker: WorkerHandle, tasks: Iterable[TaskSpec], lane: str, post,
             if results:
                 post(("done", worker.id, results))
                 results = []
-            if isinstance(exc, KeyboardInterrupt) and (
-                    threading.current_thread() is threading.main_thread()):
+            if isinstance(exc, KeyboardInterrupt) and ctrl_c():
                 raise
+            if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
+                break  # close() interrupted this thread: not the task's doing
             record = task_record(key, worker.id, lane, start, stop)
-            post(("erred", worker.id, key, exc, "", record))
-            if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
-                                 and worker.stopping):
+            post(("erred", worker.id, key, as_task_error(key, exc), "", record))
+            if stop_on_error:
                 break
             continue
         stop = clock()
@@ -93,7 +101,32 @@ class SyncWorker(WorkerHandle):
         self.stopping = False
 
     def run(self, tasks: list[TaskSpec]) -> None:
-        run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True)
+        with _watch_sigint() as ctrl_c:
+            run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True,
+                      ctrl_c=ctrl_c)
+
+
+@contextlib.contextmanager
+def _watch_sigint() -> Iterator[Callable[[], bool]]:
+    """Tell Ctrl-C from a task that raises KeyboardInterrupt itself: while the
+    default SIGINT handler is in place, ours notes the signal before raising.
+    Where it cannot be watched (not the main thread, a handler of the user's),
+    a KeyboardInterrupt on the main thread counts as Ctrl-C."""
+    on_main = threading.current_thread() is threading.main_thread()
+    if not on_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: on_main
+        return
+    seen = []
+
+    def note(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class ThreadWorker(WorkerHandle):
