@@ -38,6 +38,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
+from shmdask.cluster.requests import Requests
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.engine import TaskResult, TaskSpec, WorkerHandle
 
@@ -50,6 +51,7 @@ class ProcessWorkerHandle(WorkerHandle):
     """One worker process, as the engine sees it."""
 
     kind = "local"
+    retiring = False  # set when the cluster lets it go on purpose (no replacement)
 
     def __init__(self, worker_id: str, proc: subprocess.Popen, conn: Connection, hello: dict,
                  nthreads: int, memory_limit: int | None):
@@ -75,6 +77,9 @@ class ProcessWorkerHandle(WorkerHandle):
         self._reply_ready = threading.Condition()
         self._ps = psutil.Process(proc.pid)
         self._reader: threading.Thread | None = None
+        self._calls = Requests()  # client.run calls waiting for this worker
+        # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
+        self.on_ask: Any = None
 
     # -- sending (engine thread, store) ---------------------------------------
 
@@ -133,6 +138,16 @@ class ProcessWorkerHandle(WorkerHandle):
                 raise TimeoutError(f"worker {self.id} did not answer")
             return self._replies.pop()
 
+    def call_function(self, fn: Any, args: tuple = (), kwargs: dict | None = None,
+                      timeout: float | None = None) -> tuple[bool, Any]:
+        """Run ``fn(*args, **kwargs)`` in the worker process, beside its tasks
+        (``client.run``); returns ``(True, result)`` or ``(False, exception)``."""
+        def send(req: int) -> None:
+            if not self._send(encode_message(("run-function", req), (fn, args, kwargs or {}))):
+                self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
+
+        return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
+
     # -- receiving (reader thread) ---------------------------------------------
 
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
@@ -160,6 +175,7 @@ class ProcessWorkerHandle(WorkerHandle):
                 self.kill(f"worker {self.id} (pid {self.pid}) sent a message that could not "
                           f"be read ({exc!r}) and was stopped")
                 break
+        self._calls.cancel_all((False, ConnectionError(f"worker {self.id} is gone")))
         if not self.closing:
             on_lost(self, self._death_reason())
 
@@ -192,6 +208,12 @@ class ProcessWorkerHandle(WorkerHandle):
             with self._reply_ready:
                 self._replies.append(header[1])
                 self._reply_ready.notify_all()
+        elif op in ("secede", "rejoin"):
+            post((op, self.id, header[1]))
+        elif op == "function-result":
+            self._calls.answer(header[1], function_result(header[2], body))
+        elif op == "ask":
+            self._send(encode_message(("answer", header[1], *answer_ask(self.on_ask, header))))
 
     def _death_reason(self) -> str:
         # Reap the process in every case (an unreaped Popen lingers as a zombie).
@@ -259,6 +281,22 @@ class ProcessWorkerHandle(WorkerHandle):
 
     def __repr__(self) -> str:
         return f"<ProcessWorkerHandle {self.id} pid={self.pid} nthreads={self.nthreads}>"
+
+
+def function_result(ok: bool, body: list) -> tuple[bool, Any]:
+    """A worker's "function-result" message -> ``(ok, value or exception)``."""
+    value = loads_message(body)
+    return (True, value) if ok else (False, load_exception(value))
+
+
+def answer_ask(on_ask: Any, header: tuple) -> tuple[bool, Any]:
+    """What to answer a task's ``("ask", req, what, args)``: ``(ok, value or reason)``."""
+    if on_ask is None:
+        return False, "this scheduler answers no questions from workers"
+    try:
+        return True, on_ask(header[2], header[3])
+    except Exception as exc:  # the reason goes back to the asking task
+        return False, f"{type(exc).__name__}: {exc}"
 
 
 def _unpicklable(key: Any, exc: BaseException) -> TypeError:
@@ -333,4 +371,4 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
         raise
 
 
-__all__ = ["ProcessWorkerHandle", "spawn_workers"]
+__all__ = ["ProcessWorkerHandle", "spawn_workers", "function_result", "answer_ask"]
