@@ -90,8 +90,12 @@ class _Session:
         except CommClosedError as exc:
             reason = f"lost {self.role} {self.id} at {self.comm.peer}: {exc}"
         except Exception as exc:  # a peer's bad input costs it its connection, not us
-            reason = f"dropped {self.role} {self.id} at {self.comm.peer}: bad message: {exc!r}"
+            detail = str(exc) if isinstance(exc, ProtocolError) else repr(exc)
+            reason = (f"dropped {self.role} {self.id} at {self.comm.peer}: it broke the "
+                      f"shmdask protocol: {detail}")
             log.warning("%s", reason)
+            if not self.closing and not self.listener.closing:
+                self.broke_protocol(detail)
         finally:
             self.comm.abort()
             if not self.closing and not self.listener.closing:
@@ -107,6 +111,9 @@ class _Session:
 
     def lost(self, reason: str) -> None:
         pass
+
+    def broke_protocol(self, detail: str) -> None:
+        """The peer sent something that is not the protocol (before ``lost``)."""
 
     def close(self) -> None:
         self.closing = True
@@ -292,6 +299,15 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
     def lost(self, reason: str) -> None:
         self._calls.cancel_all((False, ConnectionError(reason)))
         self.listener.engine.post(("worker-lost", self.id, reason))
+
+    def broke_protocol(self, detail: str) -> None:
+        # Not a crash: running the tasks again would break it again.  The
+        # tasks it was running fail with the reason, before the loss is seen.
+        for key in list(self.processing):
+            self.processing.pop(key, None)
+            err = ProtocolError(f"task {key!r} was running on remote worker {self.id} at "
+                                f"{self.comm.peer}, which broke the shmdask protocol: {detail}")
+            self.listener.engine.post(("erred", self.id, key, err, "", None))
 
     # -- info -----------------------------------------------------------------
 
