@@ -29,6 +29,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+import cloudpickle
 import psutil
 
 from shmdask.cluster.protocol import (
@@ -143,7 +144,8 @@ class ProcessWorkerHandle(WorkerHandle):
         """Run ``fn(*args, **kwargs)`` in the worker process, beside its tasks
         (``client.run``); returns ``(True, result)`` or ``(False, exception)``."""
         def send(req: int) -> None:
-            if not self._send(encode_message(("run-function", req), (fn, args, kwargs or {}))):
+            if not self._send(encode_message(("run-function", req),
+                                                 dumps_call(fn, args, kwargs))):
                 self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
 
         return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
@@ -283,9 +285,18 @@ class ProcessWorkerHandle(WorkerHandle):
         return f"<ProcessWorkerHandle {self.id} pid={self.pid} nthreads={self.nthreads}>"
 
 
+def dumps_call(fn: Any, args: tuple, kwargs: dict | None) -> bytes:
+    """A function call for a worker: by value, as task functions travel (a function
+    of the client's ``__main__`` means nothing in a worker's)."""
+    return cloudpickle.dumps((fn, args, kwargs or {}), protocol=5)
+
+
 def function_result(ok: bool, body: list) -> tuple[bool, Any]:
     """A worker's "function-result" message -> ``(ok, value or exception)``."""
-    value = loads_message(body)
+    try:
+        (value,) = loads_message(body)
+    except Exception as exc:  # e.g. a class the client cannot import: the caller's error
+        return False, RuntimeError(f"the worker's answer could not be read here: {exc!r}")
     return (True, value) if ok else (False, load_exception(value))
 
 
@@ -371,4 +382,5 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
         raise
 
 
-__all__ = ["ProcessWorkerHandle", "spawn_workers", "function_result", "answer_ask"]
+__all__ = ["ProcessWorkerHandle", "spawn_workers", "function_result", "answer_ask",
+           "dumps_call"]

@@ -42,7 +42,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
-from shmdask.cluster.pipe_transport import answer_ask, function_result
+from shmdask.cluster.pipe_transport import answer_ask, dumps_call, function_result
 from shmdask.cluster.requests import Requests
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
@@ -220,7 +220,7 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
         def send(req: int) -> None:
             try:
                 self.comm.post([*header_frames(("run-function", req)),
-                                *dumps_message((fn, args, kwargs or {}))])
+                                *dumps_message(dumps_call(fn, args, kwargs))])
             except CommClosedError:
                 self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
 

@@ -49,6 +49,7 @@ import importlib
 import itertools
 import json
 import os
+import pickle
 import queue
 import signal
 import socket
@@ -214,12 +215,13 @@ class Worker:
     def _run_function(self, req: int, body: list) -> None:
         from shmdask.cluster.worker_calls import call_function
 
-        ok, value = call_function(self, lambda: loads_message(body))
+        ok, value = call_function(self, lambda: pickle.loads(loads_message(body)))
         try:
-            self.send(("function-result", req, ok), value if ok else dump_exception(value))
+            # (in a tuple: a body of None would be no body at all)
+            self.send(("function-result", req, ok), (value if ok else dump_exception(value),))
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
             err = TypeError(f"the result of the function cannot be sent back: {exc!r}")
-            self.send(("function-result", req, False), dump_exception(err))
+            self.send(("function-result", req, False), (dump_exception(err),))
 
     def ask(self, what: str, *args: Any, timeout: float = 60) -> Any:
         """Ask the cluster something (from a task thread) and wait for the answer."""
