@@ -38,8 +38,8 @@ import psutil
 from shmdask.cluster import scaling
 from shmdask.cluster.pipe_transport import ProcessWorkerHandle, spawn_workers
 from shmdask.cluster.protocol import SHM_THRESHOLD
-from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, new_cluster_id
 from shmdask.cluster.scheduler_view import SchedulerInfo, SchedulerView
+from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, new_cluster_id
 from shmdask.cluster.store import ShmStore
 from shmdask.cluster.worker_calls import install_upload, keep_logs
 from shmdask.diagnostics.task_stream import MemorySampler

@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert", default=None)
     parser.add_argument("--tls-key", default=None)
     args = parser.parse_args(argv)
+    from shmdask.cluster.worker import _extend_sys_path
+
+    _extend_sys_path()  # a worker started by a Python program sees its modules
     code = run_worker(args.address, args.nworkers, args.name, None, args.nthreads,
                       args.reconnect_timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
                       tls_key=args.tls_key)

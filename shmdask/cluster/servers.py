@@ -201,7 +201,9 @@ class Worker(_Server):
         from shmdask.client import Client
 
         name = self.name or f"worker-{os.getpid()}-{id(self):x}"
-        env = dict(os.environ)
+        from shmdask.cluster.pipe_transport import _worker_environment
+
+        env = _worker_environment()  # this checkout and our sys.path, as local workers get
         if self.auth_key is not None:  # by environment, never on a command line
             key = self.auth_key
             env["SHMDASK_AUTH_KEY"] = key.decode() if isinstance(key, bytes) else key
