@@ -29,7 +29,6 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle
 import psutil
 
 from shmdask.cluster.protocol import (
@@ -39,7 +38,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
-from shmdask.cluster.requests import Requests
+from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.engine import TaskResult, TaskSpec, WorkerHandle
 
@@ -285,31 +284,6 @@ class ProcessWorkerHandle(WorkerHandle):
         return f"<ProcessWorkerHandle {self.id} pid={self.pid} nthreads={self.nthreads}>"
 
 
-def dumps_call(fn: Any, args: tuple, kwargs: dict | None) -> bytes:
-    """A function call for a worker: by value, as task functions travel (a function
-    of the client's ``__main__`` means nothing in a worker's)."""
-    return cloudpickle.dumps((fn, args, kwargs or {}), protocol=5)
-
-
-def function_result(ok: bool, body: list) -> tuple[bool, Any]:
-    """A worker's "function-result" message -> ``(ok, value or exception)``."""
-    try:
-        (value,) = loads_message(body)
-    except Exception as exc:  # e.g. a class the client cannot import: the caller's error
-        return False, RuntimeError(f"the worker's answer could not be read here: {exc!r}")
-    return (True, value) if ok else (False, load_exception(value))
-
-
-def answer_ask(on_ask: Any, header: tuple) -> tuple[bool, Any]:
-    """What to answer a task's ``("ask", req, what, args)``: ``(ok, value or reason)``."""
-    if on_ask is None:
-        return False, "this scheduler answers no questions from workers"
-    try:
-        return True, on_ask(header[2], header[3])
-    except Exception as exc:  # the reason goes back to the asking task
-        return False, f"{type(exc).__name__}: {exc}"
-
-
 def _unpicklable(key: Any, exc: BaseException) -> TypeError:
     err = TypeError(f"task {key!r} cannot be sent to a worker process: {exc}")
     err.__cause__ = exc
@@ -382,5 +356,4 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
         raise
 
 
-__all__ = ["ProcessWorkerHandle", "spawn_workers", "function_result", "answer_ask",
-           "dumps_call"]
+__all__ = ["ProcessWorkerHandle", "spawn_workers"]

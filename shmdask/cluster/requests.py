@@ -6,6 +6,11 @@ asks the cluster where the scheduler listens (``get_client``).  The asking
 thread takes a numbered slot, sends its request with the number, and waits;
 the connection's reader thread fills the slot when the answer with that
 number arrives.  Answers to requests nobody waits for any more are dropped.
+
+Also here, shared by the pipe and TCP transports: how a function call for a
+worker is pickled (:func:`dumps_call`), how its answer is read
+(:func:`function_result`), and what the cluster answers a task's question
+(:func:`answer_ask`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import cloudpickle
+
+from shmdask.cluster.protocol import load_exception, loads_message
 
 
 class Requests:
@@ -56,4 +65,29 @@ class Requests:
             slot[0].set()
 
 
-__all__ = ["Requests"]
+def dumps_call(fn: Any, args: tuple, kwargs: dict | None) -> bytes:
+    """A function call for a worker: by value, as task functions travel (a function
+    of the client's ``__main__`` means nothing in a worker's)."""
+    return cloudpickle.dumps((fn, args, kwargs or {}), protocol=5)
+
+
+def function_result(ok: bool, body: list) -> tuple[bool, Any]:
+    """A worker's "function-result" message -> ``(ok, value or exception)``."""
+    try:
+        (value,) = loads_message(body)
+    except Exception as exc:  # e.g. a class the client cannot import: the caller's error
+        return False, RuntimeError(f"the worker's answer could not be read here: {exc!r}")
+    return (True, value) if ok else (False, load_exception(value))
+
+
+def answer_ask(on_ask: Any, header: tuple) -> tuple[bool, Any]:
+    """What to answer a task's ``("ask", req, what, args)``: ``(ok, value or reason)``."""
+    if on_ask is None:
+        return False, "this scheduler answers no questions from workers"
+    try:
+        return True, on_ask(header[2], header[3])
+    except Exception as exc:  # the reason goes back to the asking task
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["Requests", "dumps_call", "function_result", "answer_ask"]

@@ -35,7 +35,6 @@ from shmdask.cluster.comm import (
     loads_values,
     recv_message,
 )
-from shmdask.cluster.pipe_transport import answer_ask, dumps_call, function_result
 from shmdask.cluster.protocol import (
     ConnectionState,
     dump_exception,
@@ -43,7 +42,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
-from shmdask.cluster.requests import Requests
+from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
 
