@@ -8,11 +8,18 @@ import pytest
 
 from shmdask.client import Client
 from shmdask.cluster.local_cluster import LocalCluster
-from shmdask.distributed import Nanny, Scheduler, Worker
+from shmdask.distributed import Nanny, Scheduler, Worker, worker_client
 
 
 def inc(x: int) -> int:
     return x + 1
+
+
+def fib(n: int) -> int:
+    if n < 2:
+        return n
+    with worker_client() as client:
+        return sum(client.gather([client.submit(fib, n - 1), client.submit(fib, n - 2)]))
 
 
 def test_async_with_scheduler_and_workers():
@@ -55,6 +62,10 @@ def test_worker_joins_a_scheduler_of_another_process_over_tcp():
             assert info["kind"] == "remote" and info["name"] == "by-hand"
             with Client(cluster, set_as_default=False) as client:
                 assert client.submit(inc, 2).result() == 3
+                # the TCP worker runs functions, and its tasks reach the scheduler too
+                assert client.run(lambda dask_worker: dask_worker.address) == \
+                    {w.address: w.address}
+                assert client.submit(fib, 5).result(timeout=60) == 5
         assert w.address not in cluster.scheduler_info["workers"]
 
 
