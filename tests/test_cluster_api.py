@@ -3,6 +3,7 @@ run, upload_file, logs, scheduler views, shutdown."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 from conftest import wait_for
 
 from shmdask.client import Client
+from shmdask.cluster import shm
 from shmdask.cluster.local_cluster import LocalCluster
 
 
@@ -45,6 +47,12 @@ def test_scale_up_and_down_keeps_data():
         assert [int(v[0]) for v in values] == list(range(12))
         assert c.submit(lambda: 7).result() == 7
         assert "retired worker-2" in cluster.get_logs()["Cluster"]
+        # once released, the retired workers' segments are unlinked (cluster still up)
+        retired = tuple(shm.cluster_prefix(cluster.id, w) for w in ("worker-1", "worker-2"))
+        del futures, values
+        gc.collect()
+        wait_for(lambda: not [n for n in os.listdir(shm.SHM_DIR) if n.startswith(retired)],
+                 what="the retired workers' segments to go")
         with pytest.raises(ValueError):
             cluster.scale(-1)
         with pytest.raises(TypeError):

@@ -244,6 +244,8 @@ class Worker:
 
     def secede(self) -> None:
         """The task on this thread leaves the pool (it is about to wait on others)."""
+        if getattr(current, "key", None) is None:
+            raise ValueError("secede() must be called from a task (this thread runs none)")
         if current.seceded:
             return
         current.seceded = True
@@ -258,7 +260,7 @@ class Worker:
 
     def rejoin(self) -> None:
         """The seceded task on this thread counts against the pool again."""
-        if not current.seceded:
+        if not getattr(current, "seceded", False):
             return
         current.seceded = False
         with self._pool_lock:
