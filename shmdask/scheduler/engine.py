@@ -318,7 +318,7 @@ class Engine:
             if event[2] in self.in_flight.get(event[1], ()):
                 self.seceded.setdefault(event[1], set()).add(event[2])
         elif kind == "rejoin":
-            self.seceded.get(event[1], set()).discard(event[2])
+            self._answered(event[1], [event[2]])
         elif kind == "retire":
             self._on_retire(event[1], event[2])
         elif kind == "wake":
@@ -368,8 +368,10 @@ class Engine:
     def _answered(self, worker_id: str, keys: Iterable) -> None:
         """Keys a worker answered: no longer seceded; a retiring worker may go."""
         seceded = self.seceded.get(worker_id)
-        if seceded:
+        if seceded is not None:
             seceded.difference_update(keys)
+            if not seceded:  # keep the common path (no seceded task) a miss
+                del self.seceded[worker_id]
         if worker_id in self.retiring and not self.in_flight.get(worker_id):
             self.retiring.pop(worker_id)(worker_id)
 
