@@ -37,7 +37,8 @@ def test_scale_up_and_down_keeps_data():
         # data made on every worker, in shared memory
         futures = c.map(lambda i: np.full(50_000, i), range(12))
         c.gather(futures)
-        owners = cluster.engine.call(lambda e: {e.data[f.key].owner for f in futures})
+        keys = [f.key for f in futures]
+        owners = cluster.engine.call(lambda e: {e.data[k].owner for k in keys})
         assert len(owners) >= 2
         cluster.scale(1)
         assert len(cluster.workers) == 1
@@ -236,3 +237,27 @@ def test_scale_side_by_side_with_dask_distributed():
             cluster.scale(n)
             ours.append(len(cluster.scheduler_info["workers"]))
     assert ours == counts == [3, 1]
+
+
+def test_shutdown_stops_a_scheduler_served_by_the_command_line():
+    import threading
+
+    from shmdask.cli.cluster import serve_scheduler
+
+    ready = threading.Event()
+    where: list = []
+
+    def on_ready(address):
+        where.append(address)
+        ready.set()
+
+    server = threading.Thread(target=serve_scheduler,
+                              kwargs={"port": 0, "n_workers": 1, "ready_callback": on_ready},
+                              daemon=True)
+    server.start()
+    assert ready.wait(60)
+    client = Client(where[0], set_as_default=False)
+    assert client.submit(pid).result(timeout=30) != os.getpid()
+    client.shutdown()
+    server.join(30)
+    assert not server.is_alive()
