@@ -556,6 +556,16 @@ class Client:
                                       workers=workers, on_error=on_error)
         return result if wait else None
 
+    def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` in the scheduler's process (for a
+        LocalCluster: this one); a ``dask_scheduler`` parameter gets ``cluster.scheduler``."""
+        if not callable(function):
+            raise TypeError(f"run_on_scheduler() needs a callable, not "
+                            f"{type(function).__name__}")
+        self._check_alive()
+        return self.connection.call("run_on_scheduler", function=function, args=args,
+                                    kwargs=kwargs)
+
     def upload_file(self, filename: str, load: bool = True) -> dict:
         """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker and make it
         importable there (a ``.py`` is imported at once); workers started later

@@ -127,6 +127,15 @@ def test_run_on_every_worker(pair):
         c.run(3)
 
 
+def test_run_on_scheduler(pair):
+    cluster, c = pair
+    assert c.run_on_scheduler(pid) == os.getpid()  # a LocalCluster's scheduler is here
+    assert c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.workers)) == \
+        sorted(cluster.workers)
+    with pytest.raises(ZeroDivisionError):
+        c.run_on_scheduler(lambda: 1 / 0)
+
+
 def test_upload_file_reaches_current_and_later_workers(pair, tmp_path):
     cluster, c = pair
     module = tmp_path / "shmdask_uploaded_mod.py"
@@ -204,6 +213,7 @@ def test_remote_client_verbs_and_shutdown():
         with Client(cluster.scheduler_address, set_as_default=False) as remote:
             assert remote.cluster is None
             assert remote.run(pid) == {"worker-0": cluster.workers["worker-0"].pid}
+            assert remote.run_on_scheduler(pid) == os.getpid()
             cluster.scale(2)
             assert len(remote.retire_workers(n=1)) == 1
             remote.shutdown()

@@ -9,6 +9,7 @@ Out: the call's value, or its exception, to the caller.
 The calls::
 
     run            fn(*args, **kwargs) on every worker (or some) -> {worker: value}
+    run_on_scheduler  fn(*args, **kwargs) here, in the scheduler's process
     upload_file    a .py/.zip/.egg saved and imported on every worker, and on later ones
     retire_workers graceful stop of workers (LocalCluster.retire_workers)
     worker_logs    each worker's kept log lines
@@ -114,6 +115,21 @@ def run(cluster: Any, function: Callable, args: tuple = (), kwargs: dict | None 
         elif on_error == "raise":
             raise value
     return out
+
+
+@_call("run_on_scheduler")
+def run_on_scheduler(cluster: Any, function: Callable, args: tuple = (),
+                     kwargs: dict | None = None) -> Any:
+    """``client.run_on_scheduler``: call ``function`` in the scheduler's process; a
+    ``dask_scheduler`` parameter is given ``cluster.scheduler`` (the scheduler view)."""
+    from shmdask.cluster.worker_calls import call_function
+
+    scheduler = getattr(cluster, "scheduler", cluster)
+    ok, value = call_function(scheduler, lambda: (function, args, kwargs or {}),
+                              context_name="dask_scheduler")
+    if not ok:
+        raise value
+    return value
 
 
 @_call("upload_file")

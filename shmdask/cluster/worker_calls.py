@@ -36,14 +36,15 @@ LOG_LINES = 10_000  # log records a process keeps for get_logs()
 UPLOADABLE = (".py", ".zip", ".egg")
 
 
-def call_function(worker: Any, load: Callable[[], tuple]) -> tuple[bool, Any]:
+def call_function(worker: Any, load: Callable[[], tuple],
+                  context_name: str = "dask_worker") -> tuple[bool, Any]:
     """Run the ``(fn, args, kwargs)`` that ``load()`` unpickles; ``dask_worker=``
-    is passed to functions that take it, as dask does."""
+    (``context_name``) is passed to functions that take it, as dask does."""
     try:
         fn, args, kwargs = load()
         with contextlib.suppress(TypeError, ValueError):  # builtins may have no signature
-            if "dask_worker" in inspect.signature(fn).parameters:
-                kwargs = {**kwargs, "dask_worker": worker}
+            if context_name in inspect.signature(fn).parameters:
+                kwargs = {**kwargs, context_name: worker}
         return True, fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - handed back to the caller
         return False, exc
