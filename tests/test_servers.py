@@ -63,8 +63,9 @@ def test_worker_joins_a_scheduler_of_another_process_over_tcp():
             with Client(cluster, set_as_default=False) as client:
                 assert client.submit(inc, 2).result() == 3
                 # the TCP worker runs functions, and its tasks reach the scheduler too
-                assert client.run(lambda dask_worker: dask_worker.address) == \
-                    {w.address: w.address}
+                assert client.run(lambda dask_worker: (dask_worker.address,
+                                                       dask_worker.name)) == \
+                    {w.address: (w.address, "by-hand")}
                 assert client.submit(fib, 5).result(timeout=60) == 5
         assert w.address not in cluster.scheduler_info["workers"]
 

@@ -164,6 +164,7 @@ def _run_one(address: str, name: str | None, auth_key, nthreads: int,
             worker_id = welcome[1]
             _say(f"joined {address} as {worker_id}")
             worker = RemoteWorker(comm, worker_id, nthreads)
+            worker.given_name = name
             # A task's get_client() connects where this worker did.
             worker.scheduler_connect = {"address": address, "auth_key": auth_key, **tls}
             why = worker.serve()

@@ -139,7 +139,10 @@ class Worker:
 
     @property
     def name(self) -> str:
-        return self.worker_id
+        """The name it was given (``shmdask worker --name``), else its id."""
+        return self.given_name or self.worker_id
+
+    given_name: str | None = None
 
     @property
     def id(self) -> str:
