@@ -28,8 +28,14 @@ class Connection(ABC):
 
     @abstractmethod
     def submit(self, dsk: Mapping, dependencies: Mapping, wanted: list,
-               priorities: Mapping | None, listener: Listener) -> None:
-        """Add a graph; ``listener`` hears when each wanted key is done."""
+               priorities: Mapping | None, listener: Listener,
+               annotations: Mapping | None = None) -> None:
+        """Add a graph; ``listener`` hears when each wanted key is done.
+        ``annotations``: per-key scheduling options (priority, retries, ...)."""
+
+    @abstractmethod
+    def retry(self, keys: list, listener: Listener) -> None:
+        """Run these erred keys (and what erred with them) again."""
 
     @abstractmethod
     def scatter(self, items: Mapping, listener: Listener) -> None:
@@ -84,8 +90,12 @@ class LocalConnection(Connection):
         self.cluster = cluster
         self.engine = cluster.engine
 
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
-        self.engine.submit(dsk, dependencies, wanted, priorities, listener)
+    def submit(self, dsk, dependencies, wanted, priorities, listener,
+               annotations: Mapping | None = None) -> None:
+        self.engine.submit(dsk, dependencies, wanted, priorities, listener, annotations)
+
+    def retry(self, keys: list, listener) -> None:
+        self.engine.retry(keys, listener)
 
     def scatter(self, items: Mapping, listener) -> None:
         self.engine.scatter(items, listener)

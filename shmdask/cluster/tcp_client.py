@@ -116,7 +116,8 @@ class RemoteConnection(Connection):
 
     # -- one-way verbs ------------------------------------------------------------
 
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
+    def submit(self, dsk, dependencies, wanted, priorities, listener,
+               annotations: Mapping | None = None) -> None:
         self._check()
         wanted = list(wanted)
         with self._lock:
@@ -124,8 +125,16 @@ class RemoteConnection(Connection):
                 self._listeners[key] = listener
         with self._post_lock:  # function tokens must go out in pickling order
             frames = [*header_frames(("submit", wanted)),
-                      *dumps_message((dsk, dependencies, wanted, priorities), self.functions)]
+                      *dumps_message((dsk, dependencies, wanted, priorities, annotations),
+                                     self.functions)]
             self._post(frames)
+
+    def retry(self, keys: list, listener) -> None:
+        self._check()
+        with self._lock:
+            for key in keys:
+                self._listeners[key] = listener
+        self._post(header_frames(("retry", list(keys))))
 
     def scatter(self, items: Mapping, listener) -> None:
         self._check()

@@ -370,14 +370,17 @@ class ClientSession(_Session):
         if op == "submit":
             keys = list(header[1])
             try:
-                dsk, dependencies, wanted, priorities = loads_message(body, self.functions)
+                dsk, dependencies, wanted, priorities, annotations = loads_message(
+                    body, self.functions)
             except Exception as exc:
                 err = RuntimeError(f"the scheduler could not load the submitted graph: {exc!r}")
                 for key in keys:
                     self._listener(key, "erred", err)
                 return
             self._want(list(wanted))
-            engine.submit(dsk, dependencies, wanted, priorities, self._listener)
+            engine.submit(dsk, dependencies, wanted, priorities, self._listener, annotations)
+        elif op == "retry":
+            engine.retry(list(header[1]), self._listener)
         elif op == "scatter":
             try:
                 items, unclaimed = loads_values(body, refs, owner="client")

@@ -125,6 +125,7 @@ class Worker:
         self.tasks_run = 0
         self.bytes_received = 0
         self.warm_imports = warm_imports
+        self._warming: threading.Thread | None = None
         self._pool_lock = threading.Lock()
         self._pooled = nthreads  # executor threads that count against nthreads
         self._lanes = itertools.count()
@@ -165,8 +166,9 @@ class Worker:
         if self.warm_imports:
             # Modules the client uses (shmdask.array, say) load while we wait
             # for work, not inside the first task that unpickles one of them.
-            threading.Thread(target=_warm_up, args=(self.warm_imports,), daemon=True,
-                             name="shmdask-warm-imports").start()
+            self._warming = threading.Thread(target=_warm_up, args=(self.warm_imports,),
+                                             daemon=True, name="shmdask-warm-imports")
+            self._warming.start()
         self.start_lanes()
         try:
             self._receive()
@@ -271,6 +273,12 @@ class Worker:
         self.send(("rejoin", current.key))
 
     def _receive_tasks(self, keys: list, body: list) -> None:
+        if self._warming is not None:
+            # Unpickling tasks imports their modules: never while the warm-up
+            # thread is half-way through importing the same ones (two threads in
+            # one import can see a partially initialised module).
+            self._warming.join()
+            self._warming = None
         try:
             tasks = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
