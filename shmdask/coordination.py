@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shmdask.cluster.protocol import pickle_any
+from shmdask.units import parse_timedelta
 
 _FUTURE = "__shmdask_future__"
 
@@ -236,15 +237,13 @@ def service_for(engine: Any) -> CoordinationService:
 
 
 def _timeout(timeout: Any) -> float | None:
+    """Seconds, dask's strings ("100 ms", "2 minutes") or None (wait for ever)."""
     if timeout is None:
         return None
-    if isinstance(timeout, str):
-        from shmdask.cluster.scaling import _seconds
-
-        return _seconds(timeout, "timeout")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
-    return float(timeout)
+    try:
+        return parse_timedelta(timeout)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"timeout: {exc}") from None
 
 
 class _Primitive:

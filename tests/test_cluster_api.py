@@ -230,6 +230,7 @@ def test_shutdown_closes_a_cluster_the_client_does_not_own():
     assert client.closed and cluster.closed
 
 
+@pytest.mark.slow
 def test_scale_side_by_side_with_dask_distributed():
     """scale() up then down: the same worker counts as dask's LocalCluster."""
     distributed = pytest.importorskip("distributed")
@@ -239,7 +240,8 @@ def test_scale_side_by_side_with_dask_distributed():
         for n in (3, 1):
             dc.scale(n)
             dclient.wait_for_workers(n)
-            wait_for(lambda n=n: len(dc.scheduler_info["workers"]) == n, what="dask")
+            wait_for(lambda n=n: len(dc.scheduler_info["workers"]) == n, timeout=60,
+                     what="dask")
             counts.append(len(dc.scheduler_info["workers"]))
     ours = []
     with LocalCluster(n_workers=1) as cluster:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from shmdask.units import parse_bytes
+from shmdask.units import parse_bytes, parse_timedelta
 
 if TYPE_CHECKING:
     from shmdask.cluster.local_cluster import _Runtime
@@ -146,15 +146,10 @@ def workers_for(n: int | None, memory: Any, cores: int | None, runtime: _Runtime
 
 
 def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, str):
-        text = value.strip().lower()
-        for suffix, factor in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-            if text.endswith(suffix) and text[:-len(suffix)].strip().replace(".", "", 1).isdigit():
-                return float(text[:-len(suffix)]) * factor
-        raise ValueError(f"{name}={value!r} is not a duration like '1s' or '500ms'")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
+    seconds = parse_timedelta(value)  # seconds, or dask's strings: "1s", "500ms"
+    if seconds <= 0:
+        raise ValueError(f"{name} must be a positive duration, not {value!r}")
+    return seconds
 
 
 class Adaptive:
