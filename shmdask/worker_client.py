@@ -16,7 +16,8 @@ A worker that joined over TCP (``shmdask worker ADDRESS``) already knows the
 address and its key, and connects there.  The key travels only over the
 worker's own pipe.  Outside a worker process (the client, or the threads
 backend whose tasks run in the client's process) ``get_client()`` is the
-default client.
+default client.  Thread workers (``LocalCluster(processes=False)``) secede the
+same way: a new thread takes the task's place in the worker's pool.
 
 Evolving workflows: a task that waits on tasks it submitted would hold a
 worker thread the waited-on tasks may need.  ``secede()`` takes the task's
@@ -38,10 +39,24 @@ _worker_client: Any = None  # the Client of this worker process, made on first u
 
 
 def _this_worker() -> Any:
-    """The Worker of this process (None outside a worker process)."""
+    """The worker running this task: the Worker of this process (a worker
+    process), or the thread worker running it here (the threads backend); None
+    outside a task."""
+    from shmdask.scheduler import local
+
+    in_thread = getattr(local.current, "worker", None)
+    if in_thread is not None:
+        return in_thread
     from shmdask.cluster import worker as worker_module
 
     return getattr(worker_module.current, "worker", None) or worker_module.Worker.instance
+
+
+def _in_client_process(worker: Any) -> bool:
+    """A thread worker runs in the client's process: its client is the default one."""
+    from shmdask.cluster import worker as worker_module
+
+    return not isinstance(worker, worker_module.Worker)
 
 
 def get_worker() -> Any:
@@ -58,7 +73,7 @@ def get_client(timeout: float | None = None) -> Any:
     Elsewhere: the default client.  ``timeout``: seconds to connect."""
     global _worker_client
     worker = _this_worker()
-    if worker is None:
+    if worker is None or _in_client_process(worker):
         from shmdask import config
         from shmdask.client import Client
 
@@ -79,15 +94,22 @@ def get_client(timeout: float | None = None) -> Any:
         return _worker_client
 
 
+def _pool_of(worker: Any) -> Any:
+    if not hasattr(worker, "secede"):
+        raise ValueError(f"{type(worker).__name__} runs tasks in the scheduler's own "
+                         "thread: there is no thread pool to leave")
+    return worker
+
+
 def secede() -> None:
     """Leave the worker's thread pool: the task keeps running, but no longer
     holds one of the worker's threads (use before waiting on other tasks)."""
-    get_worker().secede()
+    _pool_of(get_worker()).secede()
 
 
 def rejoin() -> None:
     """Come back into the thread pool after :func:`secede`."""
-    get_worker().rejoin()
+    _pool_of(get_worker()).rejoin()
 
 
 @contextlib.contextmanager
@@ -95,10 +117,10 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True
                   ) -> Iterator[Any]:
     """``with worker_client() as client:`` in a task: submit and gather more
     tasks without holding a worker thread (secede on entry, rejoin on exit).
-    Outside a worker process it gives the default client and secedes nothing."""
+    Outside a task it gives the default client and secedes nothing."""
     worker = _this_worker()
     client = get_client(timeout)
-    seceding = worker is not None and separate_thread
+    seceding = separate_thread and hasattr(worker, "secede")
     if seceding:
         worker.secede()
     try:

@@ -114,3 +114,29 @@ def test_fib_side_by_side_with_dask_distributed():
         expected = dc.submit(dask_fib, 6).result(timeout=60)
     with LocalCluster(n_workers=1) as cluster, Client(cluster, set_as_default=False) as c:
         assert c.submit(fib, 6).result(timeout=60) == expected == 8
+
+
+def test_recursive_fib_on_a_one_thread_threads_cluster():
+    """The threads backend (LocalCluster(processes=False)) secedes the same way."""
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1) as cluster, \
+            Client(cluster) as client:  # the default client: what get_client() finds
+        assert client.submit(fib, 8).result(timeout=60) == 21
+        facts = client.submit(worker_facts, pure=False).result()
+        assert facts["address"] in client.scheduler_info()["workers"]
+        # every seceded thread left the pool again: one thread per worker
+        worker = next(iter(cluster.engine.workers.values()))
+        assert worker._pooled == 1
+        assert cluster.engine.call(lambda e: e.seceded) == {}
+
+
+def test_secede_on_the_sync_scheduler_is_refused():
+    import shmdask
+
+    def try_secede():
+        try:
+            secede()
+        except ValueError as exc:
+            return str(exc)
+        return "seceded"
+
+    assert "no thread pool" in shmdask.delayed(try_secede)().compute(scheduler="sync")

@@ -88,7 +88,6 @@ class RemoteWorker(Worker):
 
     def serve(self) -> str:
         """Run tasks until the connection ends; returns why it ended."""
-        Worker.instance = self
         self.start_lanes()
         while True:
             try:
@@ -165,6 +164,7 @@ def _run_one(address: str, name: str | None, auth_key, nthreads: int,
             _say(f"joined {address} as {worker_id}")
             worker = RemoteWorker(comm, worker_id, nthreads)
             worker.given_name = name
+            Worker.instance = worker  # this process's worker (get_worker off task threads)
             # A task's get_client() connects where this worker did.
             worker.scheduler_connect = {"address": address, "auth_key": auth_key, **tls}
             why = worker.serve()

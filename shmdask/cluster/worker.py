@@ -156,12 +156,12 @@ class Worker:
         with self._send_lock:
             self.conn.send_bytes(data)
 
-    # The worker of this process (there is one), for get_worker() off executor threads.
+    # The worker of this process, for get_worker() off executor threads: set by the
+    # entry points of worker processes only (a Worker may also serve inside a test).
     instance: Worker | None = None
 
     def serve(self) -> None:
         """Receive until the connection closes."""
-        Worker.instance = self
         self.send(("hello", self.info()))
         if self.warm_imports:
             # Modules the client uses (shmdask.array, say) load while we wait
@@ -254,6 +254,7 @@ class Worker:
         if current.seceded:
             return
         current.seceded = True
+        self._flush_outbox()  # results held here may be what the task will wait on
         with self._pool_lock:
             self._pooled -= 1
             replace = self._pooled < self.nthreads
@@ -353,18 +354,29 @@ class Worker:
                 if seceded or self.tasks.empty() or now - self._last_flush >= FLUSH_INTERVAL:
                     batch, self._outbox = self._outbox, []
                     self._last_flush = now
-            if batch:
-                unlinked = self.allocator.take_unlinked() if self.allocator else []
-                try:
-                    self.send(("results", unlinked), batch)
-                except OSError:  # the scheduler hung up
-                    return
+            if batch and not self._send_results(batch):
+                return  # the scheduler hung up
             if seceded:
                 return  # a replacement took this thread's place in the pool
             with self._pool_lock:
                 if self._pooled > self.nthreads:  # a rejoined task made the pool too big
                     self._pooled -= 1
                     return
+
+    def _send_results(self, batch: list) -> bool:
+        unlinked = self.allocator.take_unlinked() if self.allocator else []
+        try:
+            self.send(("results", unlinked), batch)
+        except OSError:
+            return False
+        return True
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+            self._last_flush = time.monotonic()
+        if batch:
+            self._send_results(batch)
 
     def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
         start = time.time()
@@ -427,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(conn, args.id, args.cluster, args.nthreads, args.threshold,
                     args.cache_bytes,
                     warm_imports=tuple(m for m in args.warm_imports.split(",") if m))
+    Worker.instance = worker
     try:
         worker.serve()
     finally:
