@@ -688,6 +688,84 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self._close()
 
+    # -- the cluster (scheduler-side calls: shmdask.cluster.scheduler_calls) ----------
+
+    def run(self, function: Callable, *args: Any, workers: list | None = None,
+            wait: bool = True, nanny: bool = False, on_error: str = "raise",
+            **kwargs: Any) -> dict:
+        """Call ``function(*args, **kwargs)`` in every worker process (or those in
+        ``workers``), beside their tasks; returns ``{worker: result}``.  A
+        function with a ``dask_worker`` parameter is given the worker."""
+        if not callable(function):
+            raise TypeError(f"run() needs a callable, not {type(function).__name__}")
+        if nanny:
+            raise ValueError("run(nanny=True): shmdask workers have no nanny process")
+        self._check_alive()
+        result = self.connection.call("run", function=function, args=args, kwargs=kwargs,
+                                      workers=workers, on_error=on_error)
+        return result if wait else None
+
+    def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` in the scheduler's process (for a
+        LocalCluster: this one); a ``dask_scheduler`` parameter gets ``cluster.scheduler``."""
+        if not callable(function):
+            raise TypeError(f"run_on_scheduler() needs a callable, not "
+                            f"{type(function).__name__}")
+        self._check_alive()
+        return self.connection.call("run_on_scheduler", function=function, args=args,
+                                    kwargs=kwargs)
+
+    def upload_file(self, filename: str, load: bool = True) -> dict:
+        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker and make it
+        importable there (a ``.py`` is imported at once); workers started later
+        get it too.  Returns ``{worker: where it was saved}``."""
+        import os
+
+        if not os.path.isfile(filename):
+            raise FileNotFoundError(f"upload_file: no such file {filename!r}")
+        with open(filename, "rb") as f:
+            data = f.read()
+        self._check_alive()
+        return self.connection.call("upload_file", filename=os.path.basename(filename),
+                                    data=data)
+
+    def retire_workers(self, workers: list | None = None, close_workers: bool = True,
+                       n: int | None = None, **kwargs: Any) -> dict:
+        """Stop workers gracefully: they take no new tasks, finish the ones they
+        hold, and go; their results stay.  ``n``: how many (idle first); neither:
+        all idle workers but one.  Returns ``{worker: info}``."""
+        self._check_alive()
+        return self.connection.call("retire_workers", workers=workers, n=n)
+
+    def shutdown(self) -> None:
+        """Close the cluster (scheduler and workers) and this client."""
+        cluster = self.cluster
+        if cluster is not None:
+            self.close()
+            cluster.close()
+            return
+        if not self.closed and self.connection.alive():
+            self.connection.call("shutdown")
+        self.close()
+
+    def get_worker_logs(self, n: int | None = None, workers: list | None = None) -> dict:
+        """``{worker: [(level, line), ...]}``: the log lines each worker kept."""
+        self._check_alive()
+        return self.connection.call("worker_logs", workers=workers, n=n)
+
+    def get_scheduler_logs(self, n: int | None = None) -> list:
+        """``[(level, line), ...]``: the scheduler process's kept log lines."""
+        self._check_alive()
+        return self.connection.call("scheduler_logs", n=n)
+
+    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
+        """Block until the scheduler has at least ``n_workers`` workers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler_info()["workers"]) < n_workers:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n_workers} workers after {timeout} s")
+            time.sleep(0.05)
+
 
 def _close_quietly(ref: weakref.ref) -> None:
     client = ref()

@@ -83,6 +83,11 @@ class Connection(ABC):
     def close(self) -> None:
         """Hang up (the scheduler lives on if it is not ours)."""
 
+    def call(self, verb: str, **kwargs: Any) -> Any:
+        """A scheduler-side call beyond tasks: ``client.run``, ``retire_workers``,
+        ``Lock``... (the table is :mod:`shmdask.cluster.scheduler_calls`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve {verb!r}")
+
 
 class LocalConnection(Connection):
     """The connection verbs on an engine in this process."""
@@ -134,3 +139,8 @@ class LocalConnection(Connection):
 
     def close(self) -> None:
         pass
+
+    def call(self, verb: str, **kwargs: Any) -> Any:
+        from shmdask.cluster.scheduler_calls import handle_call
+
+        return handle_call(self.cluster, verb, kwargs)

@@ -54,7 +54,8 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
             if ready_callback is not None:
                 ready_callback(listener.address)
             while not stop.wait(0.2):
-                pass
+                if cluster.closed:  # a client called shutdown()
+                    break
             print("Scheduler stopping", flush=True)
         finally:
             listener.close()

@@ -187,7 +187,8 @@ class Listener:
                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
                  max_frame_bytes: int = MAX_FRAME_BYTES,
                  info: Callable[[], dict] | None = None,
-                 restart: Callable[[], None] | None = None):
+                 restart: Callable[[], None] | None = None,
+                 calls: Callable[[str, dict], Any] | None = None):
         scheme, host, port = parse_address(address)
         if heartbeat_interval <= 0 or heartbeat_timeout <= heartbeat_interval:
             raise ValueError("need 0 < heartbeat_interval < heartbeat_timeout, got "
@@ -203,6 +204,7 @@ class Listener:
         self.max_frame_bytes = max_frame_bytes
         self._info = info
         self._restart = restart
+        self._calls = calls
         self.closing = False
         self._closed = threading.Event()  # wakes the heartbeat thread at close
         self.sessions: dict[str, _Session] = {}
@@ -368,6 +370,12 @@ class Listener:
             info["clients"] = sum(isinstance(s, ClientSession) for s in self.sessions.values())
         return info
 
+    def call(self, name: str, kwargs: dict) -> Any:
+        """A client's scheduler-side call (shmdask.cluster.scheduler_calls)."""
+        if self._calls is None:
+            raise ValueError(f"this scheduler does not serve {name!r}")
+        return self._calls(name, kwargs)
+
     def restart(self) -> None:
         if self._restart is not None:
             self._restart()
@@ -411,7 +419,7 @@ def start_listener(engine: Engine, store: Any, address: str = "tcp://127.0.0.1:8
 
     Options: ``tls_cert``, ``tls_key``, ``tls_ca``, ``heartbeat_interval``,
     ``heartbeat_timeout``, ``handshake_timeout``, ``max_frame_bytes``, and
-    ``info`` / ``restart`` callables of the owning cluster.  Without a key
+    ``info`` / ``restart`` / ``calls`` callables of the owning cluster.  Without a key
     (argument or $SHMDASK_AUTH_KEY) a fresh one is written to a user-only
     file that same-host peers find by the address (:func:`key_file`)."""
     return Listener(engine, store, address, auth_key, **options)
@@ -422,12 +430,19 @@ def attach_listener(cluster: Any, address: str = "tcp://127.0.0.1:0",
     """Let remote workers and clients join ``cluster`` (a LocalCluster): what
     ``LocalCluster(listen=address)`` needs.  The listener closes with the
     cluster's engine; ``cluster.scheduler_address`` becomes its address."""
-    options.setdefault("info", getattr(cluster, "scheduler_info", None))
+    options.setdefault("info", getattr(cluster, "_local_scheduler_info", None)
+                       or getattr(cluster, "scheduler_info", None))
     options.setdefault("restart", getattr(cluster, "restart", None))
+    if "calls" not in options:
+        from shmdask.cluster.scheduler_calls import bound_calls
+
+        options["calls"] = bound_calls(cluster)
     listener = start_listener(cluster.engine, getattr(cluster, "store", None)
                               or cluster.engine.store, address, auth_key, **options)
     with contextlib.suppress(AttributeError):
         cluster.scheduler_address = listener.address
+    if getattr(cluster, "_listener", False) is None:  # tasks asking for a client use it
+        cluster._listener = listener
     return listener
 
 
