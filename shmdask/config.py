@@ -6,7 +6,9 @@ manager that puts the old values back on exit, so both styles of dask work::
     shmdask.config.set(scheduler="processes")          # from now on
     with shmdask.config.set(scheduler="sync"): ...     # inside the block only
 
-Known options: ``scheduler`` ("sync" | "threads" | "processes" | a Client),
+Known options: ``scheduler`` ("sync" | "threads" | "processes" | a shmdask or
+dask.distributed Client | a dask-style ``get(dsk, keys)`` function; a value
+that is none of these is refused here, not at the first compute),
 ``num_workers`` (threads for the threads scheduler), ``progress`` (bool: show
 a terminal progress bar for long computes), ``optimize`` (bool).  An unknown
 option name is an error, so a typo does not pass silently.
@@ -61,6 +63,10 @@ def _check(updates: dict[str, Any]) -> None:
     n = updates.get("num_workers")
     if n is not None and (type(n) is not int or n < 1):
         raise ValueError(f"num_workers must be a positive int or None, not {n!r}")
+    if "scheduler" in updates:
+        from shmdask.base import check_scheduler
+
+        check_scheduler(updates["scheduler"])
 
 
 def get(name: str, default: Any = None) -> Any:

@@ -12,6 +12,9 @@ expression, which is optimized and lowered by dask, and its
 task-spec nodes; :mod:`shmdask.graph` reads both, so nothing is converted on
 the way.  Keys are dask's, so shared parts of several collections run once.
 
+``from_dask_array`` turns a dask.array.Array into a shmdask one over the same
+graph, so shmdask.array operations continue from it.
+
 Two ways in, same graph:
 
 - dask calls us: ``dask.compute(x, scheduler=client)`` (or ``client.get``,
@@ -122,3 +125,15 @@ def persist_on_client(client: Any, collections: list, optimize_graph: bool = Tru
         done_theirs = iter(rebuilt)
     return [next(done_ours) if base.is_collection(c) else next(done_theirs)
             for c in collections]
+
+
+def from_dask_array(d: Any) -> Any:
+    """The shmdask Array computing what the dask.array.Array ``d`` computes:
+    same graph (task-spec nodes run natively), name, chunks and dtype."""
+    from shmdask.array.core import Array
+    from shmdask.array.layers import MaterializedLayer
+
+    if not hasattr(d, "chunks") or not hasattr(d, "__dask_graph__") or not hasattr(d, "name"):
+        raise TypeError(f"from_dask_array() needs a dask.array.Array, not {type(d).__name__}")
+    graph = as_graph(d.__dask_graph__())
+    return Array({d.name: MaterializedLayer(d.name, graph)}, d.name, d.chunks, d.dtype)
