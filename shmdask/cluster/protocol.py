@@ -3,7 +3,9 @@
 What flows in and out:
 
 - **Values** (task results, scattered data) become :class:`Stored`: a pickle
-  protocol 5 header plus its out-of-band buffers.  A buffer of at least
+  protocol 5 header plus its out-of-band buffers.  numpy arrays and what is
+  built of them (pandas DataFrame, Series and Index, numpy- or Arrow-backed
+  columns, datetimes included) give their data as such buffers.  A buffer of at least
   ``threshold`` bytes is copied once into a shared-memory block and only its
   address travels; smaller ones travel inline.  Reading a ``Stored`` back maps
   the blocks zero-copy and read-only (numpy then refuses writes with its own
@@ -125,11 +127,50 @@ def _out_of_band(b):
     return pickle.PickleBuffer(b) if len(b) >= 1024 else bytes(b)
 
 
+def _rebuild_time_array(ints: Any, dtype: Any) -> Any:
+    return ints.view(dtype)
+
+
+def _reduce_ndarray(a: Any) -> Any:
+    """numpy pickles datetime64/timedelta64 arrays in-band (they export no
+    buffer); as int64 views they go out of band like any other array, so
+    pandas datetime columns reach shared memory too.  Everything else reduces
+    as numpy does."""
+    if a.dtype.kind in "mM" and a.dtype.itemsize == 8 and a.size and (
+            a.flags.c_contiguous or a.flags.f_contiguous):
+        return _rebuild_time_array, (a.view("i8"), a.dtype)
+    return a.__reduce_ex__(5)
+
+
+_value_dispatch: dict | None = None
+
+
+def _value_dispatch_table() -> dict:
+    """copyreg's reducers plus ours; built when numpy is first seen loaded."""
+    global _value_dispatch
+    if _value_dispatch is None:
+        import copyreg
+
+        table = dict(copyreg.dispatch_table)
+        np = sys.modules.get("numpy")
+        if np is None:
+            return table
+        table[np.ndarray] = _reduce_ndarray
+        _value_dispatch = table
+    return _value_dispatch
+
+
 def _dumps_any(obj: Any, buffer_callback: Callable) -> bytes:
+    """Plain pickle (protocol 5, buffers out of band); None when only
+    cloudpickle can do it (the caller retries, after undoing buffers)."""
+    f = io.BytesIO()
+    pickler = pickle.Pickler(f, protocol=5, buffer_callback=buffer_callback)
+    pickler.dispatch_table = _value_dispatch_table()
     try:
-        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+        pickler.dump(obj)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return None  # caller retries with cloudpickle, after undoing buffers
+        return None
+    return f.getvalue()
 
 
 _warned_shm_full = False
