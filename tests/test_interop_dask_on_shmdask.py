@@ -117,6 +117,10 @@ def test_what_dask_asks_of_a_client_is_there(process_client):
 @pytest.mark.filterwarnings("ignore:Computing mixed collections")  # dask's, on purpose
 def test_shmdask_compute_takes_dask_collections(process_client, expected):
     colls = collections()
+    with process_client.get_task_stream() as ts:
+        assert_same(shmdask.compute(colls["merge"], scheduler=process_client)[0],
+                    expected["merge"])
+    assert any("taskshuffle" in r["group"] for r in ts.data)  # not files on a local disk
     got = shmdask.compute(colls["array"], {"m": colls["merge"]}, 3, scheduler=process_client)
     assert_same(got[0], expected["array"])
     assert_same(got[1]["m"], expected["merge"])
@@ -160,6 +164,8 @@ def test_client_persist_gives_dask_collections_backed_by_futures(process_client)
 def test_a_default_client_is_dask_default_too():
     with Client(n_workers=1) as client:
         assert dask.config.get("scheduler") is client
+        # shuffles in tasks: through shared memory, and to TCP workers on other hosts
+        assert dask.config.get("dataframe.shuffle.method") == "tasks"
         x = da.ones(10, chunks=5)
         tasks_before = client.connection.tasks_done()
         assert x.sum().compute() == 10
@@ -167,6 +173,7 @@ def test_a_default_client_is_dask_default_too():
         with dask.config.set(scheduler="sync"):  # the user's choice wins
             assert x.sum().compute() == 10
     assert dask.config.get("scheduler", None) is None
+    assert dask.config.get("dataframe.shuffle.method", None) is None
 
 
 def test_large_dask_chunks_live_in_shared_memory(process_client):

@@ -15,6 +15,9 @@ the way.  Keys are dask's, so shared parts of several collections run once.
 ``from_dask_array`` turns a dask.array.Array into a shmdask one over the same
 graph, so shmdask.array operations continue from it.
 
+dataframe shuffles are built as tasks (``shmdask.interop.SHUFFLE_METHOD``) unless
+the user chose a method in dask's configuration.
+
 Two ways in, same graph:
 
 - dask calls us: ``dask.compute(x, scheduler=client)`` (or ``client.get``,
@@ -44,10 +47,13 @@ def dask_graph(collections: list, optimize_graph: bool = True,
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
 
+    from shmdask.interop import shuffle_on_shmdask
+
     expr = collections_to_expr(list(collections), optimize_graph)
     if finalize:
         expr = FinalizeCompute(expr)
-    expr = expr.optimize()
+    with shuffle_on_shmdask():  # lowering picks the shuffle method
+        expr = expr.optimize()
     keys = list(expr.__dask_keys__())
     if len(keys) != len(collections):  # dask's own contract; a mismatch is a dask change
         raise RuntimeError(f"dask gave {len(keys)} key groups for {len(collections)} "
@@ -74,8 +80,11 @@ def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
     """``shmdask.compute`` of arguments holding dask collections: dask gathers
     them and repacks the results, shmdask runs the graph."""
     dask = require("dask")
-    return dask.compute(*args, scheduler=scheduler_get(scheduler),
-                        optimize_graph=optimize_graph, traverse=traverse)
+    from shmdask.interop import shuffle_on_shmdask
+
+    with shuffle_on_shmdask():
+        return dask.compute(*args, scheduler=scheduler_get(scheduler),
+                            optimize_graph=optimize_graph, traverse=traverse)
 
 
 def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True) -> tuple:
@@ -91,8 +100,11 @@ def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True) -> t
         return tuple(next(persisted) if base.is_collection(a) or is_dask(a) else a
                      for a in args)
     dask = require("dask")
-    return dask.persist(*args, scheduler=functools.partial(base.get, scheduler=sched),
-                        optimize_graph=optimize_graph)
+    from shmdask.interop import shuffle_on_shmdask
+
+    with shuffle_on_shmdask():
+        return dask.persist(*args, scheduler=functools.partial(base.get, scheduler=sched),
+                            optimize_graph=optimize_graph)
 
 
 def is_dask(x: Any) -> bool:
