@@ -8,7 +8,8 @@ Flow of ``compute(*args)``::
          ──each collection's postcompute──▶ results, non-collections passed through
 
 The scheduler is chosen per call (``scheduler=``), else from
-``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else
+``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else a
+default dask.distributed Client if one is open (as dask does), else
 ``threads``.  Every scheduler is an object with one method,
 ``run_graph(dsk, dependencies, keys, priorities) -> {key: value}``; the
 local ones are built here, a Client is one too.
@@ -103,7 +104,8 @@ def get_scheduler(scheduler: Any = None) -> Any:
     if scheduler is None:
         scheduler = config.get("scheduler")
     if scheduler is None:
-        return THREADS
+        # as in dask: a default dask.distributed Client, if one is open, else threads
+        return _default_distributed_client() or THREADS
     if isinstance(scheduler, str):
         name = scheduler.lower()
         if name in _NAMES:
@@ -128,6 +130,24 @@ def get_scheduler(scheduler: Any = None) -> Any:
         f"shmdask or dask.distributed Client, or a dask-style get(dsk, keys) function, "
         f"not {type(scheduler).__name__}"
     )
+
+
+def _default_distributed_client() -> Any:
+    """The default dask.distributed Client of this process, wrapped, or None:
+    a script that swaps ``shmdask.distributed.Client`` for dask.distributed's
+    runs its ``.compute()`` calls there unchanged."""
+    import sys
+
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        client = distributed.default_client()
+    except (ValueError, AttributeError):  # none open
+        return None
+    from shmdask.interop.shmdask_on_dask import DaskGetScheduler
+
+    return DaskGetScheduler.wrap(client)
 
 
 def _external_data(scheduler: Any) -> bool:

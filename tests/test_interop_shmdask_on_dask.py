@@ -125,3 +125,21 @@ def test_asynchronous_distributed_client_is_refused():
     FakeAsyncClient.__name__ = "Client"
     with pytest.raises(ValueError, match="asynchronous"):
         shmdask.config.set(scheduler=FakeAsyncClient())
+
+
+def test_a_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.array", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'shmdask\[dask\]'"):
+        sda.ones(4, chunks=2).to_dask_array()
+
+
+def test_a_default_distributed_client_is_shmdask_default_too(dist, expected):
+    """Swapping shmdask's Client for dask.distributed's is all a script needs."""
+    with distributed.Client(dist.scheduler.address) as client:  # set as default
+        assert distributed.default_client() is client
+        with distributed.get_task_stream(client) as ts:
+            np.testing.assert_allclose(array().compute(), expected["array"])
+            assert delayed_tree().compute() == expected["tree"]
+        assert {"inc", "sum"} <= {r["key"].split("-")[0] if isinstance(r["key"], str)
+                                  else r["key"][0].split("-")[0] for r in ts.data}
+    assert shmdask.compute(delayed_tree())[0] == expected["tree"]  # threads again
