@@ -79,3 +79,16 @@ def wait_for(condition, timeout: float = 20, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def mapped_file(address: int) -> str | None:
+    """The file mapped at ``address`` in this process, per /proc/self/maps (None
+    if anonymous memory): where a value's data really lives (run it in a task
+    to ask a worker)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            if lo <= address < hi:
+                return parts[5] if len(parts) > 5 else None
+    return None

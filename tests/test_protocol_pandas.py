@@ -8,6 +8,7 @@ import sys
 import cloudpickle
 import numpy as np
 import pytest
+from conftest import mapped_file
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
@@ -112,16 +113,6 @@ def test_pandas_values_go_to_shm_and_read_back_in_place(name, allocator):
     reader.close()
 
 
-def mapped_file_of(addr: int) -> str | None:
-    with open("/proc/self/maps") as f:
-        for line in f:
-            parts = line.split()
-            lo, hi = (int(v, 16) for v in parts[0].split("-"))
-            if lo <= addr < hi:
-                return parts[5] if len(parts) > 5 else None
-    return None
-
-
 def make_partition(kind: str, i: int):
     obj = frames()[kind]
     return obj + i if kind == "numpy columns" else obj
@@ -129,7 +120,7 @@ def make_partition(kind: str, i: int):
 
 def where_columns_live(part) -> dict:
     """On the reading worker: the file mapped at each column's data."""
-    return {what: mapped_file_of(addr) for what, addr, _ in data_pointers(part)}
+    return {what: mapped_file(addr) for what, addr, _ in data_pointers(part)}
 
 
 @pytest.mark.parametrize("kind", ["numpy columns", "arrow columns", "datetimes"])
