@@ -105,6 +105,17 @@ def test_every_way_of_naming_shmdask_as_dask_scheduler(name, process_client, exp
             assert_same(dask.compute(coll, scheduler=shmdask.get)[0], expected[name])
 
 
+def test_shmdask_get_on_the_processes_scheduler(expected):
+    """``scheduler=shmdask.get`` with shmdask's "processes": a LocalCluster made
+    on first use (and closed at exit), as dask's "processes" scheduler is."""
+    with shmdask.config.set(scheduler="processes"):
+        got = dask.compute(collections()["groupby-agg"], scheduler=shmdask.get)[0]
+    assert_same(got, expected["groupby-agg"])
+    from shmdask.client import default_process_client
+
+    default_process_client().close()  # its shared memory goes before this module ends
+
+
 def test_what_dask_asks_of_a_client_is_there(process_client):
     from dask.base import get_scheduler
 

@@ -106,6 +106,7 @@ class Worker:
         self.tasks_run = 0
         self.bytes_received = 0
         self.warm_imports = warm_imports
+        self._warming: threading.Thread | None = None
 
     # ------------------------------------------------------------------ transport
 
@@ -120,8 +121,9 @@ class Worker:
         if self.warm_imports:
             # Modules the client uses (shmdask.array, say) load while we wait
             # for work, not inside the first task that unpickles one of them.
-            threading.Thread(target=_warm_up, args=(self.warm_imports,), daemon=True,
-                             name="shmdask-warm-imports").start()
+            self._warming = threading.Thread(target=_warm_up, args=(self.warm_imports,),
+                                             daemon=True, name="shmdask-warm-imports")
+            self._warming.start()
         for lane in range(self.nthreads):
             threading.Thread(
                 target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
@@ -160,6 +162,12 @@ class Worker:
                 raise ValueError(f"worker received an unknown message {op!r}")
 
     def _receive_tasks(self, keys: list, body: list) -> None:
+        if self._warming is not None:
+            # Two threads importing one package (pandas) at once can see it half
+            # initialised ("cannot import name ... partially initialized module"):
+            # unpickling and running tasks waits for the warm-up imports to finish.
+            self._warming.join()
+            self._warming = None
         try:
             tasks = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
