@@ -167,6 +167,11 @@ def test_client_persist_gives_dask_collections_backed_by_futures(process_client)
                 expected_x.sum(axis=1))
     assert_same(dask.compute(pdf2.groupby("k").v.sum(), scheduler=process_client)[0],
                 pdf[pdf.v > 0.5].groupby("k").v.sum())
+    # dask.persist asks the client to persist: data stays on the cluster
+    (px2,) = dask.persist(x * 2, scheduler=process_client)
+    assert sum(isinstance(v, Future) for v in dict(px2.__dask_graph__()).values()) == 4
+    (py,) = dask.persist(x * 3, scheduler=shmdask.get)  # a get function: values
+    assert_same(py.compute(scheduler="sync"), expected_x * 3 - 3)
     # dask's graph refers to the persisted keys; a local scheduler fetches them
     assert_same(shmdask.compute(px.T.sum(axis=0), scheduler="threads")[0],
                 expected_x.T.sum(axis=0))
