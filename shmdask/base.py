@@ -77,11 +77,13 @@ class LocalScheduler:
 
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
                   priorities: Mapping) -> dict:
+        from shmdask.diagnostics.progress import make_progress_bar
         from shmdask.scheduler.local import get_local
 
         dsk, dependencies = _resolve_futures(dsk, dependencies)
         return get_local(dsk, dependencies, keys, priorities,
-                         num_workers=config.get("num_workers"), sync=self.sync)
+                         num_workers=config.get("num_workers"), sync=self.sync,
+                         progress=make_progress_bar())
 
     def __repr__(self) -> str:
         return "<scheduler sync>" if self.sync else "<scheduler threads>"

@@ -79,17 +79,18 @@ class Worker:
         use_shm: bool = True,
         warm_imports: tuple[str, ...] = (),
     ):
-        from shmdask.graph import execute_task, key_split
+        from shmdask.graph import execute_task
+        from shmdask.scheduler.records import task_record
 
         self._execute_task = execute_task
-        self._key_split = key_split
+        self._task_record = task_record
         self.conn = conn
         self.worker_id = worker_id
         self.nthreads = nthreads
         self.threshold = threshold
         self.remote = remote
         # A worker on another host (use_shm=False) sends every result inline and
-        # is sent its inputs inline (ShmStore.inlined).
+        # is sent its inputs inline (ShmStore.outgoing).
         self.allocator = (SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
                           if use_shm else None)
         self.mappings = MappingCache(self.allocator)
@@ -163,9 +164,9 @@ class Worker:
 
     def _receive_tasks(self, keys: list, body: list) -> None:
         if self._warming is not None:
-            # Two threads importing one package (pandas) at once can see it half
-            # initialised ("cannot import name ... partially initialized module"):
-            # unpickling and running tasks waits for the warm-up imports to finish.
+            # Unpickling tasks imports their modules: never while the warm-up
+            # thread is half-way through importing the same ones (two threads in
+            # one import can see a partially initialised module).
             self._warming.join()
             self._warming = None
         try:
@@ -261,18 +262,8 @@ class Worker:
         return ("done", key, stored, record)
 
     def _record(self, key, lane, start, stop, nbytes, where) -> dict:
-        return {
-            "key": key,
-            "group": self._key_split(key),
-            "worker": self.worker_id,
-            "lane": lane,
-            "start": start,
-            "stop": stop,
-            "nbytes": nbytes,
-            "where": where,
-            "kind": "compute",
-            "remote": self.remote,
-        }
+        return self._task_record(key, self.worker_id, lane, start, stop, nbytes, where,
+                                 remote=self.remote)
 
 
 def _warm_up(modules: tuple[str, ...]) -> None:
