@@ -11,6 +11,11 @@ Two directions, one module each:
   collection protocol, and ``scheduler=`` accepts a dask.distributed Client or
   any dask-style ``get(dsk, keys)`` function, so a script that outgrows one
   machine runs unchanged on a dask.distributed cluster.
+- :mod:`~shmdask.interop.xarray_chunks`: xarray's chunk-manager entry point
+  (``chunked_array_type="shmdask"``).
+
+pandas objects need nothing here: the data plane (``shmdask.cluster.protocol``)
+puts their columns in shared memory as it does numpy chunks.
 
 Neither dask nor pandas is a runtime dependency of shmdask: nothing here is
 imported until a dask object (or a dask scheduler) shows up, and a call that
