@@ -17,7 +17,10 @@ closes the scheduler again: a live distributed cluster's event loop would
 slow every other runner's threads.  Runs alternate between runners so that
 noise on this shared machine hits them alike.  The table gives medians and
 each runner's time relative to the fastest shmdask runner (``x`` > 1 means
-slower than shmdask).
+slower than shmdask).  The ``dist+shmdask`` runner (not run unless named in
+``--runners``) computes shmdask's collections on a dask.distributed cluster
+through dask's collection protocol: compare it with the ``distributed``
+runner on the same row.
 Needs ``pip install -e '.[bench]'`` for the dask columns; without dask only
 shmdask runs.
 """
@@ -80,7 +83,14 @@ def _dask_api(scheduler):
 
 @contextlib.contextmanager
 def runner_context(name: str, n_workers: int):
-    """Yield ``(api, config_context)`` for a runner, with its cluster up."""
+    """Yield the api of a runner (``api.runner`` is its name), with its cluster up."""
+    with _runner_context(name, n_workers) as api:
+        api.runner = name
+        yield api
+
+
+@contextlib.contextmanager
+def _runner_context(name: str, n_workers: int):
     if name == "shmdask-threads":
         import shmdask
 
@@ -108,6 +118,21 @@ def runner_context(name: str, n_workers: int):
                 Client(cluster, set_as_default=False) as client, \
                 dask.config.set(scheduler=client):
             yield _dask_api(client)
+    elif name == "dist+shmdask":  # shmdask's collections on a dask.distributed cluster
+        import dask
+        from distributed import Client, LocalCluster
+
+        import shmdask
+
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, \
+                Client(cluster, set_as_default=False) as client, \
+                dask.config.set(scheduler=client), shmdask.config.set(scheduler=client):
+            api = _shmdask_api(client)
+            api.name = "dist+shmdask"
+            api.compute = lambda *a, **k: dask.compute(*a, scheduler=client, **k)
+            api.persist = lambda *a, **k: dask.persist(*a, scheduler=client, **k)
+            yield api
     else:
         raise SystemExit(f"unknown runner {name!r}")
 

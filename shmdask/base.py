@@ -8,7 +8,8 @@ Flow of ``compute(*args)``::
          ──each collection's postcompute──▶ results, non-collections passed through
 
 The scheduler is chosen per call (``scheduler=``), else from
-``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else
+``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else a
+default dask.distributed Client if one is open (as dask does), else
 ``threads``.  Every scheduler is an object with one method,
 ``run_graph(dsk, dependencies, keys, priorities) -> {key: value}``; the
 local ones are built here, a Client is one too.
@@ -27,6 +28,7 @@ from shmdask.graph import (
     dependencies_of,
     flatten,
     fuse_linear,
+    is_held_elsewhere,
     order,
     toposort,
 )
@@ -104,7 +106,8 @@ def get_scheduler(scheduler: Any = None) -> Any:
     if scheduler is None:
         scheduler = config.get("scheduler")
     if scheduler is None:
-        return THREADS
+        # as in dask: a default dask.distributed Client, if one is open, else threads
+        return _default_distributed_client() or THREADS
     if isinstance(scheduler, str):
         name = scheduler.lower()
         if name in _NAMES:
@@ -119,7 +122,56 @@ def get_scheduler(scheduler: Any = None) -> Any:
         )
     if hasattr(scheduler, "run_graph"):
         return scheduler
-    raise TypeError(f"scheduler= must be a name or a Client, not {type(scheduler).__name__}")
+    from shmdask.interop.shmdask_on_dask import DaskGetScheduler
+
+    wrapped = DaskGetScheduler.wrap(scheduler)
+    if wrapped is not None:
+        return wrapped
+    raise TypeError(
+        f"scheduler= must be a name ({', '.join(sorted(set(_NAMES) | _PROCESS_NAMES))}), a "
+        f"shmdask or dask.distributed Client, or a dask-style get(dsk, keys) function, "
+        f"not {type(scheduler).__name__}"
+    )
+
+
+def _default_distributed_client() -> Any:
+    """The default dask.distributed Client of this process, wrapped, or None:
+    a script that swaps ``shmdask.distributed.Client`` for dask.distributed's
+    runs its ``.compute()`` calls there unchanged."""
+    import sys
+
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        client = distributed.default_client()
+    except (ValueError, AttributeError):  # none open
+        return None
+    from shmdask.interop.shmdask_on_dask import DaskGetScheduler
+
+    return DaskGetScheduler.wrap(client)
+
+
+def _external_data(scheduler: Any) -> bool:
+    """Whether ``scheduler`` holds data that graphs refer to by key only."""
+    return getattr(scheduler, "holds_external_data", False)
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse a ``scheduler=`` value that no compute could use, when it is set.
+
+    Names are checked without starting anything ("processes" makes its
+    cluster on first use)."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, str):
+        if scheduler.lower() not in _NAMES and scheduler.lower() not in _PROCESS_NAMES:
+            raise ValueError(
+                f"unknown scheduler {scheduler!r}; expected one of "
+                f"{sorted(set(_NAMES) | _PROCESS_NAMES)}, a Client or a get function"
+            )
+        return
+    get_scheduler(scheduler)
 
 
 def _resolve_futures(dsk: Mapping, dependencies: Mapping) -> tuple[Mapping, Mapping]:
@@ -149,15 +201,29 @@ def _held_futures(keys: list) -> dict:
 # -- graph preparation --------------------------------------------------------
 
 
-def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True) -> tuple[dict, dict, dict]:
-    """Check, cull, fuse and order a graph for ``keys`` (a flat list)."""
+def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True,
+                  external_data: bool = False) -> tuple[dict, dict, dict]:
+    """Check, cull, fuse and order a graph for ``keys`` (a flat list).
+
+    Keys the graph only refers to (dask drops persisted Futures from the graphs
+    it builds, keeping references) are looked up among the Futures of open
+    Clients, unless ``external_data``: a dask scheduler that holds such data
+    itself gets the references as they are.
+    """
     check_keys(dsk, keys)
     missing: list = []
     dsk, deps = cull(dsk, keys, missing=missing)
-    if missing:  # keys named by reference only: data held by Futures
-        held = _held_futures(missing)
-        dsk.update(held)
-        deps.update((k, set()) for k in held)
+    if not external_data:
+        foreign = [k for k, v in dsk.items() if is_held_elsewhere(k, v)]
+        if foreign:
+            raise TypeError(
+                f"the task graph holds a {type(dsk[foreign[0]]).__name__} for key "
+                f"{foreign[0]!r}: its data lives on another scheduler (a dask.distributed "
+                "cluster?); compute this collection with that scheduler's Client")
+        if missing:  # keys named by reference only: data held by Futures
+            held = _held_futures(missing)
+            dsk.update(held)
+            deps.update((k, set()) for k in held)
     topo = toposort(dsk, deps)  # one pass finds cycles and serves the rest
     if optimize:
         dsk, deps = fuse_linear(dsk, keys, deps, topo)
@@ -196,7 +262,7 @@ def _run(collections: list, scheduler: Any, optimize: bool,
     dsk, keys = collections_to_graph(collections, optimize)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
     sched = get_scheduler(scheduler)
-    prepared, deps, prio = prepare_graph(dsk, flat, optimize)
+    prepared, deps, prio = prepare_graph(dsk, flat, optimize, _external_data(sched))
     if finish_on_views is not None and getattr(sched, "finalizes_views", False):
         finished = sched.run_graph(prepared, deps, flat, prio,
                                    finalize=lambda results: finish_on_views(results, keys))
@@ -316,8 +382,9 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, optimize_graph: bool = True,
     """
     dsk = as_graph(dsk)
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
-    prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
-    results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)
+    sched = get_scheduler(scheduler)
+    prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph, _external_data(sched))
+    results = sched.run_graph(prepared, deps, flat, prio)
     # Like dask.get: lists of keys give tuples of values.
     return _pack(keys, results, tuple) if type(keys) is list else results[keys]
 

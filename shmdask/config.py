@@ -60,9 +60,19 @@ def _flag(name: str) -> Callable[[Any], bool]:
     return check
 
 
+def _scheduler(value: Any) -> Any:
+    # a scheduler no compute could use is refused when set, not at the first compute
+    from shmdask.base import check_scheduler
+
+    check_scheduler(value)
+    return value
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("scheduler", None,
-           '"sync" | "threads" | "processes" | a Client (None: threads, or the open Client)'),
+           '"sync" | "threads" | "processes" | a shmdask or dask.distributed Client | a '
+           'dask-style get(dsk, keys) function (None: threads, or the open Client)',
+           (), _scheduler),
     Option("num_workers", None, "threads of the threads scheduler (None: one per core)",
            ("num-workers",), _positive_int_or_none("num_workers")),
     Option("progress", True, "show a progress bar for computations longer than a second"),

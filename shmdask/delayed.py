@@ -30,6 +30,7 @@ from typing import Any
 from shmdask import base
 from shmdask.base import Literal
 from shmdask.graph import key_split
+from shmdask.interop.shmdask_on_dask import DaskCollection
 from shmdask.tokenize import tokenize, unique_token
 
 __all__ = ["Delayed", "delayed", "unpack_collections"]
@@ -126,8 +127,9 @@ def _rebuild_delayed(dsk: dict, key: Any, length: int | None) -> Delayed:
     return Delayed(key, dsk, length)
 
 
-class Delayed:
-    """A lazy value: ``.dask`` (the graph) and ``.key`` (its output)."""
+class Delayed(DaskCollection):
+    """A lazy value: ``.dask`` (the graph) and ``.key`` (its output); a dask
+    collection too (``DaskCollection``)."""
 
     __slots__ = ("_key", "_dask", "_length")
 

@@ -207,8 +207,20 @@ def get_dependencies(dsk: Graph, key: Key) -> set:
 
 
 def dependencies_of(dsk: Graph) -> dict:
-    """``key -> set of keys it needs`` for every key of the graph."""
-    return {k: find_keys(v, dsk) for k, v in dsk.items()}
+    """``key -> set of keys it needs`` for every key of the graph.
+
+    A key whose value is a reference to itself (a dask.distributed Future in
+    a graph dask built: data another scheduler holds) needs nothing.
+    """
+    return {k: set() if is_held_elsewhere(k, v) else find_keys(v, dsk)
+            for k, v in dsk.items()}
+
+
+def is_held_elsewhere(key: Key, value: Any) -> bool:
+    """``value`` stands for ``key``'s own data, held by a scheduler (a Future of
+    dask.distributed or another TaskRef subclass under its own key)."""
+    return type(value) not in (tuple, str, list) and node_kind(value) is REF and \
+        value.key == key
 
 
 def reverse_dependencies(deps: Mapping) -> dict:
@@ -306,8 +318,11 @@ def cull(dsk: Graph, keys: Iterable, dependencies: Mapping | None = None,
         k = stack.pop()
         if k in out:
             continue
-        out[k] = dsk[k]
-        ds = dependencies[k] if dependencies is not None else find_keys(dsk[k], dsk)
+        out[k] = v = dsk[k]
+        if dependencies is not None:
+            ds = dependencies[k]
+        else:
+            ds = set() if is_held_elsewhere(k, v) else find_keys(v, dsk)
         out_deps[k] = ds
         for d in ds:
             if d not in out:

@@ -128,3 +128,16 @@ def certificate(tmp_path_factory):
         if done.returncode != 0:
             pytest.skip(f"openssl could not make a certificate: {done.stderr[-200:]!r}")
     return str(cert), str(key)
+
+
+def mapped_file(address: int) -> str | None:
+    """The file mapped at ``address`` in this process, per /proc/self/maps (None
+    if anonymous memory): where a value's data really lives (run it in a task
+    to ask a worker)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            if lo <= address < hi:
+                return parts[5] if len(parts) > 5 else None
+    return None

@@ -105,6 +105,17 @@ def test_every_way_of_naming_shmdask_as_dask_scheduler(name, process_client, exp
             assert_same(dask.compute(coll, scheduler=shmdask.get)[0], expected[name])
 
 
+def test_shmdask_get_on_the_processes_scheduler(expected):
+    """``scheduler=shmdask.get`` with shmdask's "processes": a LocalCluster made
+    on first use (and closed at exit), as dask's "processes" scheduler is."""
+    with shmdask.config.set(scheduler="processes"):
+        got = dask.compute(collections()["groupby-agg"], scheduler=shmdask.get)[0]
+    assert_same(got, expected["groupby-agg"])
+    from shmdask.client import default_process_client
+
+    default_process_client().close()  # its shared memory goes before this module ends
+
+
 def test_what_dask_asks_of_a_client_is_there(process_client):
     from dask.base import get_scheduler
 
@@ -117,6 +128,10 @@ def test_what_dask_asks_of_a_client_is_there(process_client):
 @pytest.mark.filterwarnings("ignore:Computing mixed collections")  # dask's, on purpose
 def test_shmdask_compute_takes_dask_collections(process_client, expected):
     colls = collections()
+    with process_client.get_task_stream() as ts:
+        assert_same(shmdask.compute(colls["merge"], scheduler=process_client)[0],
+                    expected["merge"])
+    assert any("taskshuffle" in r["group"] for r in ts.data)  # not files on a local disk
     got = shmdask.compute(colls["array"], {"m": colls["merge"]}, 3, scheduler=process_client)
     assert_same(got[0], expected["array"])
     assert_same(got[1]["m"], expected["merge"])
@@ -152,6 +167,11 @@ def test_client_persist_gives_dask_collections_backed_by_futures(process_client)
                 expected_x.sum(axis=1))
     assert_same(dask.compute(pdf2.groupby("k").v.sum(), scheduler=process_client)[0],
                 pdf[pdf.v > 0.5].groupby("k").v.sum())
+    # dask.persist asks the client to persist: data stays on the cluster
+    (px2,) = dask.persist(x * 2, scheduler=process_client)
+    assert sum(isinstance(v, Future) for v in dict(px2.__dask_graph__()).values()) == 4
+    (py,) = dask.persist(x * 3, scheduler=shmdask.get)  # a get function: values
+    assert_same(py.compute(scheduler="sync"), expected_x * 3 - 3)
     # dask's graph refers to the persisted keys; a local scheduler fetches them
     assert_same(shmdask.compute(px.T.sum(axis=0), scheduler="threads")[0],
                 expected_x.T.sum(axis=0))
@@ -160,6 +180,8 @@ def test_client_persist_gives_dask_collections_backed_by_futures(process_client)
 def test_a_default_client_is_dask_default_too():
     with Client(n_workers=1) as client:
         assert dask.config.get("scheduler") is client
+        # shuffles in tasks: through shared memory, and to TCP workers on other hosts
+        assert dask.config.get("dataframe.shuffle.method") == "tasks"
         x = da.ones(10, chunks=5)
         tasks_before = client.connection.tasks_done()
         assert x.sum().compute() == 10
@@ -167,6 +189,7 @@ def test_a_default_client_is_dask_default_too():
         with dask.config.set(scheduler="sync"):  # the user's choice wins
             assert x.sum().compute() == 10
     assert dask.config.get("scheduler", None) is None
+    assert dask.config.get("dataframe.shuffle.method", None) is None
 
 
 def test_large_dask_chunks_live_in_shared_memory(process_client):

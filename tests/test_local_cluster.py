@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import mapped_file, wait_for
 
 import shmdask
 from shmdask.cluster import shm
@@ -715,15 +715,8 @@ class RawWorker:
 
 
 def where_is(x):
-    """The file mapped at x's memory, per /proc/self/maps (None if anonymous)."""
-    addr = x.__array_interface__["data"][0]
-    with open("/proc/self/maps") as f:
-        for line in f:
-            parts = line.split()
-            lo, hi = (int(v, 16) for v in parts[0].split("-"))
-            if lo <= addr < hi:
-                return parts[5] if len(parts) > 5 else None
-    return None
+    """The file mapped at x's memory (None if anonymous)."""
+    return mapped_file(x.__array_interface__["data"][0])
 
 
 @pytest.fixture

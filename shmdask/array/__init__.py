@@ -19,6 +19,7 @@ from .core import (
     concatenate,
     elemwise,
     from_array,
+    from_dask_array,
     from_delayed,
     map_blocks,
     stack,

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from shmdask.interop.shmdask_on_dask import DaskCollection
 from shmdask.tokenize import tokenize
 
 from .chunks import Chunks, common_blocks, has_unknown, normalize_chunks, offsets, shape_of
@@ -97,8 +98,12 @@ class NotImplementedName(NotImplementedError, AttributeError):
 
 # --------------------------------------------------------------------------- the class
 
-class Array:
-    """A lazy, chunked n-dimensional array (numpy semantics, one task per block)."""
+class Array(DaskCollection):
+    """A lazy, chunked n-dimensional array (numpy semantics, one task per block).
+
+    Also a dask collection (``DaskCollection``): dask and dask.distributed
+    compute it as they compute their own arrays.
+    """
 
     __slots__ = ("_layers", "name", "_chunks", "dtype", "_dsk", "__weakref__")
     __array_priority__ = 11
@@ -188,9 +193,6 @@ class Array:
         return optimize(dsk, keys)
 
     def __shmdask_tokenize__(self) -> str:
-        return self.name
-
-    def __dask_tokenize__(self) -> str:  # so dask's tokenize also names us stably
         return self.name
 
     def compute(self, **kwargs: Any) -> Any:
@@ -395,6 +397,11 @@ class Array:
 
     def to_delayed(self, optimize_graph: bool = True) -> np.ndarray:
         return to_delayed(self, optimize_graph=optimize_graph)
+
+    def to_dask_array(self) -> Any:
+        """The same array as a dask.array.Array (needs the ``dask`` extra)."""
+        from shmdask.interop.shmdask_on_dask import to_dask_array
+        return to_dask_array(self)
 
     def store(self, target: Any, **kwargs: Any) -> Any:
         return store(self, target, **kwargs)
@@ -1014,6 +1021,12 @@ def from_delayed(value: Any, shape: Sequence[int], dtype: Any = None,
     layers = {upstream: MaterializedLayer(upstream, graph),
               name: MaterializedLayer(name, dsk, (upstream,))}
     return Array(layers, name, tuple((s,) for s in shape), dtype)
+
+
+def from_dask_array(d: Any) -> Array:
+    """A shmdask Array over the graph of the dask.array.Array ``d``."""
+    from shmdask.interop.dask_on_shmdask import from_dask_array as convert
+    return convert(d)
 
 
 def to_delayed(x: Array, optimize_graph: bool = True) -> np.ndarray:

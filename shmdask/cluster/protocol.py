@@ -3,7 +3,9 @@
 What flows in and out:
 
 - **Values** (task results, scattered data) become :class:`Stored`: a pickle
-  protocol 5 header plus its out-of-band buffers.  A buffer of at least
+  protocol 5 header plus its out-of-band buffers.  numpy arrays and what is
+  built of them (pandas DataFrame, Series and Index, numpy- or Arrow-backed
+  columns, datetimes included) give their data as such buffers.  A buffer of at least
   ``threshold`` bytes is copied once into a shared-memory block and only its
   address travels; smaller ones travel inline.  Reading a ``Stored`` back maps
   the blocks zero-copy and read-only (numpy then refuses writes with its own
@@ -23,7 +25,9 @@ What flows in and out:
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copyreg
 import io
 import itertools
 import logging
@@ -135,6 +139,31 @@ def _out_of_band(b):
     return pickle.PickleBuffer(b) if len(b) >= 1024 else bytes(b)
 
 
+def _rebuild_time_array(ints: Any, dtype: Any) -> Any:
+    return ints.view(dtype)
+
+
+def _reduce_ndarray(a: Any) -> Any:
+    """numpy pickles datetime64/timedelta64 arrays in-band (they export no
+    buffer); as int64 views they go out of band like any other array, so
+    pandas datetime columns reach shared memory too.  Everything else reduces
+    as numpy does."""
+    if a.dtype.kind in "mM" and a.dtype.itemsize == 8 and a.size and (
+            a.flags.c_contiguous or a.flags.f_contiguous):
+        return _rebuild_time_array, (a.view("i8"), a.dtype)
+    return a.__reduce_ex__(5)
+
+
+def _with_our_reducers(pickler: pickle.Pickler) -> pickle.Pickler:
+    """``pickler`` with :func:`_reduce_ndarray` in its dispatch table, once numpy
+    is loaded (no numpy array can exist before)."""
+    np = sys.modules.get("numpy")
+    if np is not None:
+        base = getattr(pickler, "dispatch_table", copyreg.dispatch_table)
+        pickler.dispatch_table = collections.ChainMap({np.ndarray: _reduce_ndarray}, base)
+    return pickler
+
+
 def pickle_any(obj: Any, buffer_callback: Callable | None = None,
                undo: Callable[[], None] | None = None) -> bytes:
     """Pickle protocol 5: plain pickle first (fast, functions by reference), then
@@ -144,12 +173,14 @@ def pickle_any(obj: Any, buffer_callback: Callable | None = None,
     values, messages and exceptions."""
     f = io.BytesIO()
     try:
-        pickle.Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        _with_our_reducers(pickle.Pickler(f, protocol=5, buffer_callback=buffer_callback)
+                           ).dump(obj)
     except (pickle.PicklingError, AttributeError, TypeError):
         if undo is not None:
             undo()
         f = io.BytesIO()
-        cloudpickle.CloudPickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        _with_our_reducers(cloudpickle.CloudPickler(f, protocol=5,
+                                                    buffer_callback=buffer_callback)).dump(obj)
     return f.getvalue()
 
 

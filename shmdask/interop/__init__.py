@@ -11,6 +11,11 @@ Two directions, one module each:
   collection protocol, and ``scheduler=`` accepts a dask.distributed Client or
   any dask-style ``get(dsk, keys)`` function, so a script that outgrows one
   machine runs unchanged on a dask.distributed cluster.
+- :mod:`~shmdask.interop.xarray_chunks`: xarray's chunk-manager entry point
+  (``chunked_array_type="shmdask"``).
+
+pandas objects need nothing here: the data plane (``shmdask.cluster.protocol``)
+puts their columns in shared memory as it does numpy chunks.
 
 Neither dask nor pandas is a runtime dependency of shmdask: nothing here is
 imported until a dask object (or a dask scheduler) shows up, and a call that
@@ -63,11 +68,30 @@ def holds_dask_collection(x: Any) -> bool:
     return is_dask_collection(x)
 
 
+#: dask.dataframe's shuffle on shmdask: in tasks, so that shuffled pieces travel
+#: through the shared-memory data plane (and reach TCP workers on other
+#: hosts), not through dask's default for schedulers without a dask.distributed
+#: Client, files on a local disk ("disk").  A method the user set wins.
+SHUFFLE_METHOD = "tasks"
+
+
+def shuffle_on_shmdask() -> Any:
+    """A context in which dask builds dataframe shuffles for shmdask."""
+    import contextlib
+
+    import dask
+
+    if dask.config.get("dataframe.shuffle.method", None) is not None:
+        return contextlib.nullcontext()
+    return dask.config.set({"dataframe.shuffle.method": SHUFFLE_METHOD})
+
+
 def make_dask_default(client: Any) -> None:
     """Make ``client`` (shmdask's default scheduler) dask's default too, as a
     dask.distributed Client is: ``x.compute()`` of a dask collection then runs
-    on it.  Only once dask is imported (importing it costs a quarter of a
-    second); entry points that meet dask objects call this again.  Undone by
+    on it, with dataframe shuffles in tasks (:data:`SHUFFLE_METHOD`).  Only
+    once dask is imported (importing it costs a quarter of a second); entry
+    points that meet dask objects call this again.  Undone by
     :func:`undo_dask_default` when the client closes."""
     if "dask.config" not in sys.modules or getattr(client, "_dask_undo", None) is not None:
         return
@@ -82,8 +106,11 @@ def make_dask_default(client: Any) -> None:
     previous = dask.config.get("scheduler", None)
     if previous is not None and not _is_shmdask_client(previous):
         return  # the user chose dask's scheduler: leave it
+    previous_shuffle = dask.config.get("dataframe.shuffle.method", None)
     dask.config.set(scheduler=client)
-    client._dask_undo = (previous,)
+    if previous_shuffle is None:
+        dask.config.set({"dataframe.shuffle.method": SHUFFLE_METHOD})
+    client._dask_undo = (previous, previous_shuffle)
 
 
 def undo_dask_default(client: Any) -> None:
@@ -95,9 +122,12 @@ def undo_dask_default(client: Any) -> None:
 
     client._dask_undo = None
     if dask.config.get("scheduler", None) is client:
-        previous = state[0]
+        previous, previous_shuffle = state
         dask.config.set(scheduler=None if _is_shmdask_client(previous) and previous.closed
                         else previous)
+        if previous_shuffle is None and (
+                dask.config.get("dataframe.shuffle.method", None) == SHUFFLE_METHOD):
+            dask.config.set({"dataframe.shuffle.method": None})
 
 
 def _is_shmdask_client(x: Any) -> bool:

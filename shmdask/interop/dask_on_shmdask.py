@@ -12,6 +12,12 @@ expression, which is optimized and lowered by dask, and its
 task-spec nodes; :mod:`shmdask.graph` reads both, so nothing is converted on
 the way.  Keys are dask's, so shared parts of several collections run once.
 
+``from_dask_array`` turns a dask.array.Array into a shmdask one over the same
+graph, so shmdask.array operations continue from it.
+
+dataframe shuffles are built as tasks (``shmdask.interop.SHUFFLE_METHOD``) unless
+the user chose a method in dask's configuration.
+
 Two ways in, same graph:
 
 - dask calls us: ``dask.compute(x, scheduler=client)`` (or ``client.get``,
@@ -41,10 +47,13 @@ def dask_graph(collections: list, optimize_graph: bool = True,
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
 
+    from shmdask.interop import shuffle_on_shmdask
+
     expr = collections_to_expr(list(collections), optimize_graph)
     if finalize:
         expr = FinalizeCompute(expr)
-    expr = expr.optimize()
+    with shuffle_on_shmdask():  # lowering picks the shuffle method
+        expr = expr.optimize()
     keys = list(expr.__dask_keys__())
     if len(keys) != len(collections):  # dask's own contract; a mismatch is a dask change
         raise RuntimeError(f"dask gave {len(keys)} key groups for {len(collections)} "
@@ -71,8 +80,11 @@ def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
     """``shmdask.compute`` of arguments holding dask collections: dask gathers
     them and repacks the results, shmdask runs the graph."""
     dask = require("dask")
-    return dask.compute(*args, scheduler=scheduler_get(scheduler),
-                        optimize_graph=optimize_graph, traverse=traverse)
+    from shmdask.interop import shuffle_on_shmdask
+
+    with shuffle_on_shmdask():
+        return dask.compute(*args, scheduler=scheduler_get(scheduler),
+                            optimize_graph=optimize_graph, traverse=traverse)
 
 
 def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True) -> tuple:
@@ -88,8 +100,11 @@ def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True) -> t
         return tuple(next(persisted) if base.is_collection(a) or is_dask(a) else a
                      for a in args)
     dask = require("dask")
-    return dask.persist(*args, scheduler=functools.partial(base.get, scheduler=sched),
-                        optimize_graph=optimize_graph)
+    from shmdask.interop import shuffle_on_shmdask
+
+    with shuffle_on_shmdask():
+        return dask.persist(*args, scheduler=functools.partial(base.get, scheduler=sched),
+                            optimize_graph=optimize_graph)
 
 
 def is_dask(x: Any) -> bool:
@@ -122,3 +137,15 @@ def persist_on_client(client: Any, collections: list, optimize_graph: bool = Tru
         done_theirs = iter(rebuilt)
     return [next(done_ours) if base.is_collection(c) else next(done_theirs)
             for c in collections]
+
+
+def from_dask_array(d: Any) -> Any:
+    """The shmdask Array computing what the dask.array.Array ``d`` computes:
+    same graph (task-spec nodes run natively), name, chunks and dtype."""
+    from shmdask.array.core import Array
+    from shmdask.array.layers import MaterializedLayer
+
+    if not hasattr(d, "chunks") or not hasattr(d, "__dask_graph__") or not hasattr(d, "name"):
+        raise TypeError(f"from_dask_array() needs a dask.array.Array, not {type(d).__name__}")
+    graph = as_graph(d.__dask_graph__())
+    return Array({d.name: MaterializedLayer(d.name, graph)}, d.name, d.chunks, d.dtype)
