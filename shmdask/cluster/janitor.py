@@ -1,7 +1,8 @@
 """The janitor: a tiny process that removes a cluster's shared memory if the client dies.
 
-In: a cluster id (and optionally the cluster's spill folder) on the command line, and the read end of a pipe as stdin whose
-only writer is the client process.  Out: nothing but unlinked files.
+In: a cluster id (and optionally the cluster's spill folder) on the command
+line, and the read end of a pipe as stdin whose only writer is the client
+process.  Out: nothing but unlinked files.
 
 A SIGKILLed (or crashed) client runs no ``finally`` and no ``atexit``, so its
 segments would stay in /dev/shm until reboot.  The kernel closes the client's

@@ -31,6 +31,7 @@ that was handed out again.  Nothing of this runs on the engine thread.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -76,6 +77,7 @@ class ShmStore(DataStore):
         self.threshold = threshold
         self.spill_path = spill_dir or spill_directory(cluster_id)
         self.spill_dir = SpillDir(self.spill_path, "spilled")
+        os.makedirs(self.spill_path, mode=0o700, exist_ok=True)
         self.slabs = SlabAllocator(cluster_id, "client")
         client_budget = (memory_limit * spill_fraction
                          if memory_limit and spill_fraction else None)
