@@ -357,3 +357,24 @@ def test_a_small_dev_shm_spills_to_disk_not_into_the_client(tmp_path):
     assert float(total) == expected
     assert int(spilled) >= 128 * MB - (64 << 20)  # what /dev/shm cannot hold is on disk ...
     assert int(peak) < 48 << 20  # ... and none of it in the client
+
+
+# -- uploads over TCP -------------------------------------------------------------------
+
+
+def test_uploads_from_a_remote_client_stay_inside_the_budget():
+    with LocalCluster(n_workers=1, memory_limit="64MB", listen=True) as c, \
+            Client(c.scheduler_address, set_as_default=False) as remote:
+        arrays = [np.full(MB, float(i)) for i in range(8)]  # 64 MB: the whole budget
+        futures = remote.scatter(arrays)
+        wait(futures, timeout=30)
+        held = c.store.memory_by_owner()["client"]
+        assert held["managed"] + held["spilled"] == 64 * MB
+        assert held["managed"] <= 0.7 * 64 * MB  # the rest went to spill files as it came
+        assert held["spilled"] > 0
+        assert c.store.allocator.spilled_results > 0  # written to disk as they arrived
+        sums = remote.gather([remote.submit(plus_one_sum, f) for f in futures])
+        assert sums == [(i + 1) * MB for i in range(8)]
+        back = remote.gather(futures)
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, back, strict=True))
+        remote.cancel(futures)
