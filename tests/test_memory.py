@@ -378,3 +378,32 @@ def test_uploads_from_a_remote_client_stay_inside_the_budget():
         back = remote.gather(futures)
         assert all(np.array_equal(a, b) for a, b in zip(arrays, back, strict=True))
         remote.cancel(futures)
+
+
+def hog(nbytes):
+    block = np.ones(nbytes // 8)  # private memory, not shm
+    time.sleep(2)
+    return float(block.sum())
+
+
+def test_a_restarted_worker_leaves_its_data_readable_and_it_goes_to_disk():
+    from shmdask.cluster.local_cluster import WorkerMemoryWarning
+    from shmdask.scheduler.state import KilledWorker
+
+    with LocalCluster(n_workers=1, memory_limit="200MB") as c, \
+            Client(c, set_as_default=False) as client:
+        futures = [client.submit(filled, i, MB, pure=False) for i in range(4)]
+        wait(futures, timeout=60)
+        (old,) = c.workers
+        with pytest.warns(WorkerMemoryWarning, match="exceeded its memory limit"), \
+                pytest.raises(KilledWorker):
+            client.submit(hog, 400 * MB, pure=False).result(60)
+        wait_for(lambda: c.workers and old not in c.workers, 30, "a replacement")
+        # the dead worker's values are moved out of its shared memory ...
+        wait_for(lambda: c.store.memory_by_owner()[old]["managed"] == 0, 20, "spilling")
+        wait_for(lambda: not shm.list_segments(shm.cluster_prefix(c.id, old)), 20,
+                 "its segments to go")
+        # ... and stay right
+        sums = client.gather([client.submit(plus_one_sum, f) for f in futures])
+        assert sums == [(i + 1) * MB for i in range(4)]
+        client.cancel(futures)
