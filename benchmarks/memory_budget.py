@@ -154,7 +154,7 @@ def child_transpose(runner: str) -> dict:
 
     shmdask.config.set(progress=False)
     with LocalCluster(n_workers=N_WORKERS, threads_per_worker=1) as cluster, \
-            Client(cluster) as client:
+            Client(cluster):
         peak = TreePeak(f"shmdask-{cluster.id}-").start()
         x = da.random.random((8000, 8000), chunks=1000)
         t0 = time.perf_counter()
@@ -190,6 +190,23 @@ def _median(runs: list[dict], field: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+MiB = 2**20
+
+
+def _print_table(results: dict[str, list], columns: list[tuple]) -> None:
+    """One row per runner: medians of ``columns`` ((title, field, scale, width, digits)),
+    whether every run was right, and the errors of runs that failed."""
+    print(f"{'':<16} " + " ".join(f"{title:>{width}}" for title, _, _, width, _ in columns)
+          + "  right  errors")
+    for name, runs in results.items():
+        ok = [r for r in runs if "error" not in r]
+        errors = "; ".join(r["error"] for r in runs if "error" in r)
+        cells = " ".join(f"{_median(ok, field) / scale:{width}.{digits}f}"
+                         for _, field, scale, width, digits in columns)
+        print(f"{name:<16} {cells}  {all(r['right'] for r in ok) and bool(ok)!s:5}  "
+              f"{errors[:80]}")
+
+
 def bench_persist(repeats: int) -> None:
     runners = ["shmdask", "distributed"]
     results: dict[str, list] = {r: [] for r in runners}
@@ -200,15 +217,14 @@ def bench_persist(repeats: int) -> None:
     print(f"\npersist 4x the budget ({N_WORKERS} workers x {WORKER_LIMIT >> 20} MiB, "
           f"{PERSIST_ELEMENTS * 8 >> 20} MiB of random data in 8 MiB chunks), medians of "
           f"{repeats}")
-    print(f"{'runner':<12} {'persist s':>9} {'sum s':>7} {'std s':>7} {'total s':>8} "
-          f"{'peak MiB':>9} {'peak/budget':>11}  right  errors")
-    for runner, runs in results.items():
-        ok = [r for r in runs if "error" not in r]
-        errors = [r["error"] for r in runs if "error" in r]
-        print(f"{runner:<12} {_median(ok, 'persist'):9.2f} {_median(ok, 'sum'):7.2f} "
-              f"{_median(ok, 'std'):7.2f} {_median(ok, 'total'):8.2f} "
-              f"{_median(ok, 'peak') / 2**20:9.0f} {_median(ok, 'peak') / budget:11.2f}  "
-              f"{all(r['right'] for r in ok) and bool(ok)!s:5}  {'; '.join(errors)[:80]}")
+    for runs in results.values():
+        for r in runs:
+            if "peak" in r:
+                r["peak_ratio"] = r["peak"] / budget
+    _print_table(results, [("persist s", "persist", 1, 9, 2), ("sum s", "sum", 1, 7, 2),
+                           ("std s", "std", 1, 7, 2), ("total s", "total", 1, 8, 2),
+                           ("peak MiB", "peak", MiB, 9, 0),
+                           ("peak/budget", "peak_ratio", 1, 11, 2)])
     s = [r for r in results["shmdask"] if "error" not in r]
     d = [r for r in results["distributed"] if "error" not in r]
     if s and d:
@@ -222,15 +238,10 @@ def bench_small_shm(repeats: int) -> None:
         results["normal /dev/shm"].append(run_child("transpose", "shmdask"))
         results["64 MB /dev/shm"].append(run_child("transpose", "shmdask", small_shm=True))
     print(f"\n(x + x.T).sum(), x 8000² chunks 1000 (512 MB), shmdask, medians of {repeats}")
-    print(f"{'/dev/shm':<16} {'time s':>7} {'client peak MiB':>15} {'tree peak MiB':>13} "
-          f"{'to disk':>8}  right  errors")
-    for name, runs in results.items():
-        ok = [r for r in runs if "error" not in r]
-        errors = [r["error"] for r in runs if "error" in r]
-        print(f"{name:<16} {_median(ok, 'time'):7.2f} {_median(ok, 'client_peak') / 2**20:15.0f} "
-              f"{_median(ok, 'peak') / 2**20:13.0f} "
-              f"{_median(ok, 'results_to_disk'):8.0f}  "
-              f"{all(r['right'] for r in ok) and bool(ok)!s:5}  {'; '.join(errors)[:80]}")
+    _print_table(results, [("time s", "time", 1, 7, 2),
+                           ("client peak MiB", "client_peak", MiB, 15, 0),
+                           ("tree peak MiB", "peak", MiB, 13, 0),
+                           ("results to disk", "results_to_disk", 1, 15, 0)])
 
 
 def main(argv: list[str] | None = None) -> None:

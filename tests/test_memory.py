@@ -45,6 +45,13 @@ def metrics(cluster) -> dict:
     return {w: i["metrics"] for w, i in cluster.scheduler_info()["workers"].items()}
 
 
+def chunks_on_workers(client, n: int) -> list:
+    """``n`` futures of 8 MB arrays filled with 0, 1, ... (ready when returned)."""
+    futures = [client.submit(filled, i, MB, pure=False) for i in range(n)]
+    wait(futures, timeout=60)
+    return futures
+
+
 def wait_persisted(collection) -> None:
     wait(list(collection.__shmdask_graph__().values()), timeout=60)
 
@@ -117,8 +124,7 @@ def test_budget_counts_shared_memory_charged_to_its_owner():
 def test_spilling_keeps_a_worker_under_its_target_and_values_stay_right():
     with LocalCluster(n_workers=1, memory_limit="160MB") as c, \
             Client(c, set_as_default=False) as client:
-        futures = [client.submit(filled, i, MB, pure=False) for i in range(30)]  # 8 MB each
-        wait(futures, timeout=60)
+        futures = chunks_on_workers(client, 30)
         (wid,) = c.workers
 
         def settled():
@@ -145,8 +151,7 @@ def test_spilling_keeps_a_worker_under_its_target_and_values_stay_right():
 def test_lru_spills_what_was_read_least_recently():
     with LocalCluster(n_workers=1, memory_limit="4GB") as c, \
             Client(c, set_as_default=False) as client:
-        futures = [client.submit(filled, i, MB, pure=False) for i in range(4)]
-        wait(futures, timeout=60)
+        futures = chunks_on_workers(client, 4)
         (wid,) = c.workers
         client.gather(client.submit(plus_one_sum, futures[0]))  # touch the oldest
         moved = c.store.spill(wid, 8 * MB)
@@ -392,8 +397,7 @@ def test_a_restarted_worker_leaves_its_data_readable_and_it_goes_to_disk():
 
     with LocalCluster(n_workers=1, memory_limit="200MB") as c, \
             Client(c, set_as_default=False) as client:
-        futures = [client.submit(filled, i, MB, pure=False) for i in range(4)]
-        wait(futures, timeout=60)
+        futures = chunks_on_workers(client, 4)
         (old,) = c.workers
         with pytest.warns(WorkerMemoryWarning, match="exceeded its memory limit"), \
                 pytest.raises(KilledWorker):

@@ -231,6 +231,7 @@ class _Runtime:
         """Measure every worker against its budget: spill, pause, restart."""
         limit = self.memory_limit
         fractions = self.fractions
+        all_paused = False
         while not self._stop.wait(MEMORY_POLL):
             try:
                 report = self.memory_report()
@@ -265,6 +266,14 @@ class _Runtime:
                 self._spill_requested.set()
             if woke:
                 self.engine.post(("wake",))
+            handles = list(self.workers.values())
+            stuck = bool(handles) and all(h.paused for h in handles)
+            if stuck and not all_paused:
+                log.warning("every worker is paused: their private memory is above %s of "
+                            "memory_limit=%s and nothing runs until it falls (is a task "
+                            "keeping large objects alive?)", fractions["pause"],
+                            format_bytes(limit))
+            all_paused = stuck
             self.store.collect_frees()
 
     def _terminate(self, handle: ProcessWorkerHandle, m: dict) -> None:

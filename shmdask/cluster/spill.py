@@ -77,11 +77,26 @@ class SpillDir:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         return path, fd
 
+    def _new_file(self, fill: Callable[[str, int], tuple]) -> tuple:
+        """Make a new file and ``fill(path, fd)`` it; on any error the file goes.
+        Returns ``(bytes written, what fill returned)``."""
+        path, fd = self._open_new()
+        try:
+            nbytes, out = fill(path, fd)
+        except BaseException:
+            remove_files([path])
+            raise
+        finally:
+            os.close(fd)
+        with self._lock:
+            self.bytes_written += nbytes
+            self.files_written += 1
+        return out
+
     def write(self, buffers: Iterable) -> list[tuple]:
         """Write byte buffers into one new file; their file blocks, in order."""
-        path, fd = self._open_new()
-        refs = []
-        try:
+        def fill(path: str, fd: int) -> tuple:
+            refs = []
             offset = 0
             for buf in buffers:
                 view = memoryview(buf).cast("B")
@@ -90,32 +105,19 @@ class SpillDir:
                     written += os.pwrite(fd, view[written:], offset + written)
                 refs.append((path, offset, view.nbytes))
                 offset = _aligned(offset + view.nbytes)
-        except BaseException:
-            os.close(fd)
-            remove_files([path])
-            raise
-        os.close(fd)
-        with self._lock:
-            self.bytes_written += sum(r[2] for r in refs)
-            self.files_written += 1
-        return refs
+            return sum(r[2] for r in refs), refs
+
+        return self._new_file(fill)
 
     def create(self, nbytes: int) -> tuple[tuple, memoryview]:
         """A new file of ``nbytes``: its block and a writeable view of it (the
         file keeps the data once the view is released)."""
-        path, fd = self._open_new()
-        try:
+        def fill(path: str, fd: int) -> tuple:
             os.ftruncate(fd, max(nbytes, 1))
             m = mmap.mmap(fd, max(nbytes, 1))
-        except BaseException:
-            os.close(fd)
-            remove_files([path])
-            raise
-        os.close(fd)
-        with self._lock:
-            self.bytes_written += nbytes
-            self.files_written += 1
-        return (path, 0, nbytes), memoryview(m)[:nbytes]
+            return nbytes, ((path, 0, nbytes), memoryview(m)[:nbytes])
+
+        return self._new_file(fill)
 
     def close(self) -> None:
         """Remove the whole folder (every process's files)."""
