@@ -212,7 +212,7 @@ class ShmStore(DataStore):
         return value.nbytes if type(value) is Stored else 0
 
     def release(self, values: list) -> None:
-        if not any(type(v) is Stored and v.live and v.where == "shm" for v in values):
+        if not any(type(v) is Stored and v.live and v.blocks for v in values):
             counts = self.values_by_owner
             with self._lock:  # inline values only (the common case): just count
                 for value in values:
