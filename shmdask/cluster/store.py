@@ -350,8 +350,9 @@ class ShmStore(DataStore):
             ready, waiting = [], []
             for entry in self._pending_frees:
                 swap, snapshot = entry[0], entry[1]
+                # (iterate our frozen copy only: the engine changes its sets meanwhile)
                 busy = (oldest_read is not None and oldest_read < swap) or any(
-                    not keys.isdisjoint(in_flight.get(wid, ())) for wid, keys in snapshot.items())
+                    k in in_flight.get(wid, ()) for wid, keys in snapshot.items() for k in keys)
                 (waiting if busy else ready).append(entry)
             self._pending_frees = waiting
         by_owner: dict[str, list] = {}
