@@ -24,6 +24,7 @@ __all__ = [
     "compute",
     "config",
     "delayed",
+    "futures_of",
     "get",
     "persist",
     "tokenize",
@@ -33,7 +34,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The cluster layer pulls in more machinery; load it on first use.
-    if name in ("Client", "LocalCluster"):
+    if name in ("Client", "LocalCluster", "futures_of"):
         from shmdask import distributed
 
         return getattr(distributed, name)

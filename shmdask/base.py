@@ -16,11 +16,12 @@ local ones are built here, a Client is one too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shmdask import config
 from shmdask.graph import (
+    as_graph,
     check_keys,
     cull,
     dependencies_of,
@@ -29,6 +30,7 @@ from shmdask.graph import (
     order,
     toposort,
 )
+from shmdask.interop import holds_dask_collection
 
 
 class Literal:
@@ -128,13 +130,34 @@ def _resolve_futures(dsk: Mapping, dependencies: Mapping) -> tuple[Mapping, Mapp
     return out, dependencies
 
 
+def _held_futures(keys: list) -> dict:
+    """Futures of open Clients for keys a graph refers to without holding them
+    (dask drops a persisted Future from its graphs and keeps only references
+    to its key, as it does for dask.distributed's)."""
+    import sys
+
+    client = sys.modules.get("shmdask.client")
+    found = client.held_futures(keys) if client is not None else {}
+    lost = [k for k in keys if k not in found]
+    if lost:
+        shown = ", ".join(map(repr, lost[:5]))
+        raise KeyError(f"the task graph refers to key(s) {shown} that it does not hold, "
+                       "and no open Client holds them either")
+    return found
+
+
 # -- graph preparation --------------------------------------------------------
 
 
 def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True) -> tuple[dict, dict, dict]:
     """Check, cull, fuse and order a graph for ``keys`` (a flat list)."""
     check_keys(dsk, keys)
-    dsk, deps = cull(dsk, keys)
+    missing: list = []
+    dsk, deps = cull(dsk, keys, missing=missing)
+    if missing:  # keys named by reference only: data held by Futures
+        held = _held_futures(missing)
+        dsk.update(held)
+        deps.update((k, set()) for k in held)
     topo = toposort(dsk, deps)  # one pass finds cycles and serves the rest
     if optimize:
         dsk, deps = fuse_linear(dsk, keys, deps, topo)
@@ -162,12 +185,25 @@ def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict
     return dsk, keys
 
 
-def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]:
+def _run(collections: list, scheduler: Any, optimize: bool,
+         finish_on_views: Callable | None = None) -> tuple[Any, list]:
+    """Run the collections' graph -> ``({key: value}, [keys of each])``.
+
+    With ``finish_on_views(results, keys)`` -- a finisher that copies what it
+    keeps -- a scheduler that can (``finalizes_views``) calls it on read-only
+    views of its data before letting go of it, and its result comes back
+    instead of the values: one copy of the data rather than two."""
     dsk, keys = collections_to_graph(collections, optimize)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
     sched = get_scheduler(scheduler)
     prepared, deps, prio = prepare_graph(dsk, flat, optimize)
+    if finish_on_views is not None and getattr(sched, "finalizes_views", False):
+        finished = sched.run_graph(prepared, deps, flat, prio,
+                                   finalize=lambda results: finish_on_views(results, keys))
+        return finished, keys
     results = sched.run_graph(prepared, deps, flat, prio)
+    if finish_on_views is not None:
+        return finish_on_views(results, keys), keys
     return results, keys
 
 
@@ -205,7 +241,16 @@ def _holds_collection(x: Any) -> bool:
 
 def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
             traverse: bool = True, **kwargs: Any) -> tuple:
-    """Compute collections together; shared parts run once.  Returns a tuple."""
+    """Compute collections together; shared parts run once.  Returns a tuple.
+
+    dask collections (dask.array, DataFrame, Bag, ...) among the arguments
+    run on the same scheduler, through dask's own graph building.
+    """
+    if any(map(holds_dask_collection, args)):
+        from shmdask.interop.dask_on_shmdask import compute as compute_dask
+
+        return compute_dask(*args, scheduler=scheduler, optimize_graph=optimize_graph,
+                            traverse=traverse)
     if traverse:
         wrapped, collections = _unpack_args(args)
     else:
@@ -213,13 +258,18 @@ def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
         collections = [a for a in wrapped if a is not None]
     if not collections:
         return tuple(args)
-    results, keys = _run(collections, scheduler, optimize_graph)
-    computed = iter(
-        finalize(_pack(ks, results), *extra)
-        for (finalize, extra), ks in zip(
-            (c.__shmdask_postcompute__() for c in collections), keys, strict=True
-        )
-    )
+    finalizers = [c.__shmdask_postcompute__() for c in collections]
+
+    def finish(results: dict, keys: list) -> list:
+        return [finalize(_pack(ks, results), *extra)
+                for (finalize, extra), ks in zip(finalizers, keys, strict=True)]
+
+    if all(getattr(finalize, "copies_views", False) for finalize, _ in finalizers):
+        finished, _ = _run(collections, scheduler, optimize_graph, finish)
+    else:  # some finalizer may keep a value as it is: it gets private copies
+        results, keys = _run(collections, scheduler, optimize_graph)
+        finished = finish(results, keys)
+    computed = iter(finished)
     return tuple(next(computed) if w is not None else a for w, a in zip(wrapped, args,
                                                                         strict=True))
 
@@ -231,6 +281,10 @@ def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
     On a Client the results stay on the cluster (the new collections hold
     Futures); on the local schedulers they are embedded in the graph.
     """
+    if any(map(holds_dask_collection, args)):
+        from shmdask.interop.dask_on_shmdask import persist as persist_dask
+
+        return persist_dask(*args, scheduler=scheduler, optimize_graph=optimize_graph)
     collections = [a for a in args if is_collection(a)]
     if not collections:
         return tuple(args)
@@ -250,10 +304,17 @@ def _rebuild(collection: Any, keys: Any, results: Mapping) -> Any:
     return rebuild(graph, *extra)
 
 
-def get(dsk: Mapping, keys: Any, scheduler: Any = None, optimize_graph: bool = True) -> Any:
-    """Run a raw task graph; ``keys`` is a key or nested lists of keys."""
-    if not isinstance(dsk, Mapping):
-        raise TypeError(f"a task graph must be a mapping, not {type(dsk).__name__}")
+def get(dsk: Any, keys: Any, scheduler: Any = None, optimize_graph: bool = True,
+        **kwargs: Any) -> Any:
+    """Run a raw task graph; ``keys`` is a key or nested lists of keys.
+
+    ``dsk`` is a mapping in dask's spec (classic tuples, task-spec nodes or
+    both), a HighLevelGraph, or what dask passes a scheduler function (an
+    expression with ``__dask_graph__``), so ``dask.compute(x,
+    scheduler=shmdask.get)`` works.  Other keyword arguments dask's schedulers
+    take are accepted and ignored.
+    """
+    dsk = as_graph(dsk)
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
     prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
     results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)

@@ -28,8 +28,14 @@ class Connection(ABC):
 
     @abstractmethod
     def submit(self, dsk: Mapping, dependencies: Mapping, wanted: list,
-               priorities: Mapping | None, listener: Listener) -> None:
-        """Add a graph; ``listener`` hears when each wanted key is done."""
+               priorities: Mapping | None, listener: Listener,
+               annotations: Mapping | None = None) -> None:
+        """Add a graph; ``listener`` hears when each wanted key is done.
+        ``annotations``: per-key scheduling options (priority, retries, ...)."""
+
+    @abstractmethod
+    def retry(self, keys: list, listener: Listener) -> None:
+        """Run these erred keys (and what erred with them) again."""
 
     @abstractmethod
     def scatter(self, items: Mapping, listener: Listener) -> None:
@@ -42,6 +48,12 @@ class Connection(ABC):
     @abstractmethod
     def fetch(self, keys: list) -> dict:
         """Values of keys in memory, as private user objects."""
+
+    def fetch_views(self, keys: list) -> dict:
+        """Values of keys in memory for a reader that copies what it keeps:
+        read-only and valid only while the keys are held, where that saves a
+        copy; private copies otherwise."""
+        return self.fetch(keys)
 
     @abstractmethod
     def scheduler_info(self) -> dict:
@@ -79,8 +91,12 @@ class LocalConnection(Connection):
         self.cluster = cluster
         self.engine = cluster.engine
 
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
-        self.engine.submit(dsk, dependencies, wanted, priorities, listener)
+    def submit(self, dsk, dependencies, wanted, priorities, listener,
+               annotations: Mapping | None = None) -> None:
+        self.engine.submit(dsk, dependencies, wanted, priorities, listener, annotations)
+
+    def retry(self, keys: list, listener) -> None:
+        self.engine.retry(keys, listener)
 
     def scatter(self, items: Mapping, listener) -> None:
         self.engine.scatter(items, listener)
@@ -91,6 +107,10 @@ class LocalConnection(Connection):
     def fetch(self, keys: list) -> dict:
         data, store = self.engine.data, self.engine.store
         return {k: store.to_user(data[k]) for k in keys}
+
+    def fetch_views(self, keys: list) -> dict:
+        data, store = self.engine.data, self.engine.store
+        return {k: store.to_user_view(data[k]) for k in keys}
 
     def scheduler_info(self) -> dict:
         return self.cluster.scheduler_info()

@@ -47,6 +47,7 @@ from typing import Any
 
 import psutil
 
+from shmdask.annotations import check_resources
 from shmdask.cluster.pipe_transport import ProcessWorkerHandle, spawn_workers
 from shmdask.cluster.protocol import SHM_THRESHOLD
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, bytes_by_owner, new_cluster_id
@@ -91,6 +92,15 @@ def parse_memory_limit(limit: Any, n_workers: int) -> int | None:
     return int(limit)
 
 
+def _check_counts(n_workers: Any, threads_per_worker: Any) -> None:
+    for name, value, low in (("n_workers", n_workers, 0),
+                             ("threads_per_worker", threads_per_worker, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
 # dask's LocalCluster options that mean nothing here; accepted so dask code runs.
 _IGNORED_OPTIONS = {"dashboard_address", "silence_logs", "host", "scheduler_port",
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
@@ -102,8 +112,9 @@ class _Runtime:
     object alive."""
 
     def __init__(self, n_workers: int, threads_per_worker: int, memory_limit: int | None,
-                 threshold: int):
+                 threshold: int, resources: dict | None = None):
         self.cluster_id = new_cluster_id()
+        self.resources = resources  # dask's worker resources, the same for each worker
         self.n_workers = n_workers
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
@@ -165,6 +176,7 @@ class _Runtime:
                 handle.close()
                 return
             self.workers[handle.id] = handle
+        handle.resources = self.resources
         self.store.add_worker(handle)
         handle.start_reader(self.engine.post, self.store, self.lost)
         self.engine.post(("worker-added", handle))
@@ -357,36 +369,43 @@ class LocalCluster:
     call :meth:`close` (also done at interpreter exit).
     """
 
-    def __new__(cls, n_workers: int | None = None, threads_per_worker: int = 1, *args: Any,
-                processes: bool = True, **kwargs: Any):
+    def __new__(cls, n_workers: int | None = None, threads_per_worker: int | None = None,
+                *args: Any, processes: bool = True, **kwargs: Any):
         if processes:
             return super().__new__(cls)
-        # dask's LocalCluster(processes=False): worker threads in this process.
+        # dask's LocalCluster(processes=False): worker threads in this process;
+        # by default one worker with a thread per core, as in dask.
         from shmdask.scheduler.local import ThreadCluster
 
-        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen"}
+        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen",
+                                                     "resources"}
         if args or unknown:
-            raise TypeError("LocalCluster(processes=False) takes n_workers and "
-                            "threads_per_worker only")
-        threads = (n_workers or os.cpu_count() or 1) * max(1, threads_per_worker)
-        return ThreadCluster(threads)
+            raise TypeError("LocalCluster(processes=False) takes n_workers, "
+                            "threads_per_worker, memory_limit and resources only")
+        cores = os.cpu_count() or 1
+        if n_workers is None:
+            n_workers = max(1, cores // threads_per_worker) if threads_per_worker else 1
+        if threads_per_worker is None:
+            threads_per_worker = max(1, cores // n_workers)
+        _check_counts(n_workers, threads_per_worker)
+        memory_limit = parse_memory_limit(kwargs.get("memory_limit", "auto"), max(1, n_workers))
+        return ThreadCluster(n_workers, threads_per_worker, memory_limit,
+                             resources=check_resources(kwargs.get("resources")))
 
-    def __init__(self, n_workers: int | None = None, threads_per_worker: int = 1,
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  memory_limit: Any = "auto", report_dir: str | None = None,
                  listen: Any = None, processes: bool = True,
-                 shm_threshold: int = SHM_THRESHOLD, **kwargs: Any):
+                 shm_threshold: int = SHM_THRESHOLD, resources: dict | None = None,
+                 **kwargs: Any):
         unknown = set(kwargs) - _IGNORED_OPTIONS
         if unknown:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s) "
                             f"{', '.join(sorted(unknown))}")
         if n_workers is None:
             n_workers = os.cpu_count() or 1
-        for name, value, low in (("n_workers", n_workers, 0),
-                                 ("threads_per_worker", threads_per_worker, 1)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if threads_per_worker is None:
+            threads_per_worker = 1
+        _check_counts(n_workers, threads_per_worker)
         if not isinstance(shm_threshold, int) or shm_threshold < 1:
             raise ValueError(f"shm_threshold must be a positive int, got {shm_threshold!r}")
         self.n_workers = n_workers
@@ -397,7 +416,7 @@ class LocalCluster:
         self.options = dict(kwargs)
         self.scheduler_address: str | None = None  # set by a TCP listener, if any
         self._runtime = _Runtime(n_workers, threads_per_worker, self.memory_limit,
-                                 shm_threshold)
+                                 shm_threshold, check_resources(resources))
         self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
         self._listener = None

@@ -29,6 +29,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -144,8 +145,8 @@ def _run_one(address: str, name: str | None, auth_key, nthreads: int,
                 try:
                     comm, welcome = _connect(address, name, nthreads, auth_key, tls,
                                              connect_timeout)
-                except AuthenticationError as exc:
-                    if not joined:  # a wrong key: say so at once
+                except (AuthenticationError, ssl.SSLCertVerificationError) as exc:
+                    if not joined:  # a wrong key or certificate: say so at once
                         _say(f"cannot join {address}: {exc}")
                         return 2
                     error = exc  # a restarted scheduler may have a new key file soon
@@ -196,10 +197,18 @@ def run_worker(address: str, nworkers: int = 1, name: str | None = None,
     if reconnect_timeout < 0:
         raise ValueError(f"reconnect_timeout must be >= 0, got {reconnect_timeout}")
     from shmdask.cluster.address import parse_address
+    from shmdask.cluster.auth import client_ssl_context, tls_from_env
 
-    parse_address(address)  # a bad address fails here, clearly
-    log_to_stderr(WORKER_FORMAT)  # this process's stderr is ours: say what happens
+    scheme, _, _ = parse_address(address)  # a bad address fails here, clearly
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    if not any(tls.values()):
+        tls = tls_from_env()
+    # Bad TLS settings fail now, not after reconnect_timeout of retries.
+    if scheme == "tls" and client_ssl_context(tls["tls_ca"], tls["tls_cert"],
+                                              tls["tls_key"]) is None:
+        raise ValueError(f"{address}: a tls:// address needs the CA that signed the "
+                         "scheduler's certificate (--tls-ca or SHMDASK_TLS_CA)")
+    log_to_stderr(WORKER_FORMAT)  # this process's stderr is ours: say what happens
     if nworkers == 1:
         return _run_one(address, name, auth_key, nthreads, reconnect_timeout, tls,
                         connect_timeout)

@@ -106,6 +106,7 @@ class RemoteConnection(Connection):
         self._post_lock = threading.RLock()  # RLock: unwant may run in a __del__
         self._unwant_open: list | None = None  # keys of the queued unwant message
         self._listeners: dict[Any, Callable] = {}
+        self._retry_listener: Callable | None = None
         self._replies: dict[int, list] = {}
         self._reply_cond = threading.Condition()
         self._req = itertools.count()
@@ -116,7 +117,8 @@ class RemoteConnection(Connection):
 
     # -- one-way verbs ------------------------------------------------------------
 
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
+    def submit(self, dsk, dependencies, wanted, priorities, listener,
+               annotations: Mapping | None = None) -> None:
         self._check()
         wanted = list(wanted)
         with self._lock:
@@ -124,8 +126,19 @@ class RemoteConnection(Connection):
                 self._listeners[key] = listener
         with self._post_lock:  # function tokens must go out in pickling order
             frames = [*header_frames(("submit", wanted)),
-                      *dumps_message((dsk, dependencies, wanted, priorities), self.functions)]
+                      *dumps_message((dsk, dependencies, wanted, priorities, annotations),
+                                     self.functions)]
             self._post(frames)
+
+    def retry(self, keys: list, listener) -> None:
+        self._check()
+        with self._lock:
+            # erred inputs that run again are announced as "pending": they are
+            # heard by this listener too
+            self._retry_listener = listener
+            for key in keys:
+                self._listeners[key] = listener
+        self._post(header_frames(("retry", list(keys))))
 
     def scatter(self, items: Mapping, listener) -> None:
         self._check()
@@ -236,7 +249,11 @@ class RemoteConnection(Connection):
                 if op == "statuses":
                     for key, status, exc_bytes in header[1]:
                         with self._lock:
-                            listener = self._listeners.pop(key, None)
+                            if status == "pending":  # a retry: not the last word
+                                listener = self._listeners.setdefault(key,
+                                                                      self._retry_listener)
+                            else:
+                                listener = self._listeners.pop(key, None)
                         if listener is not None:
                             exc = load_exception(exc_bytes) if exc_bytes is not None else None
                             listener(key, status, exc)

@@ -87,8 +87,12 @@ class _Session:
         except CommClosedError as exc:
             reason = f"lost {self.role} {self.id} at {self.comm.peer}: {exc}"
         except Exception as exc:  # a peer's bad input costs it its connection, not us
-            reason = f"dropped {self.role} {self.id} at {self.comm.peer}: bad message: {exc!r}"
+            detail = str(exc) if isinstance(exc, ProtocolError) else repr(exc)
+            reason = (f"dropped {self.role} {self.id} at {self.comm.peer}: it broke the "
+                      f"shmdask protocol: {detail}")
             log.warning("%s", reason)
+            if not self.closing and not self.listener.closing:
+                self.broke_protocol(detail)
         finally:
             self.comm.abort()
             if not self.closing and not self.listener.closing:
@@ -104,6 +108,9 @@ class _Session:
 
     def lost(self, reason: str) -> None:
         pass
+
+    def broke_protocol(self, detail: str) -> None:
+        """The peer sent something that is not the protocol (before ``lost``)."""
 
     def close(self) -> None:
         self.closing = True
@@ -266,6 +273,15 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
     def lost(self, reason: str) -> None:
         self.listener.engine.post(("worker-lost", self.id, reason))
 
+    def broke_protocol(self, detail: str) -> None:
+        # Not a crash: running the tasks again would break it again.  The
+        # tasks it was running fail with the reason, before the loss is seen.
+        for key in list(self.processing):
+            self.processing.pop(key, None)
+            err = ProtocolError(f"task {key!r} was running on remote worker {self.id} at "
+                                f"{self.comm.peer}, which broke the shmdask protocol: {detail}")
+            self.listener.engine.post(("erred", self.id, key, err, "", None))
+
     # -- info -----------------------------------------------------------------
 
     def memory_now(self) -> int:
@@ -328,14 +344,17 @@ class ClientSession(_Session):
         if op == "submit":
             keys = list(header[1])
             try:
-                dsk, dependencies, wanted, priorities = loads_message(body, self.functions)
+                dsk, dependencies, wanted, priorities, annotations = loads_message(
+                    body, self.functions)
             except Exception as exc:
                 err = RuntimeError(f"the scheduler could not load the submitted graph: {exc!r}")
                 for key in keys:
                     self._listener(key, "erred", err)
                 return
             self._want(list(wanted))
-            engine.submit(dsk, dependencies, wanted, priorities, self._listener)
+            engine.submit(dsk, dependencies, wanted, priorities, self._listener, annotations)
+        elif op == "retry":
+            engine.retry(list(header[1]), self._listener)
         elif op == "scatter":
             try:
                 items, unclaimed = loads_values(body, refs, owner="client")

@@ -64,6 +64,7 @@ from shmdask.cluster.protocol import (
 )
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
 from shmdask.cluster.spill import BudgetedAllocator, SpillDir, private_memory
+from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
 
@@ -120,6 +121,7 @@ class Worker:
         self.tasks_run = 0
         self.bytes_received = 0
         self.warm_imports = warm_imports
+        self._warming: threading.Thread | None = None
 
     def _over_budget(self, nbytes: int) -> bool:
         """Would ``nbytes`` more of shared memory pass our spill threshold?"""
@@ -142,8 +144,9 @@ class Worker:
         if self.warm_imports:
             # Modules the client uses (shmdask.array, say) load while we wait
             # for work, not inside the first task that unpickles one of them.
-            threading.Thread(target=_warm_up, args=(self.warm_imports,), daemon=True,
-                             name="shmdask-warm-imports").start()
+            self._warming = threading.Thread(target=_warm_up, args=(self.warm_imports,),
+                                             daemon=True, name="shmdask-warm-imports")
+            self._warming.start()
         for lane in range(self.nthreads):
             threading.Thread(
                 target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
@@ -182,6 +185,12 @@ class Worker:
                 raise ValueError(f"worker received an unknown message {op!r}")
 
     def _receive_tasks(self, keys: list, body: list) -> None:
+        if self._warming is not None:
+            # Unpickling tasks imports their modules: never while the warm-up
+            # thread is half-way through importing the same ones (two threads in
+            # one import can see a partially initialised module).
+            self._warming.join()
+            self._warming = None
         try:
             tasks = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
@@ -271,7 +280,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
             stop = time.time()
             record = self._record(key, lane_name, start, stop, 0, "inline")
-            return ("erred", key, dump_exception(exc), traceback.format_exc(), record)
+            return ("erred", key, dump_exception(as_task_error(key, exc)),
+                    traceback.format_exc(), record)
         stop = time.time()
         record = self._record(key, lane_name, start, stop, stored.nbytes, stored.where)
         return ("done", key, stored, record)
