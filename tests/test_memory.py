@@ -368,7 +368,11 @@ def test_a_small_dev_shm_spills_to_disk_not_into_the_client(tmp_path):
 
 
 def test_uploads_from_a_remote_client_stay_inside_the_budget():
-    with LocalCluster(n_workers=1, memory_limit="64MB", listen=True) as c, \
+    # a small budget, to keep the upload small: the worker's own baseline would
+    # pass its pause and terminate thresholds, so those are off here
+    small = {"memory.pause": False, "memory.terminate": False}
+    with shmdask.config.set(small), LocalCluster(n_workers=1, memory_limit="64MB",
+                                                 listen=True) as c, \
             Client(c.scheduler_address, set_as_default=False) as remote:
         arrays = [np.full(MB, float(i)) for i in range(8)]  # 64 MB: the whole budget
         futures = remote.scatter(arrays)
