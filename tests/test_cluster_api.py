@@ -47,7 +47,9 @@ def test_scale_up_and_down_keeps_data():
         values = c.gather(futures)
         assert [int(v[0]) for v in values] == list(range(12))
         assert c.submit(lambda: 7).result() == 7
-        assert "retired worker-2" in cluster.get_logs()["Cluster"]
+        # the note is written once the retired process has exited, a moment later
+        wait_for(lambda: "retired worker-2" in cluster.get_logs()["Cluster"],
+                 what="the retirement in the cluster's log")
         # once released, the retired workers' segments are unlinked (cluster still up)
         retired = tuple(shm.cluster_prefix(cluster.id, w) for w in ("worker-1", "worker-2"))
         del futures, values

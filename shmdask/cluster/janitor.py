@@ -1,7 +1,8 @@
 """The janitor: a tiny process that removes a cluster's shared memory if the client dies.
 
-In: a cluster id on the command line, and the read end of a pipe as stdin whose
-only writer is the client process.  Out: nothing but unlinked files.
+In: a cluster id (and optionally the cluster's spill folder) on the command
+line, and the read end of a pipe as stdin whose only writer is the client
+process.  Out: nothing but unlinked files.
 
 A SIGKILLed (or crashed) client runs no ``finally`` and no ``atexit``, so its
 segments would stay in /dev/shm until reboot.  The kernel closes the client's
@@ -14,14 +15,17 @@ finds them by their command line (``-m shmdask.cluster.worker ... --cluster
 there a second later.  One may create a segment after the first sweep, so it
 sweeps a few more times over a few seconds.  A client that closes its cluster
 normally writes a goodbye byte first: one sweep, no process is touched.
+The spill folder goes with every sweep (it lives on disk: after a crash it
+would outlive even a reboot).
 
-Started as ``python -I -S .../janitor.py CLUSTER_ID`` (by file path, so neither
-the shmdask package nor numpy is imported: it costs a bare interpreter).  It
-ignores SIGINT: Ctrl-C in a terminal hits the whole process group, and the
+Started as ``python -I -S .../janitor.py CLUSTER_ID [SPILL_DIR]`` (by file
+path, so neither the shmdask package nor numpy is imported: it costs a bare
+interpreter).  It ignores SIGINT: Ctrl-C in a terminal hits the whole process group, and the
 janitor must outlive a client that dies of it.
 """
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -118,22 +122,35 @@ def wait_for_eof(fd: int) -> bool:
         said_goodbye = said_goodbye or GOODBYE in data
 
 
+def remove_spill_dir(path: str | None, cluster_id: str) -> None:
+    """Remove the cluster's spill folder (only one named after this cluster)."""
+    if path and os.path.basename(path) == f"shmdask-{cluster_id}-spill":
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list) -> int:
-    if len(argv) != 2 or not argv[1].isalnum():
-        sys.stderr.write("usage: janitor.py CLUSTER_ID (alphanumeric)\n")
+    if len(argv) not in (2, 3) or not argv[1].isalnum():
+        sys.stderr.write("usage: janitor.py CLUSTER_ID (alphanumeric) [SPILL_DIR]\n")
         return 2
-    prefix = f"shmdask-{argv[1]}-"
+    cluster_id = argv[1]
+    spill_dir = argv[2] if len(argv) == 3 else None
+    prefix = f"shmdask-{cluster_id}-"
+
+    def clean_all() -> None:
+        sweep(prefix)
+        remove_spill_dir(spill_dir, cluster_id)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Being terminated means the cluster is going down with us: clean up first.
-    signal.signal(signal.SIGTERM, lambda *_: (sweep(prefix), os._exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: (clean_all(), os._exit(0)))
     if wait_for_eof(0):
-        sweep(prefix)  # the client cleaned up; this is a formality
+        clean_all()  # the client cleaned up; this is a formality
         return 0
     start = time.monotonic()
-    end_workers(argv[1])
+    end_workers(cluster_id)
     for delay in SWEEP_DELAYS:
         time.sleep(max(0.0, start + delay - time.monotonic()))
-        sweep(prefix)
+        clean_all()
     return 0
 
 

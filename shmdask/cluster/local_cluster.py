@@ -8,7 +8,9 @@ What a LocalCluster owns, and who talks to whom::
                                   │             processes (pipe_transport.py, worker.py)
                                   └ optional:   TCP listener (tcp_server.py) for
                                                 remote workers and clients
-    janitor process (janitor.py): removes this cluster's shared memory if we die
+    janitor process (janitor.py): removes this cluster's shared memory and
+                                  spill folder if we die
+    memory watcher + spiller threads: keep each worker inside its memory budget
 
 :class:`LocalCluster` starts the janitor, the store, the engine and the
 workers (all in parallel), replaces workers that die or pass their memory
@@ -16,6 +18,17 @@ limit, and tears everything down on ``close()``, at interpreter exit, or (via
 the janitor) when the client process is killed.  Everything it owns lives in
 a :class:`_Runtime`, so background threads and the exit-time finalizer never
 keep the user's cluster object alive.
+
+The memory budget.  A worker's memory is the shared memory it owns (the
+segments it created: its results, wherever they are mapped) plus its private
+memory (RSS minus shared pages).  Every ``MEMORY_POLL`` the watcher measures
+it against ``memory_limit`` and the ``shmdask.config`` fractions: above
+``memory.target`` the spiller thread moves the worker's least recently used
+values to the spill folder (store.py), above ``memory.pause`` the engine
+gives the worker no new tasks until it is back under, above
+``memory.terminate`` it is restarted (its data in shm and on disk is kept).
+The workers themselves write new results to disk past ``memory.spill``.
+Values the client process owns (scatter, uploads) get the same treatment.
 """
 
 from __future__ import annotations
@@ -40,9 +53,12 @@ from shmdask.cluster import scaling
 from shmdask.cluster.pipe_transport import ProcessWorkerHandle, spawn_workers
 from shmdask.cluster.protocol import SHM_THRESHOLD
 from shmdask.cluster.scheduler_view import SchedulerInfo, SchedulerView
-from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, new_cluster_id
+from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, bytes_by_owner, new_cluster_id
+from shmdask.cluster.spill import private_memory, spill_directory
 from shmdask.cluster.store import ShmStore
 from shmdask.cluster.worker_calls import install_upload, keep_logs
+from shmdask.config import get as config_get
+from shmdask.config import memory_fraction
 from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import Engine
 from shmdask.units import format_bytes, parse_bytes
@@ -107,10 +123,16 @@ class _Runtime:
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
         self.threshold = threshold
+        self.fractions = {name: memory_fraction(name)
+                          for name in ("target", "spill", "pause", "terminate")}
+        self.spill_dir = spill_directory(self.cluster_id, config_get("temporary_directory"))
         # Free shm a worker keeps for reuse: plenty for a pipeline of equal
-        # chunks, a small share of the machine however many workers there are.
+        # chunks, a small share of the machine however many workers there are,
+        # and of the worker's budget (it counts against it).
         self.cache_bytes = min(DEFAULT_CACHE_BYTES,
                                psutil.virtual_memory().total // (8 * max(1, n_workers)))
+        if memory_limit:
+            self.cache_bytes = min(self.cache_bytes, memory_limit // 8)
         self.lock = threading.Lock()
         self.scale_lock = threading.RLock()  # one change of the worker count at a time
         self.closing = False
@@ -124,10 +146,14 @@ class _Runtime:
         self.listen_lazily: Any = None
         self.started = time.time()
         self.janitor = self._start_janitor()
-        self.store = ShmStore(self.cluster_id, threshold)
+        self.store = ShmStore(self.cluster_id, threshold, self.spill_dir, memory_limit,
+                              self.fractions["spill"])
         self.engine = Engine(self.store, name=f"shmdask-engine-{self.cluster_id}")
+        self.store.in_flight = lambda: self.engine.in_flight
         self.engine.start()
         self._stop = threading.Event()
+        self._spill_wanted: dict[str, int] = {}
+        self._spill_requested = threading.Event()
         try:
             for handle in self.start_workers(n_workers):
                 self.add(handle)
@@ -137,10 +163,12 @@ class _Runtime:
         if memory_limit:
             threading.Thread(target=self._watch_memory, daemon=True,
                              name=f"shmdask-memory-{self.cluster_id}").start()
+            threading.Thread(target=self._spill_loop, daemon=True,
+                             name=f"shmdask-spill-{self.cluster_id}").start()
 
     def _start_janitor(self) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", JANITOR, self.cluster_id],
+            [sys.executable, "-I", "-S", JANITOR, self.cluster_id, self.spill_dir],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
             start_new_session=True,  # a terminal's Ctrl-C / hangup must not reach it
         )
@@ -149,7 +177,8 @@ class _Runtime:
         """Start ``n`` workers at once; return when all of them said hello."""
         ids = [f"worker-{next(self.counter)}" for _ in range(n)]
         return spawn_workers(ids, self.cluster_id, self.nthreads, self.threshold,
-                             self.cache_bytes, self.memory_limit)
+                             self.cache_bytes, self.memory_limit, self.spill_dir,
+                             self.fractions["spill"])
 
     def note(self, level: str, message: str) -> None:
         """A line of the cluster's log (``cluster.get_logs()``)."""
@@ -222,24 +251,99 @@ class _Runtime:
         for handle in new:
             self.add(handle)
 
+    def memory_report(self) -> dict[str, dict]:
+        """Per worker (and "client"): what counts against the budget, measured now."""
+        shm = bytes_by_owner(self.cluster_id)
+        held = self.store.memory_by_owner()
+        report = {}
+        for wid, handle in list(self.workers.items()):
+            private = handle.measure_private()
+            if private is None:
+                continue
+            report[wid] = self._account(shm.get(wid, 0), private, held.get(wid), handle.paused)
+        report["client"] = self._account(shm.get("client", 0), private_memory(),
+                                         held.get("client"), False)
+        return report
+
+    @staticmethod
+    def _account(shm: int, private: int, held: dict | None, paused: bool) -> dict:
+        held = held or {"managed": 0, "spilled": 0}
+        return {"memory": shm + private, "shm": shm, "private": private,
+                "managed_bytes": held["managed"],
+                "spilled_bytes": {"memory": held["managed"], "disk": held["spilled"]},
+                "paused": paused}
+
     def _watch_memory(self) -> None:
+        """Measure every worker against its budget: spill, pause, restart."""
         limit = self.memory_limit
+        fractions = self.fractions
+        all_paused = False
         while not self._stop.wait(MEMORY_POLL):
-            for handle in list(self.workers.values()):
+            try:
+                report = self.memory_report()
+            except Exception:  # noqa: BLE001 - a measurement must never stop the watch
+                log.exception("measuring memory failed")
+                continue
+            wanted = {}
+            woke = False
+            for wid, m in report.items():
+                # The client's private memory is the user's program: only the
+                # shared memory of its values is the cluster's to manage.
+                used = m["shm"] if wid == "client" else m["memory"]
+                if fractions["target"] and used > fractions["target"] * limit:
+                    wanted[wid] = used - int(fractions["target"] * limit)
+                handle = self.workers.get(wid)
+                if handle is None or handle.lost_reason:
+                    continue
+                if fractions["terminate"] and used > fractions["terminate"] * limit:
+                    self._terminate(handle, m)
+                    continue
+                paused = bool(fractions["pause"]) and used > fractions["pause"] * limit
+                if paused != handle.paused:
+                    handle.paused = paused
+                    woke = woke or not paused
+                    log.info("worker %s %s (%s of %s)", wid,
+                             "paused" if paused else "resumed", format_bytes(used),
+                             format_bytes(limit))
+            for owner in self.store.dead_owners_in_shm():
+                wanted[owner] = self.store.memory_by_owner()[owner]["managed"]
+            if wanted:
+                self._spill_wanted = wanted
+                self._spill_requested.set()
+            if woke:
+                self.engine.post(("wake",))
+            handles = list(self.workers.values())
+            stuck = bool(handles) and all(h.paused for h in handles)
+            if stuck and not all_paused:
+                log.warning("every worker is paused: their private memory is above %s of "
+                            "memory_limit=%s and nothing runs until it falls (is a task "
+                            "keeping large objects alive?)", fractions["pause"],
+                            format_bytes(limit))
+            all_paused = stuck
+            self.store.collect_frees()
+
+    def _terminate(self, handle: ProcessWorkerHandle, m: dict) -> None:
+        key = handle.running_task()
+        reason = (f"worker {handle.id} (pid {handle.pid}) exceeded its memory limit "
+                  f"({format_bytes(m['memory'])} > {format_bytes(self.memory_limit)}: "
+                  f"{format_bytes(m['private'])} private, {format_bytes(m['shm'])} shared) "
+                  f"while running task {key!r}; restarting it")
+        warnings.warn(reason, WorkerMemoryWarning, stacklevel=1)
+        handle.kill(reason)
+
+    def _spill_loop(self) -> None:
+        """Move cold values to disk as the watcher asks, off every other thread."""
+        while True:
+            self._spill_requested.wait()
+            if self._stop.is_set():
+                return
+            self._spill_requested.clear()
+            wanted, self._spill_wanted = self._spill_wanted, {}
+            for owner, nbytes in wanted.items():
                 try:
-                    mem = handle._ps.memory_info()
-                except psutil.Error:
-                    continue
-                # Shared pages (shm chunks a worker read or wrote) are not its own.
-                private = mem.rss - getattr(mem, "shared", 0)
-                if private <= limit or handle.lost_reason:
-                    continue
-                key = handle.running_task()
-                reason = (f"worker {handle.id} (pid {handle.pid}) exceeded its memory limit "
-                          f"({format_bytes(private)} > {format_bytes(limit)}) while "
-                          f"running task {key!r}; restarting it")
-                warnings.warn(reason, WorkerMemoryWarning, stacklevel=1)
-                handle.kill(reason)
+                    self.store.spill(owner, nbytes)
+                except Exception:  # noqa: BLE001 - spilling again next round is the remedy
+                    log.exception("spilling %s of %s failed", format_bytes(nbytes), owner)
 
     sampler: MemorySampler | None = None
     listener: Any = None  # the TCP listener, when the cluster listens
@@ -251,6 +355,7 @@ class _Runtime:
             engine.task_stream,
             worker_pids=lambda: {wid: h.pid for wid, h in list(workers.items())},
             shm_bytes=lambda: store.shm_bytes,
+            spilled_bytes=lambda: store.spilled_bytes,
             done=lambda: engine.tasks_done,
             interval=interval,
         ).start()
@@ -265,6 +370,7 @@ class _Runtime:
         self.listen_lazily = None
         if self.adaptive is not None:
             self.adaptive.stop()
+        self._spill_requested.set()
         if self.listener is not None:
             self.listener.close()
         if self.sampler is not None:
@@ -417,18 +523,33 @@ class LocalCluster:
         return SchedulerInfo(self._local_scheduler_info())
 
     def _local_scheduler_info(self) -> dict:
-        in_memory = self._runtime.store.values_by_owner
+        """Workers' metrics say what counts against their ``memory_limit``:
+        ``memory`` = ``shm`` (the segments the worker owns) + ``private`` (its
+        RSS minus shared pages); ``managed_bytes`` are its live values in shm,
+        ``spilled_bytes["disk"]`` those in the spill folder."""
+        runtime = self._runtime
+        in_memory = runtime.store.values_by_owner
+        memory = runtime.memory_report()
         workers = {}
         for wid, handle in sorted(self.workers.items()):
             info = handle.info()
             info["metrics"]["in_memory"] = in_memory.get(wid, 0)
+            info["metrics"].update(memory.get(wid, {}))
             workers[wid] = info
         return {
             "type": "Scheduler",
             "id": f"Scheduler-{self.id}",
             "address": self.address,
-            "started": self._runtime.started,
+            "started": runtime.started,
             "workers": workers,
+            "memory": {
+                "client": memory["client"],
+                "limit": self.memory_limit,
+                "thresholds": dict(runtime.fractions),
+                "spill_directory": runtime.spill_dir,
+                "spilled_bytes": runtime.store.spilled_bytes,
+                "shm_bytes": runtime.store.shm_bytes,
+            },
         }
 
     def wait_for_workers(self, n_workers: int, timeout: float = 30) -> None:

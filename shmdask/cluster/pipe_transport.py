@@ -80,6 +80,10 @@ class ProcessWorkerHandle(WorkerHandle):
         self._calls = Requests()  # client.run calls waiting for this worker
         # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
         self.on_ask: Any = None
+        self._store: ShmStore | None = None
+        # Set by the cluster's memory watcher: a paused worker gets no new tasks.
+        self.paused = False
+        self.private_memory = 0  # last measured: resident memory not shared
 
     # -- sending (engine thread, store) ---------------------------------------
 
@@ -97,6 +101,8 @@ class ProcessWorkerHandle(WorkerHandle):
         with self._processing_lock:
             self.processing.update(dict.fromkeys(keys))
         body = [(t.key, t.computation, t.deps) for t in tasks]
+        if self._store is not None:
+            self._store.touch([v for t in tasks for v in t.deps.values()])
         try:
             self._send_tasks(keys, body)
         except Exception:
@@ -153,6 +159,7 @@ class ProcessWorkerHandle(WorkerHandle):
 
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
         self._post = post
+        self._store = store
         self._reader = threading.Thread(target=self._read_loop, args=(post, store, on_lost),
                                         name=f"shmdask-reader-{store.cluster_id}-{self.id}",
                                         daemon=True)
@@ -252,6 +259,16 @@ class ProcessWorkerHandle(WorkerHandle):
         except psutil.Error:
             return 0
 
+    def measure_private(self) -> int | None:
+        """Resident memory of the worker that is its own: RSS minus shared pages
+        (shm blocks and mapped spill files, counted where they are owned)."""
+        try:
+            mem = self._ps.memory_info()
+        except psutil.Error:
+            return None
+        self.private_memory = mem.rss - getattr(mem, "shared", 0)
+        return self.private_memory
+
     def kill(self, reason: str) -> None:
         self.lost_reason = reason
         with contextlib.suppress(OSError):
@@ -310,7 +327,8 @@ def _worker_environment() -> dict:
 
 
 def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, threshold: int,
-                  cache_bytes: int, memory_limit: int | None) -> list[ProcessWorkerHandle]:
+                  cache_bytes: int, memory_limit: int | None, spill_dir: str | None = None,
+                  spill_fraction: float | None = None) -> list[ProcessWorkerHandle]:
     """Start one worker process per id, all at once; return when all said hello.
 
     Each is a fresh interpreter (``python -m shmdask.cluster.worker``) holding
@@ -318,6 +336,13 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
     re-import of the user's ``__main__``."""
     env = _worker_environment()
     warm = ",".join(name for name in WARM_IMPORTS if name in sys.modules)
+    memory_args = []
+    if spill_dir:
+        memory_args += ["--spill-dir", spill_dir]
+    if memory_limit:
+        memory_args += ["--memory-limit", str(memory_limit)]
+    if spill_fraction:
+        memory_args += ["--spill-fraction", repr(spill_fraction)]
     pending = []
     try:
         for worker_id in worker_ids:
@@ -327,7 +352,7 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
                 [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(fd),
                  "--id", worker_id, "--cluster", cluster_id,
                  "--nthreads", str(nthreads), "--threshold", str(threshold),
-                 "--cache-bytes", str(cache_bytes), "--warm-imports", warm],
+                 "--cache-bytes", str(cache_bytes), "--warm-imports", warm, *memory_args],
                 pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C is the client's to handle
             )

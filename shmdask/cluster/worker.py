@@ -29,8 +29,11 @@ Shape: the main thread only receives (so the pipe is always drained and frees
 apply at once); ``nthreads`` executor threads take tasks from a queue.  Results
 are flushed when the queue runs dry (end of a batch) or when ~5 ms passed since
 the last flush, so the scheduler can keep dispatching without paying one
-message per tiny task.  Inputs are read-only views of shared memory; results
-of at least ``threshold`` bytes are written into this worker's slabs.  The
+message per tiny task.  Inputs are read-only views of shared memory (or of
+spill files, mapped the same way); results of at least ``threshold`` bytes are
+written into this worker's slabs while its shared memory plus private memory
+stays under ``spill_fraction`` of its ``memory_limit``, and into files of the
+cluster's spill folder past that or when /dev/shm is full (spill.py).  The
 worker exits as soon as its connection closes (the client closed it or died);
 it never unlinks its segments on exit: data in shm outlives the worker, and
 the scheduler's store or the janitor removes it.
@@ -74,6 +77,7 @@ from shmdask.cluster.protocol import (
 )
 from shmdask.cluster.requests import Requests
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
+from shmdask.cluster.spill import BudgetedAllocator, SpillDir, private_memory
 from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
@@ -97,6 +101,9 @@ class Worker:
         remote: bool = False,
         use_shm: bool = True,
         warm_imports: tuple[str, ...] = (),
+        spill_dir: str | None = None,
+        memory_limit: int | None = None,
+        spill_fraction: float | None = None,
     ):
         from shmdask.graph import execute_task
         from shmdask.scheduler.records import task_record
@@ -113,6 +120,12 @@ class Worker:
         self.allocator = (SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
                           if use_shm else None)
         self.mappings = MappingCache(self.allocator)
+        self.memory_limit = memory_limit
+        self.spill_budget = (memory_limit * spill_fraction
+                             if memory_limit and spill_fraction else None)
+        self.results = (BudgetedAllocator(self.allocator, SpillDir(spill_dir, worker_id),
+                                          self._over_budget)
+                        if use_shm and spill_dir else self.allocator)
         self.state = ConnectionState()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._send_lock = threading.Lock()
@@ -149,6 +162,14 @@ class Worker:
     @property
     def id(self) -> str:
         return self.worker_id
+
+    def _over_budget(self, nbytes: int) -> bool:
+        """Would ``nbytes`` more of shared memory pass our spill threshold?"""
+        budget = self.spill_budget
+        if budget is None:
+            return False
+        slabs = self.allocator
+        return slabs.mapped_bytes + slabs.growth(nbytes) + private_memory() > budget
 
     # ------------------------------------------------------------------ transport
 
@@ -315,6 +336,8 @@ class Worker:
             "mapped_bytes": alloc.mapped_bytes if alloc else 0,
             "free_bytes": alloc.free_bytes if alloc else 0,
             "bytes_received": self.bytes_received,
+            "private_memory": private_memory(),
+            "results_spilled": getattr(self.results, "spilled_results", 0),
             "warm_imported": [m for m in self.warm_imports if m in sys.modules],
         }
 
@@ -385,7 +408,7 @@ class Worker:
             data = {k: self._load(v) for k, v in deps.items()}
             value = self._execute_task(computation, data)
             del data
-            stored = serialize_value(value, self.allocator, self.worker_id, self.threshold)
+            stored = serialize_value(value, self.results, self.worker_id, self.threshold)
             del value
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
             stop = time.time()
@@ -429,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", type=int, default=SHM_THRESHOLD)
     parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES)
     parser.add_argument("--warm-imports", default="", help="modules to import when idle")
+    parser.add_argument("--spill-dir", default=None, help="the cluster's spill folder")
+    parser.add_argument("--memory-limit", type=int, default=None, help="bytes")
+    parser.add_argument("--spill-fraction", type=float, default=None,
+                        help="of the memory limit, past which results go to spill files")
     args = parser.parse_args(argv)
     # Ctrl-C in a terminal reaches the whole process group; the client decides
     # what an interrupt means, the worker just keeps its pipe.
@@ -440,7 +467,9 @@ def main(argv: list[str] | None = None) -> None:
     conn = Connection(args.fd)
     worker = Worker(conn, args.id, args.cluster, args.nthreads, args.threshold,
                     args.cache_bytes,
-                    warm_imports=tuple(m for m in args.warm_imports.split(",") if m))
+                    warm_imports=tuple(m for m in args.warm_imports.split(",") if m),
+                    spill_dir=args.spill_dir, memory_limit=args.memory_limit,
+                    spill_fraction=args.spill_fraction)
     Worker.instance = worker
     try:
         worker.serve()

@@ -95,6 +95,7 @@ class WorkerHandle(ABC):
     host: str = "127.0.0.1"
     memory_limit: int | None = None
     processing: Any = ()  # keys sent and not yet answered
+    paused: bool = False  # over its memory budget: no new tasks until it is back under
 
     def memory_now(self) -> int:
         """Resident memory of the worker, in bytes (0 when unknown)."""
@@ -548,9 +549,10 @@ class Engine:
         return max(1, min(self.max_batch, per_thread)) * worker.nthreads + (worker.nthreads > 1)
 
     def choose_workers(self) -> list[WorkerHandle]:
-        """Workers with room, emptiest first; local before remote on a tie."""
+        """Workers with room, emptiest first; local before remote on a tie.  A
+        paused worker (over its memory budget) gets nothing new."""
         busy = self.busy
-        return sorted(self.workers.values(),
+        return sorted((w for w in self.workers.values() if not w.paused),
                       key=lambda w: (busy(w.id) / w.nthreads, w.kind == "remote"))
 
     def busy(self, worker_id: str) -> int:
