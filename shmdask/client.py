@@ -144,6 +144,34 @@ class Future:
         return self.result()
 
 
+class _GraphWaiter:
+    """Listener for the keys of one ``compute``: done when all are in memory or
+    one failed (the first error is kept, as dask raises the first it sees)."""
+
+    __slots__ = ("pending", "error", "event", "also", "_lock")
+
+    def __init__(self, keys: list, also: Callable | None = None):
+        self.pending = len(keys)
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+        self.also = also
+        self._lock = threading.Lock()
+        if not keys:
+            self.event.set()
+
+    def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
+        if self.also is not None:
+            self.also(key, status, exc)
+        with self._lock:
+            if status != "memory" and self.error is None:
+                self.error = exc if exc is not None else CancelledError(
+                    f"key {key!r} was {status}")
+                self.event.set()
+            self.pending -= 1
+            if self.pending <= 0:
+                self.event.set()
+
+
 # -- connections ----------------------------------------------------------------
 
 
@@ -327,7 +355,11 @@ class Client:
 
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
                   priorities: Mapping) -> dict:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
+        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
+
+        No Future per key: a compute of many keys waits on one
+        :class:`_GraphWaiter` and lets go of all its keys in one message, so its
+        per-key cost on the client is a counter decrement."""
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
@@ -336,19 +368,23 @@ class Client:
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
-        futures, new = self._new_futures(keys)
-        self.connection.submit(dsk, dependencies, new, priorities, self._listener)
+        # Futures of this client may wait on the same keys: they hear too.
+        waiter = _GraphWaiter(keys, self._listener)
+        self.connection.submit(dsk, dependencies, keys, priorities, waiter)
         try:
-            self._wait_with_progress(futures, len(dsk) + earlier)
-            values = self.gather(futures)
+            self._wait_with_progress(waiter, len(dsk) + earlier)
+            if waiter.error is not None:
+                raise waiter.error
+            values = self._fetch(keys)
         finally:
-            del futures  # releases the keys on the cluster
+            if not self.closed:
+                self.connection.unwant(keys)  # the scheduler may release them now
             if self.report_dir is not None:
                 self._write_report(stream, first)
-        return dict(zip(keys, values, strict=True))
+        return values
 
-    def _wait_with_progress(self, futures: list[Future], total: int) -> None:
-        """Wait for futures, with a progress bar for runs longer than a second."""
+    def _wait_with_progress(self, waiter: _GraphWaiter, total: int) -> None:
+        """Wait for a graph's keys, with a progress bar for runs longer than a second."""
         from shmdask.diagnostics.progress import make_progress_bar
 
         bar = make_progress_bar()
@@ -356,11 +392,10 @@ class Client:
         bar.start(total)
         failed = True
         try:
-            for f in futures:
-                while not f._status.event.wait(0.1):
-                    self._check_alive()
-                    bar.update(min(total, self.connection.tasks_done() - done_at_start))
-            failed = any(f._status.status != "finished" for f in futures)
+            while not waiter.event.wait(0.1):
+                self._check_alive()
+                bar.update(min(total, self.connection.tasks_done() - done_at_start))
+            failed = waiter.error is not None
             if not failed:
                 bar.update(total)
         finally:

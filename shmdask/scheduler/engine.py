@@ -196,6 +196,7 @@ class Engine:
         # Until tasks are measured, assume they are long: one task per thread
         # spreads the first tasks over all workers.
         self._mean_duration = self.target_batch
+        self._measured = False
         self.tasks_done = 0
 
     # -- called from any thread ------------------------------------------------
@@ -344,8 +345,11 @@ class Engine:
     def _on_done(self, worker_id: str, results: list[TaskResult]) -> None:
         state, data, where = self.state, self.data, self.where
         in_flight = self.in_flight.get(worker_id, set())
+        listeners = self.listeners
+        finished = state.finished
         records = []
         to_free = []
+        released: list = []  # freed once for the whole batch: one message per owner
         duration = 0.0
         for key, value, record in results:
             in_flight.discard(key)
@@ -354,21 +358,23 @@ class Engine:
                 continue
             del where[key]
             data[key] = value
-            released, keep = state.finished(key)
-            if not keep:
+            if not finished(key, released)[1]:
                 to_free.append(data.pop(key))
             records.append(record)
             duration += record["stop"] - record["start"]
-            if key in self.listeners:
+            if key in listeners:
                 self._notify(key, "memory", None)
-            if released:
-                self._free(released)
+        if released:
+            to_free.extend([data.pop(k) for k in released if k in data])
         if to_free:
             self.store.release(to_free)
         if records:
             n = len(records)
             self.tasks_done += n
-            weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            if self._measured:
+                weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            else:  # the first measure replaces the guess outright
+                weight, self._measured = 1.0, True
             self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
 

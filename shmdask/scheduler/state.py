@@ -188,22 +188,27 @@ class SchedulerState:
                 return ts
         return None
 
-    def finished(self, key: Any) -> tuple[list, list]:
+    def finished(self, key: Any, released: list | None = None) -> tuple[list, bool]:
         """``key`` computed.  Returns ``(released_keys, keep)``: keys whose data
         may be freed now, and whether to keep this result (False when the task
-        was cancelled while running; the caller then frees it)."""
+        was cancelled while running; the caller then frees it).  Pass
+        ``released`` to collect the keys of many calls in one list."""
+        if released is None:
+            released = []
         ts = self.tasks.get(key)
         if ts is None or ts.state != "processing":
-            return [], False
+            return released, False
         ts.state = "memory"
-        released: list = []
+        ready = self._ready
         for dep in ts.dependents:
             dep.waiting_on -= 1
             if dep.waiting_on == 0 and dep.state == "waiting":
-                self._make_ready(dep)
+                dep.state = "ready"
+                heapq.heappush(ready, (dep.priority, next(self._seq), dep))
         for dep in ts.dependencies:
             dep.waiters -= 1
-            self._maybe_release(dep, released)
+            if not dep.waiters and not dep.who_wants:
+                self._maybe_release(dep, released)
         if ts.who_wants == 0 and ts.waiters == 0:
             self._release(ts, released)
         return released, True
