@@ -27,6 +27,7 @@ from shmdask.graph import (
     flatten,
     fuse_linear,
     order,
+    order_pieces,
     toposort,
 )
 
@@ -80,6 +81,15 @@ class LocalScheduler:
         return get_local(dsk, dependencies, keys, priorities,
                          num_workers=config.get("num_workers"), sync=self.sync,
                          progress=make_progress_bar())
+
+    def run_graph_pieces(self, pieces: Any, keys: list) -> dict:
+        """``run_graph`` for a huge graph in run-order pieces (``order_pieces``)."""
+        from shmdask.diagnostics.progress import make_progress_bar
+        from shmdask.scheduler.local import get_local
+
+        pieces = (_resolve_futures(graph, deps) + (prio,) for graph, deps, prio in pieces)
+        return get_local({}, {}, keys, None, num_workers=config.get("num_workers"),
+                         sync=self.sync, progress=make_progress_bar(), pieces=pieces)
 
     def __repr__(self) -> str:
         return "<scheduler sync>" if self.sync else "<scheduler threads>"
@@ -162,12 +172,26 @@ def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict
     return dsk, keys
 
 
+#: Graphs of at least this many tasks go to a scheduler that takes pieces
+#: (``run_graph_pieces``) one piece at a time, in run order: the first tasks
+#: start while the rest is still being walked (:func:`order_pieces`).
+#: Smaller graphs are prepared whole, with linear fusion and a finer order.
+STREAM_MIN_TASKS = 100_000
+
+
+def run_graph(sched: Any, dsk: Mapping, keys: list, optimize: bool = True) -> dict:
+    """Prepare ``dsk`` for ``keys`` (a flat list) and run it on ``sched``."""
+    if len(dsk) >= STREAM_MIN_TASKS and hasattr(sched, "run_graph_pieces"):
+        check_keys(dsk, keys)
+        return sched.run_graph_pieces(order_pieces(dsk, keys), keys)
+    prepared, deps, prio = prepare_graph(dsk, keys, optimize)
+    return sched.run_graph(prepared, deps, keys, prio)
+
+
 def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]:
     dsk, keys = collections_to_graph(collections, optimize)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
-    sched = get_scheduler(scheduler)
-    prepared, deps, prio = prepare_graph(dsk, flat, optimize)
-    results = sched.run_graph(prepared, deps, flat, prio)
+    results = run_graph(get_scheduler(scheduler), dsk, flat, optimize)
     return results, keys
 
 
@@ -255,8 +279,7 @@ def get(dsk: Mapping, keys: Any, scheduler: Any = None, optimize_graph: bool = T
     if not isinstance(dsk, Mapping):
         raise TypeError(f"a task graph must be a mapping, not {type(dsk).__name__}")
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
-    prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
-    results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)
+    results = run_graph(get_scheduler(scheduler), dsk, flat, optimize_graph)
     # Like dask.get: lists of keys give tuples of values.
     return _pack(keys, results, tuple) if type(keys) is list else results[keys]
 

@@ -383,6 +383,28 @@ class Client:
                 self._write_report(stream, first)
         return values
 
+    def run_graph_pieces(self, pieces: Iterable[tuple], keys: list) -> dict:
+        """``run_graph`` for a huge graph given in pieces (:func:`shmdask.graph.order_pieces`):
+        each piece goes to the scheduler as soon as it is made."""
+        self._check_alive()
+        stream = self.connection.task_stream()
+        first = (stream.position, stream.memory_position)
+        waiter = _GraphWaiter(keys, self._listener)
+        # On an error (a cycle found half-way) it lets go of what it sent.
+        total = self.connection.submit_pieces(
+            (_strip_futures(*piece) for piece in pieces), keys, waiter)
+        try:
+            self._wait_with_progress(waiter, total)
+            if waiter.error is not None:
+                raise waiter.error
+            values = self._fetch(keys)
+        finally:
+            if not self.closed:
+                self.connection.unwant(keys)
+            if self.report_dir is not None:
+                self._write_report(stream, first)
+        return values
+
     def _wait_with_progress(self, waiter: _GraphWaiter, total: int) -> None:
         """Wait for a graph's keys, with a progress bar for runs longer than a second."""
         from shmdask.diagnostics.progress import make_progress_bar

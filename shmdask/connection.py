@@ -15,7 +15,7 @@ sends the same verbs over TCP.  Listeners may be called on any thread.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask.scheduler.records import TaskStream
@@ -30,6 +30,24 @@ class Connection(ABC):
     def submit(self, dsk: Mapping, dependencies: Mapping, wanted: list,
                priorities: Mapping | None, listener: Listener) -> None:
         """Add a graph; ``listener`` hears when each wanted key is done."""
+
+    def submit_pieces(self, pieces: Iterable[tuple[Mapping, Mapping, Mapping]], wanted: list,
+                      listener: Listener) -> int:
+        """Add a graph given as ``(graph, dependencies, priorities)`` pieces in run
+        order (:func:`shmdask.graph.order_pieces`); returns the number of tasks.
+
+        Here the pieces are joined and sent as one graph; a connection that can
+        do better sends each piece as soon as it is made, so the first tasks run
+        while the rest of a huge graph is still being walked."""
+        dsk: dict = {}
+        deps: dict = {}
+        prio: dict = {}
+        for graph, dependencies, priorities in pieces:
+            dsk.update(graph)
+            deps.update(dependencies)
+            prio.update(priorities)
+        self.submit(dsk, deps, wanted, prio, listener)
+        return len(dsk)
 
     @abstractmethod
     def scatter(self, items: Mapping, listener: Listener) -> None:
@@ -81,6 +99,32 @@ class LocalConnection(Connection):
 
     def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
         self.engine.submit(dsk, dependencies, wanted, priorities, listener)
+
+    def submit_pieces(self, pieces, wanted, listener) -> int:
+        engine = self.engine
+        wanted_left = set(wanted)
+        held: list = []
+        total = 0
+        try:
+            for graph, dependencies, priorities in pieces:
+                keys = list(graph)
+                want = [k for k in keys if k in wanted_left]
+                wanted_left.difference_update(want)
+                if not wanted_left:  # the last piece: nothing after it needs holding
+                    engine.submit(graph, dependencies, want, priorities, listener)
+                else:
+                    engine.submit(graph, dependencies, want, priorities, listener, hold=keys)
+                    held.extend(keys)
+                total += len(keys)
+        except BaseException:  # e.g. a cycle found half-way: let go of what was sent
+            sent = set(wanted) - wanted_left
+            engine.unwant([*held, *sent])
+            raise
+        if held:
+            engine.unwant(held)
+        if wanted_left:  # keys the walk did not reach: the engine says they are unknown
+            engine.submit({}, {}, list(wanted_left), None, listener)
+        return total
 
     def scatter(self, items: Mapping, listener) -> None:
         self.engine.scatter(items, listener)

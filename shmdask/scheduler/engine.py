@@ -211,9 +211,15 @@ class Engine:
         wanted: Iterable,
         priorities: Mapping | None = None,
         listener: Listener | None = None,
+        hold: Iterable = (),
     ) -> None:
-        """Add a graph; ``listener(key, "memory"|"erred", exc)`` hears about ``wanted``."""
-        self.post(("update-graph", dsk, dependencies, list(wanted), priorities, listener))
+        """Add a graph; ``listener(key, "memory"|"erred", exc)`` hears about ``wanted``.
+
+        ``hold``: keys wanted too, but without a listener -- a graph sent in
+        pieces holds each piece's keys until its last piece is in (a later
+        piece may still need them), then unwants them."""
+        self.post(("update-graph", dsk, dependencies, list(wanted), priorities, listener,
+                   hold))
 
     def scatter(self, items: Mapping, listener: Listener | None = None) -> None:
         """Put user objects in the store under the given keys (wanted once each)."""
@@ -262,10 +268,16 @@ class Engine:
             except Exception:  # a bug in one event must not stop every computation
                 logger.exception("shmdask engine %s: an event failed", self.name)
 
-    def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
-        """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
+    def run_until(self, done: Callable[[], bool], poll: float = 0.1,
+                  feed: Callable[[], bool] | None = None) -> None:
+        """Run the loop in this thread until ``done()``; Ctrl-C propagates.
+
+        ``feed()``, called before each step until it returns False, may post
+        more work (the next piece of a graph given in pieces)."""
         while not done():
-            self._step(block=True, timeout=poll, stop=done)
+            if feed is not None and not feed():
+                feed = None
+            self._step(block=feed is None, timeout=poll, stop=done)
 
     def _step(self, block: bool, timeout: float | None = None,
               stop: Callable[[], bool] | None = None) -> None:
@@ -316,19 +328,23 @@ class Engine:
         for listener in self.listeners.pop(key, ()):
             listener(key, status, exc)
 
-    def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener) -> None:
+    def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
+                         hold=()) -> None:
         if listener is not None:
             for key in wanted:
                 self.listeners.setdefault(key, []).append(listener)
         try:
-            finished = self.state.update_graph(dsk, dependencies, wanted, priorities)
+            finished = self.state.update_graph(
+                dsk, dependencies, [*wanted, *hold] if hold else wanted, priorities)
         except Exception as exc:
             for key in wanted:
                 self._notify(key, "erred", exc)
             return
+        listeners = self.listeners
         for key in finished:
-            ts = self.state.tasks[key]
-            self._notify(key, ts.state, ts.exception)
+            if key in listeners:
+                ts = self.state.tasks[key]
+                self._notify(key, ts.state, ts.exception)
 
     def _on_scatter(self, stored: Mapping, listener: Listener | None) -> None:
         for key, value in stored.items():

@@ -25,7 +25,7 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shmdask.graph import execute_task
@@ -182,12 +182,18 @@ def get_local(
     sync: bool = False,
     record_sink: list | None = None,
     progress: Any = None,
+    pieces: Iterable[tuple] | None = None,
 ) -> dict:
     """Run a prepared graph on the sync or threads backend; ``{key: value}``.
 
     ``progress`` (optional) is told ``start(total)``, ``advance(n)`` as tasks
     finish and ``finish(failed=...)``: a progress bar, supplied by the caller
-    so the scheduler core draws nothing itself."""
+    so the scheduler core draws nothing itself.
+
+    ``pieces`` (with ``dsk``, ``dependencies`` and ``priorities`` empty): the
+    graph as ``(graph, dependencies, priorities)`` pieces in run order
+    (:func:`shmdask.graph.order_pieces`), handed to the engine one piece per
+    loop step, so the first tasks run while the rest is still being walked."""
     engine = Engine(name="shmdask-local")
     if sync:
         workers: list = [SyncWorker(engine)]
@@ -199,10 +205,15 @@ def get_local(
     waiter = _Waiter(set(keys))
     bar = progress if progress is not None else _NoProgress()
     engine.record_callbacks.append(lambda records: bar.advance(len(records)))
-    engine.submit(dsk, dependencies, keys, priorities, waiter)
-    bar.start(len(dsk))
+    feed = None
+    if pieces is None:
+        engine.submit(dsk, dependencies, keys, priorities, waiter)
+        bar.start(len(dsk))
+    else:
+        feed = _PieceFeeder(engine, pieces, keys, waiter, bar)
+        bar.start(0)
     try:
-        engine.run_until(waiter.done)
+        engine.run_until(waiter.done, feed=feed)
     except BaseException:  # Ctrl-C: stop running tasks too
         bar.finish(failed=True)
         _stop(workers, interrupt=True, wait=1.0)
@@ -217,6 +228,45 @@ def get_local(
     if waiter.error is not None:
         raise waiter.error[1]
     return {k: engine.data[k] for k in keys}
+
+
+class _PieceFeeder:
+    """Hands a graph's pieces to an engine running in this thread, one per step.
+
+    Every piece but the last is held (wanted without a listener) until the
+    last is in: a later piece may still need its keys."""
+
+    def __init__(self, engine: Engine, pieces: Iterable[tuple], keys: list, listener: Any,
+                 bar: Any):
+        self.engine = engine
+        self.pieces = iter(pieces)
+        self.wanted_left = set(keys)
+        self.listener = listener
+        self.bar = bar
+        self.held: list = []
+        self.total = 0
+
+    def __call__(self) -> bool:
+        """Submit the next piece; False once there is none left."""
+        engine = self.engine
+        piece = next(self.pieces, None)
+        if piece is None:
+            if self.held:
+                engine.unwant(self.held)
+                self.held = []
+            if self.wanted_left:  # keys the walk did not reach: unknown, says the engine
+                engine.submit({}, {}, list(self.wanted_left), None, self.listener)
+                self.wanted_left = set()
+            return False
+        graph, dependencies, priorities = piece
+        keys = list(graph)
+        want = [k for k in keys if k in self.wanted_left]
+        self.wanted_left.difference_update(want)
+        engine.submit(graph, dependencies, want, priorities, self.listener, hold=keys)
+        self.held.extend(keys)
+        self.total += len(keys)
+        self.bar.update(engine.tasks_done, self.total)
+        return True
 
 
 def _stop(workers: list, interrupt: bool, wait: float) -> None:
