@@ -50,9 +50,8 @@ def _build(workload: str, api, scale: float):
 
 
 def run_one(workload: str, runner: str, scale: float) -> dict:
-    from benchmarks.run import runner_context
-
     import shmdask
+    from benchmarks.run import runner_context
 
     shmdask.config.set(progress=False)
     with runner_context(runner, 2) as api:
