@@ -13,6 +13,8 @@ the graph, computes it and reports:
 - ``us/task``: (build + compute) per nominal task (a million chunks; a million
   ``delayed`` calls), at full size and at 1/100 of it -- the issue asks that
   the big figure stay within 1.5x of the small one;
+- ``cpu``: CPU time per task of the client process (all its threads) and of
+  the worker processes: steadier than wall time on a shared machine;
 - ``first``: when the first task started, as a fraction of ``compute`` (from
   the task stream; shmdask runners only);
 - ``peak MB``: the client process's peak RSS.
@@ -49,6 +51,20 @@ def _build(workload: str, api, scale: float):
     return level[0], 2 * leaves - 1, leaves * (leaves + 1) // 2
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's children so far (the worker processes)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def run_one(workload: str, runner: str, scale: float) -> dict:
     import shmdask
     from benchmarks.run import runner_context
@@ -57,6 +73,8 @@ def run_one(workload: str, runner: str, scale: float) -> dict:
     with runner_context(runner, 2) as api:
         client = shmdask.config.get("scheduler") if runner == "shmdask-cluster" else None
         start = time.perf_counter()
+        cpu_start = time.process_time()
+        children_start = _children_cpu()
         collection, tasks, expected = _build(workload, api, scale)
         built = time.perf_counter()
         wall_start = time.time()
@@ -68,11 +86,15 @@ def run_one(workload: str, runner: str, scale: float) -> dict:
             (total,) = api.compute(collection)
             records = []
         done = time.perf_counter()
+        cpu = time.process_time() - cpu_start
+        workers_cpu = _children_cpu() - children_start
     assert float(total) == float(expected), (total, expected)
     compute = done - built
     first = (min(r["start"] for r in records) - wall_start) / compute if records else None
     return {"build": built - start, "compute": compute, "tasks": tasks,
             "us_per_task": (done - start) / tasks * 1e6, "first": first,
+            "cpu_us_per_task": cpu / tasks * 1e6, "workers_cpu_us_per_task":
+            workers_cpu / tasks * 1e6,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -115,7 +137,8 @@ def _row(workload: str, scale: str, runner: str, rows: list[dict]) -> str:
     first_text = f"{statistics.median(first) * 100:5.1f}%" if first else "    -"
     return (f"{workload:12s} x{scale:5s} {runner:16s} tasks {rows[0]['tasks']:>8d}  "
             f"build {med('build'):7.2f}s  compute {med('compute'):7.2f}s  "
-            f"{med('us_per_task'):6.1f} us/task  first {first_text}  "
+            f"{med('us_per_task'):6.1f} us/task (cpu: client {med('cpu_us_per_task'):5.1f}, "
+            f"workers {med('workers_cpu_us_per_task'):5.1f})  first {first_text}  "
             f"peak {med('peak_mb'):7.0f} MB  (n={len(rows)})")
 
 

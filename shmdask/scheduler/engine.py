@@ -25,9 +25,12 @@ transports of the same loop::
   and frees released keys.
 
 Batching policy.  Each worker is kept fed with roughly ``target_batch``
-seconds of work (estimated from the running mean task duration), at least
-one task per thread and at most ``max_batch``: tiny tasks travel a hundred to
-a message, long tasks one by one so the load stays balanced.
+seconds of work per thread (estimated from the running mean task duration),
+at least one task per thread and at most ``max_batch``, plus as much again
+queued behind it so that it never idles for the round trip of its results:
+tiny tasks travel a hundred to a message, long tasks one by one (one queued
+per worker) so the load stays balanced.  A dispatch first gives every worker
+work for its threads, and only then the queued batches.
 
 The loop runs either on its own thread (:meth:`Engine.start`, for clusters
 and clients that live across computations) or in the caller's thread until
@@ -69,6 +72,7 @@ class WorkerHandle(ABC):
     id: str
     nthreads: int = 1
     kind: str = "thread"  # "thread" | "local" | "remote"
+    runs_inline: bool = False  # run() executes the tasks before returning: no queue
 
     @abstractmethod
     def run(self, tasks: list[TaskSpec]) -> None:
@@ -174,7 +178,7 @@ class RemoteTraceback(Exception):
 class Engine:
     """One scheduler loop; see the module docstring."""
 
-    target_batch = 0.002  # seconds of queued work per worker thread
+    target_batch = 0.005  # seconds of work per worker thread in one batch
     max_batch = 128
     remote_input_limit = 1 << 20  # bytes of input above which local workers are preferred
 
@@ -446,9 +450,20 @@ class Engine:
 
     # -- dispatch ----------------------------------------------------------------
 
-    def batch_size(self, worker: WorkerHandle) -> int:
+    def batch_size(self, worker: WorkerHandle, queued: bool = True) -> int:
+        """How many tasks ``worker`` may have in flight.
+
+        About ``target_batch`` seconds of work per thread (at least one task,
+        at most ``max_batch``) and, with ``queued``, as much again waiting
+        behind it: the worker starts on the next batch while the results of
+        the last travel back, instead of idling for a round trip.  Tasks longer
+        than ``target_batch`` go one per thread plus one queued per worker."""
         per_thread = int(self.target_batch / max(self._mean_duration, 1e-6))
-        return max(1, min(self.max_batch, per_thread)) * worker.nthreads + (worker.nthreads > 1)
+        nthreads = worker.nthreads
+        if per_thread <= 1:
+            return nthreads + 1 if queued else nthreads
+        batch = min(self.max_batch, per_thread) * nthreads
+        return 2 * batch if queued else batch
 
     def choose_workers(self) -> list[WorkerHandle]:
         """Workers with room, emptiest first; local before remote on a tie."""
@@ -464,38 +479,46 @@ class Engine:
         state = self.state
         if not state.has_ready() or not self.workers:
             return
-        data, where, in_flight = self.data, self.where, self.in_flight
         any_local = any(w.kind != "remote" for w in self.workers.values())
-        for worker in self.choose_workers():
-            busy = in_flight[worker.id]
-            room = self.batch_size(worker) - len(busy)
-            if room <= 0:
-                continue
-            # A remote worker must be sent every input byte over the network:
-            # leave tasks with large inputs to the local workers, who map them.
-            picky = worker.kind == "remote" and any_local
-            passed_over = []
-            batch = []
-            while room > 0:
-                ts = state.pop_ready()
-                if ts is None:
-                    break
-                if picky and self._input_bytes(ts) > self.remote_input_limit:
-                    passed_over.append(ts)
-                    if len(passed_over) > 4 * self.max_batch:
-                        break
+        # First every worker gets work for its threads, then a queued batch:
+        # the queue never takes work an idle worker could start now.
+        for queued in (False, True):
+            for worker in self.choose_workers():
+                if queued and worker.runs_inline:
                     continue
-                deps = {d.key: data[d.key] for d in ts.dependencies}
-                batch.append(TaskSpec(ts.key, ts.computation, deps))
-                where[ts.key] = worker.id
-                busy.add(ts.key)
-                room -= 1
-            for ts in passed_over:
-                state.requeue(ts)
-            if batch:
-                worker.run(batch)
-            if not state.has_ready():
+                room = self.batch_size(worker, queued) - len(self.in_flight[worker.id])
+                if room > 0:
+                    self._send_batch(worker, room, any_local)
+                if not state.has_ready():
+                    return
+
+    def _send_batch(self, worker: WorkerHandle, room: int, any_local: bool) -> None:
+        """Up to ``room`` ready tasks to ``worker``, in one message."""
+        state, data, where = self.state, self.data, self.where
+        busy = self.in_flight[worker.id]
+        # A remote worker must be sent every input byte over the network:
+        # leave tasks with large inputs to the local workers, who map them.
+        picky = worker.kind == "remote" and any_local
+        passed_over = []
+        batch = []
+        while room > 0:
+            ts = state.pop_ready()
+            if ts is None:
                 break
+            if picky and self._input_bytes(ts) > self.remote_input_limit:
+                passed_over.append(ts)
+                if len(passed_over) > 4 * self.max_batch:
+                    break
+                continue
+            deps = {d.key: data[d.key] for d in ts.dependencies}
+            batch.append(TaskSpec(ts.key, ts.computation, deps))
+            where[ts.key] = worker.id
+            busy.add(ts.key)
+            room -= 1
+        for ts in passed_over:
+            state.requeue(ts)
+        if batch:
+            worker.run(batch)
 
     def reset(self) -> None:
         """Forget every task and free all data (``client.restart``); on the loop."""

@@ -80,6 +80,7 @@ class SyncWorker(WorkerHandle):
     """Runs each batch immediately in the loop's own thread."""
 
     kind = "thread"
+    runs_inline = True
 
     def __init__(self, engine: Engine, worker_id: str = "sync"):
         self.id = worker_id
