@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shmdask import config
+from shmdask.scheduler.gc_pause import gc_paused
 from shmdask.graph import (
     check_keys,
     cull,
@@ -165,7 +166,8 @@ def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict
     for opt, members in groups.items():
         graph: dict = {}
         for c, _ in members:
-            graph.update(c.__shmdask_graph__())
+            with gc_paused():  # materializing may make a million tasks
+                graph.update(c.__shmdask_graph__())
         if opt is not None:
             graph = opt(graph, [k for _, ks in members for k in flatten(ks)])
         dsk.update(graph)
@@ -183,9 +185,20 @@ def run_graph(sched: Any, dsk: Mapping, keys: list, optimize: bool = True) -> di
     """Prepare ``dsk`` for ``keys`` (a flat list) and run it on ``sched``."""
     if len(dsk) >= STREAM_MIN_TASKS and hasattr(sched, "run_graph_pieces"):
         check_keys(dsk, keys)
-        return sched.run_graph_pieces(order_pieces(dsk, keys), keys)
-    prepared, deps, prio = prepare_graph(dsk, keys, optimize)
+        return sched.run_graph_pieces(_gc_paused_pieces(order_pieces(dsk, keys)), keys)
+    with gc_paused(len(dsk)):
+        prepared, deps, prio = prepare_graph(dsk, keys, optimize)
     return sched.run_graph(prepared, deps, keys, prio)
+
+
+def _gc_paused_pieces(pieces: Any) -> Any:
+    """Each piece made with the garbage collector paused (see ``gc_pause``)."""
+    while True:
+        with gc_paused():
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
 
 
 def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]:

@@ -48,6 +48,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from shmdask.scheduler.gc_pause import gc_paused
 from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
@@ -338,8 +339,9 @@ class Engine:
             for key in wanted:
                 self.listeners.setdefault(key, []).append(listener)
         try:
-            finished = self.state.update_graph(
-                dsk, dependencies, [*wanted, *hold] if hold else wanted, priorities)
+            with gc_paused(len(dsk)):
+                finished = self.state.update_graph(
+                    dsk, dependencies, [*wanted, *hold] if hold else wanted, priorities)
         except Exception as exc:
             for key in wanted:
                 self._notify(key, "erred", exc)

@@ -53,6 +53,9 @@ class KilledWorker(RuntimeError):
         )
 
 
+_NO_LINKS: tuple = ()  # the links of a forgotten task (a tuple: nothing may add to it)
+
+
 class TaskState:
     __slots__ = (
         "key",
@@ -111,13 +114,18 @@ class SchedulerState:
         ``wanted`` (in memory or erred), whose clients can be told at once.
         """
         tasks = self.tasks
+        get = tasks.get
         wanted = list(wanted)
         # Check everything before changing anything: a bad graph must not
         # leave half-linked tasks behind (they would never run).
-        adding = [k for k in dsk if k not in tasks or tasks[k].state == "erred"]
+        adding = []
+        for key in dsk:
+            old = get(key)
+            if old is None or old.state == "erred":
+                adding.append(key)
         for key in adding:
             for dep_key in dependencies[key]:
-                if dep_key not in tasks and dep_key not in dsk:
+                if dep_key not in dsk and dep_key not in tasks:
                     raise KeyError(f"task {key!r} depends on unknown key {dep_key!r}")
         for key in wanted:
             if key not in tasks and key not in dsk:
@@ -125,14 +133,14 @@ class SchedulerState:
         gen = next(self._generation)
         new = []
         for key in adding:
-            computation = dsk[key]
-            old = tasks.get(key)
-            prio = (gen, priorities[key] if priorities else 0)
-            ts = TaskState(key, computation, prio)
+            old = get(key)
+            ts = TaskState(key, dsk[key], (gen, priorities[key] if priorities else 0))
             if old is not None:  # an erred key is retried; its clients still hold it
                 ts.who_wants = old.who_wants
             tasks[key] = ts
             new.append(ts)
+        ready, seq, push = self._ready, self._seq, heapq.heappush
+        on_erred = []  # new tasks that need an erred key
         for ts in new:
             for dep_key in dependencies[ts.key]:
                 dep = tasks[dep_key]
@@ -141,16 +149,17 @@ class SchedulerState:
                 dep.waiters += 1
                 if dep.state != "memory":
                     ts.waiting_on += 1
+                    if dep.state == "erred":
+                        on_erred.append((ts, dep))
             if ts.waiting_on == 0:
-                self._make_ready(ts)
+                ts.state = "ready"
+                push(ready, (ts.priority, next(seq), ts))
         for key in wanted:
-            ts = tasks[key]
-            ts.who_wants += 1
+            tasks[key].who_wants += 1
         # A new task waiting on an erred one errs too (after counting the
         # clients above, so that wanted ones keep their exception).
-        for ts in new:
-            failed = next((d for d in ts.dependencies if d.state == "erred"), None)
-            if failed is not None and ts.state == "waiting":
+        for ts, failed in on_erred:
+            if ts.state == "waiting":
                 self._err_tree(ts, failed.exception)
         return [key for key in wanted if tasks[key].state in ("memory", "erred")]
 
@@ -302,15 +311,19 @@ class SchedulerState:
         self._forget(ts)
 
     def _cancel(self, ts: TaskState, released: list) -> None:
+        dependencies = ts.dependencies
         self._forget(ts)
-        for dep in ts.dependencies:
+        for dep in dependencies:
             dep.waiters -= 1
             self._maybe_release(dep, released)
 
     def _forget(self, ts: TaskState) -> None:
         # Links from other tasks stay: every walk over them checks ``state``,
-        # and unlinking would cost O(dependents) per task.
+        # and unlinking would cost O(dependents) per task.  This task's own
+        # links go: nothing walks them any more, and tasks linked both ways
+        # are reference cycles that only the garbage collector would free.
         ts.state = "released"
+        ts.dependencies = ts.dependents = _NO_LINKS
         if self.tasks.get(ts.key) is ts:  # not a newer task under the same key
             del self.tasks[ts.key]
 
