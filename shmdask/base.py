@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from shmdask import config
-from shmdask.scheduler.gc_pause import gc_paused
 from shmdask.graph import (
     check_keys,
     cull,
@@ -31,6 +30,7 @@ from shmdask.graph import (
     order_pieces,
     toposort,
 )
+from shmdask.scheduler.gc_pause import gc_paused
 
 
 class Literal:
