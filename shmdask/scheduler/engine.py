@@ -482,13 +482,21 @@ class Engine:
         if not state.has_ready() or not self.workers:
             return
         any_local = any(w.kind != "remote" for w in self.workers.values())
-        # First every worker gets work for its threads, then a queued batch:
-        # the queue never takes work an idle worker could start now.
+        # First every worker with an idle thread gets work for its threads,
+        # then workers with at most one batch left get the next one: the
+        # queue never takes work an idle worker could start now, and topping
+        # up waits for a whole batch of room (one message, not one per result).
+        in_flight = self.in_flight
         for queued in (False, True):
             for worker in self.choose_workers():
-                if queued and worker.runs_inline:
-                    continue
-                room = self.batch_size(worker, queued) - len(self.in_flight[worker.id])
+                busy = len(in_flight[worker.id])
+                batch = self.batch_size(worker, queued=False)
+                if not queued:
+                    room = batch - busy if busy < worker.nthreads else 0
+                elif busy <= batch and not worker.runs_inline:
+                    room = self.batch_size(worker) - busy
+                else:
+                    room = 0
                 if room > 0:
                     self._send_batch(worker, room, any_local)
                 if not state.has_ready():
