@@ -74,3 +74,63 @@ def test_first_tasks_spread_one_per_worker():
                   lambda k, s, e: done.add(k))
     engine._step(block=True, timeout=1)  # handles the graph and dispatches once
     assert len(local.got) == 1 and len(remote.got) == 1
+
+
+class HoldingWorker(WorkerHandle):
+    """Keeps what it is sent (answers only when told), so in-flight counts stay put."""
+
+    def __init__(self, worker_id, nthreads=1):
+        self.id, self.kind, self.nthreads = worker_id, "local", nthreads
+        self.messages = []
+
+    def run(self, tasks):
+        self.messages.append([spec.key for spec in tasks])
+
+
+def _holding_engine(n_workers=2, mean_duration=None):
+    engine = Engine(SizedStore())
+    workers = [HoldingWorker(f"w{i}") for i in range(n_workers)]
+    for w in workers:
+        engine.workers[w.id] = w
+        engine.in_flight[w.id] = set()
+    if mean_duration is not None:
+        engine._mean_duration, engine._measured = mean_duration, True
+    return engine, workers
+
+
+def _submit(engine, n):
+    dsk = {f"t-{i}": (int,) for i in range(n)}
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), {k: i for i, k in enumerate(dsk)})
+    engine._step(block=True, timeout=1)
+
+
+def test_short_tasks_go_in_batches_with_a_second_batch_queued():
+    engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
+    _submit(engine, 1000)
+    # each worker: one batch for its thread, then one queued behind it, in
+    # two messages -- every worker got work before any got a queued batch
+    assert [len(m) for m in a.messages] == [10, 10]
+    assert [len(m) for m in b.messages] == [10, 10]
+    assert engine.batch_size(a) == 20 and engine.batch_size(a, queued=False) == 10
+
+
+def test_a_worker_is_topped_up_only_when_a_whole_batch_has_room():
+    engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
+    _submit(engine, 1000)
+    sent = a.messages[0] + a.messages[1]
+    results = [TaskResult(k, (k, 1), {"start": 0.0, "stop": Engine.target_batch / 10})
+               for k in sent]
+    engine.post(("done", "w0", results[:5]))  # half a batch back: no new message yet
+    engine._step(block=True, timeout=1)
+    assert len(a.messages) == 2
+    engine.post(("done", "w0", results[5:10]))  # a whole batch of room: one message
+    engine._step(block=True, timeout=1)
+    assert len(a.messages) == 3 and len(a.messages[2]) == 10
+    assert len(engine.in_flight["w0"]) == 20
+
+
+def test_long_tasks_go_one_per_thread_plus_one_queued():
+    engine, (a, b) = _holding_engine()  # nothing measured yet: assumed long
+    _submit(engine, 10)
+    assert [len(m) for m in a.messages] == [1, 1] and [len(m) for m in b.messages] == [1, 1]
+    assert len(engine.in_flight["w0"]) == 2
