@@ -69,7 +69,7 @@ def run_one(workload: str, runner: str, scale: float) -> dict:
     import shmdask
     from benchmarks.run import runner_context
 
-    shmdask.config.set(progress=False)
+    shmdask.config.set(progress=True)  # its cost is part of the figure (bars: stderr)
     with runner_context(runner, 2) as api:
         client = shmdask.config.get("scheduler") if runner == "shmdask-cluster" else None
         start = time.perf_counter()

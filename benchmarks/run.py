@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runners", default=None, help="comma-separated runner names")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write results to this file")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="switch shmdask's progress bar off")
     parser.add_argument("--slow", action="store_true",
                         help="also run the slow workloads (million-task graphs)")
     args = parser.parse_args(argv)
@@ -153,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import shmdask
 
-    shmdask.config.set(progress=False)  # bars would garble the table
+    # The progress bar is part of what a user pays for (it goes to stderr;
+    # redirect stdout, or pass --no-progress, for a clean table).
+    shmdask.config.set(progress=not args.no_progress)
     warnings.simplefilter("ignore")  # distributed warns about ports and large graphs
     if "numpy" not in runners and not args.runners:
         runners = ["numpy", *runners]
