@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from shmdask.scheduler.engine import PieceSubmitter
 from shmdask.scheduler.records import TaskStream
 
 Listener = Callable[[Any, str, BaseException | None], None]
@@ -101,30 +102,14 @@ class LocalConnection(Connection):
         self.engine.submit(dsk, dependencies, wanted, priorities, listener)
 
     def submit_pieces(self, pieces, wanted, listener) -> int:
-        engine = self.engine
-        wanted_left = set(wanted)
-        held: list = []
-        total = 0
+        submitter = PieceSubmitter(self.engine, pieces, wanted, listener)
         try:
-            for graph, dependencies, priorities in pieces:
-                keys = list(graph)
-                want = [k for k in keys if k in wanted_left]
-                wanted_left.difference_update(want)
-                if not wanted_left:  # the last piece: nothing after it needs holding
-                    engine.submit(graph, dependencies, want, priorities, listener)
-                else:
-                    engine.submit(graph, dependencies, want, priorities, listener, hold=keys)
-                    held.extend(keys)
-                total += len(keys)
+            while submitter.submit_next():
+                pass
         except BaseException:  # e.g. a cycle found half-way: let go of what was sent
-            sent = set(wanted) - wanted_left
-            engine.unwant([*held, *sent])
+            submitter.abort()
             raise
-        if held:
-            engine.unwant(held)
-        if wanted_left:  # keys the walk did not reach: the engine says they are unknown
-            engine.submit({}, {}, list(wanted_left), None, listener)
-        return total
+        return submitter.total
 
     def scatter(self, items: Mapping, listener) -> None:
         self.engine.scatter(items, listener)

@@ -29,7 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shmdask.graph import execute_task
-from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.engine import (
+    Engine,
+    PieceSubmitter,
+    TaskResult,
+    TaskSpec,
+    WorkerHandle,
+)
 from shmdask.scheduler.records import task_record
 
 _FLUSH_SECONDS = 0.005
@@ -232,42 +238,19 @@ def get_local(
 
 
 class _PieceFeeder:
-    """Hands a graph's pieces to an engine running in this thread, one per step.
-
-    Every piece but the last is held (wanted without a listener) until the
-    last is in: a later piece may still need its keys."""
+    """Hands a graph's pieces to an engine running in this thread, one per step."""
 
     def __init__(self, engine: Engine, pieces: Iterable[tuple], keys: list, listener: Any,
                  bar: Any):
-        self.engine = engine
-        self.pieces = iter(pieces)
-        self.wanted_left = set(keys)
-        self.listener = listener
+        self.submitter = PieceSubmitter(engine, pieces, keys, listener)
         self.bar = bar
-        self.held: list = []
-        self.total = 0
 
     def __call__(self) -> bool:
         """Submit the next piece; False once there is none left."""
-        engine = self.engine
-        piece = next(self.pieces, None)
-        if piece is None:
-            if self.held:
-                engine.unwant(self.held)
-                self.held = []
-            if self.wanted_left:  # keys the walk did not reach: unknown, says the engine
-                engine.submit({}, {}, list(self.wanted_left), None, self.listener)
-                self.wanted_left = set()
-            return False
-        graph, dependencies, priorities = piece
-        keys = list(graph)
-        want = [k for k in keys if k in self.wanted_left]
-        self.wanted_left.difference_update(want)
-        engine.submit(graph, dependencies, want, priorities, self.listener, hold=keys)
-        self.held.extend(keys)
-        self.total += len(keys)
-        self.bar.update(engine.tasks_done, self.total)
-        return True
+        more = self.submitter.submit_next()
+        if more:
+            self.bar.update(self.submitter.engine.tasks_done, self.submitter.total)
+        return more
 
 
 def _stop(workers: list, interrupt: bool, wait: float) -> None:
