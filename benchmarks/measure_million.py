@@ -15,8 +15,8 @@ the graph, computes it and reports:
   the big figure stay within 1.5x of the small one;
 - ``cpu``: CPU time per task of the client process (all its threads) and of
   the worker processes: steadier than wall time on a shared machine;
-- ``first``: when the first task started, as a fraction of ``compute`` (from
-  the task stream; shmdask runners only);
+- ``first``: when the first task started, as a fraction of ``compute`` (the
+  earliest start in the first batch of task-stream records; LocalCluster only);
 - ``peak MB``: the client process's peak RSS.
 
 Medians over ``-r`` runs; runs alternate between runners (this machine is
@@ -78,19 +78,20 @@ def run_one(workload: str, runner: str, scale: float) -> dict:
         collection, tasks, expected = _build(workload, api, scale)
         built = time.perf_counter()
         wall_start = time.time()
+        first_start: list = []
         if client is not None:
-            with client.get_task_stream() as stream:
-                (total,) = api.compute(collection)
-            records = stream.data
-        else:
-            (total,) = api.compute(collection)
-            records = []
+            # The first finished batch of records (the task stream itself keeps
+            # only the newest half million).
+            engine = client.cluster.engine
+            engine.record_callbacks.append(lambda records: first_start or first_start.append(
+                min(r["start"] for r in records)))
+        (total,) = api.compute(collection)
         done = time.perf_counter()
         cpu = time.process_time() - cpu_start
         workers_cpu = _children_cpu() - children_start
     assert float(total) == float(expected), (total, expected)
     compute = done - built
-    first = (min(r["start"] for r in records) - wall_start) / compute if records else None
+    first = (first_start[0] - wall_start) / compute if first_start else None
     return {"build": built - start, "compute": compute, "tasks": tasks,
             "us_per_task": (done - start) / tasks * 1e6, "first": first,
             "cpu_us_per_task": cpu / tasks * 1e6, "workers_cpu_us_per_task":
