@@ -162,6 +162,8 @@ class _GraphWaiter:
     def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
         if self.also is not None:
             self.also(key, status, exc)
+        if status == "pending":  # not an outcome (an input runs again): keep waiting
+            return
         with self._lock:
             if status != "memory" and self.error is None:
                 self.error = exc if exc is not None else CancelledError(
