@@ -293,12 +293,8 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
         ds = deps[k]
         size[k] = 1 + sum(size.get(d, 0) for d in ds) if ds else 1
 
-    # Ties on size go by position in the graph: far cheaper than ``str(k)``,
-    # which formats every tuple key.
-    rank = {k: i for i, k in enumerate(deps)}
-
     def sort_key(k: Key) -> tuple:
-        return (size[k], rank[k])
+        return (size[k], str(k))
 
     needed: set = set()
     for ds in deps.values():
