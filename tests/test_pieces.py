@@ -72,33 +72,30 @@ def client(cluster):
     assert not cluster.engine.state.tasks, list(cluster.engine.state.tasks)[:5]
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_local_schedulers_run_a_graph_in_pieces(scheduler, monkeypatch):
-    pieces = []
+@pytest.fixture
+def pieces(monkeypatch):
+    """The size of each piece sent, in order (small pieces, so there are many)."""
+    sizes = []
     real = base.order_pieces
 
     def counting(dsk, keys):
         for piece in real(dsk, keys, first=8, largest=64):
-            pieces.append(len(piece[0]))
+            sizes.append(len(piece[0]))
             yield piece
 
     monkeypatch.setattr(base, "order_pieces", counting)
+    return sizes
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_local_schedulers_run_a_graph_in_pieces(scheduler, pieces):
     assert _tree(300).compute(scheduler=scheduler) == sum(range(1, 301))
     assert len(pieces) > 3 and sum(pieces) == 599
     x = da.ones(1000, chunks=10)
     assert float((x + 1).sum().compute(scheduler=scheduler)) == 2000.0
 
 
-def test_a_client_runs_a_graph_in_pieces(client, monkeypatch):
-    pieces = []
-    real = base.order_pieces
-
-    def counting(dsk, keys):
-        for piece in real(dsk, keys, first=8, largest=64):
-            pieces.append(len(piece[0]))
-            yield piece
-
-    monkeypatch.setattr(base, "order_pieces", counting)
+def test_a_client_runs_a_graph_in_pieces(client, pieces):
     assert _tree(300).compute(scheduler=client) == sum(range(1, 301))
     assert len(pieces) > 3 and sum(pieces) == 599
     # several outputs, one of them an intermediate result of another
@@ -107,6 +104,15 @@ def test_a_client_runs_a_graph_in_pieces(client, monkeypatch):
     total = shmdask.delayed(add)(t, leaf)
     assert shmdask.compute(total, t, leaf, scheduler=client) == (
         sum(range(1, 41)) + 2, sum(range(1, 41)), 2)
+
+
+def test_arrays_in_pieces_are_finalized_on_views_into_private_copies(client, pieces):
+    x = da.arange(400, chunks=10)
+    a, total = shmdask.compute(x + 1, (x + 1).sum(), scheduler=client)
+    assert len(pieces) > 1
+    assert a.tolist() == list(range(1, 401)) and int(total) == sum(range(1, 401))
+    a[0] = -1  # the concatenation is the client's own copy, not the freed shared memory
+    assert a[0] == -1
 
 
 def test_pieces_use_persisted_data(client):
