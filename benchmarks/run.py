@@ -8,8 +8,10 @@ Workloads live in ``benchmarks/workloads_*.py`` as ``WORKLOADS = {name: fn}``;
 each ``fn(api)`` runs once against ``api`` (``delayed``, ``compute``,
 ``persist``, ``get``, ``da`` of the library under test).  A workload may carry
 ``fn.numpy`` (the same work in plain numpy, one core: the "numpy" column),
-``fn.runners`` (the only runners it suits), ``fn.warmup = False`` and
-``fn.standalone = True`` (it starts its own cluster: no runner context).
+``fn.runners`` (the only runners it suits), ``fn.warmup = False``,
+``fn.standalone = True`` (it starts its own cluster: no runner context) and
+``fn.slow = True`` (left out unless named or ``--slow`` is given: the
+million-task rows, see ``benchmarks/measure_million.py``).
 
 Each run starts its runner's scheduler, runs the workload once untimed (a
 cluster in use is warm: imports done, memory mapped), then times it, and
@@ -162,10 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runners", default=None, help="comma-separated runner names")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write results to this file")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="switch shmdask's progress bar off")
+    parser.add_argument("--slow", action="store_true",
+                        help="also run the slow workloads (million-task graphs)")
     args = parser.parse_args(argv)
 
     workloads = load_workloads()
-    names = args.workloads or list(workloads)
+    names = args.workloads or [n for n, fn in workloads.items()
+                                if args.slow or not getattr(fn, "slow", False)]
     unknown = [n for n in names if n not in workloads]
     if unknown:
         raise SystemExit(f"unknown workload(s) {unknown}; known: {sorted(workloads)}")
@@ -173,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import shmdask
 
-    shmdask.config.set(progress=False)  # bars would garble the table
+    # The progress bar is part of what a user pays for (it goes to stderr;
+    # redirect stdout, or pass --no-progress, for a clean table).
+    shmdask.config.set(progress=not args.no_progress)
     warnings.simplefilter("ignore")  # distributed warns about ports and large graphs
     if "numpy" not in runners and not args.runners:
         runners = ["numpy", *runners]

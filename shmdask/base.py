@@ -30,9 +30,11 @@ from shmdask.graph import (
     fuse_linear,
     is_held_elsewhere,
     order,
+    order_pieces,
     toposort,
 )
 from shmdask.interop import holds_dask_collection
+from shmdask.scheduler.gc_pause import gc_paused
 
 
 class Literal:
@@ -84,6 +86,15 @@ class LocalScheduler:
         return get_local(dsk, dependencies, keys, priorities,
                          num_workers=config.get("num_workers"), sync=self.sync,
                          progress=make_progress_bar())
+
+    def run_graph_pieces(self, pieces: Any, keys: list) -> dict:
+        """``run_graph`` for a huge graph in run-order pieces (``order_pieces``)."""
+        from shmdask.diagnostics.progress import make_progress_bar
+        from shmdask.scheduler.local import get_local
+
+        pieces = (_resolve_futures(graph, deps) + (prio,) for graph, deps, prio in pieces)
+        return get_local({}, {}, keys, None, num_workers=config.get("num_workers"),
+                         sync=self.sync, progress=make_progress_bar(), pieces=pieces)
 
     def __repr__(self) -> str:
         return "<scheduler sync>" if self.sync else "<scheduler threads>"
@@ -244,11 +255,50 @@ def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict
     for opt, members in groups.items():
         graph: dict = {}
         for c, _ in members:
-            graph.update(c.__shmdask_graph__())
+            with gc_paused():  # materializing may make a million tasks
+                graph.update(c.__shmdask_graph__())
         if opt is not None:
             graph = opt(graph, [k for _, ks in members for k in flatten(ks)])
         dsk.update(graph)
     return dsk, keys
+
+
+#: Graphs of at least this many tasks go to a scheduler that takes pieces
+#: (``run_graph_pieces``) one piece at a time, in run order: the first tasks
+#: start while the rest is still being walked (:func:`order_pieces`).
+#: Smaller graphs are prepared whole, with linear fusion and a finer order.
+STREAM_MIN_TASKS = 100_000
+
+
+def run_graph(sched: Any, dsk: Mapping, keys: list, optimize: bool = True,
+              finalize: Callable[[dict], Any] | None = None) -> Any:
+    """Prepare ``dsk`` for ``keys`` (a flat list) and run it on ``sched``.
+
+    With ``finalize`` (a finisher that copies what it keeps), a scheduler that
+    can (``finalizes_views``) calls it on read-only views of its data before
+    letting go of it; the finisher's result comes back instead of the values."""
+    on_views = {"finalize": finalize} if finalize is not None else {}
+    if finalize is not None and not getattr(sched, "finalizes_views", False):
+        return finalize(run_graph(sched, dsk, keys, optimize))
+    external = _external_data(sched)
+    if (len(dsk) >= STREAM_MIN_TASKS and hasattr(sched, "run_graph_pieces")
+            and not external):
+        check_keys(dsk, keys)
+        return sched.run_graph_pieces(_gc_paused_pieces(order_pieces(dsk, keys)), keys,
+                                      **on_views)
+    with gc_paused(len(dsk)):
+        prepared, deps, prio = prepare_graph(dsk, keys, optimize, external)
+    return sched.run_graph(prepared, deps, keys, prio, **on_views)
+
+
+def _gc_paused_pieces(pieces: Any) -> Any:
+    """Each piece made with the garbage collector paused (see ``gc_pause``)."""
+    while True:
+        with gc_paused():
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
 
 
 def _run(collections: list, scheduler: Any, optimize: bool,
@@ -261,15 +311,11 @@ def _run(collections: list, scheduler: Any, optimize: bool,
     instead of the values: one copy of the data rather than two."""
     dsk, keys = collections_to_graph(collections, optimize)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
-    sched = get_scheduler(scheduler)
-    prepared, deps, prio = prepare_graph(dsk, flat, optimize, _external_data(sched))
-    if finish_on_views is not None and getattr(sched, "finalizes_views", False):
-        finished = sched.run_graph(prepared, deps, flat, prio,
-                                   finalize=lambda results: finish_on_views(results, keys))
-        return finished, keys
-    results = sched.run_graph(prepared, deps, flat, prio)
+    finalize = None
     if finish_on_views is not None:
-        return finish_on_views(results, keys), keys
+        def finalize(results: dict) -> Any:
+            return finish_on_views(results, keys)
+    results = run_graph(get_scheduler(scheduler), dsk, flat, optimize, finalize)
     return results, keys
 
 
@@ -382,9 +428,7 @@ def get(dsk: Any, keys: Any, scheduler: Any = None, optimize_graph: bool = True,
     """
     dsk = as_graph(dsk)
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
-    sched = get_scheduler(scheduler)
-    prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph, _external_data(sched))
-    results = sched.run_graph(prepared, deps, flat, prio)
+    results = run_graph(get_scheduler(scheduler), dsk, flat, optimize_graph)
     # Like dask.get: lists of keys give tuples of values.
     return _pack(keys, results, tuple) if type(keys) is list else results[keys]
 

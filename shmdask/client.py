@@ -64,6 +64,37 @@ from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.tokenize import tokenize
 from shmdask.units import format_bytes, parse_timedelta
 
+
+class _GraphWaiter:
+    """Listener for the keys of one ``compute``: done when all are in memory or
+    one failed (the first error is kept, as dask raises the first it sees)."""
+
+    __slots__ = ("pending", "error", "event", "also", "_lock")
+
+    def __init__(self, keys: list, also: Callable | None = None):
+        self.pending = len(keys)
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+        self.also = also
+        self._lock = threading.Lock()
+        if not keys:
+            self.event.set()
+
+    def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
+        if self.also is not None:
+            self.also(key, status, exc)
+        if status == "pending":  # not an outcome (an input runs again): keep waiting
+            return
+        with self._lock:
+            if status != "memory" and self.error is None:
+                self.error = exc if exc is not None else CancelledError(
+                    f"key {key!r} was {status}")
+                self.event.set()
+            self.pending -= 1
+            if self.pending <= 0:
+                self.event.set()
+
+
 # -- connections ----------------------------------------------------------------
 
 
@@ -401,7 +432,11 @@ class Client:
         With ``finalize``, returns ``finalize({key: value})``, called on
         read-only views of shared memory while the keys are still held: a
         finalizer that copies what it keeps (concatenating chunks) makes the
-        one copy of the data."""
+        one copy of the data.
+
+        No Future per key: a compute of many keys waits on one
+        :class:`_GraphWaiter` and lets go of all its keys in one message, so its
+        per-key cost on the client is a counter decrement."""
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
@@ -410,24 +445,51 @@ class Client:
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
-        futures, new = self._new_futures(keys)
-        self.connection.submit(dsk, dependencies, new, priorities, self._listener)
+        # Futures of this client may wait on the same keys: they hear too.
+        waiter = _GraphWaiter(keys, self._listener)
+        self.connection.submit(dsk, dependencies, keys, priorities, waiter)
         try:
-            self._wait_with_progress(futures, len(dsk) + earlier)
-            if finalize is None:
-                values = self.gather(futures)
-            else:
-                self.gather([f for f in futures if f._status.status != "finished"])  # errors
-                self._check_alive()
-                return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
+            self._wait_with_progress(waiter, len(dsk) + earlier)
+            return self._fetch_results(waiter, keys, finalize)
         finally:
-            del futures  # releases the keys on the cluster
+            if not self.closed:
+                self.connection.unwant(keys)  # the scheduler may release them now
             if self.report_dir is not None:
                 self._write_report(stream, first)
-        return dict(zip(keys, values, strict=True))
 
-    def _wait_with_progress(self, futures: list[Future], total: int) -> None:
-        """Wait for futures, with a progress bar for runs longer than a second."""
+    def run_graph_pieces(self, pieces: Iterable[tuple], keys: list,
+                         finalize: Callable[[dict], Any] | None = None) -> Any:
+        """``run_graph`` for a huge graph given in pieces (:func:`shmdask.graph.order_pieces`):
+        each piece goes to the scheduler as soon as it is made."""
+        self._check_alive()
+        stream = self.connection.task_stream()
+        first = (stream.position, stream.memory_position)
+        waiter = _GraphWaiter(keys, self._listener)
+        # On an error (a cycle found half-way) it lets go of what it sent.
+        total = self.connection.submit_pieces(
+            (_strip_futures(*piece, self) for piece in pieces), keys, waiter)
+        try:
+            self._wait_with_progress(waiter, total)
+            return self._fetch_results(waiter, keys, finalize)
+        finally:
+            if not self.closed:
+                self.connection.unwant(keys)
+            if self.report_dir is not None:
+                self._write_report(stream, first)
+
+    def _fetch_results(self, waiter: _GraphWaiter, keys: list,
+                       finalize: Callable[[dict], Any] | None) -> Any:
+        """A finished graph's ``{key: value}`` (or ``finalize`` of read-only views
+        of them), while its keys are still held; its first error if one failed."""
+        if waiter.error is not None:
+            raise waiter.error
+        if finalize is None:
+            return self._fetch(keys)
+        self._check_alive()
+        return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
+
+    def _wait_with_progress(self, waiter: _GraphWaiter, total: int) -> None:
+        """Wait for a graph's keys, with a progress bar for runs longer than a second."""
         from shmdask.diagnostics.progress import make_progress_bar
 
         bar = make_progress_bar()
@@ -435,11 +497,10 @@ class Client:
         bar.start(total)
         failed = True
         try:
-            for f in futures:
-                while not f._status.event.wait(0.1):
-                    self._check_alive()
-                    bar.update(min(total, self.connection.tasks_done() - done_at_start))
-            failed = any(f._status.status != "finished" for f in futures)
+            while not waiter.event.wait(0.1):
+                self._check_alive()
+                bar.update(min(total, self.connection.tasks_done() - done_at_start))
+            failed = waiter.error is not None
             if not failed:
                 bar.update(total)
         finally:

@@ -15,9 +15,10 @@ sends the same verbs over TCP.  Listeners may be called on any thread.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from shmdask.scheduler.engine import PieceSubmitter
 from shmdask.scheduler.records import TaskStream
 
 Listener = Callable[[Any, str, BaseException | None], None]
@@ -36,6 +37,24 @@ class Connection(ABC):
     @abstractmethod
     def retry(self, keys: list, listener: Listener) -> None:
         """Run these erred keys (and what erred with them) again."""
+
+    def submit_pieces(self, pieces: Iterable[tuple[Mapping, Mapping, Mapping]], wanted: list,
+                      listener: Listener) -> int:
+        """Add a graph given as ``(graph, dependencies, priorities)`` pieces in run
+        order (:func:`shmdask.graph.order_pieces`); returns the number of tasks.
+
+        Here the pieces are joined and sent as one graph; a connection that can
+        do better sends each piece as soon as it is made, so the first tasks run
+        while the rest of a huge graph is still being walked."""
+        dsk: dict = {}
+        deps: dict = {}
+        prio: dict = {}
+        for graph, dependencies, priorities in pieces:
+            dsk.update(graph)
+            deps.update(dependencies)
+            prio.update(priorities)
+        self.submit(dsk, deps, wanted, prio, listener)
+        return len(dsk)
 
     @abstractmethod
     def scatter(self, items: Mapping, listener: Listener) -> None:
@@ -102,6 +121,16 @@ class LocalConnection(Connection):
 
     def retry(self, keys: list, listener) -> None:
         self.engine.retry(keys, listener)
+
+    def submit_pieces(self, pieces, wanted, listener) -> int:
+        submitter = PieceSubmitter(self.engine, pieces, wanted, listener)
+        try:
+            while submitter.submit_next():
+                pass
+        except BaseException:  # e.g. a cycle found half-way: let go of what was sent
+            submitter.abort()
+            raise
+        return submitter.total
 
     def scatter(self, items: Mapping, listener) -> None:
         self.engine.scatter(items, listener)

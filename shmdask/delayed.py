@@ -24,6 +24,7 @@ same call always has the same key, so it runs once).
 from __future__ import annotations
 
 import operator
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -65,12 +66,20 @@ def _quote(x: Any) -> Any:
     return (Literal(x),) if type(x) in _QUOTED_TYPES else x
 
 
+_PLAIN_TYPES = frozenset({int, float, complex, bool, bytes, type(None)})
+
+
 def unpack_collections(expr: Any) -> tuple[Any, list]:
     """``expr`` as a graph computation, and the collections it refers to.
 
     Plain data comes back quoted where the spec could misread it (see the
     module docstring), so the computation always evaluates to ``expr``.
     """
+    typ = type(expr)
+    if typ in _PLAIN_TYPES:  # most arguments: numbers, None (no walk needed)
+        return expr, []
+    if typ is Delayed:
+        return expr._key, [expr]
     collections: list = []
     functions: list = []
 
@@ -109,13 +118,51 @@ def unpack_collections(expr: Any) -> tuple[Any, list]:
     return task, collections
 
 
-def _merge_graphs(collections: list) -> dict:
-    dsk: dict = {}
+def _split_inputs(collections: list) -> tuple[dict | None, tuple]:
+    """A new task's own extra graph entries (Futures: their data is on the
+    cluster already), or None, and the collections whose graphs it extends
+    (merged lazily)."""
+    own: dict | None = None
+    parents = []
     for c in collections:
         if base.is_future(c):
-            dsk[c.key] = c
+            if own is None:
+                own = {}
+            own[c.key] = c
         else:
-            dsk.update(c.__shmdask_graph__())
+            parents.append(c)
+    return own, tuple(parents)
+
+
+_NO_TASK = object()  # Delayed._task when the node's entries are all in ``_dask``
+
+
+def _materialize(root: Delayed) -> dict:
+    """The whole graph of ``root``: its own entries and its parents', each
+    collection visited once (so a tree of n calls costs O(n), not O(n log n)
+    as merging every input's whole graph at every call would)."""
+    layers = []
+    seen: set = set()
+    stack: list = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Delayed):
+            layers.append(node)
+            stack.extend(node._parents)
+        else:
+            layers.append(node.__shmdask_graph__())
+    dsk: dict = {}
+    for layer in reversed(layers):  # a task's own entries win over its inputs'
+        if type(layer) is dict:
+            dsk.update(layer)
+            continue
+        if layer._dask:
+            dsk.update(layer._dask)
+        if layer._task is not _NO_TASK:
+            dsk[layer._key] = layer._task
     return dsk
 
 
@@ -129,19 +176,27 @@ def _rebuild_delayed(dsk: dict, key: Any, length: int | None) -> Delayed:
 
 class Delayed(DaskCollection):
     """A lazy value: ``.dask`` (the graph) and ``.key`` (its output); a dask
-    collection too (``DaskCollection``)."""
+    collection too (``DaskCollection``).
 
-    __slots__ = ("_key", "_dask", "_length")
+    A Delayed holds its own graph entries (``_dask``, and ``_task`` for its
+    key) and its input collections (``parents``); the whole graph is merged
+    when first asked for, then kept.  A call costs one small object, not a
+    copy of its inputs' graphs."""
+
+    __slots__ = ("_key", "_dask", "_length", "_parents", "_task")
 
     # numpy defers binary operators to us (``ndarray + Delayed`` is a Delayed,
     # not an object array of Delayed values)
     __array_ufunc__ = None
 
-    def __init__(self, key: Any, dsk: dict, length: int | None = None):
+    def __init__(self, key: Any, dsk: dict | None, length: int | None = None,
+                 parents: tuple = (), task: Any = _NO_TASK):
         setattr_ = object.__setattr__  # __setattr__ below refuses most names
         setattr_(self, "_key", key)
         setattr_(self, "_dask", dsk)
         setattr_(self, "_length", length)
+        setattr_(self, "_parents", parents)
+        setattr_(self, "_task", task)
 
     @property
     def key(self) -> Any:
@@ -149,11 +204,15 @@ class Delayed(DaskCollection):
 
     @property
     def dask(self) -> dict:
-        return self._dask
+        return self.__shmdask_graph__()
 
     # -- collection protocol ---------------------------------------------
 
     def __shmdask_graph__(self) -> dict:
+        if self._parents or self._task is not _NO_TASK:
+            object.__setattr__(self, "_dask", _materialize(self))
+            object.__setattr__(self, "_parents", ())
+            object.__setattr__(self, "_task", _NO_TASK)
         return self._dask
 
     def __shmdask_keys__(self) -> list:
@@ -167,6 +226,11 @@ class Delayed(DaskCollection):
 
     def __shmdask_tokenize__(self) -> Any:
         return self._key
+
+    def __reduce__(self) -> tuple:
+        # The whole graph travels, merged: the lazy parts (parents, and the
+        # _NO_TASK marker, whose identity would not survive pickling) stay here.
+        return _rebuild_delayed, (self.__shmdask_graph__(), self._key, self._length)
 
     def compute(self, **kwargs: Any) -> Any:
         return base.compute(self, **kwargs)[0]
@@ -242,9 +306,7 @@ class DelayedAttr(Delayed):
 
     def __init__(self, obj: Delayed, attr: str):
         key = f"getattr-{tokenize(obj.key, attr)}"
-        dsk = dict(obj.dask)
-        dsk[key] = (operator.attrgetter(attr), obj.key)
-        Delayed.__init__(self, key, dsk)
+        Delayed.__init__(self, key, None, None, (obj,), (operator.attrgetter(attr), obj.key))
         object.__setattr__(self, "_obj", obj)
         object.__setattr__(self, "_attr", attr)
 
@@ -261,15 +323,22 @@ def _funcname(func: Any) -> str:
     return "lambda" if name == "<lambda>" else name
 
 
+_FUNCTION_TYPES = frozenset({types.FunctionType, types.BuiltinFunctionType})
+
+
 def _call(func: Any, args: tuple, kwargs: dict, *, pure: bool, name: str | None, key: Any,
           nout: int | None) -> Delayed:
     """One task applying ``func`` to ``args``/``kwargs`` (which may hold Delayed)."""
-    func_task, func_colls = unpack_collections(func)
+    if type(func) in _FUNCTION_TYPES:  # a plain function: nothing to unpack
+        func_task, func_colls = func, []
+    else:
+        func_task, func_colls = unpack_collections(func)
     args_task, arg_colls = [], []
     for arg in args:
         arg_task, colls = unpack_collections(arg)
         args_task.append(arg_task)
-        arg_colls.extend(colls)
+        if colls:
+            arg_colls.extend(colls)
     if kwargs:
         kwargs_task, kw_colls = unpack_collections(kwargs)
         task = (_call_with_kwargs, func_task, args_task, kwargs_task)
@@ -280,9 +349,8 @@ def _call(func: Any, args: tuple, kwargs: dict, *, pure: bool, name: str | None,
     if key is None:
         prefix = name or (key_split(func.key) if isinstance(func, Delayed) else _funcname(func))
         key = f"{prefix}-{_new_token(pure, func_task, args_task, kwargs)}"
-    dsk = _merge_graphs(func_colls + arg_colls + kw_colls)
-    dsk[key] = task
-    return Delayed(key, dsk, nout)
+    dsk, parents = _split_inputs(func_colls + arg_colls + kw_colls)
+    return Delayed(key, dsk, nout, parents, task)
 
 
 class DelayedFunction:
@@ -300,7 +368,7 @@ class DelayedFunction:
     def __call__(self, *args: Any, pure: bool | None = None, dask_key_name: Any = None,
                  **kwargs: Any) -> Delayed:
         return _call(self.func, args, kwargs, pure=self.pure if pure is None else pure,
-                     name=self.name, key=dask_key_name, nout=self.nout)
+                     name=self.name or self.__name__, key=dask_key_name, nout=self.nout)
 
     def __repr__(self) -> str:
         return f"delayed({self.__name__})"
@@ -332,12 +400,8 @@ def delayed(obj: Any = None, *, pure: bool = False, nout: int | None = None,
     else:
         token = tokenize(task) if (pure or not collections) and _cheap(obj) else unique_token()
         key = f"{type(obj).__name__}-{token}"
-    dsk = _merge_graphs(collections)
-    if collections:
-        dsk[key] = task
-    else:
-        dsk[key] = (base.Literal(obj),)
-    return Delayed(key, dsk, nout)
+    dsk, parents = _split_inputs(collections)
+    return Delayed(key, dsk, nout, parents, task if collections else (base.Literal(obj),))
 
 
 def _cheap(obj: Any) -> bool:

@@ -391,3 +391,49 @@ def test_pure_calls_of_methods_of_different_objects_differ():
     y = delayed(Box(2).get, pure=True)()
     assert x.key != y.key
     assert shmdask.compute(x, y) == (1, 2)
+
+
+# -- graphs are merged once, when asked for ---------------------------------------------
+
+
+def test_a_tree_of_calls_holds_its_inputs_not_copies_of_their_graphs():
+    add = delayed(lambda a, b: a + b, pure=True)
+    level = [delayed(i, name=f"leaf-{i}") for i in range(64)]
+    nodes = []
+    while len(level) > 1:
+        level = [add(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        nodes.extend(level)
+    root = level[0]
+    # no call made a dict of its inputs' tasks: each holds its own task and inputs
+    assert all(n._dask is None and len(n._parents) == 2 for n in nodes)
+    graph = root.dask
+    assert len(graph) == 64 + 63
+    assert {f"leaf-{i}" for i in range(64)} <= set(graph)
+    assert root.compute(scheduler="sync") == sum(range(64))
+    assert root.dask is graph  # merged once, then kept
+    # an inner node still answers with its own part only
+    assert len(nodes[0].dask) == 3
+
+
+def test_shared_inputs_appear_once_and_own_task_wins():
+    x = delayed(1, name="x")
+    y = delayed(lambda a: a + 1)(x)
+    z = delayed(lambda a, b: a * b)(y, y)
+    w = delayed(lambda a, b: a - b)(z, x)
+    assert w.compute(scheduler="sync") == 4 - 1
+    assert set(w.dask) == {"x", y.key, z.key, w.key}
+
+
+def test_a_pickled_delayed_computes_the_same():
+    # A Delayed built lazily (parents not merged yet) crosses processes whole.
+    import operator
+    import pickle
+
+    from shmdask import delayed
+
+    a = delayed(sum)([1, 2, 3])
+    b = delayed(max)(a, 2)
+    c = delayed(operator.mul)(a, b)
+    copy = pickle.loads(pickle.dumps(c))
+    assert copy.key == c.key
+    assert copy.compute(scheduler="sync") == c.compute(scheduler="sync") == 36

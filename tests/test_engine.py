@@ -76,7 +76,7 @@ def test_first_tasks_spread_one_per_worker():
     assert len(local.got) == 1 and len(remote.got) == 1
 
 
-class HoldingWorker(WorkerHandle):
+class AnsweringWorker(WorkerHandle):
     """Keeps the tasks it is given until the test answers them."""
 
     kind = "local"
@@ -94,10 +94,10 @@ class HoldingWorker(WorkerHandle):
                                                                        "stop": 0.0})]))
 
 
-def _holding_engine(n_tasks: int):
+def _answering_engine(n_tasks: int):
     engine = Engine(SizedStore())
     engine.target_batch = 1e-9  # one task per thread
-    worker = HoldingWorker(engine, "w")
+    worker = AnsweringWorker(engine, "w")
     engine.add_worker(worker)
     dsk = {f"t-{i}": (len, "abc") for i in range(n_tasks)}
     done = set()
@@ -108,31 +108,94 @@ def _holding_engine(n_tasks: int):
 
 
 def test_a_seceded_task_frees_its_thread():
-    engine, worker, done = _holding_engine(3)
-    assert worker.held == ["t-0"]  # one thread: one task at a time
+    engine, worker, done = _answering_engine(4)
+    assert worker.held == ["t-0", "t-1"]  # one thread: one task running, one queued
     engine.post(("secede", "w", "t-0"))
-    engine.run_until(lambda: len(worker.held) == 2)
-    assert worker.held == ["t-0", "t-1"] and engine.busy("w") == 1
-    engine.post(("rejoin", "w", "t-0"))  # back in the pool: two tasks on one thread
-    engine.run_until(lambda: engine.busy("w") == 2)
+    engine.run_until(lambda: len(worker.held) == 3)
+    assert worker.held == ["t-0", "t-1", "t-2"] and engine.busy("w") == 2
+    engine.post(("rejoin", "w", "t-0"))  # back in the pool: three tasks on one thread
+    engine.run_until(lambda: engine.busy("w") == 3)
     worker.answer("t-0")
     worker.answer("t-1")
-    engine.run_until(lambda: worker.held == ["t-2"])
+    engine.run_until(lambda: worker.held == ["t-2", "t-3"])
     assert engine.seceded == {} and done == {"t-0", "t-1"}
 
 
 def test_a_retiring_worker_finishes_its_tasks_then_goes():
-    engine, worker, done = _holding_engine(2)
+    engine, worker, done = _answering_engine(3)
     gone = []
     engine.retire_worker("w", gone.append)
     engine.run_until(lambda: "w" not in engine.workers)
-    assert gone == [] and worker.held == ["t-0"]  # still running its task
+    assert gone == [] and worker.held == ["t-0", "t-1"]  # still holding its tasks
     worker.answer("t-0")
+    engine.run_until(lambda: "t-0" in done)
+    assert gone == [] and worker.held == ["t-1"]  # room again, but no new task
+    worker.answer("t-1")
     engine.run_until(lambda: gone)
-    assert gone == ["w"] and done == {"t-0"}
-    assert worker.held == []  # t-1 was never sent to it
-    idle = HoldingWorker(engine, "idle")
+    assert gone == ["w"] and done == {"t-0", "t-1"}
+    assert worker.held == []  # t-2 was never sent to it
+    idle = AnsweringWorker(engine, "idle")
     engine.add_worker(idle)
-    engine.run_until(lambda: idle.held)  # t-1 goes to the next worker
+    engine.run_until(lambda: idle.held)  # t-2 goes to the next worker
     engine.retire_worker("other", gone.append)  # unknown and idle: at once
     engine.run_until(lambda: len(gone) == 2)
+
+
+class HoldingWorker(WorkerHandle):
+    """Keeps what it is sent (answers only when told), so in-flight counts stay put."""
+
+    def __init__(self, worker_id, nthreads=1):
+        self.id, self.kind, self.nthreads = worker_id, "local", nthreads
+        self.messages = []
+
+    def run(self, tasks):
+        self.messages.append([spec.key for spec in tasks])
+
+
+def _holding_engine(n_workers=2, mean_duration=None):
+    engine = Engine(SizedStore())
+    workers = [HoldingWorker(f"w{i}") for i in range(n_workers)]
+    for w in workers:
+        engine.workers[w.id] = w
+        engine.in_flight[w.id] = set()
+    if mean_duration is not None:
+        engine._mean_duration, engine._measured = mean_duration, True
+    return engine, workers
+
+
+def _submit(engine, n):
+    dsk = {f"t-{i}": (int,) for i in range(n)}
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), {k: i for i, k in enumerate(dsk)})
+    engine._step(block=True, timeout=1)
+
+
+def test_short_tasks_go_in_batches_with_a_second_batch_queued():
+    engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
+    _submit(engine, 1000)
+    # each worker: one batch for its thread, then one queued behind it, in
+    # two messages -- every worker got work before any got a queued batch
+    assert [len(m) for m in a.messages] == [10, 10]
+    assert [len(m) for m in b.messages] == [10, 10]
+    assert engine.batch_size(a) == 20 and engine.batch_size(a, queued=False) == 10
+
+
+def test_a_worker_is_topped_up_only_when_a_whole_batch_has_room():
+    engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
+    _submit(engine, 1000)
+    sent = a.messages[0] + a.messages[1]
+    results = [TaskResult(k, (k, 1), {"start": 0.0, "stop": Engine.target_batch / 10})
+               for k in sent]
+    engine.post(("done", "w0", results[:5]))  # half a batch back: no new message yet
+    engine._step(block=True, timeout=1)
+    assert len(a.messages) == 2
+    engine.post(("done", "w0", results[5:10]))  # a whole batch of room: one message
+    engine._step(block=True, timeout=1)
+    assert len(a.messages) == 3 and len(a.messages[2]) == 10
+    assert len(engine.in_flight["w0"]) == 20
+
+
+def test_long_tasks_go_one_per_thread_plus_one_queued():
+    engine, (a, b) = _holding_engine()  # nothing measured yet: assumed long
+    _submit(engine, 10)
+    assert [len(m) for m in a.messages] == [1, 1] and [len(m) for m in b.messages] == [1, 1]
+    assert len(engine.in_flight["w0"]) == 2

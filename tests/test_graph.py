@@ -28,6 +28,7 @@ from shmdask.graph import (
     is_task,
     key_split,
     order,
+    order_pieces,
     reverse_dependencies,
     toposort,
 )
@@ -329,6 +330,46 @@ def test_order_is_a_permutation_respecting_dependencies(dsk):
     assert set(prio) == set(dsk)
     _assert_topological(dsk, sorted(dsk, key=prio.__getitem__))
     _assert_topological(dsk, toposort(dsk))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(random_dags(), st.data())
+def test_order_pieces_cull_and_order_in_run_order_pieces(dsk, data):
+    keys = data.draw(st.lists(st.sampled_from(sorted(dsk, key=repr)), min_size=1,
+                              max_size=3, unique=True))
+    first = data.draw(st.integers(1, 5))
+    pieces = list(order_pieces(dsk, keys, first=first, largest=8))
+    culled, deps = cull(dsk, keys)
+    merged_deps, prio, seen = {}, {}, []
+    for n, (graph, dependencies, priorities) in enumerate(pieces):
+        assert list(graph) == list(dependencies) == list(priorities)
+        assert len(graph) <= min(first * 2**n, 8)  # small first, then doubling
+        for k in graph:
+            assert all(d in seen for d in dependencies[k])  # dependencies came earlier
+            seen.append(k)
+            assert graph[k] is dsk[k]
+        merged_deps.update(dependencies)
+        prio.update(priorities)
+    assert merged_deps == deps  # exactly the culled graph
+    assert sorted(prio.values()) == list(range(len(culled)))
+    assert sorted(seen, key=prio.__getitem__) == seen
+
+
+def test_order_pieces_finish_one_subtree_before_the_next():
+    dsk = {f"x{i}": (inc, i) for i in range(4)}
+    dsk.update({"s01": (add, "x0", "x1"), "s23": (add, "x2", "x3"), "t": (add, "s01", "s23")})
+    ((graph, _, prio),) = order_pieces(dsk, ["t"])
+    first, second = sorted([("x0", "x1", "s01"), ("x2", "x3", "s23")],
+                           key=lambda g: prio[g[0]])
+    assert max(prio[k] for k in first) < min(prio[k] for k in second)
+    assert list(graph)[-1] == "t"
+
+
+def test_order_pieces_find_cycles():
+    dsk = {"a": (inc, "b"), "b": (inc, "c"), "c": (inc, "a"), "out": (inc, "a")}
+    with pytest.raises(CycleError) as info:
+        list(order_pieces(dsk, ["out"]))
+    assert sorted(info.value.cycle) == ["a", "b", "c"]
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

@@ -195,13 +195,17 @@ class ProcessWorkerHandle(WorkerHandle):
                 store.segments_unlinked(self.id, header[1])
             done = []
             errors = []
-            for entry in loads_message(body):
-                key = entry[1]
-                self._answered(key)
+            entries = loads_message(body)
+            processing = self.processing
+            with self._processing_lock:  # one acquisition per message, not per task
+                for entry in entries:
+                    processing.pop(entry[1], None)
+            adopt = store.adopt
+            for entry in entries:
                 if entry[0] == "done":
-                    stored = entry[2].detach()
-                    store.adopt(stored)
-                    done.append(TaskResult(key, stored, entry[3]))
+                    _, key, stored, record = entry
+                    adopt(stored.detach())
+                    done.append(TaskResult(key, stored, record))
                 else:
                     _, key, exc_bytes, tb, record = entry
                     exc = load_exception(exc_bytes, tb)

@@ -126,11 +126,14 @@ def scale(runtime: _Runtime, n: int, wait: bool = False) -> None:
         elif n < len(staying):
             busy = _busy(runtime)
             leaving = choose_to_retire(runtime, len(staying) - n)
+            # The handles first: a retired worker leaves runtime.workers before
+            # its retirement is logged and ``retired`` is set.
+            handles = [runtime.workers[wid] for wid in leaving]
             retire_workers(runtime, leaving, wait=wait)
-            for wid in leaving:  # idle ones are gone when scale() returns
-                handle = runtime.workers.get(wid)
-                if handle is not None and not busy.get(wid):
-                    handle.retired.wait(RETIRE_TIMEOUT)
+            for handle in handles:  # idle ones are gone when scale() returns
+                retired = getattr(handle, "retired", None)
+                if not busy.get(handle.id) and retired is not None:
+                    retired.wait(RETIRE_TIMEOUT)
 
 
 def workers_for(n: int | None, memory: Any, cores: int | None, runtime: _Runtime) -> int:

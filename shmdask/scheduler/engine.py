@@ -25,9 +25,12 @@ transports of the same loop::
   and frees released keys.
 
 Batching policy.  Each worker is kept fed with roughly ``target_batch``
-seconds of work (estimated from the running mean task duration), at least
-one task per thread and at most ``max_batch``: tiny tasks travel a hundred to
-a message, long tasks one by one so the load stays balanced.
+seconds of work per thread (estimated from the running mean task duration),
+at least one task per thread and at most ``max_batch``, plus as much again
+queued behind it so that it never idles for the round trip of its results:
+tiny tasks travel a hundred to a message, long tasks one by one (one queued
+per worker) so the load stays balanced.  A dispatch first gives every worker
+work for its threads, and only then the queued batches.
 
 Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
 ``priority`` and ``retries`` are the state's) arrive with a graph as
@@ -56,6 +59,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from shmdask import config
+from shmdask.scheduler.gc_pause import gc_paused
 from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
@@ -81,6 +85,7 @@ class WorkerHandle(ABC):
     nthreads: int = 1
     kind: str = "thread"  # "thread" | "local" | "remote"
     resources: Mapping | None = None  # dask's worker resources: {"GPU": 2, ...}
+    runs_inline: bool = False  # run() executes the tasks before returning: no queue
 
     @abstractmethod
     def run(self, tasks: list[TaskSpec]) -> None:
@@ -179,6 +184,54 @@ class LocalStore(DataStore):
 Listener = Callable[[Any, str, BaseException | None], None]
 
 
+class PieceSubmitter:
+    """Adds a graph given in run-order pieces (:func:`shmdask.graph.order_pieces`)
+    to an engine, one piece per :meth:`submit_next`.
+
+    Each piece's keys are held (wanted without a listener) until the last
+    piece is in, since a later piece may still need them; the wanted keys get
+    ``listener`` in the piece that brings them.  Wanted keys no piece brought
+    are submitted at the end, so the engine reports them unknown."""
+
+    def __init__(self, engine: Engine, pieces: Iterable[tuple], wanted: Iterable,
+                 listener: Listener | None):
+        self.engine = engine
+        self.pieces = iter(pieces)
+        self.wanted = list(wanted)
+        self.wanted_left = set(self.wanted)
+        self.listener = listener
+        self.held: list = []
+        self.total = 0
+
+    def submit_next(self) -> bool:
+        """Submit the next piece; False (and the holds let go of) when none is left."""
+        piece = next(self.pieces, None)
+        engine = self.engine
+        if piece is None:
+            if self.held:
+                engine.unwant(self.held)
+                self.held = []
+            if self.wanted_left:
+                engine.submit({}, {}, list(self.wanted_left), None, self.listener)
+                self.wanted_left = set()
+            return False
+        graph, dependencies, priorities = piece
+        keys = list(graph)
+        want = [k for k in keys if k in self.wanted_left]
+        self.wanted_left.difference_update(want)
+        engine.submit(graph, dependencies, want, priorities, self.listener, hold=keys)
+        self.held.extend(keys)
+        self.total += len(keys)
+        return True
+
+    def abort(self) -> None:
+        """Let go of everything sent so far (the walk failed half-way, e.g. a cycle)."""
+        sent = [k for k in self.wanted if k not in self.wanted_left]
+        self.engine.unwant([*self.held, *sent])
+        self.held = []
+        self.wanted_left = set()
+
+
 class RemoteTraceback(Exception):
     """Carries the traceback text of a task that failed in another process."""
 
@@ -193,7 +246,7 @@ class RemoteTraceback(Exception):
 class Engine:
     """One scheduler loop; see the module docstring."""
 
-    target_batch = 0.002  # seconds of queued work per worker thread
+    target_batch = 0.005  # seconds of work per worker thread in one batch
     max_batch = 128
     remote_input_limit = 1 << 20  # bytes of input above which local workers are preferred
 
@@ -221,6 +274,7 @@ class Engine:
         # Until tasks are measured, assume they are long: one task per thread
         # spreads the first tasks over all workers.
         self._mean_duration = self.target_batch
+        self._measured = False
         self.tasks_done = 0
         self.no_worker: list = []  # tasks no present worker may run (TaskState)
         self._held: dict = {}  # key -> (worker id, resources) while in flight
@@ -240,15 +294,19 @@ class Engine:
         priorities: Mapping | None = None,
         listener: Listener | None = None,
         annotations: Mapping | None = None,
+        hold: Iterable = (),
     ) -> None:
         """Add a graph; ``listener(key, "memory"|"erred", exc)`` hears about ``wanted``.
 
         ``annotations``: dask's scheduling options for every task of the graph
         (``priority``, ``retries``, ``workers``, ``allow_other_workers``,
         ``resources``, ``fifo_timeout`` in seconds); see the module docstring.
-        """
+
+        ``hold``: keys wanted too, but without a listener -- a graph sent in
+        pieces holds each piece's keys until its last piece is in (a later
+        piece may still need them), then unwants them."""
         self.post(("update-graph", dsk, dependencies, list(wanted), priorities, listener,
-                   annotations))
+                   annotations, hold))
 
     def retry(self, keys: Iterable, listener: Listener | None = None) -> None:
         """Run erred ``keys`` again; ``listener`` hears how they end this time."""
@@ -306,10 +364,16 @@ class Engine:
             except Exception:  # a bug in one event must not stop every computation
                 logger.exception("shmdask engine %s: an event failed", self.name)
 
-    def run_until(self, done: Callable[[], bool], poll: float = 0.1) -> None:
-        """Run the loop in this thread until ``done()``; Ctrl-C propagates."""
+    def run_until(self, done: Callable[[], bool], poll: float = 0.1,
+                  feed: Callable[[], bool] | None = None) -> None:
+        """Run the loop in this thread until ``done()``; Ctrl-C propagates.
+
+        ``feed()``, called before each step until it returns False, may post
+        more work (the next piece of a graph given in pieces)."""
         while not done():
-            self._step(block=True, timeout=poll, stop=done)
+            if feed is not None and not feed():
+                feed = None
+            self._step(block=feed is None, timeout=poll, stop=done)
 
     def _step(self, block: bool, timeout: float | None = None,
               stop: Callable[[], bool] | None = None) -> None:
@@ -376,7 +440,7 @@ class Engine:
                 logger.exception("shmdask engine %s: a listener of %r raised", self.name, key)
 
     def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
-                         annotations=None) -> None:
+                         annotations=None, hold=()) -> None:
         if listener is not None:
             for key in wanted:
                 self.listeners.setdefault(key, []).append(listener)
@@ -389,15 +453,19 @@ class Engine:
         else:
             self._last_graph = time.monotonic()
         try:
-            finished = self.state.update_graph(dsk, dependencies, wanted, priorities,
-                                               annotations, new_generation)
+            with gc_paused(len(dsk)):
+                finished = self.state.update_graph(
+                    dsk, dependencies, [*wanted, *hold] if hold else wanted, priorities,
+                    annotations, new_generation)
         except Exception as exc:
             for key in wanted:
                 self._notify(key, "erred", exc)
             return
+        listeners = self.listeners
         for key in finished:
-            ts = self.state.tasks[key]
-            self._notify(key, ts.state, ts.exception)
+            if key in listeners:
+                ts = self.state.tasks[key]
+                self._notify(key, ts.state, ts.exception)
 
     def _on_retry(self, keys: list, listener: Listener | None) -> None:
         try:
@@ -450,8 +518,11 @@ class Engine:
     def _on_done(self, worker_id: str, results: list[TaskResult]) -> None:
         state, data, where = self.state, self.data, self.where
         in_flight = self.in_flight.get(worker_id, set())
+        listeners = self.listeners
+        finished = state.finished
         records = []
         to_free = []
+        released: list = []  # freed once for the whole batch: one message per owner
         duration = 0.0
         if self._held:
             for result in results:
@@ -463,21 +534,23 @@ class Engine:
                 continue
             del where[key]
             data[key] = value
-            released, keep = state.finished(key)
-            if not keep:
+            if not finished(key, released)[1]:
                 to_free.append(data.pop(key))
             records.append(record)
             duration += record["stop"] - record["start"]
-            if key in self.listeners:
+            if key in listeners:
                 self._notify(key, "memory", None)
-            if released:
-                self._free(released)
+        if released:
+            to_free.extend([data.pop(k) for k in released if k in data])
         if to_free:
             self.store.release(to_free)
         if records:
             n = len(records)
             self.tasks_done += n
-            weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            if self._measured:
+                weight = n / (n + 4)  # a big batch is a good sample: trust it more
+            else:  # the first measure replaces the guess outright
+                weight, self._measured = 1.0, True
             self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
         if worker_id in self.seceded or worker_id in self.retiring:
@@ -544,9 +617,20 @@ class Engine:
 
     # -- dispatch ----------------------------------------------------------------
 
-    def batch_size(self, worker: WorkerHandle) -> int:
+    def batch_size(self, worker: WorkerHandle, queued: bool = True) -> int:
+        """How many tasks ``worker`` may have in flight.
+
+        About ``target_batch`` seconds of work per thread (at least one task,
+        at most ``max_batch``) and, with ``queued``, as much again waiting
+        behind it: the worker starts on the next batch while the results of
+        the last travel back, instead of idling for a round trip.  Tasks longer
+        than ``target_batch`` go one per thread plus one queued per worker."""
         per_thread = int(self.target_batch / max(self._mean_duration, 1e-6))
-        return max(1, min(self.max_batch, per_thread)) * worker.nthreads + (worker.nthreads > 1)
+        nthreads = worker.nthreads
+        if per_thread <= 1:
+            return nthreads + 1 if queued else nthreads
+        batch = min(self.max_batch, per_thread) * nthreads
+        return 2 * batch if queued else batch
 
     def choose_workers(self) -> list[WorkerHandle]:
         """Workers with room, emptiest first; local before remote on a tie.  A
@@ -567,45 +651,60 @@ class Engine:
         state = self.state
         if not state.has_ready() or not self.workers:
             return
-        data, where, in_flight = self.data, self.where, self.in_flight
         any_local = any(w.kind != "remote" for w in self.workers.values())
-        for worker in self.choose_workers():
-            busy = in_flight[worker.id]
-            room = self.batch_size(worker) - self.busy(worker.id)
-            if room <= 0:
-                continue
-            # A remote worker must be sent every input byte over the network:
-            # leave tasks with large inputs to the local workers, who map them.
-            picky = worker.kind == "remote" and any_local
-            passed_over = []
-            batch = []
-            while room > 0:
-                ts = state.pop_ready()
-                if ts is None:
-                    break
-                skip = picky and self._input_bytes(ts) > self.remote_input_limit
-                if not skip and ts.annotations is not None:
-                    place = self._placement(ts, worker)
-                    if place == "nowhere":  # until a worker joins
-                        self.no_worker.append(ts)
-                        continue
-                    skip = place == "elsewhere"
-                if skip:
-                    passed_over.append(ts)
-                    if len(passed_over) > 4 * self.max_batch:
-                        break
-                    continue
-                deps = {d.key: data[d.key] for d in ts.dependencies}
-                batch.append(TaskSpec(ts.key, ts.computation, deps))
-                where[ts.key] = worker.id
-                busy.add(ts.key)
-                room -= 1
-            for ts in passed_over:
-                state.requeue(ts)
-            if batch:
-                worker.run(batch)
-            if not state.has_ready():
+        # First every worker with an idle thread gets work for its threads,
+        # then workers with at most one batch left get the next one: the
+        # queue never takes work an idle worker could start now, and topping
+        # up waits for a whole batch of room (one message, not one per result).
+        for queued in (False, True):
+            for worker in self.choose_workers():
+                busy = self.busy(worker.id)  # seceded tasks hold no thread
+                batch = self.batch_size(worker, queued=False)
+                if not queued:
+                    room = batch - busy if busy < worker.nthreads else 0
+                elif busy <= batch and not worker.runs_inline:
+                    room = self.batch_size(worker) - busy
+                else:
+                    room = 0
+                if room > 0:
+                    self._send_batch(worker, room, any_local)
+                if not state.has_ready():
+                    return
+
+    def _send_batch(self, worker: WorkerHandle, room: int, any_local: bool) -> None:
+        """Up to ``room`` ready tasks to ``worker``, in one message."""
+        state, data, where = self.state, self.data, self.where
+        busy = self.in_flight[worker.id]
+        # A remote worker must be sent every input byte over the network:
+        # leave tasks with large inputs to the local workers, who map them.
+        picky = worker.kind == "remote" and any_local
+        passed_over = []
+        batch = []
+        while room > 0:
+            ts = state.pop_ready()
+            if ts is None:
                 break
+            skip = picky and self._input_bytes(ts) > self.remote_input_limit
+            if not skip and ts.annotations is not None:
+                place = self._placement(ts, worker)
+                if place == "nowhere":  # until a worker joins
+                    self.no_worker.append(ts)
+                    continue
+                skip = place == "elsewhere"
+            if skip:
+                passed_over.append(ts)
+                if len(passed_over) > 4 * self.max_batch:
+                    break
+                continue
+            deps = {d.key: data[d.key] for d in ts.dependencies}
+            batch.append(TaskSpec(ts.key, ts.computation, deps))
+            where[ts.key] = worker.id
+            busy.add(ts.key)
+            room -= 1
+        for ts in passed_over:
+            state.requeue(ts)
+        if batch:
+            worker.run(batch)
 
     # -- placement: dask's workers= and resources= ---------------------------------
 

@@ -35,7 +35,13 @@ from typing import Any
 import psutil
 
 from shmdask.graph import execute_task
-from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.engine import (
+    Engine,
+    PieceSubmitter,
+    TaskResult,
+    TaskSpec,
+    WorkerHandle,
+)
 from shmdask.scheduler.records import task_record
 from shmdask.scheduler.state import as_task_error
 from shmdask.units import format_bytes
@@ -105,6 +111,7 @@ class SyncWorker(WorkerHandle):
     """Runs each batch immediately in the loop's own thread."""
 
     kind = "thread"
+    runs_inline = True
 
     def __init__(self, engine: Engine, worker_id: str = "sync"):
         self.id = worker_id
@@ -330,12 +337,18 @@ def get_local(
     sync: bool = False,
     record_sink: list | None = None,
     progress: Any = None,
+    pieces: Iterable[tuple] | None = None,
 ) -> dict:
     """Run a prepared graph on the sync or threads backend; ``{key: value}``.
 
     ``progress`` (optional) is told ``start(total)``, ``advance(n)`` as tasks
     finish and ``finish(failed=...)``: a progress bar, supplied by the caller
-    so the scheduler core draws nothing itself."""
+    so the scheduler core draws nothing itself.
+
+    ``pieces`` (with ``dsk``, ``dependencies`` and ``priorities`` empty): the
+    graph as ``(graph, dependencies, priorities)`` pieces in run order
+    (:func:`shmdask.graph.order_pieces`), handed to the engine one piece per
+    loop step, so the first tasks run while the rest is still being walked."""
     engine = Engine(name="shmdask-local")
     if sync:
         workers: list = [SyncWorker(engine)]
@@ -347,10 +360,15 @@ def get_local(
     waiter = _Waiter(set(keys))
     bar = progress if progress is not None else _NoProgress()
     engine.record_callbacks.append(lambda records: bar.advance(len(records)))
-    engine.submit(dsk, dependencies, keys, priorities, waiter)
-    bar.start(len(dsk))
+    feed = None
+    if pieces is None:
+        engine.submit(dsk, dependencies, keys, priorities, waiter)
+        bar.start(len(dsk))
+    else:
+        feed = _PieceFeeder(engine, pieces, keys, waiter, bar)
+        bar.start(0)
     try:
-        engine.run_until(waiter.done)
+        engine.run_until(waiter.done, feed=feed)
     except BaseException:  # Ctrl-C: stop running tasks too
         bar.finish(failed=True)
         _stop(workers, interrupt=True, wait=1.0)
@@ -365,6 +383,22 @@ def get_local(
     if waiter.error is not None:
         raise waiter.error[1]
     return {k: engine.data[k] for k in keys}
+
+
+class _PieceFeeder:
+    """Hands a graph's pieces to an engine running in this thread, one per step."""
+
+    def __init__(self, engine: Engine, pieces: Iterable[tuple], keys: list, listener: Any,
+                 bar: Any):
+        self.submitter = PieceSubmitter(engine, pieces, keys, listener)
+        self.bar = bar
+
+    def __call__(self) -> bool:
+        """Submit the next piece; False once there is none left."""
+        more = self.submitter.submit_next()
+        if more:
+            self.bar.update(self.submitter.engine.tasks_done, self.submitter.total)
+        return more
 
 
 def _stop(workers: list, interrupt: bool, wait: float) -> None:

@@ -148,13 +148,18 @@ class SchedulerState:
         whose clients can be told at once.
         """
         tasks = self.tasks
+        get = tasks.get
         wanted = list(wanted)
         # Check everything before changing anything: a bad graph must not
         # leave half-linked tasks behind (they would never run).
-        adding = [k for k in dsk if k not in tasks or tasks[k].state == "erred"]
+        adding = []
+        for key in dsk:
+            old = get(key)
+            if old is None or old.state == "erred":
+                adding.append(key)
         for key in adding:
             for dep_key in dependencies[key]:
-                if dep_key not in tasks and dep_key not in dsk:
+                if dep_key not in dsk and dep_key not in tasks:
                     raise KeyError(f"task {key!r} depends on unknown key {dep_key!r}")
         for key in wanted:
             if key not in tasks and key not in dsk:
@@ -166,15 +171,13 @@ class SchedulerState:
         new = [self._new_task(key, dsk[key], (user, gen, priorities[key] if priorities else 0),
                               annotations)
                for key in adding]
-        self._link(new, dependencies)
+        on_erred = self._link(new, dependencies)  # new tasks that need an erred key
         for key in wanted:
-            ts = tasks[key]
-            ts.who_wants += 1
+            tasks[key].who_wants += 1
         # A new task waiting on an erred one errs too (after counting the
         # clients above, so that wanted ones keep their exception).
-        for ts in new:
-            failed = next((d for d in ts.dependencies if d.state == "erred"), None)
-            if failed is not None and ts.state == "waiting":
+        for ts, failed in on_erred:
+            if ts.state == "waiting":
                 self._err_tree(ts, failed.exception)
         return [key for key in wanted if tasks[key].state in ("memory", "erred")]
 
@@ -187,9 +190,15 @@ class SchedulerState:
         self.tasks[key] = ts
         return ts
 
-    def _link(self, new: list[TaskState], dependencies: Mapping) -> None:
-        """Connect new tasks to their (known) dependencies; ready ones are queued."""
+    def _link(self, new: list[TaskState], dependencies: Mapping) -> list[tuple]:
+        """Connect new tasks to their (known) dependencies; ready ones are queued.
+
+        Returns ``(task, erred dependency)`` pairs: new tasks that can never run
+        because an input erred (the caller errs them once clients are counted).
+        """
         tasks = self.tasks
+        ready, seq, push = self._ready, self._seq, heapq.heappush
+        on_erred = []
         for ts in new:
             for dep_key in dependencies[ts.key]:
                 dep = tasks[dep_key]
@@ -198,8 +207,12 @@ class SchedulerState:
                 dep.waiters += 1
                 if dep.state != "memory":
                     ts.waiting_on += 1
+                    if dep.state == "erred":
+                        on_erred.append((ts, dep))
             if ts.waiting_on == 0:
-                self._make_ready(ts)
+                ts.state = "ready"
+                push(ready, (ts.priority, next(seq), ts))
+        return on_erred
 
     def retry(self, keys: Iterable) -> list:
         """Run erred ``keys`` again, with the erred or released tasks they need.
@@ -264,22 +277,27 @@ class SchedulerState:
                 return ts
         return None
 
-    def finished(self, key: Any) -> tuple[list, list]:
+    def finished(self, key: Any, released: list | None = None) -> tuple[list, bool]:
         """``key`` computed.  Returns ``(released_keys, keep)``: keys whose data
         may be freed now, and whether to keep this result (False when the task
-        was cancelled while running; the caller then frees it)."""
+        was cancelled while running; the caller then frees it).  Pass
+        ``released`` to collect the keys of many calls in one list."""
+        if released is None:
+            released = []
         ts = self.tasks.get(key)
         if ts is None or ts.state != "processing":
-            return [], False
+            return released, False
         ts.state = "memory"
-        released: list = []
+        ready = self._ready
         for dep in ts.dependents:
             dep.waiting_on -= 1
             if dep.waiting_on == 0 and dep.state == "waiting":
-                self._make_ready(dep)
+                dep.state = "ready"
+                heapq.heappush(ready, (dep.priority, next(self._seq), dep))
         for dep in ts.dependencies:
             dep.waiters -= 1
-            self._maybe_release(dep, released)
+            if not dep.waiters and not dep.who_wants:
+                self._maybe_release(dep, released)
         if ts.who_wants == 0 and ts.waiters == 0:
             self._release(ts, released)
         return released, True
@@ -378,14 +396,16 @@ class SchedulerState:
         self._forget(ts)
 
     def _cancel(self, ts: TaskState, released: list) -> None:
+        dependencies = ts.dependencies
         self._forget(ts)
-        for dep in ts.dependencies:
+        for dep in dependencies:
             dep.waiters -= 1
             self._maybe_release(dep, released)
 
     def _forget(self, ts: TaskState) -> None:
         # Links from other tasks stay: every walk over them checks ``state``,
-        # and unlinking would cost O(dependents) per task.
+        # and unlinking would cost O(dependents) per task.  This task's own
+        # links stay too: :meth:`retry` rebuilds released inputs from them.
         ts.state = "released"
         if self.tasks.get(ts.key) is ts:  # not a newer task under the same key
             del self.tasks[ts.key]
