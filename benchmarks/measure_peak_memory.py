@@ -4,8 +4,9 @@
     python benchmarks/measure_peak_memory.py 10000    # the seed's full size
 
 Memory is the whole process tree's private resident memory (RSS less shared
-pages) plus the shared memory in use in /dev/shm, sampled every 50 ms, so a
-chunk mapped by several processes counts once.
+pages) plus the shared memory its cluster holds in /dev/shm, sampled every
+50 ms, so a chunk mapped by several processes counts once (and segments of
+other processes on the machine do not count).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import shmdask.array as da
 from shmdask.distributed import Client, LocalCluster
 
 
-def shm_in_use() -> int:
+def shm_in_use(prefix: str) -> int:
     total = 0
     for name in os.listdir("/dev/shm"):
-        if name.startswith("shmdask"):
+        if name.startswith(prefix):
             try:
                 total += os.stat(f"/dev/shm/{name}").st_blocks * 512
             except FileNotFoundError:
@@ -33,7 +34,7 @@ def shm_in_use() -> int:
     return total
 
 
-def tree_memory() -> int:
+def tree_memory(prefix: str) -> int:
     me = psutil.Process()
     total = 0
     for proc in [me, *me.children(recursive=True)]:
@@ -42,7 +43,7 @@ def tree_memory() -> int:
             total += info.rss - info.shared
         except psutil.Error:
             pass
-    return total + shm_in_use()
+    return total + shm_in_use(prefix)
 
 
 def main() -> None:
@@ -51,14 +52,14 @@ def main() -> None:
     peak = 0
     done = threading.Event()
 
-    def sample() -> None:
+    def sample(prefix: str) -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_memory())
+            peak = max(peak, tree_memory(prefix))
             time.sleep(0.05)
 
     with LocalCluster(2) as cluster, Client(cluster):
-        threading.Thread(target=sample, daemon=True).start()
+        threading.Thread(target=sample, args=(f"shmdask-{cluster.id}-",), daemon=True).start()
         start = time.perf_counter()
         x = da.random.random((first_axis, 20000, 10), chunks=(1000, 1000, 5))
         y = da.random.random((first_axis, 20000, 10), chunks=(1000, 1000, 5))

@@ -293,7 +293,7 @@ class Client:
                       options: dict | None = None) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
-        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize)
+        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize, self)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
         self.connection.submit(dsk, deps, new, prio, self._listener, options)
         return futures
@@ -392,22 +392,34 @@ class Client:
             out.append(rebuild({k: futures[k] for k in flatten(ks)}, *extra))
         return out
 
+    finalizes_views = True  # run_graph takes finalize= (see base._run)
+
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
-                  priorities: Mapping) -> dict:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
+                  priorities: Mapping, finalize: Callable[[dict], Any] | None = None) -> Any:
+        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
+
+        With ``finalize``, returns ``finalize({key: value})``, called on
+        read-only views of shared memory while the keys are still held: a
+        finalizer that copies what it keeps (concatenating chunks) makes the
+        one copy of the data."""
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
         earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
+        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
         futures, new = self._new_futures(keys)
         self.connection.submit(dsk, dependencies, new, priorities, self._listener)
         try:
             self._wait_with_progress(futures, len(dsk) + earlier)
-            values = self.gather(futures)
+            if finalize is None:
+                values = self.gather(futures)
+            else:
+                self.gather([f for f in futures if f._status.status != "finished"])  # errors
+                self._check_alive()
+                return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
         finally:
             del futures  # releases the keys on the cluster
             if self.report_dir is not None:
@@ -676,6 +688,84 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self._close()
 
+    # -- the cluster (scheduler-side calls: shmdask.cluster.scheduler_calls) ----------
+
+    def run(self, function: Callable, *args: Any, workers: list | None = None,
+            wait: bool = True, nanny: bool = False, on_error: str = "raise",
+            **kwargs: Any) -> dict:
+        """Call ``function(*args, **kwargs)`` in every worker process (or those in
+        ``workers``), beside their tasks; returns ``{worker: result}``.  A
+        function with a ``dask_worker`` parameter is given the worker."""
+        if not callable(function):
+            raise TypeError(f"run() needs a callable, not {type(function).__name__}")
+        if nanny:
+            raise ValueError("run(nanny=True): shmdask workers have no nanny process")
+        self._check_alive()
+        result = self.connection.call("run", function=function, args=args, kwargs=kwargs,
+                                      workers=workers, on_error=on_error)
+        return result if wait else None
+
+    def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` in the scheduler's process (for a
+        LocalCluster: this one); a ``dask_scheduler`` parameter gets ``cluster.scheduler``."""
+        if not callable(function):
+            raise TypeError(f"run_on_scheduler() needs a callable, not "
+                            f"{type(function).__name__}")
+        self._check_alive()
+        return self.connection.call("run_on_scheduler", function=function, args=args,
+                                    kwargs=kwargs)
+
+    def upload_file(self, filename: str, load: bool = True) -> dict:
+        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker and make it
+        importable there (a ``.py`` is imported at once); workers started later
+        get it too.  Returns ``{worker: where it was saved}``."""
+        import os
+
+        if not os.path.isfile(filename):
+            raise FileNotFoundError(f"upload_file: no such file {filename!r}")
+        with open(filename, "rb") as f:
+            data = f.read()
+        self._check_alive()
+        return self.connection.call("upload_file", filename=os.path.basename(filename),
+                                    data=data)
+
+    def retire_workers(self, workers: list | None = None, close_workers: bool = True,
+                       n: int | None = None, **kwargs: Any) -> dict:
+        """Stop workers gracefully: they take no new tasks, finish the ones they
+        hold, and go; their results stay.  ``n``: how many (idle first); neither:
+        all idle workers but one.  Returns ``{worker: info}``."""
+        self._check_alive()
+        return self.connection.call("retire_workers", workers=workers, n=n)
+
+    def shutdown(self) -> None:
+        """Close the cluster (scheduler and workers) and this client."""
+        cluster = self.cluster
+        if cluster is not None:
+            self.close()
+            cluster.close()
+            return
+        if not self.closed and self.connection.alive():
+            self.connection.call("shutdown")
+        self.close()
+
+    def get_worker_logs(self, n: int | None = None, workers: list | None = None) -> dict:
+        """``{worker: [(level, line), ...]}``: the log lines each worker kept."""
+        self._check_alive()
+        return self.connection.call("worker_logs", workers=workers, n=n)
+
+    def get_scheduler_logs(self, n: int | None = None) -> list:
+        """``[(level, line), ...]``: the scheduler process's kept log lines."""
+        self._check_alive()
+        return self.connection.call("scheduler_logs", n=n)
+
+    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
+        """Block until the scheduler has at least ``n_workers`` workers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler_info()["workers"]) < n_workers:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n_workers} workers after {timeout} s")
+            time.sleep(0.05)
+
 
 def _close_quietly(ref: weakref.ref) -> None:
     client = ref()
@@ -714,10 +804,18 @@ def default_client(c: Client | None = None) -> Client:
 # -- helpers ------------------------------------------------------------------------
 
 
-def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None) -> tuple:
-    """Graph entries that are Futures are data already on the cluster."""
+def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
+                   client: Client) -> tuple:
+    """Graph entries that are Futures are data already on the cluster (``client``'s:
+    another client's keys mean nothing to this one's scheduler)."""
     if not any(base.is_future(v) for v in dsk.values()):
         return dsk, dependencies, priorities
+    for v in dsk.values():
+        if base.is_future(v) and v.client is not client:
+            raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
+                             f"a graph sent through {client!r} can only use its own "
+                             "futures (gather the value and scatter it, or submit the "
+                             "work through the future's client)")
     keep = {k: v for k, v in dsk.items() if not base.is_future(v)}
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
@@ -735,9 +833,9 @@ def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
     return finalized_graph(c, optimize_graph)
 
 
-def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
+def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool, client: Client) -> tuple:
     prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
-    return _strip_futures(prepared, deps, prio)
+    return _strip_futures(prepared, deps, prio, client)
 
 
 def _iter_futures(x: Any) -> list[Future]:

@@ -18,6 +18,7 @@ nearest known names, so a typo does not pass silently.
 from __future__ import annotations
 
 import difflib
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -68,6 +69,23 @@ def _scheduler(value: Any) -> Any:
     return value
 
 
+def _fraction(name: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is False or value is None:  # dask's way to turn a threshold off
+            return False
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f"{name} must be a fraction of the memory limit in (0, 1] "
+                             f"or False, not {value!r}")
+        return float(value)
+    return check
+
+
+def _directory(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise TypeError(f"temporary_directory must be a path or None, not {value!r}")
+    return value
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("scheduler", None,
            '"sync" | "threads" | "processes" | a shmdask or dask.distributed Client | a '
@@ -87,6 +105,18 @@ OPTIONS: tuple[Option, ...] = (
            ("array.chunk-size",), parse_bytes),
     Option("connect_timeout", 10.0, "seconds a Client tries to reach a scheduler",
            ("distributed.comm.timeouts.connect",), parse_timedelta),
+    # A worker's memory thresholds, as fractions of its memory_limit (read when
+    # a cluster starts; see cluster/local_cluster.py).
+    Option("memory.target", 0.6, "above it, a worker's least recently used data is spilled "
+           "to disk", ("distributed.worker.memory.target",), _fraction("memory.target")),
+    Option("memory.spill", 0.7, "above it, a worker writes new results to disk",
+           ("distributed.worker.memory.spill",), _fraction("memory.spill")),
+    Option("memory.pause", 0.8, "above it, a worker takes no new tasks",
+           ("distributed.worker.memory.pause",), _fraction("memory.pause")),
+    Option("memory.terminate", 0.95, "above it, a worker is restarted (its data is kept)",
+           ("distributed.worker.memory.terminate",), _fraction("memory.terminate")),
+    Option("temporary_directory", None, "where a cluster makes its spill folder (None: the "
+           "system's temporary directory)", ("temporary-directory",), _directory),
 )
 
 _BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -166,6 +196,12 @@ def get(name: str, default: Any = None) -> Any:
     except KeyError:
         return default
     return config.get(name, default)
+
+
+def memory_fraction(name: str) -> float | None:
+    """A memory threshold (``"target"``, ``"spill"``, ...) as a fraction, or None if off."""
+    value = get(f"memory.{name}")
+    return None if value is False or value is None else float(value)
 
 
 def refresh() -> None:

@@ -529,3 +529,13 @@ def test_a_returned_plot_shows_inline_in_a_jupyter_kernel():
     )
     (result,) = [o for o in outputs if o["output_type"] == "execute_result"]
     assert "image/png" in result["data"]
+
+
+def test_memory_panel_shows_spilled_bytes_when_there_are_some():
+    recs = [record("a", "inc", "worker-0/0", 0.0, 1.0)]
+    mem = memory_samples(0.0, 1.0, workers=["worker-0"])
+    for i, sample in enumerate(mem):
+        sample["spilled_bytes"] = int(2e6 * i)
+    fig = plot_task_stream(recs, mem)
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend == ["shared memory", "spilled to disk", "RSS worker-0", "tasks done"]

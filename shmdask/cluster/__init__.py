@@ -7,7 +7,14 @@
   and who owns them); also how its values cross a socket.
 - :mod:`.worker`: the worker process (``python -m shmdask.cluster.worker``).
 - :mod:`.pipe_transport`: the engine's handles on local worker processes, and their start.
-- :mod:`.local_cluster`: :class:`LocalCluster`: store, engine, workers, janitor, limits.
+- :mod:`.local_cluster`: :class:`LocalCluster`: store, engine, workers, janitor.
+- :mod:`.memory_watch`: the memory budget: measure, spill, pause, restart.
+- :mod:`.spill`: the spill folder, files that readers map read-only.
+- :mod:`.scaling`: ``scale`` and ``adapt``; :mod:`.servers`: ``Scheduler``/``Worker``/``Nanny``.
+- :mod:`.scheduler_view`: ``cluster.scheduler`` / ``scheduler_info`` in dask's shapes;
+  :mod:`.scheduler_calls`: the named verbs a Client may call beyond tasks (``run``, ...);
+  :mod:`.worker_calls`: what a worker does outside tasks; :mod:`.requests`: request and
+  answer over a one-way pipe or socket.
 - :mod:`.janitor`: the process that removes a dead client's shared memory.
 - :mod:`.address`: ``tcp://host:port`` and friends, parsed one way everywhere.
 - :mod:`.auth`: cluster keys and key files, TLS contexts, the HMAC handshake.

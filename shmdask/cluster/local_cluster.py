@@ -8,7 +8,9 @@ What a LocalCluster owns, and who talks to whom::
                                   │             processes (pipe_transport.py, worker.py)
                                   └ optional:   TCP listener (tcp_server.py) for
                                                 remote workers and clients
-    janitor process (janitor.py): removes this cluster's shared memory if we die
+    janitor process (janitor.py): removes this cluster's shared memory and
+                                  spill folder if we die
+    memory watcher + spiller threads: keep each worker inside its memory budget
 
 :class:`LocalCluster` starts the janitor, the store, the engine and the
 workers (all in parallel), replaces workers that die or pass their memory
@@ -16,6 +18,17 @@ limit, and tears everything down on ``close()``, at interpreter exit, or (via
 the janitor) when the client process is killed.  Everything it owns lives in
 a :class:`_Runtime`, so background threads and the exit-time finalizer never
 keep the user's cluster object alive.
+
+The memory budget.  A worker's memory is the shared memory it owns (the
+segments it created: its results, wherever they are mapped) plus its private
+memory (RSS minus shared pages).  Every ``MEMORY_POLL`` the watcher (memory_watch.py) measures
+it against ``memory_limit`` and the ``shmdask.config`` fractions: above
+``memory.target`` the spiller thread moves the worker's least recently used
+values to the spill folder (store.py), above ``memory.pause`` the engine
+gives the worker no new tasks until it is back under, above
+``memory.terminate`` it is restarted (its data in shm and on disk is kept).
+The workers themselves write new results to disk past ``memory.spill``.
+Values the client process owns (scatter, uploads) get the same treatment.
 """
 
 from __future__ import annotations
@@ -23,57 +36,40 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import subprocess
 import sys
 import threading
 import time
-import warnings
 import weakref
 from typing import Any
 
 import psutil
 
 from shmdask.annotations import check_resources
+from shmdask.cluster import scaling
+from shmdask.cluster.memory_watch import (
+    MemoryWatch,
+    WorkerMemoryWarning,
+    parse_memory_limit,
+)
 from shmdask.cluster.pipe_transport import ProcessWorkerHandle, spawn_workers
 from shmdask.cluster.protocol import SHM_THRESHOLD
+from shmdask.cluster.scheduler_view import SchedulerInfo, SchedulerView
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, new_cluster_id
+from shmdask.cluster.spill import spill_directory
 from shmdask.cluster.store import ShmStore
+from shmdask.cluster.worker_calls import install_upload, keep_logs
+from shmdask.config import get as config_get
+from shmdask.config import memory_fraction
 from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import Engine
-from shmdask.units import format_bytes, parse_bytes
+from shmdask.units import format_bytes
 
 log = logging.getLogger("shmdask.cluster")
 
-MEMORY_POLL = 0.1  # seconds between memory-limit checks
 JANITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "janitor.py")
-
-
-class WorkerMemoryWarning(RuntimeWarning):
-    """A worker passed its memory limit and was restarted."""
-
-
-def parse_memory_limit(limit: Any, n_workers: int) -> int | None:
-    """"auto" -> total memory / n_workers; None/0 -> no limit; ints, floats
-    (a fraction of total memory if <= 1) and strings like "2GB", "512 MiB"."""
-    total = psutil.virtual_memory().total
-    if limit is None or limit == 0:
-        return None
-    if isinstance(limit, str):
-        if limit.lower() == "auto":
-            return int(total / max(1, n_workers))
-        try:
-            return parse_bytes(limit)
-        except ValueError as exc:
-            raise ValueError(f"memory_limit {limit!r} is not a size like '2GB' or "
-                             f"'auto': {exc}") from None
-    if isinstance(limit, bool) or not isinstance(limit, int | float):
-        raise TypeError(f"memory_limit must be a size, 'auto' or None, not {limit!r}")
-    if limit < 0:
-        raise ValueError(f"memory_limit must be positive, got {limit}")
-    if isinstance(limit, float) and limit <= 1:
-        return int(total * limit)
-    return int(limit)
 
 
 def _check_counts(n_workers: Any, threads_per_worker: Any) -> None:
@@ -90,7 +86,7 @@ _IGNORED_OPTIONS = {"dashboard_address", "silence_logs", "host", "scheduler_port
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
 
 
-class _Runtime:
+class _Runtime(MemoryWatch):
     """Everything a cluster owns.  Kept apart from :class:`LocalCluster` so that
     background threads and the exit-time finalizer never keep the cluster
     object alive."""
@@ -103,21 +99,37 @@ class _Runtime:
         self.nthreads = threads_per_worker
         self.memory_limit = memory_limit
         self.threshold = threshold
+        self.fractions = {name: memory_fraction(name)
+                          for name in ("target", "spill", "pause", "terminate")}
+        self.spill_dir = spill_directory(self.cluster_id, config_get("temporary_directory"))
         # Free shm a worker keeps for reuse: plenty for a pipeline of equal
-        # chunks, a small share of the machine however many workers there are.
+        # chunks, a small share of the machine however many workers there are,
+        # and of the worker's budget (it counts against it).
         self.cache_bytes = min(DEFAULT_CACHE_BYTES,
                                psutil.virtual_memory().total // (8 * max(1, n_workers)))
+        if memory_limit:
+            self.cache_bytes = min(self.cache_bytes, memory_limit // 8)
         self.lock = threading.Lock()
+        self.scale_lock = threading.RLock()  # one change of the worker count at a time
         self.closing = False
         self.workers: dict[str, ProcessWorkerHandle] = {}
         self.counter = itertools.count()
         self.replacements = 0
+        self.uploads: dict[str, bytes] = {}  # client.upload_file: new workers get them too
+        self.adaptive: Any = None
+        self.log = keep_logs()
+        # Starts a TCP listener when a task first asks for a client (set by the cluster).
+        self.listen_lazily: Any = None
         self.started = time.time()
         self.janitor = self._start_janitor()
-        self.store = ShmStore(self.cluster_id, threshold)
+        self.store = ShmStore(self.cluster_id, threshold, self.spill_dir, memory_limit,
+                              self.fractions["spill"])
         self.engine = Engine(self.store, name=f"shmdask-engine-{self.cluster_id}")
+        self.store.in_flight = lambda: self.engine.in_flight
         self.engine.start()
         self._stop = threading.Event()
+        self._spill_wanted: dict[str, int] = {}
+        self._spill_requested = threading.Event()
         try:
             for handle in self.start_workers(n_workers):
                 self.add(handle)
@@ -127,10 +139,12 @@ class _Runtime:
         if memory_limit:
             threading.Thread(target=self._watch_memory, daemon=True,
                              name=f"shmdask-memory-{self.cluster_id}").start()
+            threading.Thread(target=self._spill_loop, daemon=True,
+                             name=f"shmdask-spill-{self.cluster_id}").start()
 
     def _start_janitor(self) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", JANITOR, self.cluster_id],
+            [sys.executable, "-I", "-S", JANITOR, self.cluster_id, self.spill_dir],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
             start_new_session=True,  # a terminal's Ctrl-C / hangup must not reach it
         )
@@ -139,9 +153,25 @@ class _Runtime:
         """Start ``n`` workers at once; return when all of them said hello."""
         ids = [f"worker-{next(self.counter)}" for _ in range(n)]
         return spawn_workers(ids, self.cluster_id, self.nthreads, self.threshold,
-                             self.cache_bytes, self.memory_limit)
+                             self.cache_bytes, self.memory_limit, self.spill_dir,
+                             self.fractions["spill"])
+
+    def note(self, level: str, message: str) -> None:
+        """A line of the cluster's log (``cluster.get_logs()``)."""
+        self.log.note(level, message)
+
+    def answer_ask(self, what: str, args: tuple) -> Any:
+        """What a worker's task may ask of the cluster (reader thread)."""
+        if what == "scheduler":  # get_client(): where to connect, with which key
+            if self.listen_lazily is None:
+                raise RuntimeError("the cluster was closed")
+            listener = self.listen_lazily()
+            host = listener.host if listener.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            return {"address": f"tcp://{host}:{listener.port}", "auth_key": listener.key}
+        raise ValueError(f"unknown question {what!r}")
 
     def add(self, handle: ProcessWorkerHandle) -> None:
+        handle.on_ask = self.answer_ask
         with self.lock:
             if self.closing:
                 handle.close()
@@ -150,7 +180,13 @@ class _Runtime:
         handle.resources = self.resources
         self.store.add_worker(handle)
         handle.start_reader(self.engine.post, self.store, self.lost)
+        for filename, data in list(self.uploads.items()):  # before its first task
+            ok, exc = handle.call_function(install_upload, (filename, data), timeout=60)
+            if not ok:
+                self.note("ERROR", f"worker {handle.id} could not load uploaded {filename}: "
+                                   f"{exc!r}")
         self.engine.post(("worker-added", handle))
+        self.note("INFO", f"worker {handle.id} (pid {handle.pid}) started")
 
     def lost(self, handle: ProcessWorkerHandle, reason: str) -> None:
         """A worker died (reader thread): tell the store and engine, start another."""
@@ -160,6 +196,9 @@ class _Runtime:
         handle.conn.close()
         self.store.worker_lost(handle.id)
         self.engine.post(("worker-lost", handle.id, reason))
+        self.note("WARNING", reason)
+        if handle.retiring:  # it was leaving anyway
+            return
         self.replacements += 1
         try:
             (new,) = self.start_workers(1)
@@ -188,25 +227,6 @@ class _Runtime:
         for handle in new:
             self.add(handle)
 
-    def _watch_memory(self) -> None:
-        limit = self.memory_limit
-        while not self._stop.wait(MEMORY_POLL):
-            for handle in list(self.workers.values()):
-                try:
-                    mem = handle._ps.memory_info()
-                except psutil.Error:
-                    continue
-                # Shared pages (shm chunks a worker read or wrote) are not its own.
-                private = mem.rss - getattr(mem, "shared", 0)
-                if private <= limit or handle.lost_reason:
-                    continue
-                key = handle.running_task()
-                reason = (f"worker {handle.id} (pid {handle.pid}) exceeded its memory limit "
-                          f"({format_bytes(private)} > {format_bytes(limit)}) while "
-                          f"running task {key!r}; restarting it")
-                warnings.warn(reason, WorkerMemoryWarning, stacklevel=1)
-                handle.kill(reason)
-
     sampler: MemorySampler | None = None
     listener: Any = None  # the TCP listener, when the cluster listens
 
@@ -217,6 +237,7 @@ class _Runtime:
             engine.task_stream,
             worker_pids=lambda: {wid: h.pid for wid, h in list(workers.items())},
             shm_bytes=lambda: store.shm_bytes,
+            spilled_bytes=lambda: store.spilled_bytes,
             done=lambda: engine.tasks_done,
             interval=interval,
         ).start()
@@ -228,6 +249,10 @@ class _Runtime:
             self.closing = True
             workers = list(self.workers.values())
         self._stop.set()
+        self.listen_lazily = None
+        if self.adaptive is not None:
+            self.adaptive.stop()
+        self._spill_requested.set()
         if self.listener is not None:
             self.listener.close()
         if self.sampler is not None:
@@ -314,6 +339,9 @@ class LocalCluster:
         self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
         self._listener = None
+        self._listen_lock = threading.Lock()
+        self._runtime.listen_lazily = _weak_method(self._listener_for_tasks)
+        self.scheduler = SchedulerView(self)
         if listen:
             try:
                 self._listen(listen)
@@ -356,26 +384,54 @@ class LocalCluster:
     def address(self) -> str:
         return self.scheduler_address or f"local://{os.getpid()}/{self.id}"
 
-    def scheduler_info(self) -> dict:
+    def _listener_for_tasks(self) -> Any:
+        """The TCP listener, started on loopback the first time a task asks for
+        a client (shmdask.worker_client)."""
+        with self._listen_lock:
+            if self._listener is None:
+                if self.closed:
+                    raise RuntimeError("the cluster is closed")
+                self._listen(True)
+                self._runtime.note("INFO", f"listening at {self._listener.address} for "
+                                           "clients in tasks")
+            return self._listener
+
+    @property
+    def scheduler_info(self) -> SchedulerInfo:
         """A dict shaped like dask's ``Client.scheduler_info()`` (remote workers
-        included when the cluster listens)."""
+        included when the cluster listens); also callable, as shmdask spells it."""
         if self._listener is not None:
-            return self._listener.scheduler_info()
-        return self._local_scheduler_info()
+            return SchedulerInfo(self._listener.scheduler_info())
+        return SchedulerInfo(self._local_scheduler_info())
 
     def _local_scheduler_info(self) -> dict:
-        in_memory = self._runtime.store.values_by_owner
+        """Workers' metrics say what counts against their ``memory_limit``:
+        ``memory`` = ``shm`` (the segments the worker owns) + ``private`` (its
+        RSS minus shared pages); ``managed_bytes`` are its live values in shm,
+        ``spilled_bytes["disk"]`` those in the spill folder."""
+        runtime = self._runtime
+        in_memory = runtime.store.values_by_owner
+        memory = runtime.memory_report()
         workers = {}
         for wid, handle in sorted(self.workers.items()):
             info = handle.info()
             info["metrics"]["in_memory"] = in_memory.get(wid, 0)
+            info["metrics"].update(memory.get(wid, {}))
             workers[wid] = info
         return {
             "type": "Scheduler",
             "id": f"Scheduler-{self.id}",
             "address": self.address,
-            "started": self._runtime.started,
+            "started": runtime.started,
             "workers": workers,
+            "memory": {
+                "client": memory["client"],
+                "limit": self.memory_limit,
+                "thresholds": dict(runtime.fractions),
+                "spill_directory": runtime.spill_dir,
+                "spilled_bytes": runtime.store.spilled_bytes,
+                "shm_bytes": runtime.store.shm_bytes,
+            },
         }
 
     def wait_for_workers(self, n_workers: int, timeout: float = 30) -> None:
@@ -386,6 +442,86 @@ class LocalCluster:
                 raise TimeoutError(f"only {len(self._runtime.workers)} of {n_workers} "
                                    f"workers after {timeout} s")
             time.sleep(0.01)
+
+    # -- scaling (shmdask.cluster.scaling) ----------------------------------------
+
+    def scale(self, n: int = 0, memory: Any = None, cores: int | None = None) -> None:
+        """Have ``n`` workers (or enough for ``memory`` / ``cores``): new ones are
+        up when this returns; workers let go retire idle-first, busy ones after
+        their running tasks.  Their results stay in shared memory."""
+        self._check_open("scale")
+        scaling.scale(self._runtime, scaling.workers_for(n, memory, cores, self._runtime))
+
+    def adapt(self, minimum: int = 0, maximum: float = math.inf, **options: Any
+              ) -> scaling.Adaptive:
+        """Scale with the load between ``minimum`` and ``maximum`` workers;
+        options ``interval``, ``wait_count``, ``target_duration`` (dask's)."""
+        self._check_open("adapt")
+        runtime = self._runtime
+        if runtime.adaptive is not None:
+            runtime.adaptive.stop()
+        for name in ("minimum_cores", "maximum_cores", "minimum_memory", "maximum_memory"):
+            if options.pop(name, None) is not None:
+                raise TypeError(f"adapt({name}=...) is not supported; give minimum/maximum "
+                                "in workers")
+        runtime.adaptive = scaling.Adaptive(runtime, minimum, maximum, **options)
+        return runtime.adaptive
+
+    def retire_workers(self, workers: list[str] | None = None, n: int | None = None,
+                       wait: bool = True) -> dict[str, dict]:
+        """Stop workers gracefully (see :mod:`shmdask.cluster.scaling`); returns
+        their info.  Neither ``workers`` nor ``n``: the idle workers, all but one."""
+        self._check_open("retire workers of")
+        runtime = self._runtime
+        if workers is None:
+            idle_only = n is None
+            if n is None:
+                n = len(runtime.workers) - 1
+            workers = scaling.choose_to_retire(runtime, n, idle_only=idle_only)
+        elif isinstance(workers, str):
+            workers = [workers]
+        infos = scaling.retire_workers(runtime, workers, wait=wait)
+        with runtime.scale_lock:
+            runtime.n_workers = sum(not h.retiring for h in runtime.workers.values())
+        return infos
+
+    def get_logs(self, cluster: bool = True, scheduler: bool = True,
+                 workers: bool | list[str] = True) -> dict[str, str]:
+        """Log lines of the cluster (its events), the scheduler (this process's
+        shmdask log) and each worker, as dask's ``cluster.get_logs()``."""
+        out: dict[str, str] = {}
+        lines = list(self._runtime.log.lines)
+        if cluster:
+            out["Cluster"] = "\n".join(text for _, text in lines if " - shmdask - " in text)
+        if scheduler:
+            out["Scheduler"] = "\n".join(text for _, text in lines)
+        if workers:
+            from shmdask.cluster.scheduler_calls import worker_logs
+
+            chosen = None if workers is True else list(workers)
+            for wid, wlines in worker_logs(self, chosen).items():
+                out[wid] = "\n".join(text for _, text in wlines)
+        return out
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The live dashboard's address, when one is served (else None)."""
+        dashboard = getattr(self, "_dashboard", None)
+        return getattr(dashboard, "link", None) if dashboard is not None else None
+
+    def get_client(self) -> Any:
+        """A Client of this cluster (the default client if it is one)."""
+        from shmdask import config
+        from shmdask.client import Client
+
+        current = config.get("scheduler")
+        if isinstance(current, Client) and current.cluster is self and not current.closed:
+            return current
+        return Client(self)
+
+    def _check_open(self, what: str) -> None:
+        if self.closed:
+            raise RuntimeError(f"cannot {what} a closed LocalCluster")
 
     def restart(self) -> None:
         """Fresh worker processes and no data (what ``Client.restart`` asks for)."""
@@ -412,6 +548,20 @@ class LocalCluster:
                   else "unlimited")
         return (f"LocalCluster({self.id}, {self.address!r}, workers={len(workers)}, "
                 f"threads={threads}, memory={memory})")
+
+
+def _weak_method(method: Any) -> Any:
+    """A callable that holds its object weakly (threads of the runtime must not
+    keep the cluster alive)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        if bound is None:
+            raise RuntimeError("the cluster is closed")
+        return bound(*args)
+
+    return call
 
 
 __all__ = ["LocalCluster", "WorkerMemoryWarning", "parse_memory_limit"]

@@ -38,6 +38,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
+from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.engine import TaskResult, TaskSpec, WorkerHandle
 
@@ -50,6 +51,7 @@ class ProcessWorkerHandle(WorkerHandle):
     """One worker process, as the engine sees it."""
 
     kind = "local"
+    retiring = False  # set when the cluster lets it go on purpose (no replacement)
 
     def __init__(self, worker_id: str, proc: subprocess.Popen, conn: Connection, hello: dict,
                  nthreads: int, memory_limit: int | None):
@@ -75,6 +77,13 @@ class ProcessWorkerHandle(WorkerHandle):
         self._reply_ready = threading.Condition()
         self._ps = psutil.Process(proc.pid)
         self._reader: threading.Thread | None = None
+        self._calls = Requests()  # client.run calls waiting for this worker
+        # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
+        self.on_ask: Any = None
+        self._store: ShmStore | None = None
+        # Set by the cluster's memory watcher: a paused worker gets no new tasks.
+        self.paused = False
+        self.private_memory = 0  # last measured: resident memory not shared
 
     # -- sending (engine thread, store) ---------------------------------------
 
@@ -92,6 +101,8 @@ class ProcessWorkerHandle(WorkerHandle):
         with self._processing_lock:
             self.processing.update(dict.fromkeys(keys))
         body = [(t.key, t.computation, t.deps) for t in tasks]
+        if self._store is not None:
+            self._store.touch([v for t in tasks for v in t.deps.values()])
         try:
             self._send_tasks(keys, body)
         except Exception:
@@ -133,10 +144,22 @@ class ProcessWorkerHandle(WorkerHandle):
                 raise TimeoutError(f"worker {self.id} did not answer")
             return self._replies.pop()
 
+    def call_function(self, fn: Any, args: tuple = (), kwargs: dict | None = None,
+                      timeout: float | None = None) -> tuple[bool, Any]:
+        """Run ``fn(*args, **kwargs)`` in the worker process, beside its tasks
+        (``client.run``); returns ``(True, result)`` or ``(False, exception)``."""
+        def send(req: int) -> None:
+            if not self._send(encode_message(("run-function", req),
+                                                 dumps_call(fn, args, kwargs))):
+                self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
+
+        return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
+
     # -- receiving (reader thread) ---------------------------------------------
 
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
         self._post = post
+        self._store = store
         self._reader = threading.Thread(target=self._read_loop, args=(post, store, on_lost),
                                         name=f"shmdask-reader-{store.cluster_id}-{self.id}",
                                         daemon=True)
@@ -160,6 +183,7 @@ class ProcessWorkerHandle(WorkerHandle):
                 self.kill(f"worker {self.id} (pid {self.pid}) sent a message that could not "
                           f"be read ({exc!r}) and was stopped")
                 break
+        self._calls.cancel_all((False, ConnectionError(f"worker {self.id} is gone")))
         if not self.closing:
             on_lost(self, self._death_reason())
 
@@ -192,6 +216,12 @@ class ProcessWorkerHandle(WorkerHandle):
             with self._reply_ready:
                 self._replies.append(header[1])
                 self._reply_ready.notify_all()
+        elif op in ("secede", "rejoin"):
+            post((op, self.id, header[1]))
+        elif op == "function-result":
+            self._calls.answer(header[1], function_result(header[2], body))
+        elif op == "ask":
+            self._send(encode_message(("answer", header[1], *answer_ask(self.on_ask, header))))
 
     def _death_reason(self) -> str:
         # Reap the process in every case (an unreaped Popen lingers as a zombie).
@@ -228,6 +258,16 @@ class ProcessWorkerHandle(WorkerHandle):
             return self._ps.memory_info().rss
         except psutil.Error:
             return 0
+
+    def measure_private(self) -> int | None:
+        """Resident memory of the worker that is its own: RSS minus shared pages
+        (shm blocks and mapped spill files, counted where they are owned)."""
+        try:
+            mem = self._ps.memory_info()
+        except psutil.Error:
+            return None
+        self.private_memory = mem.rss - getattr(mem, "shared", 0)
+        return self.private_memory
 
     def kill(self, reason: str) -> None:
         self.lost_reason = reason
@@ -287,7 +327,8 @@ def _worker_environment() -> dict:
 
 
 def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, threshold: int,
-                  cache_bytes: int, memory_limit: int | None) -> list[ProcessWorkerHandle]:
+                  cache_bytes: int, memory_limit: int | None, spill_dir: str | None = None,
+                  spill_fraction: float | None = None) -> list[ProcessWorkerHandle]:
     """Start one worker process per id, all at once; return when all said hello.
 
     Each is a fresh interpreter (``python -m shmdask.cluster.worker``) holding
@@ -295,6 +336,13 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
     re-import of the user's ``__main__``."""
     env = _worker_environment()
     warm = ",".join(name for name in WARM_IMPORTS if name in sys.modules)
+    memory_args = []
+    if spill_dir:
+        memory_args += ["--spill-dir", spill_dir]
+    if memory_limit:
+        memory_args += ["--memory-limit", str(memory_limit)]
+    if spill_fraction:
+        memory_args += ["--spill-fraction", repr(spill_fraction)]
     pending = []
     try:
         for worker_id in worker_ids:
@@ -304,7 +352,7 @@ def spawn_workers(worker_ids: list[str], cluster_id: str, nthreads: int, thresho
                 [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(fd),
                  "--id", worker_id, "--cluster", cluster_id,
                  "--nthreads", str(nthreads), "--threshold", str(threshold),
-                 "--cache-bytes", str(cache_bytes), "--warm-imports", warm],
+                 "--cache-bytes", str(cache_bytes), "--warm-imports", warm, *memory_args],
                 pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C is the client's to handle
             )

@@ -90,7 +90,8 @@ class Stored:
     """A value in the data plane: pickle header + buffers (inline bytes or shm blocks).
 
     ``buffers`` items are either bytes-like (inline) or a ``(segment, offset,
-    length)`` tuple (a shared-memory block).  ``owner`` names the allocator that
+    length)`` tuple (a shared-memory block; a segment name that is an absolute
+    path is a spill file, mapped the same way).  ``owner`` names the allocator that
     holds the blocks (a worker id, or ``"client"``), so a release can be routed
     to it.  The engine treats a ``Stored`` as opaque.
     """
@@ -110,7 +111,11 @@ class Stored:
 
     @property
     def where(self) -> str:
-        return "shm" if any(type(b) is tuple for b in self.buffers) else "inline"
+        """"shm", "disk" (every block in spill files: see spill.py) or "inline"."""
+        blocks = self.blocks
+        if not blocks:
+            return "inline"
+        return "disk" if all(b[0][:1] == "/" for b in blocks) else "shm"
 
     def detach(self) -> Stored:
         """Copy inline pieces out of the message they arrived in, so a value

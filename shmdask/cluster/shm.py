@@ -88,8 +88,14 @@ def create_segment(name: str, size: int) -> mmap.mmap:
 
 
 def attach_segment(name: str) -> mmap.mmap:
-    """Map an existing segment read-only (so views of it are read-only too)."""
-    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0)
+    """Map an existing segment read-only (so views of it are read-only too).
+
+    A name that is an absolute path is a spill file (see spill.py): mapped the
+    same way, its pages are the page cache's, shared by every reader."""
+    if name[:1] == "/":
+        fd = os.open(name, os.O_RDONLY)
+    else:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0)
     try:
         size = os.fstat(fd).st_size
         return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
@@ -112,6 +118,29 @@ def list_segments(prefix: str) -> list[str]:
         return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
     except FileNotFoundError:
         return []
+
+
+def bytes_by_owner(cluster_id: str) -> dict[str, int]:
+    """Shared memory each owner of a cluster holds in /dev/shm (live blocks and
+    free cache alike: what its segments occupy), from the segments' names."""
+    prefix = cluster_prefix(cluster_id)
+    owned: dict[str, int] = {}
+    try:
+        entries = os.scandir(SHM_DIR)
+    except FileNotFoundError:
+        return owned
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(prefix):
+                continue
+            try:
+                size = entry.stat().st_blocks * 512
+            except FileNotFoundError:  # unlinked while we looked
+                continue
+            owner = name[len(prefix):].rpartition("-")[0]
+            owned[owner] = owned.get(owner, 0) + size
+    return owned
 
 
 def sweep(prefix: str, keep: Iterable[str] = ()) -> list[str]:
@@ -197,6 +226,17 @@ class SlabAllocator:
             self._allocated.add((name, offset))
         view = memoryview(slab.map)[offset : offset + nbytes]
         return (name, offset, nbytes), view
+
+    def can_reuse(self, nbytes: int) -> bool:
+        """True if a block for ``nbytes`` is free already (no new shared memory)."""
+        return bool(self._free.get(size_class(nbytes)))
+
+    def growth(self, nbytes: int) -> int:
+        """Bytes of new shared memory an ``alloc(nbytes)`` would create."""
+        capacity = size_class(nbytes)
+        if self._free.get(capacity):
+            return 0
+        return capacity * max(1, self.slab_bytes // capacity)
 
     def _new_slab(self, capacity: int) -> None:
         nblocks = max(1, self.slab_bytes // capacity)

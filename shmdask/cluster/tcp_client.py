@@ -222,6 +222,11 @@ class RemoteConnection(Connection):
     def alive(self) -> bool:
         return not self.closed and self.lost_reason is None
 
+    def call(self, verb: str, **kwargs: Any) -> Any:
+        # Arguments may hold functions (client.run): pickled here, by cloudpickle
+        # if plain pickle refuses them.
+        return self._request("call", verb, pickle_any(kwargs))
+
     def close(self) -> None:
         if self.closed:
             return

@@ -367,7 +367,8 @@ def plot_task_stream(
     n_entries += (len(summary["groups"]) > n_entries) + (summary["n_transfers"] > 0)
     n_entries += (summary["n_errors"] > 0) + 1  # + the legend title
     n_rss = len({w for s in samples for w in (s.get("rss") or {})})
-    n_mem_entries = 2 + (n_rss if n_rss <= MAX_RSS_LEGEND else 1)
+    n_spilled = any(s.get("spilled_bytes") for s in samples)
+    n_mem_entries = 2 + n_spilled + (n_rss if n_rss <= MAX_RSS_LEGEND else 1)
     row_in = 0.19
     fits = max(3, int((gantt_h + gap_in + mem_h) / row_in) - n_mem_entries - 1)
     ncol = math.ceil(n_entries / fits)
@@ -621,8 +622,10 @@ def _draw_memory(
             rss_by_worker[worker] = np.array(
                 [float((s.get("rss") or {}).get(worker, np.nan)) for s in visible]
             )
+        spilled = np.array([float(s.get("spilled_bytes", 0) or 0) for s in visible])
         peak = max(
-            [shm.max(initial=0.0)] + [np.nanmax(v, initial=0.0) for v in rss_by_worker.values()]
+            [(shm + spilled).max(initial=0.0)]
+            + [np.nanmax(v, initial=0.0) for v in rss_by_worker.values()]
         )
         scale, unit = _byte_scale(peak)
         fill = ax.fill_between(
@@ -635,6 +638,10 @@ def _draw_memory(
             label="shared memory",
         )
         lines.append(fill)
+        if spilled.any():  # stacked on shared memory: the data the cluster holds
+            lines.append(ax.fill_between(
+                times, shm / scale, (shm + spilled) / scale, step="post", facecolor="none",
+                edgecolor="#6baed6", hatch="////", linewidth=0, label="spilled to disk"))
         many = len(rss_by_worker) > MAX_RSS_LEGEND  # then one legend entry for all
         for i, (worker, rss) in enumerate(rss_by_worker.items()):
             (line,) = ax.plot(

@@ -104,7 +104,8 @@ class TaskStreamContext:
 
 
 class MemorySampler:
-    """Append a memory sample ``{"time", "shm_bytes", "rss": {worker: bytes}, "done"}``
+    """Append a memory sample ``{"time", "shm_bytes", "spilled_bytes", "rss": {worker:
+    bytes}, "done"}``
     to ``stream`` every ``interval`` seconds, on a daemon thread.
 
     ``worker_pids()`` maps worker id -> pid (thread workers share one pid, which
@@ -118,6 +119,7 @@ class MemorySampler:
         stream: TaskStream,
         worker_pids: Callable[[], Mapping[str, int]],
         shm_bytes: Callable[[], int] = lambda: 0,
+        spilled_bytes: Callable[[], int] = lambda: 0,
         done: Callable[[], int] = lambda: 0,
         interval: float = 0.1,
         clock: Callable[[], float] = time.time,
@@ -128,6 +130,7 @@ class MemorySampler:
         self.interval = interval
         self._worker_pids = worker_pids
         self._shm_bytes = shm_bytes
+        self._spilled_bytes = spilled_bytes
         self._done = done
         self._clock = clock
         self._processes: dict[int, Any] = {}  # pid -> psutil.Process, reused
@@ -156,6 +159,7 @@ class MemorySampler:
         sample = {
             "time": self._clock(),
             "shm_bytes": int(self._shm_bytes()),
+            "spilled_bytes": int(self._spilled_bytes()),
             "rss": rss,
             "done": int(self._done()),
         }
