@@ -103,6 +103,7 @@ class ShmStore(DataStore):
         self._dead: set[str] = set()
         self.values_by_owner: Counter = Counter()
         self.shm_bytes = 0
+        self.shm_bytes_by_owner: Counter = Counter()  # live shm bytes each worker wrote
         self.closed = False
 
     # -- registry ------------------------------------------------------------
@@ -120,6 +121,7 @@ class ShmStore(DataStore):
                     entry = self._segments[name] = [stored.owner, 0]
                 entry[1] += 1
                 self.shm_bytes += length
+                self.shm_bytes_by_owner[stored.owner] += length
 
     def add_worker(self, handle: ProcessWorkerHandle) -> None:
         with self._lock:
@@ -195,6 +197,7 @@ class ShmStore(DataStore):
                 self.values_by_owner[value.owner] -= 1
                 for block in value.blocks:
                     self.shm_bytes -= block[2]
+                    self.shm_bytes_by_owner[value.owner] -= block[2]
                     entry = self._segments.get(block[0])
                     if entry is None:
                         continue
@@ -478,7 +481,7 @@ def _warm_imports() -> list[str]:
 
 
 # dask's LocalCluster options that mean nothing here; accepted so dask code runs.
-_IGNORED_OPTIONS = {"dashboard_address", "silence_logs", "host", "scheduler_port",
+_IGNORED_OPTIONS = {"silence_logs", "host", "scheduler_port",
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
 
 
@@ -645,6 +648,7 @@ class _Runtime:
 
     sampler: MemorySampler | None = None
     listener: Any = None  # the TCP listener, when the cluster listens
+    dashboard: Any = None  # the live web page, unless dashboard_address=None
 
     def start_memory_sampler(self, interval: float = 0.1) -> None:
         """Shared memory in use and each worker's RSS, for the task-stream picture."""
@@ -664,6 +668,8 @@ class _Runtime:
             self.closing = True
             workers = list(self.workers.values())
         self._stop.set()
+        if self.dashboard is not None:
+            self.dashboard.close()
         if self.listener is not None:
             self.listener.close()
         if self.sampler is not None:
@@ -706,7 +712,8 @@ class LocalCluster:
         # dask's LocalCluster(processes=False): worker threads in this process.
         from shmdask.scheduler.local import ThreadCluster
 
-        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen"}
+        unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen",
+                                                    "dashboard_address"}
         if args or unknown:
             raise TypeError("LocalCluster(processes=False) takes n_workers and "
                             "threads_per_worker only")
@@ -716,7 +723,8 @@ class LocalCluster:
     def __init__(self, n_workers: int | None = None, threads_per_worker: int = 1,
                  memory_limit: Any = "auto", report_dir: str | None = None,
                  listen: Any = None, processes: bool = True,
-                 shm_threshold: int = SHM_THRESHOLD, **kwargs: Any):
+                 shm_threshold: int = SHM_THRESHOLD, dashboard_address: Any = ":8787",
+                 **kwargs: Any):
         unknown = set(kwargs) - _IGNORED_OPTIONS
         if unknown:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s) "
@@ -743,12 +751,16 @@ class LocalCluster:
         self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
         self._listener = None
-        if listen:
-            try:
+        try:
+            if dashboard_address is not None:
+                from shmdask.diagnostics.dashboard import start_dashboard
+
+                self._runtime.dashboard = start_dashboard(self, dashboard_address)
+            if listen:
                 self._listen(listen)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.close()
+            raise
 
     def _listen(self, listen: Any) -> None:
         """Let remote workers and clients join at ``listen`` (an address, or
@@ -785,6 +797,12 @@ class LocalCluster:
     def address(self) -> str:
         return self.scheduler_address or f"local://{os.getpid()}/{self.id}"
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """Where the live dashboard is (``http://127.0.0.1:8787/status``), if any."""
+        dashboard = self._runtime.dashboard
+        return None if dashboard is None or self.closed else dashboard.link
+
     def scheduler_info(self) -> dict:
         """A dict shaped like dask's ``Client.scheduler_info()`` (remote workers
         included when the cluster listens)."""
@@ -794,10 +812,12 @@ class LocalCluster:
 
     def _local_scheduler_info(self) -> dict:
         in_memory = self._runtime.store.values_by_owner
+        shm_owned = self._runtime.store.shm_bytes_by_owner
         workers = {}
         for wid, handle in sorted(self.workers.items()):
             info = handle.info()
             info["metrics"]["in_memory"] = in_memory.get(wid, 0)
+            info["metrics"]["shm_bytes"] = shm_owned.get(wid, 0)
             workers[wid] = info
         return {
             "type": "Scheduler",
@@ -805,6 +825,8 @@ class LocalCluster:
             "address": self.address,
             "started": self._runtime.started,
             "workers": workers,
+            "services": ({} if self._runtime.dashboard is None
+                         else {"dashboard": self._runtime.dashboard.port}),
         }
 
     def wait_for_workers(self, n_workers: int, timeout: float = 30) -> None:
@@ -839,8 +861,17 @@ class LocalCluster:
         threads = sum(h.nthreads for h in workers.values())
         memory = (format_bytes(self.memory_limit * len(workers)) if self.memory_limit
                   else "unlimited")
+        dashboard = f", dashboard={self.dashboard_link}" if self.dashboard_link else ""
         return (f"LocalCluster({self.id}, {self.address!r}, workers={len(workers)}, "
-                f"threads={threads}, memory={memory})")
+                f"threads={threads}, memory={memory}{dashboard})")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        link = self.dashboard_link
+        dashboard = (f'<br>Dashboard: <a href="{html.escape(link)}" target="_blank">'
+                     f"{html.escape(link)}</a>" if link else "")
+        return f"<div><b>{html.escape(repr(self))}</b>{dashboard}</div>"
 
 
 __all__ = ["LocalCluster", "ShmStore", "ProcessWorkerHandle", "WorkerMemoryWarning",
