@@ -35,6 +35,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CodeType, TracebackType
@@ -47,6 +48,7 @@ from shmdask.units import format_bytes, format_seconds
 
 DEFAULT_REPORT_DIR = "shmdask-report"
 DEFAULT_PORT = 8786
+DEFAULT_DASHBOARD = ":8787"
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a Ctrl-C'd program
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -230,6 +232,7 @@ class RunReport:
     peak_shm: int | None = None
     plot: str | None = None
     plot_error: str | None = None
+    page: str | None = None  # the same run as the dashboard page, offline
 
 
 def report_filename(report_dir: str, started: float) -> str:
@@ -275,6 +278,8 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
         lines.append(f"  peak shared memory: {format_bytes(report.peak_shm)}")
     if report.plot:
         lines.append(f"  task stream: {report.plot}")
+    if report.page:
+        lines.append(f"  dashboard of the run: {report.page}")
     elif report.plot_error:
         lines.append(f"  task stream not written: {report.plot_error}")
     return lines
@@ -284,12 +289,17 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
 
 
 def _start_cluster(workers: int | None, threads: int, memory_limit: Any,
-                   listen: str | None) -> tuple[Any, Any]:
+                   listen: str | None, dashboard_address: Any = None) -> tuple[Any, Any]:
     from shmdask.cluster.local_cluster import LocalCluster
+    from shmdask.diagnostics.dashboard import DashboardPortWarning
     from shmdask.distributed import Client
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
-                           memory_limit=memory_limit, listen=listen)
+    with warnings.catch_warnings():
+        # a taken port is said in the banner, in our words, not as a Python warning
+        warnings.simplefilter("ignore", DashboardPortWarning)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                               memory_limit=memory_limit, listen=listen,
+                               dashboard_address=dashboard_address)
     try:
         client = Client(cluster)
     except BaseException:
@@ -325,7 +335,8 @@ def _close_quietly(*things: Any) -> None:
 
 
 def run_command(script: str, args: Sequence[str], *, workers: int | None, threads: int,
-                memory_limit: Any, report_dir: str | None, listen: str | None) -> int:
+                memory_limit: Any, report_dir: str | None, listen: str | None,
+                dashboard_address: Any = None) -> int:
     """``shmdask run``: the whole life of one run; returns the exit status."""
     code = load_script(script)
     if report_dir is not None:
@@ -346,7 +357,8 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
     set_script_path(script)
     started = time.time()
     try:
-        cluster, client = _start_cluster(workers, threads, memory_limit, listen)
+        cluster, client = _start_cluster(workers, threads, memory_limit, listen,
+                                         dashboard_address)
     except KeyboardInterrupt:
         _err("shmdask run: interrupted while starting the cluster")
         return EXIT_INTERRUPTED
@@ -355,7 +367,13 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         raise CliError(f"could not start the cluster{where}: {exc.strerror or exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CliError(f"could not start the cluster: {exc}") from None
+    workers_info: dict | None = None
     try:
+        if getattr(cluster, "dashboard_link", None):
+            from shmdask.diagnostics.dashboard.service import moved_note
+
+            _err(f"shmdask run: dashboard at {cluster.dashboard_link}"
+                 f"{moved_note(dashboard_address, cluster.dashboard_link)}")
         address = getattr(cluster, "scheduler_address", None)
         if listen is not None and address:
             _err(f"shmdask run: remote workers may join at {address}: "
@@ -368,8 +386,11 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         wall = time.perf_counter() - t0
     finally:
         # However the run ended, the cluster goes (this also joins the engine
-        # thread, so every task-stream record is in after it).
+        # thread, so every task-stream record is in after it).  The workers are
+        # described first, for the report.
         with _sigint_ignored():
+            with contextlib.suppress(Exception):
+                workers_info = cluster.scheduler_info().get("workers")
             _close_quietly(client, cluster)
     stream = cluster.engine.task_stream  # the cluster samples its memory into it
     records = stream.records_since(0)
@@ -387,9 +408,13 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         summary = summarize(records)
         if report_dir is not None and records:
             filename = report_filename(report_dir, started)
-            plot_task_stream(records, memory, filename=filename,
-                             title=f"shmdask run {os.path.basename(script)}")
+            title = f"shmdask run {os.path.basename(script)}"
+            plot_task_stream(records, memory, filename=filename, title=title)
             report.plot = filename
+            from shmdask.diagnostics.dashboard import write_report
+
+            report.page = write_report(os.path.splitext(filename)[0] + ".html", records,
+                                       memory, workers_info, title=title)
     except KeyboardInterrupt:
         report.plot_error = "interrupted"
     except Exception as exc:  # the run itself is over: a failed picture is a note
@@ -420,6 +445,19 @@ def parse_address(address: str) -> tuple[str, str, int]:
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"{address!r} is not an address like 127.0.0.1:8786")
     return scheme, host, int(port_text)
+
+
+def dashboard_option(text: str) -> str | None:
+    """``--dashboard-address``: an address, or 'none' for no dashboard; checked now."""
+    from shmdask.diagnostics.dashboard import parse_dashboard_address
+
+    if text.strip().lower() in ("none", "off", "no", "false", ""):
+        return None
+    try:
+        parse_dashboard_address(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--dashboard-address'") from None
+    return text
 
 
 def check_resolvable(host: str, port: int) -> None:
@@ -476,10 +514,14 @@ Examples:
 @click.option("--no-report", is_flag=True, help="Write no picture (the summary is printed).")
 @click.option("--listen", default=None, metavar="ADDRESS",
               help="Also accept remote workers at this address (host:port).")
+@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
+              metavar="ADDRESS", help="Where the live dashboard listens (host:port; ':0' any "
+                                      "free port; 'none' for no dashboard).")
 @click.argument("script", metavar="SCRIPT")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[ARGS]...")
 def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_worker: int,
-        memory_limit: str, report_dir: str, no_report: bool, listen: str | None) -> int:
+        memory_limit: str, report_dir: str, no_report: bool, listen: str | None,
+        dashboard_address: str) -> int:
     """Run SCRIPT as `python SCRIPT ARGS` would, with a LocalCluster as its scheduler.
 
     Every compute() of the script runs on the cluster's worker processes.  At
@@ -502,7 +544,7 @@ def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_wor
             limit = number if number <= 1 else int(number)
     return run_command(script, args, workers=workers, threads=threads_per_worker,
                        memory_limit=limit, report_dir=None if no_report else report_dir,
-                       listen=listen)
+                       listen=listen, dashboard_address=dashboard_option(dashboard_address))
 
 
 @cli.command(short_help="Start a scheduler that workers and clients join over TCP.",
@@ -521,9 +563,15 @@ Examples:
 @click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
               help="Key peers must prove they hold [default: a new key, in a user-only key "
                    "file].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
-def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int:
+@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
+              metavar="ADDRESS", help="Where the live dashboard listens (host:port; ':0' any "
+                                      "free port; 'none' for no dashboard).")
+def scheduler(host: str, port: int, n_workers: int, auth_key: str | None,
+              dashboard_address: str) -> int:
     """Start a scheduler that workers and clients join over TCP; Ctrl-C stops it."""
     from shmdask.cluster.tcp import serve_scheduler
+
+    dashboard = dashboard_option(dashboard_address)
 
     def ready(address: str) -> None:
         # serve_scheduler has printed the address and how to connect on this host.
@@ -532,7 +580,7 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None) -> int
         sys.stdout.flush()
 
     try:
-        serve_scheduler(host, port, n_workers, auth_key, ready)
+        serve_scheduler(host, port, n_workers, auth_key, ready, dashboard_address=dashboard)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:

@@ -18,6 +18,7 @@ __all__ = [
     "KilledWorker",
     "LocalCluster",  # noqa: F822 - loaded lazily by __getattr__
     "as_completed",
+    "performance_report",  # noqa: F822 - loaded lazily by __getattr__
     "progress",  # noqa: F822 - loaded lazily by __getattr__
     "wait",
 ]
@@ -28,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from shmdask.cluster.local_cluster import LocalCluster
 
         return LocalCluster
+    if name == "performance_report":
+        from shmdask.diagnostics.dashboard import performance_report
+
+        return performance_report
     if name == "progress":
         from shmdask.diagnostics.progress import progress
 

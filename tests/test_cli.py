@@ -174,6 +174,14 @@ def assert_cluster_gone(info: dict) -> None:
     assert not alive, f"cluster processes still running: {alive}"
 
 
+def script_stderr(stderr: str) -> str:
+    """stderr without the run's opening banner (where its dashboard is)."""
+    lines = stderr.splitlines(keepends=True)
+    while lines and lines[0].startswith("shmdask run: dashboard at "):
+        lines.pop(0)
+    return "".join(lines)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -312,7 +320,7 @@ sys.exit(int(sys.argv[1]) if sys.argv[1:] else "bad input, giving up")
     assert_cluster_gone(cluster_info(out.stdout))
     out = shmdask_cmd("run", "-w", "1", "--no-report", path)
     assert out.returncode == 1
-    assert out.stderr.startswith("bad input, giving up\n")
+    assert script_stderr(out.stderr).startswith("bad input, giving up\n")
     shmdask_cmd.assert_clean()
 
 
@@ -331,7 +339,7 @@ def test_run_traceback_is_pythons(shmdask_cmd, tmp_path):
     plain = subprocess.run([sys.executable, path], capture_output=True, text=True,
                            env=shmdask_cmd.env, cwd=shmdask_cmd.cwd, timeout=TIMEOUT)
     assert plain.returncode == 1
-    assert out.stderr.startswith(plain.stderr), (out.stderr, plain.stderr)
+    assert script_stderr(out.stderr).startswith(plain.stderr), (out.stderr, plain.stderr)
     assert "runpy" not in out.stderr and "cli.py" not in out.stderr
     assert "fails.py failed (ValueError)" in out.stderr
     shmdask_cmd.assert_clean()
@@ -395,8 +403,9 @@ def test_run_interrupted(shmdask_cmd, tmp_path, sig, status, word):
     assert f"loop.py was {word}" in err
     assert re.search(r"\d+ tasks on 2 workers", err), err
     assert "task stream:" in err and list((tmp_path / "rep").glob("run-*.png"))
+    assert "dashboard of the run:" in err and list((tmp_path / "rep").glob("run-*.html"))
     if sig == signal.SIGINT:
-        assert err.startswith("Traceback") and "KeyboardInterrupt" in err
+        assert script_stderr(err).startswith("Traceback") and "KeyboardInterrupt" in err
         assert "cli.py" not in err
     assert_cluster_gone(info)
     shmdask_cmd.assert_clean()

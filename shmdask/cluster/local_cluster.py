@@ -485,6 +485,13 @@ _IGNORED_OPTIONS = {"silence_logs", "host", "scheduler_port",
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
 
 
+def _dashboard_info(dashboard: Any) -> dict:
+    """What ``scheduler_info()`` says of the dashboard (dask names its port a service)."""
+    if dashboard is None:
+        return {"services": {}}
+    return {"services": {"dashboard": dashboard.port}, "dashboard_host": dashboard.host}
+
+
 class _Runtime:
     """Everything a cluster owns.  Kept apart from :class:`LocalCluster` so that
     background threads and the exit-time finalizer never keep the cluster
@@ -825,8 +832,7 @@ class LocalCluster:
             "address": self.address,
             "started": self._runtime.started,
             "workers": workers,
-            "services": ({} if self._runtime.dashboard is None
-                         else {"dashboard": self._runtime.dashboard.port}),
+            **_dashboard_info(self._runtime.dashboard),
         }
 
     def wait_for_workers(self, n_workers: int, timeout: float = 30) -> None:

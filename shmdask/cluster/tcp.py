@@ -40,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -1060,7 +1061,7 @@ def connect_client(address: str, timeout: float = 10, auth_key: str | bytes | No
 def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 0,
                     auth_key: str | bytes | None = None,
                     ready_callback: Callable[[str], None] | None = None,
-                    **options: Any) -> None:
+                    dashboard_address: Any = ":8787", **options: Any) -> None:
     """Run a scheduler (a LocalCluster with ``n_workers`` local workers) and a
     listener until SIGINT/SIGTERM; what ``shmdask scheduler`` runs."""
     from shmdask.cluster.local_cluster import LocalCluster
@@ -1075,7 +1076,11 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(n_workers=n_workers)
+    from shmdask.diagnostics.dashboard import DashboardPortWarning
+
+    with warnings.catch_warnings():  # a taken port is said in the banner below
+        warnings.simplefilter("ignore", DashboardPortWarning)
+        cluster = LocalCluster(n_workers=n_workers, dashboard_address=dashboard_address)
     try:
         listener = attach_listener(cluster, format_address("tcp", host, port), auth_key,
                                    **options)
@@ -1086,6 +1091,11 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
             print(f"Connect workers with:  shmdask worker {listener.address}\n"
                   f"Connect clients with:  Client({listener.address!r})\n"
                   f"Peers prove they hold the cluster key: {where}", flush=True)
+            if cluster.dashboard_link:
+                from shmdask.diagnostics.dashboard.service import moved_note
+
+                print(f"Dashboard at {cluster.dashboard_link}"
+                      f"{moved_note(dashboard_address, cluster.dashboard_link)}", flush=True)
             if ready_callback is not None:
                 ready_callback(listener.address)
             while not stop.wait(0.2):

@@ -72,10 +72,32 @@ def parse_dashboard_address(address: Any) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
+def moved_note(asked: Any, link: str) -> str:
+    """' (port 8787 is in use)' when a dashboard asked for ``asked`` serves at ``link``
+    on another port; '' otherwise (for banners that say where the dashboard is)."""
+    wanted = (parse_dashboard_address(asked) or ("", 0))[1]
+    return f" (port {wanted} is in use)" if wanted and f":{wanted}/" not in link else ""
+
+
 def _link_host(host: str) -> str:
     if host in ("0.0.0.0", "", "::"):  # every interface: the name others reach us by
         return socket.gethostname()
     return f"[{host}]" if ":" in host else host
+
+
+def dashboard_link_of(info: dict, connected_to: str | None = None) -> str | None:
+    """The dashboard link from a scheduler's ``scheduler_info()``, for a client that
+    reached the scheduler at ``connected_to`` (``tcp://host:port``); None if it has
+    no dashboard."""
+    port = (info.get("services") or {}).get("dashboard")
+    if not isinstance(port, int):
+        return None
+    host = info.get("dashboard_host") or DEFAULT_HOST
+    if host in ("0.0.0.0", "", "::") and connected_to:
+        # serving on every interface: the client reaches it where it reached the scheduler
+        text = str(connected_to).split("://", 1)[-1]
+        host = text.rpartition(":")[0].strip("[]") or host
+    return f"http://{_link_host(host)}:{port}/status"
 
 
 class Dashboard:
@@ -107,7 +129,7 @@ class Dashboard:
             warnings.warn(f"shmdask: port {wanted} is already in use (another cluster's "
                           f"dashboard?); the dashboard is at {self.link} instead",
                           DashboardPortWarning, stacklevel=3)
-        logger.info("dashboard at %s", self.link)
+        logger.debug("dashboard at %s", self.link)
 
     @property
     def link(self) -> str:
