@@ -134,6 +134,7 @@ class DashboardRequestHandler(http.server.BaseHTTPRequestHandler):
     """Answers one connection's requests (keep-alive: possibly several)."""
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # even a garbled request gets a status line
     server_version = "shmdask-dashboard"
     sys_version = ""
     timeout = SOCKET_TIMEOUT
@@ -153,6 +154,25 @@ class DashboardRequestHandler(http.server.BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = (  # noqa: N815
         _refuse_method)
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        # http.server answers a method it has no do_X for with 501 and an unknown
+        # HTTP version with 505; both are the client's mistake: 405 and 400
+        if code == 501:
+            self.send_response(405, "Method Not Allowed")
+            body = b"the dashboard is read-only: GET and HEAD only\n"
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if code == 505:  # an HTTP version we do not speak: a bad request too
+            code, message = 400, "unsupported HTTP version"
+        super().send_error(code, message, explain)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         logger.debug("%s %s", self.address_string(), format % args)
