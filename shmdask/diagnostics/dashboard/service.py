@@ -128,7 +128,7 @@ class Dashboard:
         if moved:
             warnings.warn(f"shmdask: port {wanted} is already in use (another cluster's "
                           f"dashboard?); the dashboard is at {self.link} instead",
-                          DashboardPortWarning, stacklevel=3)
+                          DashboardPortWarning, stacklevel=4)
         logger.debug("dashboard at %s", self.link)
 
     @property
