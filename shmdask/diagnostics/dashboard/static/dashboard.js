@@ -32,6 +32,7 @@
     failures: 0,
     lastError: null,
     barsDrawn: 0,
+    frames: 0,
     windowSeconds: 30,
     info: null,
     progress: null,
@@ -289,6 +290,7 @@
       ctx.strokeRect(t[0] + 0.5, top + t[2] * rowH + rowH * 0.1 + 0.5, Math.max(2, t[1] - t[0]) - 1, rowH * 0.8 - 1);
     });
     S.barsDrawn = drawn;
+    S.frames++;
     // time axis
     var axisY = top + rows.length * rowH + 4;
     ctx.strokeStyle = "#999";

@@ -1,0 +1,195 @@
+"""What watching the live dashboard costs: the 10,000-chunk random sum on
+LocalCluster(2), with the dashboard off vs. on and polled like the page polls it.
+
+    python benchmarks/measure_dashboard.py                  # HTTP poller, 7 runs each
+    python benchmarks/measure_dashboard.py --browser        # headless Chromium instead
+    python benchmarks/measure_dashboard.py --chunks 200 --browser --runs 1
+                                                            # 50,000 tasks: updates/s
+
+Each run starts a fresh cluster (dashboard_address=None, or ':0' with a
+watcher), computes once untimed (imports, mappings), then times one compute;
+runs alternate between the two settings so that noise on this shared machine
+hits both alike.  The table gives medians, the ratio on/off, and how many
+updates per second the watcher got while the timed compute ran.
+
+The HTTP poller is a separate process (as a browser is) that requests what the
+page requests, on one kept-alive connection, every 0.4 s.  ``--browser`` opens
+the page itself in headless Chromium (needs chromium, chromium-driver and
+selenium); its drawing then competes for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+POLLER = r"""
+import http.client, json, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+conn = http.client.HTTPConnection(host, port, timeout=30)
+def get(path):
+    conn.request("GET", path)
+    r = conn.getresponse()
+    body = r.read()
+    assert r.status == 200, (path, r.status, body[:200])
+    return json.loads(body)
+cursor = memory = None
+polls = 0
+while True:
+    t0 = time.monotonic()
+    stream = get("/api/task-stream?window=300" + ("" if cursor is None else f"&since={cursor}"))
+    cursor = stream["cursor"]
+    get("/api/progress")
+    get("/api/workers")
+    mem = get("/api/memory" + ("" if memory is None else f"?since={memory}"))
+    memory = mem["cursor"]
+    if polls % 2 == 0:
+        get("/api/graph")
+    if polls % 10 == 0:
+        get("/api/info")
+    polls += 1
+    print(f"{time.time():.3f}", flush=True)
+    time.sleep(max(0.0, 0.4 - (time.monotonic() - t0)))
+"""
+
+
+def random_sum(chunks: int) -> float:
+    import shmdask.array as da
+
+    start = time.perf_counter()
+    da.random.random(10_000_000, chunks=chunks).sum().compute()
+    return time.perf_counter() - start
+
+
+class Poller:
+    def __init__(self, link: str):
+        host, port = link.split("//")[1].split("/")[0].rsplit(":", 1)
+        self.proc = subprocess.Popen([sys.executable, "-c", POLLER, host, port],
+                                     stdout=subprocess.PIPE, text=True)
+        self.stamps: list[float] = []
+        import threading
+
+        def read() -> None:
+            for line in self.proc.stdout:
+                self.stamps.append(float(line))
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        while not self.stamps:  # it answered once: the collector runs
+            time.sleep(0.05)
+
+    def updates_between(self, t0: float, t1: float) -> int:
+        return sum(t0 <= s <= t1 for s in self.stamps)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Browser:
+    def __init__(self, link: str):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     "--window-size=1400,1200"):
+            options.add_argument(flag)
+        self.profile = tempfile.mkdtemp(prefix="shmdask-bench-chromium-")
+        options.add_argument(f"--user-data-dir={self.profile}")
+        options.binary_location = "/usr/bin/chromium"
+        self.driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"),
+                                       options=options)
+        self.driver.get(link)
+        while not self.counts()[0]:
+            time.sleep(0.05)
+
+    def counts(self) -> tuple[int, int]:
+        s = self.driver.execute_script(
+            "var s = window.shmdaskDashboard; return s ? [s.updates, s.frames] : [0, 0];")
+        return int(s[0]), int(s[1])
+
+    def close(self) -> None:
+        import shutil
+
+        self.driver.quit()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def one_run(on: bool, browser: bool, chunks: int) -> dict:
+    from shmdask.distributed import Client, LocalCluster
+
+    address = ":0" if on else None
+    with LocalCluster(n_workers=2, dashboard_address=address) as cluster, Client(cluster):
+        watcher = None
+        if on:
+            watcher = Browser(cluster.dashboard_link) if browser else Poller(cluster.dashboard_link)
+        try:
+            random_sum(chunks)  # warm: imports, mappings, the watcher's first answers
+            before = watcher.counts() if browser and watcher else None
+            t0 = time.time()
+            seconds = random_sum(chunks)
+            t1 = time.time()
+            out = {"seconds": seconds}
+            if browser and watcher:
+                after = watcher.counts()
+                out["updates_per_s"] = (after[0] - before[0]) / (t1 - t0)
+                out["frames_per_s"] = (after[1] - before[1]) / (t1 - t0)
+            elif watcher:
+                time.sleep(0.5)  # the poll that was in flight at the end
+                out["updates_per_s"] = watcher.updates_between(t0, t1) / (t1 - t0)
+            return out
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import shmdask
+
+    shmdask.config.set(progress=False)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--chunks", type=int, default=1000,
+                        help="chunk size of the 10,000,000-element array (1000: 10,000 chunks)")
+    parser.add_argument("--browser", action="store_true",
+                        help="watch with headless Chromium instead of an HTTP poller")
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    args = parser.parse_args(argv)
+    results: dict[bool, list[dict]] = {False: [], True: []}
+    for i in range(args.runs):
+        for on in (False, True) if i % 2 == 0 else (True, False):
+            results[on].append(one_run(on, args.browser, args.chunks))
+            print(f"run {i + 1}/{args.runs} dashboard {'on ' if on else 'off'}: "
+                  f"{results[on][-1]}", file=sys.stderr, flush=True)
+    off = statistics.median(r["seconds"] for r in results[False])
+    on = statistics.median(r["seconds"] for r in results[True])
+    updates = statistics.median(r["updates_per_s"] for r in results[True])
+    watcher = "headless Chromium" if args.browser else "HTTP poller"
+    n_chunks = 10_000_000 // args.chunks
+    print(f"random sum of {n_chunks:,} chunks on LocalCluster(2), median of {args.runs} runs")
+    print("| dashboard | seconds | ratio | updates/s seen |")
+    print("| --- | --- | --- | --- |")
+    print(f"| off | {off:.3f} | 1.000 | - |")
+    print(f"| on, {watcher} polling | {on:.3f} | {on / off:.3f} | {updates:.1f} |")
+    if args.browser:
+        frames = statistics.median(r["frames_per_s"] for r in results[True])
+        print(f"task-stream frames drawn per second: {frames:.1f}")
+    if args.json:
+        print(json.dumps({"off": results[False], "on": results[True]}))
+
+
+if __name__ == "__main__":
+    main()
