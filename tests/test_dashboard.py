@@ -423,7 +423,8 @@ def test_serving_never_blocks_the_scheduler(cluster, base):
     """A dashboard stuck in the middle of building an answer holds up no computation."""
     get_json(base, "/api/progress")  # the collector runs
     collector = cluster._runtime.dashboard.collector
-    with collector._lock:  # its models are locked: every request and refresh waits
+    # its models and answers are locked: every request and every refresh waits
+    with collector._lock, collector._answers_lock:
         blocked = threading.Thread(target=get, args=(base + "/api/progress",), daemon=True)
         blocked.start()
         futures = cluster.client.map(lambda x: x * 2, range(200))

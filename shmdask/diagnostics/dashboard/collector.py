@@ -138,6 +138,8 @@ class Collector:
         self._watched_until = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._answers: dict = {}  # (request, tick) -> body: see answer()
+        self._answers_lock = threading.Lock()
         self.closed = False
         engine.graph_callbacks.append(self._on_graph)
 
@@ -293,6 +295,18 @@ class Collector:
                 self.ticks += 1
 
     # -- payloads (HTTP handler threads) ---------------------------------------------
+
+    def answer(self, request: Any, build: Callable[[], Any]) -> Any:
+        """``build()``'s answer to ``request``, built once per refresh: pages loaded
+        together ask the same questions, and the scheduler's process pays for one."""
+        with self._answers_lock:
+            key = (request, self.ticks)
+            body = self._answers.get(key)
+            if body is None:
+                if len(self._answers) >= 64:
+                    self._answers.clear()
+                body = self._answers[key] = build()
+            return body
 
     def info_payload(self) -> dict[str, Any]:
         with self._lock:

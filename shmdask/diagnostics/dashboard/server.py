@@ -215,7 +215,8 @@ class DashboardRequestHandler(http.server.BaseHTTPRequestHandler):
             raise BadRequest(f"unknown parameter(s) for {path}: {', '.join(unknown)}")
         collector = server.collector
         collector.touch()
-        ctype, body = build(collector, query)
+        request = (path, tuple(sorted((k, tuple(v)) for k, v in query.items())))
+        ctype, body = collector.answer(request, lambda: build(collector, query))
         return 200, ctype, body, {}
 
     def _send(self, status: int, ctype: str, body: bytes, head: bool = False,

@@ -631,7 +631,7 @@
   function poll() {
     var st = S.stream;
     var wanted = [
-      getJSON("/api/task-stream?window=" + KEEP_SECONDS + (st.cursor === null ? "" : "&since=" + st.cursor)),
+      getJSON("/api/task-stream?window=" + S.windowSeconds + (st.cursor === null ? "" : "&since=" + st.cursor)),
       getJSON("/api/progress"),
       getJSON("/api/workers"),
       getJSON("/api/memory" + (S.memory.cursor === null ? "" : "?since=" + S.memory.cursor))
@@ -686,7 +686,14 @@
   // ------------------------------------------------------------------ start
 
   $("window-select").addEventListener("change", function (e) {
-    S.windowSeconds = Number(e.target.value) || 30;
+    var seconds = Number(e.target.value) || 30;
+    if (S.live && seconds > S.windowSeconds) {
+      // a longer window than we hold: ask for it whole at the next update
+      var st = S.stream;
+      st.cursor = null;
+      ["start", "stop", "lane", "group", "kind"].forEach(function (k) { st[k] = []; });
+    }
+    S.windowSeconds = seconds;
     drawStream();
   });
 
