@@ -42,7 +42,7 @@ from .model import (
     MemorySeries,
     TaskWindow,
     no_graph,
-    progress_totals,
+    progress_payload,
     worker_rows,
 )
 
@@ -338,8 +338,7 @@ class Collector:
         with self._lock:
             rows = self.progress.rows(self.window.colors())
             now = self.now
-        return {"now": now, "groups": rows, "totals": progress_totals(rows),
-                "tasks_done": int(getattr(self.engine, "tasks_done", 0))}
+        return progress_payload(rows, now, getattr(self.engine, "tasks_done", 0))
 
     def task_stream_payload(self, since: int | None, window: float) -> dict[str, Any]:
         with self._lock:

@@ -295,13 +295,14 @@ class GroupProgress:
         return out
 
 
-def progress_totals(rows: Iterable[Mapping]) -> dict[str, int]:
+def progress_payload(rows: list[dict], now: float, tasks_done: int) -> dict[str, Any]:
+    """The body of ``/api/progress``: the rows of :meth:`GroupProgress.rows` and their sums."""
     keys = ("waiting", "ready", "processing", "memory", "released", "erred", "done", "total")
     totals = dict.fromkeys(keys, 0)
     for row in rows:
         for k in keys:
             totals[k] += row[k]
-    return totals
+    return {"now": now, "groups": rows, "totals": totals, "tasks_done": int(tasks_done)}
 
 
 # ----------------------------------------------------------------------------- memory

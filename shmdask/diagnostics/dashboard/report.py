@@ -24,7 +24,7 @@ from .model import (
     MemorySeries,
     TaskWindow,
     no_graph,
-    progress_totals,
+    progress_payload,
     worker_rows,
 )
 from .server import static_text
@@ -57,8 +57,7 @@ def report_data(records: Iterable[Mapping], memory: Iterable[Mapping] = (),
             "tasks_done": sum(r["done"] for r in rows), "colors": PALETTE_INFO,
         },
         "tasks": window.since(None, end, float("inf")),
-        "progress": {"now": end, "groups": rows, "totals": progress_totals(rows),
-                     "tasks_done": sum(r["done"] for r in rows)},
+        "progress": progress_payload(rows, end, sum(r["done"] for r in rows)),
         "workers": {"now": end, "workers": table},
         "memory": series.since(None),
         "graph": dict(graph) if graph else no_graph(),
