@@ -15,8 +15,9 @@
 
   var POLL_MS = 400;           // at least two updates a second
   var MAX_BACKOFF_MS = 5000;
-  var KEEP_SECONDS = 300;      // task-stream records kept for the window selector
+  var KEEP_SECONDS = 300;      // memory samples kept
   var FRAME_MS = 40;           // redraw the moving task stream at most 25 times a second
+  var FRAME_BUDGET = 8;        // ... and spend at most 1/8 of the time drawing it
   var STATE_COLORS = {
     waiting: "#d9d9d9", ready: "#9ecae1", processing: "#31a354", memory: "#e6550d",
     released: "#3182bd", erred: "#000000", forgotten: "#f2f2f2"
@@ -136,7 +137,7 @@
       // server clock - local clock, smoothed so the axis does not jump
       var offset = p.now - Date.now() / 1000;
       st.offset = S.updates === 0 ? offset : st.offset + 0.2 * (offset - st.offset);
-      trimTasks(p.now - KEEP_SECONDS);
+      trimTasks(p.now - S.windowSeconds - 5);
     }
   }
 
@@ -674,11 +675,13 @@
     drawStream();
   }
 
-  var lastFrame = 0;
+  var lastFrame = 0, frameGap = FRAME_MS;
   function frame(now) {
-    if (now - lastFrame >= FRAME_MS) {
+    if (now - lastFrame >= frameGap) {
       lastFrame = now;
       try { drawStream(); } catch (e) { S.lastError = String(e); throw e; }
+      // a stream so busy that drawing it is slow is drawn less often
+      frameGap = Math.max(FRAME_MS, FRAME_BUDGET * (performance.now() - now));
     }
     window.requestAnimationFrame(frame);
   }
