@@ -45,7 +45,7 @@ def _tiny_graph() -> tuple[dict, list]:
 def shmdask_remote_cluster(n_local: int = 0, n_remote: int = 1):
     """A LocalCluster with ``n_local`` workers, a listener, ``n_remote`` remote workers."""
     from shmdask.cluster.local_cluster import LocalCluster
-    from shmdask.cluster.tcp import start_listener
+    from shmdask.cluster.tcp_server import start_listener
 
     cluster = LocalCluster(n_workers=n_local)
     listener = start_listener(cluster.engine, cluster.store, "tcp://127.0.0.1:0",

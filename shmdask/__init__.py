@@ -1,6 +1,8 @@
 """shmdask: dask's programming model on a single-node engine.
 
-Public names only; see DESIGN.md for how the parts fit.
+Public names only.  How the parts fit: the docstrings of :mod:`shmdask.scheduler.engine`
+(one scheduler loop), :mod:`shmdask.cluster` (processes, shared memory, TCP) and
+:mod:`shmdask.client` (the dask.distributed API).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "compute",
     "config",
     "delayed",
+    "futures_of",
     "get",
     "persist",
     "tokenize",
@@ -31,7 +34,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The cluster layer pulls in more machinery; load it on first use.
-    if name in ("Client", "LocalCluster"):
+    if name in ("Client", "LocalCluster", "futures_of"):
         from shmdask import distributed
 
         return getattr(distributed, name)

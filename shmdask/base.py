@@ -21,6 +21,7 @@ from typing import Any
 
 from shmdask import config
 from shmdask.graph import (
+    as_graph,
     check_keys,
     cull,
     dependencies_of,
@@ -29,6 +30,7 @@ from shmdask.graph import (
     order,
     toposort,
 )
+from shmdask.interop import holds_dask_collection
 
 
 class Literal:
@@ -73,11 +75,13 @@ class LocalScheduler:
 
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
                   priorities: Mapping) -> dict:
+        from shmdask.diagnostics.progress import make_progress_bar
         from shmdask.scheduler.local import get_local
 
         dsk, dependencies = _resolve_futures(dsk, dependencies)
         return get_local(dsk, dependencies, keys, priorities,
-                         num_workers=config.get("num_workers"), sync=self.sync)
+                         num_workers=config.get("num_workers"), sync=self.sync,
+                         progress=make_progress_bar())
 
     def __repr__(self) -> str:
         return "<scheduler sync>" if self.sync else "<scheduler threads>"
@@ -126,13 +130,34 @@ def _resolve_futures(dsk: Mapping, dependencies: Mapping) -> tuple[Mapping, Mapp
     return out, dependencies
 
 
+def _held_futures(keys: list) -> dict:
+    """Futures of open Clients for keys a graph refers to without holding them
+    (dask drops a persisted Future from its graphs and keeps only references
+    to its key, as it does for dask.distributed's)."""
+    import sys
+
+    client = sys.modules.get("shmdask.client")
+    found = client.held_futures(keys) if client is not None else {}
+    lost = [k for k in keys if k not in found]
+    if lost:
+        shown = ", ".join(map(repr, lost[:5]))
+        raise KeyError(f"the task graph refers to key(s) {shown} that it does not hold, "
+                       "and no open Client holds them either")
+    return found
+
+
 # -- graph preparation --------------------------------------------------------
 
 
 def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True) -> tuple[dict, dict, dict]:
     """Check, cull, fuse and order a graph for ``keys`` (a flat list)."""
     check_keys(dsk, keys)
-    dsk, deps = cull(dsk, keys)
+    missing: list = []
+    dsk, deps = cull(dsk, keys, missing=missing)
+    if missing:  # keys named by reference only: data held by Futures
+        held = _held_futures(missing)
+        dsk.update(held)
+        deps.update((k, set()) for k in held)
     topo = toposort(dsk, deps)  # one pass finds cycles and serves the rest
     if optimize:
         dsk, deps = fuse_linear(dsk, keys, deps, topo)
@@ -203,7 +228,16 @@ def _holds_collection(x: Any) -> bool:
 
 def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
             traverse: bool = True, **kwargs: Any) -> tuple:
-    """Compute collections together; shared parts run once.  Returns a tuple."""
+    """Compute collections together; shared parts run once.  Returns a tuple.
+
+    dask collections (dask.array, DataFrame, Bag, ...) among the arguments
+    run on the same scheduler, through dask's own graph building.
+    """
+    if any(map(holds_dask_collection, args)):
+        from shmdask.interop.dask_on_shmdask import compute as compute_dask
+
+        return compute_dask(*args, scheduler=scheduler, optimize_graph=optimize_graph,
+                            traverse=traverse)
     if traverse:
         wrapped, collections = _unpack_args(args)
     else:
@@ -229,6 +263,10 @@ def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
     On a Client the results stay on the cluster (the new collections hold
     Futures); on the local schedulers they are embedded in the graph.
     """
+    if any(map(holds_dask_collection, args)):
+        from shmdask.interop.dask_on_shmdask import persist as persist_dask
+
+        return persist_dask(*args, scheduler=scheduler, optimize_graph=optimize_graph)
     collections = [a for a in args if is_collection(a)]
     if not collections:
         return tuple(args)
@@ -248,10 +286,17 @@ def _rebuild(collection: Any, keys: Any, results: Mapping) -> Any:
     return rebuild(graph, *extra)
 
 
-def get(dsk: Mapping, keys: Any, scheduler: Any = None, optimize_graph: bool = True) -> Any:
-    """Run a raw task graph; ``keys`` is a key or nested lists of keys."""
-    if not isinstance(dsk, Mapping):
-        raise TypeError(f"a task graph must be a mapping, not {type(dsk).__name__}")
+def get(dsk: Any, keys: Any, scheduler: Any = None, optimize_graph: bool = True,
+        **kwargs: Any) -> Any:
+    """Run a raw task graph; ``keys`` is a key or nested lists of keys.
+
+    ``dsk`` is a mapping in dask's spec (classic tuples, task-spec nodes or
+    both), a HighLevelGraph, or what dask passes a scheduler function (an
+    expression with ``__dask_graph__``), so ``dask.compute(x,
+    scheduler=shmdask.get)`` works.  Other keyword arguments dask's schedulers
+    take are accepted and ignored.
+    """
+    dsk = as_graph(dsk)
     flat = list(dict.fromkeys(flatten(keys))) if type(keys) is list else [keys]
     prepared, deps, prio = prepare_graph(dsk, flat, optimize_graph)
     results = get_scheduler(scheduler).run_graph(prepared, deps, flat, prio)

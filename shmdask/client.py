@@ -20,237 +20,206 @@ shared :class:`_KeyStatus` on the engine thread::
 While a Client is open it is the default scheduler of ``compute``,
 ``persist``, ``get`` and ``.compute()`` (``set_as_default=True``); closing it
 restores the previous default.
+
+Futures, ``wait`` and ``as_completed`` live in :mod:`shmdask.futures`;
+dask's scheduling options (``priority=``, ``retries=``, ...) are checked in
+:mod:`shmdask.annotations`.  ``Client(asynchronous=True)`` is awaited
+(``await Client(...)``, ``async with Client(...)``); its blocking verbs then
+return awaitables that run in the event loop's executor, so the loop keeps
+serving while tasks run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import html
+import inspect
 import itertools
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask import base, config
+from shmdask.annotations import scheduling_options
+from shmdask.connection import LocalConnection
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
+from shmdask.futures import (
+    CallbackThread,
+    CancelledError,
+    Future,
+    KeyStatus,
+    as_completed,
+    fire_and_forget,
+    futures_of,
+    wait,
+)
 from shmdask.graph import flatten
+from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.tokenize import tokenize
 from shmdask.units import format_bytes
 
-# -- key status and futures ------------------------------------------------------
-
-
-class CancelledError(Exception):
-    """The future was cancelled (or its data dropped by ``restart``)."""
-
-
-class _KeyStatus:
-    """What a client knows about one key; shared by all its Futures."""
-
-    __slots__ = ("event", "status", "exception", "callbacks")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.status = "pending"
-        self.exception: BaseException | None = None
-        self.callbacks: list[Callable] = []
-
-    def finish(self, status: str, exception: BaseException | None) -> None:
-        self.status = "finished" if status == "memory" else (
-            "cancelled" if status == "cancelled" else "error")
-        self.exception = exception
-        self.event.set()
-        callbacks, self.callbacks = self.callbacks, []
-        for cb in callbacks:
-            cb()
-
-
-class Future:
-    """A remote result: ``.result()``, ``.done()``, ``.exception()``, ``.cancel()``."""
-
-    _shmdask_future = True
-
-    def __init__(self, key: Any, client: Client, status: _KeyStatus | None = None):
-        self.key = key
-        self.client = client
-        self._status = status if status is not None else client._hold(key)[0]
-
-    @property
-    def status(self) -> str:
-        return self._status.status
-
-    def done(self) -> bool:
-        return self._status.event.is_set()
-
-    def _wait(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        event = self._status.event
-        while not event.wait(0.1):  # short waits keep Ctrl-C responsive
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"future {self.key!r} not done after {timeout} s")
-            self.client._check_alive()
-
-    def result(self, timeout: float | None = None) -> Any:
-        self._wait(timeout)
-        st = self._status
-        if st.status == "error":
-            raise st.exception
-        if st.status == "cancelled":
-            raise CancelledError(f"future {self.key!r} was cancelled")
-        return self.client._fetch([self.key])[self.key]
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait(timeout)
-        return self._status.exception
-
-    def cancel(self) -> None:
-        self.client.cancel([self])
-
-    def cancelled(self) -> bool:
-        return self._status.status == "cancelled"
-
-    def add_done_callback(self, fn: Callable[[Future], None]) -> None:
-        with self.client._lock:
-            if not self.done():
-                self._status.callbacks.append(lambda: fn(self))
-                return
-        fn(self)
-
-    def __del__(self) -> None:
-        try:
-            self.client._drop(self.key, self._status)
-        except Exception:  # interpreter shutdown
-            pass
-
-    def __repr__(self) -> str:
-        return f"<Future: {self.status}, key: {self.key!r}>"
-
-    def _repr_html_(self) -> str:
-        return f"<b>Future: {html.escape(str(self.key))}</b> status: {self.status}"
-
-    def __reduce__(self) -> tuple:
-        raise TypeError(
-            "a Future cannot be pickled into a task; pass it as an argument to "
-            "client.submit or a delayed function and it becomes its value"
-        )
-
-    def __await__(self):  # pragma: no cover - convenience for notebooks
-        yield from ()
-        return self.result()
-
-
 # -- connections ----------------------------------------------------------------
-
-
-class LocalConnection:
-    """The connection verbs on an engine in this process."""
-
-    def __init__(self, cluster: Any):
-        self.cluster = cluster
-        self.engine = cluster.engine
-
-    def submit(self, dsk, dependencies, wanted, priorities, listener) -> None:
-        self.engine.submit(dsk, dependencies, wanted, priorities, listener)
-
-    def scatter(self, items: Mapping, listener) -> None:
-        self.engine.scatter(items, listener)
-
-    def unwant(self, keys: list) -> None:
-        self.engine.unwant(keys)
-
-    def fetch(self, keys: list) -> dict:
-        data, store = self.engine.data, self.engine.store
-        return {k: store.to_user(data[k]) for k in keys}
-
-    def scheduler_info(self) -> dict:
-        return self.cluster.scheduler_info()
-
-    def task_stream(self) -> TaskStream:
-        return self.engine.task_stream
-
-    def tasks_done(self) -> int:
-        return self.engine.tasks_done
-
-    def unfinished_tasks(self) -> int:
-        """Tasks the scheduler has yet to finish (asked on its own thread)."""
-        unfinished = ("waiting", "ready", "processing")
-        return self.engine.call(
-            lambda e: sum(ts.state in unfinished for ts in e.state.tasks.values()))
-
-    def restart(self) -> None:
-        self.cluster.restart()
-
-    def alive(self) -> bool:
-        return not self.engine.closed
-
-    def close(self) -> None:
-        pass
 
 
 # -- the client -------------------------------------------------------------------
 
 _client_ids = itertools.count()
+_open_clients: weakref.WeakSet = weakref.WeakSet()
+
+
+def held_futures(keys: Iterable) -> dict:
+    """``{key: Future}`` for the keys that some open Client of this process holds."""
+    found: dict = {}
+    for client in list(_open_clients):
+        if client.closed:
+            continue
+        with client._lock:
+            held = [k for k in keys if k not in found and client._refcount.get(k)]
+        for k in held:
+            found[k] = Future(k, client)
+    return found
 
 
 class Client:
-    """Connect to a cluster: ``Client()``, ``Client(cluster)``, ``Client("host:port")``."""
+    """Connect to a cluster: ``Client()``, ``Client(cluster)``, ``Client("host:port")``.
+
+    ``Client(asynchronous=True)`` starts when awaited: ``client = await
+    Client(asynchronous=True)`` or ``async with Client(asynchronous=True) as c``.
+    """
 
     def __init__(self, address: Any = None, *, set_as_default: bool = True,
-                 timeout: float = 10, report_dir: str | None = None, **cluster_kwargs: Any):
+                 timeout: float = 10, report_dir: str | None = None,
+                 asynchronous: bool = False, name: str | None = None, **cluster_kwargs: Any):
         self.id = f"Client-{uuid.uuid4().hex[:8]}"
+        self.name = name
         self._lock = threading.RLock()
         self._refcount: dict = {}
-        self._status: dict[Any, _KeyStatus] = {}
+        self._status: dict[Any, KeyStatus] = {}
+        self._forgotten: set = set()  # fire_and_forget keys: let go of when finished
+        self._callbacks = CallbackThread(f"shmdask-callbacks-{self.id}")
+        self._loop_thread: _LoopThread | None = None
         self._owns_cluster = False
         self.cluster: Any = None
+        self.connection: Any = None
         self.closed = False
-        if address is None:
-            from shmdask.cluster.local_cluster import LocalCluster
-
-            if report_dir is not None:
-                cluster_kwargs["report_dir"] = report_dir
-            self.cluster = LocalCluster(**cluster_kwargs)
-            self._owns_cluster = True
-            self.connection: Any = LocalConnection(self.cluster)
-        elif hasattr(address, "engine"):
-            self.cluster = address
-            self.connection = LocalConnection(address)
-        elif isinstance(address, str):
-            from shmdask.cluster.tcp import connect_client
-
-            connect_options = {k: cluster_kwargs.pop(k) for k in
-                               ("auth_key", "tls_ca", "tls_cert", "tls_key")
-                               if k in cluster_kwargs}
-            if cluster_kwargs:
-                raise TypeError(f"Client(address) got unexpected keyword argument(s) "
-                                f"{', '.join(sorted(cluster_kwargs))}")
-            self.connection = connect_client(address, timeout=timeout, **connect_options)
-        else:
-            raise TypeError(
-                f"Client() takes a cluster, an address like '127.0.0.1:8786' or nothing, "
-                f"not {type(address).__name__}"
-            )
-        if report_dir is None and self.cluster is not None:
-            report_dir = getattr(self.cluster, "report_dir", None)
+        self.started = False
+        self._dask_undo: tuple | None = None
         self.report_dir = report_dir
         self._reports = 0
-        stream = self.connection.task_stream()
-        self._plot_from = (stream.position, stream.memory_position)
         self._previous_default: Any = None
         self._default_set = None
-        if set_as_default:
-            self._previous_default = config.get("scheduler")
-            config.set(scheduler=self)
-            self._default_set = True
+        self._asynchronous = bool(asynchronous)
+        self._start_args = (address, set_as_default, timeout, report_dir, cluster_kwargs)
+        self._start_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_quietly, weakref.ref(self))
+        if not asynchronous:
+            self._start()
+
+    def _start(self) -> None:
+        """Make or join the cluster (blocking; an asynchronous client runs it in
+        the event loop's executor)."""
+        with self._start_lock:
+            if self.started:
+                return
+            address, set_as_default, timeout, report_dir, cluster_kwargs = self._start_args
+            cluster_kwargs = dict(cluster_kwargs)
+            if address is None:
+                from shmdask.cluster.local_cluster import LocalCluster
+
+                if report_dir is not None:
+                    cluster_kwargs["report_dir"] = report_dir
+                self.cluster = LocalCluster(**cluster_kwargs)
+                self._owns_cluster = True
+                self.connection = LocalConnection(self.cluster)
+            elif hasattr(address, "engine"):
+                self.cluster = address
+                self.connection = LocalConnection(address)
+            elif isinstance(address, str):
+                from shmdask.cluster.tcp_client import connect_client
+
+                connect_options = {k: cluster_kwargs.pop(k) for k in
+                                   ("auth_key", "tls_ca", "tls_cert", "tls_key")
+                                   if k in cluster_kwargs}
+                if cluster_kwargs:
+                    raise TypeError(f"Client(address) got unexpected keyword argument(s) "
+                                    f"{', '.join(sorted(cluster_kwargs))}")
+                self.connection = connect_client(address, timeout=timeout, **connect_options)
+            else:
+                raise TypeError(
+                    f"Client() takes a cluster, an address like '127.0.0.1:8786' or nothing, "
+                    f"not {type(address).__name__}"
+                )
+            if report_dir is None and self.cluster is not None:
+                self.report_dir = getattr(self.cluster, "report_dir", None)
+            stream = self.connection.task_stream()
+            self._plot_from = (stream.position, stream.memory_position)
+            if set_as_default:
+                self._previous_default = config.get("scheduler")
+                config.set(scheduler=self)
+                self._default_set = True
+                _register_default(self)
+                make_dask_default(self)  # dask's default too, once dask is imported
+            self.started = True
+            _open_clients.add(self)
+
+    # -- asynchronous use ----------------------------------------------------------------
+
+    @property
+    def asynchronous(self) -> bool:
+        """True for a client made with ``asynchronous=True``, when called from
+        inside a running event loop: its verbs then return awaitables."""
+        return self._asynchronous and _in_event_loop()
+
+    async def _start_async(self) -> Client:
+        if not self.started:
+            await asyncio.get_running_loop().run_in_executor(None, self._start)
+        return self
+
+    def __await__(self):
+        return self._start_async().__await__()
+
+    async def __aenter__(self) -> Client:
+        return await self._start_async()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._close)
+
+    def _maybe_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """``fn(...)`` now, or, for an asynchronous client in its loop, an
+        awaitable running it in the loop's executor (it may block)."""
+        if not self.asynchronous:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    def sync(self, func: Callable, *args: Any, asynchronous: bool | None = None,
+             callback_timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``func(*args, **kwargs)``; if it gives an awaitable, its result.
+
+        An asynchronous client inside its event loop gets the awaitable back
+        (to ``await``); otherwise it runs to completion on an event loop of this
+        client's own (so this works in a notebook whose loop is running too).
+        """
+        if asynchronous is None:
+            asynchronous = self.asynchronous
+        result = func(*args, **kwargs)
+        if not inspect.isawaitable(result):
+            return result
+        if asynchronous:
+            return asyncio.wait_for(result, callback_timeout) if callback_timeout else result
+        with self._lock:
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread(f"shmdask-loop-{self.id}")
+        return self._loop_thread.run(result, callback_timeout)
 
     # -- bookkeeping of keys held by Futures ----------------------------------------
 
-    def _hold(self, key: Any) -> tuple[_KeyStatus, bool]:
+    def _hold(self, key: Any) -> tuple[KeyStatus, bool]:
         """One more Future for ``key``; True when this client did not hold it yet
         (the scheduler counts one reference per client, not per Future)."""
         with self._lock:
@@ -258,7 +227,7 @@ class Client:
             self._refcount[key] = n + 1
             st = self._status.get(key)
             if st is None:
-                st = self._status[key] = _KeyStatus()
+                st = self._status[key] = KeyStatus()
             return st, n == 0
 
     def _new_futures(self, keys: list) -> tuple[list[Future], list]:
@@ -271,7 +240,7 @@ class Client:
                 new.append(k)
         return futures, new
 
-    def _drop(self, key: Any, status: _KeyStatus) -> None:
+    def _drop(self, key: Any, status: KeyStatus) -> None:
         with self._lock:
             if self._status.get(key) is not status:  # cancelled or restarted already
                 return
@@ -285,14 +254,24 @@ class Client:
             self.connection.unwant([key])
 
     def _listener(self, key: Any, status: str, exc: BaseException | None) -> None:
+        """The scheduler's answer for a key (engine or connection thread: never
+        blocks, never runs user code; callbacks go to the callback thread)."""
         with self._lock:
             st = self._status.get(key)
-        if st is not None and not st.event.is_set():
+            forgotten = key in self._forgotten
+            if forgotten:
+                self._forgotten.discard(key)
+        if st is not None:
             st.finish(status, exc)
+        if forgotten and not self.closed:
+            self.connection.unwant([key])
 
     def _check_alive(self) -> None:
         if self.closed:
             raise CancelledError("the client was closed")
+        if not self.started:
+            raise RuntimeError("this asynchronous client has not started: "
+                               "client = await Client(..., asynchronous=True)")
         if not self.connection.alive():
             raise ConnectionError("lost the connection to the scheduler")
 
@@ -302,25 +281,43 @@ class Client:
 
     # -- submitting work ---------------------------------------------------------------
 
-    def _submit_graph(self, dsk: Mapping, keys: list, optimize: bool = False) -> list[Future]:
+    def _submit_graph(self, dsk: Mapping, keys: list, optimize: bool = False,
+                      options: dict | None = None) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
         dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
-        self.connection.submit(dsk, deps, new, prio, self._listener)
+        self.connection.submit(dsk, deps, new, prio, self._listener, options)
         return futures
 
-    def submit(self, func: Callable, *args: Any, key: Any = None, pure: bool = True,
+    def submit(self, func: Callable, *args: Any, key: Any = None, workers: Any = None,
+               resources: dict | None = None, retries: int | None = None,
+               priority: int = 0, fifo_timeout: Any = None, allow_other_workers: bool = False,
+               actor: bool = False, actors: bool = False, pure: bool = True,
                **kwargs: Any) -> Future:
-        """Run ``func(*args, **kwargs)`` on the cluster; Futures in args become values."""
+        """Run ``func(*args, **kwargs)`` on the cluster; Futures in args become values.
+
+        The scheduling keywords (``priority``, ``retries``, ``workers``, ...; see
+        :mod:`shmdask.annotations`) are the scheduler's, never ``func``'s.
+        """
         if not callable(func):
             raise TypeError(f"submit() needs a callable, not {type(func).__name__}")
+        options = scheduling_options(priority, retries, workers, allow_other_workers,
+                                     resources, fifo_timeout, actor or actors)
         d = _call(func, args, kwargs, pure=pure, name=None, key=key, nout=None)
-        return self._submit_graph(d.dask, [d.key])[0]
+        return self._submit_graph(d.dask, [d.key], options=options)[0]
 
-    def map(self, func: Callable, *iterables: Iterable, key: Any = None, pure: bool = True,
+    def map(self, func: Callable, *iterables: Iterable, key: Any = None, workers: Any = None,
+            retries: int | None = None, resources: dict | None = None, priority: int = 0,
+            allow_other_workers: bool = False, fifo_timeout: Any = None, actor: bool = False,
+            actors: bool = False, pure: bool = True, batch_size: int | None = None,
             **kwargs: Any) -> list[Future]:
-        """``submit`` over zipped iterables, as one graph."""
+        """``submit`` over zipped iterables, as one graph (``batch_size`` is
+        accepted for dask's sake: one graph is one message anyway)."""
+        if not callable(func):
+            raise TypeError(f"map() needs a callable, not {type(func).__name__}")
+        options = scheduling_options(priority, retries, workers, allow_other_workers,
+                                     resources, fifo_timeout, actor or actors)
         dsk: dict = {}
         keys = []
         for i, args in enumerate(zip(*iterables, strict=False)):
@@ -328,41 +325,59 @@ class Client:
             d = _call(func, args, kwargs, pure=pure, name=None, key=k, nout=None)
             dsk.update(d.dask)
             keys.append(d.key)
-        return self._submit_graph(dsk, keys)
+        return self._submit_graph(dsk, keys, options=options)
 
     def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
+                workers: Any = None, allow_other_workers: bool = False,
+                resources: dict | None = None, retries: int | None = 0, priority: int = 0,
+                fifo_timeout: Any = None, actors: Any = None, traverse: bool = True,
                 **kwargs: Any) -> Any:
-        """Start computing collection(s); returns Future(s) of their final values."""
+        """Start computing collection(s); returns Future(s) of their final values
+        (the values themselves with ``sync=True``)."""
+        options = scheduling_options(priority, retries, workers, allow_other_workers,
+                                     resources, fifo_timeout, actors)
         single = not isinstance(collections, list | tuple)
         colls = [collections] if single else list(collections)
         dsk: dict = {}
         keys = []
         for c in colls:
             if not base.is_collection(c):
-                raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+                graph, key = _dask_collection_graph(c, optimize_graph)
+                dsk.update(graph)
+                keys.append(key)
+                continue
             graph, (ks,) = base.collections_to_graph([c], optimize_graph)
             finalize, extra = c.__shmdask_postcompute__()
             key = f"finalize-{tokenize(ks, uuid.uuid4().hex)}"
             dsk.update(graph)
             dsk[key] = (finalize, ks, *extra)
             keys.append(key)
-        futures = self._submit_graph(dsk, keys, optimize=optimize_graph)
+        futures = self._submit_graph(dsk, keys, optimize=optimize_graph, options=options)
         if sync:
-            results = self.gather(futures)
-            return results[0] if single else results
+            return self.gather(futures[0] if single else futures)
         return futures[0] if single else futures
 
-    def persist(self, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
+    def persist(self, collections: Any, optimize_graph: bool = True, workers: Any = None,
+                allow_other_workers: bool | None = None, resources: dict | None = None,
+                retries: int | None = None, priority: int = 0, fifo_timeout: Any = None,
+                actors: Any = None, **kwargs: Any) -> Any:
         """Compute collections on the cluster and keep their data there."""
+        options = scheduling_options(priority, retries, workers, bool(allow_other_workers),
+                                     resources, fifo_timeout, actors)
         single = not isinstance(collections, list | tuple)
         colls = [collections] if single else list(collections)
-        out = self.persist_collections(colls, optimize_graph)
+        out = self.persist_collections(colls, optimize_graph, options)
         return out[0] if single else out
 
-    def persist_collections(self, collections: list, optimize: bool) -> list:
+    def persist_collections(self, collections: list, optimize: bool,
+                            options: dict | None = None) -> list:
+        if not all(base.is_collection(c) for c in collections):  # dask collections too
+            from shmdask.interop.dask_on_shmdask import persist_on_client
+
+            return persist_on_client(self, collections, optimize)
         dsk, keys = base.collections_to_graph(collections, optimize)
         flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
-        futures = dict(zip(flat, self._submit_graph(dsk, flat, optimize), strict=True))
+        futures = dict(zip(flat, self._submit_graph(dsk, flat, optimize, options), strict=True))
         out = []
         for c, ks in zip(collections, keys, strict=True):
             rebuild, extra = c.__shmdask_postpersist__()
@@ -376,8 +391,7 @@ class Client:
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
-        running = getattr(self.connection, "unfinished_tasks", None)
-        earlier = running() if waits_on_running and running is not None else 0
+        earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
         dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
@@ -442,16 +456,33 @@ class Client:
         self._plot_from = (stream.position, stream.memory_position)
         return plot_task_stream(records, memory, filename=filename)
 
-    def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Run a task graph here: dask's scheduler-function signature, so
+        ``dask.compute(x, scheduler=client)`` and ``scheduler=client.get`` work."""
         return base.get(dsk, keys, scheduler=self, **kwargs)
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
-        """Wait for Futures (in any nesting of lists/tuples/dicts) and fetch values."""
-        flat = [f for f in _iter_futures(futures)]
-        for f in flat:
+        """Wait for Futures (in any nesting of lists/tuples/dicts) and fetch values.
+
+        ``errors="skip"`` leaves failed and cancelled ones out of lists.
+        """
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors= must be 'raise' or 'skip', not {errors!r}")
+        if self.asynchronous:
+            return self._gather_async(futures, errors)
+        for f in _iter_futures(futures):
             f._wait(None)
+        return self._collect(futures, errors)
+
+    async def _gather_async(self, futures: Any, errors: str) -> Any:
+        await wait(list(_iter_futures(futures)))
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._collect, futures, errors)
+
+    def _collect(self, futures: Any, errors: str) -> Any:
+        """The values of finished futures, in the shape they were given."""
         wanted = []
-        for f in flat:
+        for f in _iter_futures(futures):
             st = f._status
             if st.status == "error":
                 if errors == "raise":
@@ -462,14 +493,20 @@ class Client:
             else:
                 wanted.append(f.key)
         values = self._fetch(list(dict.fromkeys(wanted))) if wanted else {}
-        return _replace_futures(futures, values)
+        return _replace_futures(futures, values, skip=errors == "skip")
 
-    def scatter(self, data: Any, broadcast: bool = False, hash: bool = True) -> Any:
+    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False,
+                direct: bool | None = None, hash: bool = True, timeout: Any = None,
+                asynchronous: bool | None = None) -> Any:
         """Put data into the cluster's store once; returns Future(s).
 
         numpy arrays go to shared memory, and every task on every worker then
-        maps them zero-copy (read-only).
+        maps them zero-copy (read-only): ``workers=`` and ``broadcast=`` change
+        nothing on one machine.
         """
+        return self._maybe_async(self._scatter, data, hash)
+
+    def _scatter(self, data: Any, hash: bool = True) -> Any:
         self._check_alive()
         if isinstance(data, dict):
             items = {k: v for k, v in data.items()}
@@ -492,27 +529,54 @@ class Client:
             return type(data)(out) if isinstance(data, list) else tuple(out)
         return out[0]
 
-    def cancel(self, futures: Any) -> None:
+    def cancel(self, futures: Any, asynchronous: bool | None = None, force: bool = False
+               ) -> Any:
         """Stop computing (or drop) these keys; their Futures become cancelled."""
-        for f in _iter_futures(futures):
+        return self._maybe_async(self._cancel, futures)
+
+    def _cancel(self, futures: Any) -> None:
+        for f in futures_of(futures):
             with self._lock:
                 held = self._refcount.pop(f.key, None) is not None
                 st = self._status.pop(f.key, None)
-            if st is not None and not st.event.is_set():
-                st.finish("cancelled", CancelledError(f"future {f.key!r} was cancelled"))
-            elif st is not None and st.status == "finished":
-                st.status = "cancelled"
+                self._forgotten.discard(f.key)
+            if st is not None:
+                st.cancel(f"future {f.key!r} was cancelled")
             if held:
                 self.connection.unwant([f.key])
 
-    def restart(self) -> Client:
+    def retry(self, futures: Any, asynchronous: bool | None = None) -> Any:
+        """Run the erred tasks behind these futures again."""
+        return self._maybe_async(self._retry, futures)
+
+    def _retry(self, futures: Any) -> None:
+        self._check_alive()
+        keys = [f.key for f in futures_of(futures) if f._status.reset()]
+        if keys:
+            self.connection.retry(list(dict.fromkeys(keys)), self._listener)
+
+    def _fire_and_forget(self, future: Future) -> None:
+        """Want ``future``'s key once more, until it finishes (see
+        :func:`shmdask.futures.fire_and_forget`)."""
+        self._check_alive()
+        with self._lock:
+            if future.key in self._forgotten:
+                return
+            self._forgotten.add(future.key)
+        self.connection.submit({}, {}, [future.key], None, self._listener, None)
+
+    def restart(self, timeout: Any = None, wait_for_workers: bool = True) -> Any:
         """Replace the workers and drop all data; existing Futures are cancelled."""
+        return self._maybe_async(self._restart)
+
+    def _restart(self) -> Client:
         with self._lock:
             statuses = list(self._status.values())
             self._status.clear()
             self._refcount.clear()
+            self._forgotten.clear()
         for st in statuses:  # their data is gone, finished or not
-            st.finish("cancelled", CancelledError("the cluster was restarted"))
+            st.cancel("the cluster was restarted")
         self.connection.restart()
         return self
 
@@ -521,8 +585,12 @@ class Client:
     def scheduler_info(self) -> dict:
         return self.connection.scheduler_info()
 
-    def nthreads(self) -> dict:
-        return {w: info["nthreads"] for w, info in self.scheduler_info()["workers"].items()}
+    def nthreads(self) -> Any:
+        """``{worker: threads}``."""
+        return self._maybe_async(lambda: {w: info["nthreads"] for w, info in
+                                          self.scheduler_info()["workers"].items()})
+
+    ncores = nthreads
 
     @property
     def dashboard_link(self) -> str | None:
@@ -537,9 +605,16 @@ class Client:
         except Exception:  # describing must never fail
             return None
 
+    @classmethod
+    def current(cls) -> Client:
+        """The default client (see :func:`default_client`)."""
+        return default_client()
+
     def __repr__(self) -> str:
         if self.closed:
             return f"<Client: {self.id} closed>"
+        if not self.started:
+            return f"<Client: {self.id} not started (await it)>"
         try:
             info = self.scheduler_info()
         except Exception:  # describing must never fail
@@ -548,13 +623,13 @@ class Client:
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
         link = self.dashboard_link
-        return (f"<Client: {info.get('address', 'inproc')} processes={len(workers)} "
+        return (f"<Client: {info.get('address', 'inproc')!r} processes={len(workers)} "
                 f"threads={threads}, memory={format_bytes(memory)}"
                 f"{f', dashboard={link}' if link else ''}>")
 
     def _repr_html_(self) -> str:
-        if self.closed:
-            return f"<b>Client {self.id}</b>: closed"
+        if self.closed or not self.started:
+            return f"<b>Client {self.id}</b>: {'closed' if self.closed else 'not started'}"
         info = self.scheduler_info()
         rows = "".join(
             f"<tr><td>{html.escape(str(wid))}</td><td>{w.get('kind', '')}</td>"
@@ -574,20 +649,29 @@ class Client:
 
     # -- closing -----------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, timeout: Any = None) -> Any:
+        """Let go of every key and close the cluster this client started."""
+        return self._maybe_async(self._close)
+
+    def _close(self) -> None:
         if self.closed:
             return
         self.closed = True
         if self._default_set and config.get("scheduler") is self:
             config.set(scheduler=self._previous_default)
+        undo_dask_default(self)
         with self._lock:
             statuses = list(self._status.values())
             held = list(self._refcount)
             self._status.clear()
             self._refcount.clear()
         for st in statuses:
-            if not st.event.is_set():
-                st.finish("cancelled", CancelledError("the client was closed"))
+            st.finish("cancelled", CancelledError("the client was closed"))
+        self._callbacks.close()
+        if self._loop_thread is not None:
+            self._loop_thread.close()
+        if not self.started:
+            return
         try:
             if held and self.connection.alive():
                 self.connection.unwant(held)  # the cluster may outlive this client
@@ -600,13 +684,70 @@ class Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._close()
 
 
 def _close_quietly(ref: weakref.ref) -> None:
     client = ref()
     if client is not None:
-        client.close()
+        client._close()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _LoopThread:
+    """An event loop on a thread of its own, for ``Client.sync`` outside a loop."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, awaitable: Awaitable, timeout: float | None) -> Any:
+        async def main() -> Any:
+            return await asyncio.wait_for(awaitable, timeout) if timeout else await awaitable
+
+        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+# -- the default client ------------------------------------------------------------------
+
+_defaults: list[weakref.ref] = []  # clients that made themselves the default, oldest first
+
+
+def _register_default(client: Client) -> None:
+    _defaults[:] = [r for r in _defaults if (c := r()) is not None and not c.closed]
+    _defaults.append(weakref.ref(client))
+
+
+def default_client(c: Client | None = None) -> Client:
+    """``c``, or the client in use: the configured scheduler if it is an open
+    Client, else the newest open client made with ``set_as_default=True``."""
+    if c is not None:
+        return c
+    configured = config.get("scheduler")
+    if isinstance(configured, Client) and not configured.closed:
+        return configured
+    for ref in reversed(_defaults):
+        client = ref()
+        if client is not None and not client.closed and client.started:
+            return client
+    raise ValueError("No clients found: start one first, e.g.\n"
+                     "  from shmdask.distributed import Client\n"
+                     "  client = Client()                      # a local cluster\n"
+                     "  client = Client('127.0.0.1:8786')      # or a running scheduler")
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -622,69 +763,39 @@ def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | No
     return keep, deps, prio
 
 
+def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
+    """``(graph, key)`` of a dask collection's final value; TypeError for a non-collection."""
+    from shmdask.interop import is_dask_collection
+
+    if not is_dask_collection(c):
+        raise TypeError(f"client.compute() needs collections, got {type(c).__name__}")
+    from shmdask.interop.dask_on_shmdask import finalized_graph
+
+    return finalized_graph(c, optimize_graph)
+
+
 def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
     prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
     return _strip_futures(prepared, deps, prio)
 
 
-def _iter_futures(x: Any) -> Iterator[Future]:
-    if isinstance(x, Future):
-        yield x
-    elif isinstance(x, list | tuple | set):
-        for i in x:
-            yield from _iter_futures(i)
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _iter_futures(v)
+def _iter_futures(x: Any) -> list[Future]:
+    """The Futures of a ``gather`` argument: nested lists, tuples, sets, dicts."""
+    return futures_of(x if isinstance(x, Future | list | tuple | set | dict) else [])
 
 
-def _replace_futures(x: Any, values: Mapping) -> Any:
+def _replace_futures(x: Any, values: Mapping, skip: bool = False) -> Any:
+    """``x`` with each Future replaced by its value; with ``skip``, Futures
+    without a value (failed) are left out of lists and tuples."""
     if isinstance(x, Future):
         return values.get(x.key)
     if isinstance(x, list | tuple):
-        return type(x)(_replace_futures(i, values) for i in x)
+        items = (i for i in x if not (skip and isinstance(i, Future) and i.key not in values))
+        return type(x)(_replace_futures(i, values, skip) for i in items)
     if isinstance(x, dict):
-        return {k: _replace_futures(v, values) for k, v in x.items()}
+        return {k: _replace_futures(v, values, skip) for k, v in x.items()
+                if not (skip and isinstance(v, Future) and v.key not in values)}
     return x
-
-
-# -- waiting helpers (dask.distributed's wait / as_completed) -----------------------
-
-
-def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> tuple:
-    """Wait for futures; returns ``(done, not_done)`` sets."""
-    futures = list(_iter_futures(fs))
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        done = {f for f in futures if f.done()}
-        if len(done) == len(futures) or (return_when == "FIRST_COMPLETED" and done):
-            return done, set(futures) - done
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"{len(futures) - len(done)} futures not done after {timeout} s")
-        time.sleep(0.005)
-
-
-class as_completed:  # noqa: N801 - dask's name
-    """Iterate over futures in the order they finish."""
-
-    def __init__(self, futures: Iterable = (), with_results: bool = False):
-        self._pending: list[Future] = list(futures)
-        self._with_results = with_results
-
-    def add(self, future: Future) -> None:
-        self._pending.append(future)
-
-    def __iter__(self) -> Iterator:
-        while self._pending:
-            for f in list(self._pending):
-                if f.done():
-                    self._pending.remove(f)
-                    yield (f, f.result()) if self._with_results else f
-            if self._pending:
-                time.sleep(0.002)
-
-    def count(self) -> int:
-        return len(self._pending)
 
 
 # -- the process scheduler without a Client ------------------------------------------
@@ -703,5 +814,5 @@ def default_process_client() -> Client:
         return _default_client
 
 
-__all__ = ["Client", "Future", "wait", "as_completed", "CancelledError", "_funcname",
-           "unpack_collections"]
+__all__ = ["Client", "Future", "wait", "as_completed", "CancelledError", "default_client",
+           "fire_and_forget", "futures_of", "_funcname", "unpack_collections"]

@@ -25,11 +25,34 @@ and a task nested in them runs), while dicts are literals whose contents are
 never evaluated.  A graph that dask's ``dask.get`` accepts therefore means the
 same here.  A missing dependency can only be detected for values the caller
 declares as keys (see :func:`check_graph`): an argument naming no key is data.
+
+dask's task spec
+----------------
+Graphs that dask hands a scheduler today mix classic tuples with the node
+objects of ``dask._task_spec``, and every helper here reads those natively:
+
+    Task(key, func, *args, **kwargs)   a call; List/Tuple/Set/Dict are Tasks that
+                                       build a container
+    TaskRef(key)                       the value of another key (so is a
+                                       dask.distributed Future: a TaskRef subclass)
+    Alias(key, target)                 the value of ``target``
+    DataNode(key, value)               ``value`` as is
+
+Inside a node the rules are the spec's, not the classic ones: only TaskRefs
+and nested nodes are references (a str or tuple argument is data even when it
+names a key), and a TaskRef names its key whether or not this graph holds it
+(a missing one is reported by :func:`cull`).  A spec node met in a classic
+computation means what it means to dask (``(f, TaskRef("x"))`` passes x's
+value).  A node type not listed above (a new or third-party GraphNode) is an
+:class:`UnknownNodeError` as soon as a graph holding it is read: it must never
+reach a user as if it were a result.  dask itself is not imported here: only
+objects of an already imported ``dask._task_spec`` can be spec nodes.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -70,9 +93,87 @@ def _refers(x: Any, dsk: Mapping) -> bool:
         return False
 
 
+# -- dask task-spec nodes ---------------------------------------------------------
+
+#: What a spec node is to shmdask.
+TASK, REF, ALIAS, DATA = "task", "ref", "alias", "data"
+
+
+class UnknownNodeError(TypeError):
+    """A graph holds a dask task-spec node type that shmdask cannot run."""
+
+    def __init__(self, typ: type):
+        self.node_type = typ
+        super().__init__(
+            f"task graph holds a {typ.__module__}.{typ.__qualname__} node, a dask task-spec "
+            "type shmdask does not know how to run (it knows Task, List, Tuple, Set, Dict, "
+            "TaskRef, Alias and DataNode); compute this collection with a dask scheduler"
+        )
+
+
+#: type -> its kind (or None: not a spec node), filled as types are met.
+_node_kinds: dict[type, str | None] = {}
+
+
+def _classify(typ: type) -> str | None:
+    spec = sys.modules.get("dask._task_spec")
+    kind = None
+    if spec is not None and issubclass(typ, (spec.GraphNode, spec.TaskRef)):
+        kind = {spec.Task: TASK, spec.List: TASK, spec.Tuple: TASK, spec.Set: TASK,
+                spec.Dict: TASK, spec.Alias: ALIAS, spec.DataNode: DATA}.get(typ)
+        if kind is None:
+            # a TaskRef subclass (dask.distributed's Future) still just names a key;
+            # a GraphNode subclass may run anything: refuse what we cannot read
+            if not issubclass(typ, spec.TaskRef) or issubclass(typ, spec.GraphNode):
+                raise UnknownNodeError(typ)
+            kind = REF
+    # Caching None is safe even before dask is imported: a type that existed
+    # then cannot be a subclass of a spec class made later.
+    _node_kinds[typ] = kind
+    return kind
+
+
+def node_kind(x: Any) -> str | None:
+    """``TASK``, ``REF``, ``ALIAS`` or ``DATA`` for a dask task-spec node, None
+    for anything else; :class:`UnknownNodeError` for a spec node we cannot run."""
+    typ = type(x)
+    try:
+        return _node_kinds[typ]
+    except KeyError:
+        return _classify(typ)
+
+
+def _node_references(node: Any, kind: str, refs: list) -> None:
+    """Append the keys a spec node refers to (repeats included)."""
+    if kind is REF:
+        refs.append(node.key)
+        return
+    if kind is ALIAS:
+        refs.append(node.target)
+        return
+    if kind is DATA:
+        return
+    stack = [*node.args, *node.kwargs.values()]
+    while stack:
+        x = stack.pop()
+        k = node_kind(x)
+        if k is TASK:
+            stack.extend(x.args)
+            stack.extend(x.kwargs.values())
+        elif k is REF:
+            refs.append(x.key)
+        elif k is ALIAS:
+            refs.append(x.target)
+        # DATA nodes and everything else are data
+
+
 def key_references(computation: Any, dsk: Mapping) -> list:
-    """Every reference to a key of ``dsk`` inside ``computation``, repeats included."""
-    refs = []
+    """Every reference to a key inside ``computation``, repeats included.
+
+    Classic values refer to keys of ``dsk`` only; spec nodes refer to the keys
+    they name, in ``dsk`` or not.
+    """
+    refs: list = []
     stack = [computation]
     while stack:
         x = stack.pop()
@@ -89,12 +190,14 @@ def key_references(computation: Any, dsk: Mapping) -> list:
         elif typ is str:
             if x in dsk:
                 refs.append(x)
+        elif typ is not dict and (kind := node_kind(x)) is not None:
+            _node_references(x, kind, refs)
         # dicts and everything else are literals
     return refs
 
 
 def find_keys(computation: Any, dsk: Mapping) -> set:
-    """Keys of ``dsk`` referenced anywhere inside ``computation``."""
+    """Keys referenced anywhere inside ``computation`` (see :func:`key_references`)."""
     return set(key_references(computation, dsk))
 
 
@@ -188,8 +291,14 @@ def check_graph(dsk: Graph, keys: Iterable) -> None:
     toposort(dsk)
 
 
-def cull(dsk: Graph, keys: Iterable, dependencies: Mapping | None = None) -> tuple[dict, dict]:
-    """The part of ``dsk`` needed for ``keys``; returns ``(graph, dependencies)``."""
+def cull(dsk: Graph, keys: Iterable, dependencies: Mapping | None = None,
+         missing: list | None = None) -> tuple[dict, dict]:
+    """The part of ``dsk`` needed for ``keys``; returns ``(graph, dependencies)``.
+
+    A dependency the graph lacks (only a spec reference can name one: a key a
+    scheduler already holds, say) is a KeyError, or is appended to ``missing``
+    when a list is given.
+    """
     out: dict = {}
     out_deps: dict = {}
     stack = list(keys)
@@ -200,33 +309,66 @@ def cull(dsk: Graph, keys: Iterable, dependencies: Mapping | None = None) -> tup
         out[k] = dsk[k]
         ds = dependencies[k] if dependencies is not None else find_keys(dsk[k], dsk)
         out_deps[k] = ds
-        stack.extend(d for d in ds if d not in out)
+        for d in ds:
+            if d not in out:
+                if _refers(d, dsk):
+                    stack.append(d)
+                elif missing is None:
+                    raise KeyError(f"task {k!r} depends on key {d!r}, which is not in "
+                                   "the task graph")
+                elif d not in missing:
+                    missing.append(d)
     return out, out_deps
 
 
-def _substitute(computation: Any, key: Key, value: Any, dsk: Mapping) -> Any:
-    """Replace references to ``key`` inside ``computation`` by ``value``."""
+def _substitute(computation: Any, key: Key, value: Any, dsk: Mapping, done: list) -> Any:
+    """Replace references to ``key`` inside a classic ``computation`` by ``value``;
+    ``done`` gets one item per reference replaced."""
     typ = type(computation)
     if typ is tuple:
         if computation and callable(computation[0]):
             return (computation[0],) + tuple(
-                _substitute(a, key, value, dsk) for a in computation[1:]
+                _substitute(a, key, value, dsk, done) for a in computation[1:]
             )
         if computation == key:
+            done.append(key)
             return value
         if _refers(computation, dsk):  # another key: not a container to look into
             return computation
-        return tuple(_substitute(a, key, value, dsk) for a in computation)
+        return tuple(_substitute(a, key, value, dsk, done) for a in computation)
     if typ is list:
-        return [_substitute(a, key, value, dsk) for a in computation]
+        return [_substitute(a, key, value, dsk, done) for a in computation]
     if typ is set or typ is frozenset:
-        items = [_substitute(a, key, value, dsk) for a in computation]
+        items = [_substitute(a, key, value, dsk, done) for a in computation]
         if all(a is b for a, b in zip(items, computation, strict=True)):
             return computation
         return (typ, items)  # a task: the substituted items need not be hashable
     if typ is str and computation == key:
+        done.append(key)
         return value
+    # spec nodes nested in a classic task are left alone: the caller sees that
+    # fewer references were replaced than exist, and does not fuse
     return computation
+
+
+def _fuse_pair(a: Key, comp_a: Any, b: Key, comp_b: Any, dsk: Mapping) -> Any:
+    """``comp_b`` with its one reference to ``a`` replaced by ``comp_a``, or None
+    when the two cannot be fused.
+
+    Classic into classic nests the tuple; a spec Task, Alias or DataNode into a
+    spec Task or Alias becomes a nested node (dask evaluates nested nodes in
+    place).  Other mixtures are not fused: a classic task inside a spec node
+    would be data.
+    """
+    if key_references(comp_b, dsk).count(a) != 1:
+        return None
+    if is_task(comp_a) and is_task(comp_b):
+        done: list = []
+        fused = _substitute(comp_b, a, comp_a, dsk, done)
+        return fused if len(done) == 1 else None
+    if node_kind(comp_b) in (TASK, ALIAS) and node_kind(comp_a) in (TASK, ALIAS, DATA):
+        return comp_b.substitute({a: comp_a}, key=b)
+    return None
 
 
 #: Longest chain folded into one task.  Fused tasks nest, and evaluating
@@ -245,7 +387,8 @@ def fuse_linear(
     ``a`` is folded into its dependent ``b`` when ``a`` has exactly one
     dependent, ``b`` has exactly one dependency and refers to it once, and
     ``a`` is not requested.  The fused computation nests ``a``'s task inside
-    ``b``'s, so the result is still a plain spec graph; chains longer than
+    ``b``'s (see :func:`_fuse_pair`), so the result is still a graph of the
+    same spec; chains longer than
     :data:`MAX_FUSED_CHAIN` are cut into several tasks.  Fan-in is never
     fused: that would trade away parallelism.  Returns ``(graph, dependencies)``.
     ``topo`` may pass a topological order already computed.
@@ -260,12 +403,15 @@ def fuse_linear(
         if len(users) != 1 or a in keep:
             continue
         (b,) = users
-        if len(deps[b]) != 1 or not is_task(out[a]) or not is_task(out[b]):
+        if len(deps[b]) != 1:
             continue
         length = chain.get(a, 1) + chain.get(b, 1)
-        if length > MAX_FUSED_CHAIN or key_references(out[b], out).count(a) != 1:
+        if length > MAX_FUSED_CHAIN:
             continue
-        out[b] = _substitute(out[b], a, out[a], out)
+        fused = _fuse_pair(a, out[a], b, out[b], out)
+        if fused is None:
+            continue
+        out[b] = fused
         chain[b] = length
         deps[b] = deps[a]
         for d in deps[a]:
@@ -334,9 +480,28 @@ def execute_task(computation: Any, data: Mapping) -> Any:
         return [execute_task(a, data) for a in computation]
     if typ is set or typ is frozenset:
         return typ([execute_task(a, data) for a in computation])
-    if typ is str and computation in data:
-        return data[computation]
+    if typ is str:
+        return data[computation] if computation in data else computation
+    if typ is not dict and (kind := node_kind(computation)) is not None:
+        return _execute_node(computation, kind, data)
     return computation
+
+
+def _execute_node(node: Any, kind: str, data: Mapping) -> Any:
+    """Evaluate a spec node: only TaskRefs and nested nodes are looked up or run."""
+    if kind is TASK:
+        args = [_execute_node(a, k, data) if (k := node_kind(a)) is not None else a
+                for a in node.args]
+        if node.kwargs:
+            kwargs = {name: _execute_node(v, k, data) if (k := node_kind(v)) is not None else v
+                      for name, v in node.kwargs.items()}
+            return node.func(*args, **kwargs)
+        return node.func(*args)
+    if kind is REF:
+        return data[node.key]
+    if kind is ALIAS:
+        return data[node.target]
+    return node.value
 
 
 def flatten(seq: Any, container: type = list) -> Iterator:
@@ -367,6 +532,23 @@ def key_split(key: Hashable) -> str:
             break
         kept.append(word)
     return "-".join(kept)
+
+
+def as_graph(obj: Any) -> dict:
+    """A task graph as a dict, from whatever dask hands a scheduler: a dict, a
+    HighLevelGraph (or any mapping), or an object whose ``__dask_graph__()``
+    gives one (dask's expressions, collections)."""
+    if type(obj) is dict:
+        return obj
+    if not isinstance(obj, Mapping) and callable(getattr(obj, "__dask_graph__", None)):
+        obj = obj.__dask_graph__()
+        if type(obj) is dict:
+            return obj
+    if isinstance(obj, Mapping):
+        to_dict = getattr(obj, "to_dict", None)  # a HighLevelGraph merges its layers once
+        return dict(to_dict()) if callable(to_dict) else dict(obj)
+    raise TypeError(f"a task graph must be a mapping (or have __dask_graph__), "
+                    f"not {type(obj).__name__}")
 
 
 def merge(*graphs: Mapping) -> dict:

@@ -492,7 +492,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> int:
 
 
 def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
-    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.tcp_server")
     pytest.importorskip("shmdask.cluster.remote_worker")
     from shmdask.distributed import Client
 
@@ -527,7 +527,7 @@ def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
 
 
 def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
-    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.tcp_server")
     pytest.importorskip("shmdask.cluster.remote_worker")
     from shmdask.distributed import Client
 
@@ -569,7 +569,7 @@ def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
 
 
 def test_scheduler_banner_shows_the_dashboard(shmdask_cmd):
-    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.tcp_server")
     import urllib.request
 
     proc = shmdask_cmd.popen("scheduler", "--port", "0", "--dashboard-address", ":0")
@@ -612,7 +612,7 @@ def test_run_dashboard_and_its_report(shmdask_cmd, tmp_path):
 
 
 def test_scheduler_port_in_use(shmdask_cmd):
-    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.tcp_server")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -626,7 +626,7 @@ def test_scheduler_port_in_use(shmdask_cmd):
 
 
 def test_run_listen_port_in_use(shmdask_cmd, tmp_path):
-    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.tcp_server")
     path = write(tmp_path, "ok.py", 'print("should not run")\n')
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -651,7 +651,7 @@ def test_worker_unreachable_address(shmdask_cmd):
 
 
 def test_run_listen_lets_a_remote_worker_join(shmdask_cmd, tmp_path):
-    pytest.importorskip("shmdask.cluster.tcp")
+    pytest.importorskip("shmdask.cluster.tcp_server")
     pytest.importorskip("shmdask.cluster.remote_worker")
     port = free_port()
     path = write(tmp_path, "joined.py", CLUSTER_INFO + f"""

@@ -289,7 +289,8 @@ def test_api_follows_a_computation(cluster, base):
 
     def progress_done() -> bool:
         groups = {g["name"]: g for g in get_json(base, "/api/progress")["groups"]}
-        return groups.get("slow_inc", {}).get("done") == n
+        stream = get_json(base, f"/api/task-stream?since={cursor}&window=600")
+        return groups.get("slow_inc", {}).get("done") == n and len(stream["start"]) == n + 1
 
     wait_for(progress_done, what="progress to reach the total")
     groups = {g["name"]: g for g in get_json(base, "/api/progress")["groups"]}

@@ -765,7 +765,7 @@ def test_worker_without_shm_and_inlined_values(cluster):
     assert decode_message(conn.recv_bytes())[0][0] == "hello"
     x = cluster.store.from_user(np.arange(100_000.0))
     assert x.where == "shm"
-    x_inline = cluster.store.inlined(x)
+    x_inline = cluster.store.outgoing(x)  # what the TCP listener sends a remote worker
     assert x_inline.where == "inline" and x_inline.nbytes == x.nbytes
     conn.send_bytes(encode_message(("run", ["y"]), [("y", (add, "x", 1.0), {"x": x_inline})],
                                    state))

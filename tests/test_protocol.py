@@ -225,7 +225,7 @@ def test_detach_copies_inline_pieces_out_of_the_message():
     np.testing.assert_array_equal(deserialize_value(received), np.arange(1500))
 
 
-def test_full_shm_falls_back_to_inline(allocator, monkeypatch):
+def test_full_shm_falls_back_to_inline(allocator, monkeypatch, caplog):
     import errno
 
     def full(nbytes):
@@ -233,8 +233,9 @@ def test_full_shm_falls_back_to_inline(allocator, monkeypatch):
 
     monkeypatch.setattr(allocator, "alloc", full)
     monkeypatch.setattr(protocol, "_warned_shm_full", False)
-    with pytest.warns(RuntimeWarning, match="cannot allocate shared memory"):
+    with caplog.at_level("WARNING", logger="shmdask.cluster"):
         s = serialize_value(np.ones(100_000), allocator, "w")
+    assert "cannot allocate shared memory" in caplog.text  # logged: not the user's mistake
     assert s.where == "inline"
     np.testing.assert_array_equal(deserialize_value(s), np.ones(100_000))
 

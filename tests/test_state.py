@@ -560,3 +560,85 @@ def test_a_bad_graph_leaves_no_half_added_tasks():
     submit(s, {"a": (inc, 1), "b": (inc, "a")}, ["b"])
     assert run_all(s) == ["a", "b"]
     assert s.state_of("b") == "memory"
+
+
+# -- scheduling options: user priority, retries, generations, retry() --------------
+
+
+def test_user_priority_outranks_submission_order_and_graph_order():
+    s = SchedulerState()
+    s.update_graph({"early": (inc, 1)}, {"early": []}, ["early"], {"early": 0})
+    s.update_graph({"low": (inc, 2)}, {"low": []}, ["low"], {"low": 0},
+                   annotations={"priority": -1})
+    s.update_graph({"urgent": (inc, 3)}, {"urgent": []}, ["urgent"], {"urgent": 9},
+                   annotations={"priority": 10})
+    assert [s.pop_ready().key for _ in range(3)] == ["urgent", "early", "low"]
+
+
+def test_same_generation_orders_by_graph_priority():
+    s = SchedulerState()
+    s.update_graph({"a": (inc, 1)}, {"a": []}, ["a"], {"a": 5})
+    s.update_graph({"b": (inc, 1)}, {"b": []}, ["b"], {"b": 1}, new_generation=False)
+    assert [s.pop_ready().key for _ in range(2)] == ["b", "a"]
+    s.update_graph({"c": (inc, 1)}, {"c": []}, ["c"], {"c": 0})
+    s.update_graph({"d": (inc, 1)}, {"d": []}, ["d"], {"d": 0}, new_generation=True)
+    assert [s.pop_ready().key for _ in range(2)] == ["c", "d"]
+
+
+def test_retries_put_an_erred_task_back_to_ready():
+    s = SchedulerState()
+    dsk = {"a": (inc, 1), "b": (inc, "a")}
+    s.update_graph(dsk, {"a": [], "b": ["a"]}, ["b"], {"a": 0, "b": 1},
+                   annotations={"retries": 2})
+    ts = s.pop_ready()
+    assert ts.key == "a"
+    for _ in range(2):  # two failures are retried ...
+        assert s.erred("a", ValueError("flaky")) == ([], [])
+        assert s.state_of("a") == "ready"
+        assert s.pop_ready().key == "a"
+    erred, _ = s.erred("a", ValueError("again"))  # ... the third is final
+    assert sorted(erred) == ["a", "b"]
+    assert s.state_of("b") == "erred"
+
+
+def test_retries_then_success_runs_the_dependents():
+    s = SchedulerState()
+    s.update_graph({"a": (inc, 1), "b": (inc, "a")}, {"a": [], "b": ["a"]}, ["b"],
+                   annotations={"retries": 1})
+    assert s.pop_ready().key == "a"
+    s.erred("a", ValueError("flaky"))
+    assert s.pop_ready().key == "a"
+    s.finished("a")
+    assert s.pop_ready().key == "b"
+    s.finished("b")
+    assert s.state_of("b") == "memory"
+
+
+def test_retry_reruns_erred_tasks_and_their_released_inputs():
+    s = SchedulerState()
+    dsk = {"x": (inc, 1), "y": (inc, "x"), "z": (inc, "y")}
+    s.update_graph(dsk, {"x": [], "y": ["x"], "z": ["y"]}, ["z"], {"x": 0, "y": 1, "z": 2},
+                   annotations={"priority": 3})
+    assert run_one(s, "x") == ("x", [])
+    assert s.pop_ready().key == "y"
+    erred, released = s.erred("y", ValueError("boom"))
+    assert sorted(erred) == ["y", "z"] and released == ["x"]
+    assert s.state_of("z") == "erred" and s.state_of("x") == "released"
+    assert sorted(s.retry(["z"])) == ["x", "y", "z"]
+    assert s.tasks["z"].who_wants == 1  # the client still holds it
+    assert s.tasks["z"].priority[0] == -3  # options survive the retry
+    assert run_all(s) == ["x", "y", "z"]
+    assert s.state_of("z") == "memory"
+    assert s.retry(["z"]) == []  # not erred: nothing to do
+
+
+def test_retry_keeps_inputs_still_in_memory():
+    s = SchedulerState()
+    s.update_graph({"x": (inc, 1)}, {"x": []}, ["x"])
+    run_one(s, "x")
+    s.update_graph({"y": (inc, "x")}, {"y": ["x"]}, ["y"])
+    s.pop_ready()
+    s.erred("y", ValueError("boom"))
+    assert s.retry(["y"]) == ["y"]
+    assert s.state_of("x") == "memory" and s.tasks["x"].waiters == 1
+    assert run_all(s) == ["y"]

@@ -16,8 +16,9 @@ import pytest
 from conftest import wait_for
 
 from shmdask.client import Client
-from shmdask.cluster import comm
+from shmdask.cluster import address, auth
 from shmdask.cluster.comm import AuthenticationError, Comm, header_frames, recv_message
+from shmdask.cluster.protocol import FRAME_COUNT
 
 # Functions of this module travel by value: workers cannot import a test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -41,7 +42,7 @@ class SchedulerProcess:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         opts = {**HEARTBEAT, **options}
         code = textwrap.dedent(f"""
-            from shmdask.cluster.tcp import serve_scheduler
+            from shmdask.cli.cluster import serve_scheduler
             serve_scheduler(host={host!r}, port={port}, n_workers={n_workers}, **{opts!r})
         """)
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env(),
@@ -51,7 +52,7 @@ class SchedulerProcess:
             self.proc.kill()
             raise RuntimeError(f"scheduler did not start: {line!r} {self.read_log()}")
         self.address = line.split()[-1]
-        _, self.host, self.port = comm.parse_address(self.address)
+        _, self.host, self.port = address.parse_address(self.address)
 
     def read_log(self) -> str:
         with open(self.log.name) as f:
@@ -269,8 +270,8 @@ def raw_socket(scheduler) -> socket.socket:
 
 def authenticated_comm(scheduler) -> Comm:
     sock = raw_socket(scheduler)
-    key = comm.find_key(scheduler.host, scheduler.port)
-    comm.client_handshake(sock, key)
+    key = auth.find_key(scheduler.host, scheduler.port)
+    auth.client_handshake(sock, key)
     c = Comm(sock, "test")
     c.send(header_frames(("hello", "client", {})))
     assert recv_message(c)[0][0] == "welcome"
@@ -301,7 +302,7 @@ def test_no_key_is_refused(scheduler, monkeypatch, tmp_path):
         Client(scheduler.address, set_as_default=False)
     # a peer that just makes up a proof
     sock = raw_socket(scheduler)
-    sock.sendall(comm.MAGIC + (1).to_bytes(2, "big"))
+    sock.sendall(auth.MAGIC + (1).to_bytes(2, "big"))
     assert sock.recv(33)[:1] == b"N"  # the challenge
     sock.sendall(b"\0" * 64)
     assert b"authentication failed" in wait_closed(sock)
@@ -321,7 +322,7 @@ def test_a_wrong_address_is_named_before_any_key_is_looked_for(monkeypatch, tmp_
 
 
 def test_client_takes_the_key_as_an_argument(scheduler, monkeypatch, tmp_path):
-    key = comm.key_file(scheduler.host, scheduler.port).read_text()
+    key = auth.key_file(scheduler.host, scheduler.port).read_text()
     monkeypatch.setenv("HOME", str(tmp_path))  # no key file to find: only the argument
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.delenv("SHMDASK_AUTH_KEY", raising=False)
@@ -332,7 +333,7 @@ def test_client_takes_the_key_as_an_argument(scheduler, monkeypatch, tmp_path):
 
 
 def test_wrong_key_is_refused(scheduler):
-    from shmdask.cluster.tcp import connect_client
+    from shmdask.cluster.tcp_client import connect_client
 
     with pytest.raises(AuthenticationError, match="authentication failed"):
         connect_client(scheduler.address, auth_key="not the key")
@@ -363,7 +364,7 @@ def test_an_http_request_is_refused(scheduler):
 
 def test_a_frame_claiming_terabytes_is_refused(scheduler):
     c = authenticated_comm(scheduler)
-    c.sock.sendall(comm._COUNT.pack(1) + (1 << 42).to_bytes(8, "big"))
+    c.sock.sendall(FRAME_COUNT.pack(1) + (1 << 42).to_bytes(8, "big"))
     wait_closed(c.sock)
     assert_still_serving(scheduler)
     assert "announced a frame of 4398046511104 bytes" in scheduler.read_log()
@@ -371,7 +372,7 @@ def test_a_frame_claiming_terabytes_is_refused(scheduler):
 
 def test_a_truncated_frame_is_refused(scheduler):
     c = authenticated_comm(scheduler)
-    c.sock.sendall(comm._COUNT.pack(2) + (10).to_bytes(8, "big") + (1000).to_bytes(8, "big")
+    c.sock.sendall(FRAME_COUNT.pack(2) + (10).to_bytes(8, "big") + (1000).to_bytes(8, "big")
                    + pickle.dumps(("x",))[:10] + b"partial")
     c.sock.shutdown(socket.SHUT_WR)
     wait_closed(c.sock)
@@ -452,7 +453,7 @@ def test_scheduler_going_away():
         f = c.submit(time.sleep, 30, key="long")
         time.sleep(0.3)
         s.stop(signal.SIGKILL)
-        comm.key_file(s.host, s.port).unlink()  # a killed scheduler cannot remove it
+        auth.key_file(s.host, s.port).unlink()  # a killed scheduler cannot remove it
         with pytest.raises(ConnectionError, match="scheduler"):
             f.result(timeout=30)
         assert worker.wait(30) == 1
@@ -483,7 +484,7 @@ def test_workers_rejoin_a_restarted_scheduler():
 
 def test_key_file_is_removed_when_the_scheduler_closes():
     s = SchedulerProcess()
-    path = comm.key_file(s.host, s.port)
+    path = auth.key_file(s.host, s.port)
     assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
     assert s.stop() == 0
     assert not path.exists()
@@ -527,7 +528,7 @@ def test_tls_workers_and_clients(certificate, monkeypatch):
             assert sum(c.gather(c.map(inc, range(100)))) == sum(range(1, 101))
         monkeypatch.delenv("SHMDASK_TLS_CERT")
         monkeypatch.delenv("SHMDASK_TLS_KEY")
-        from shmdask.cluster.tcp import connect_client
+        from shmdask.cluster.tcp_client import connect_client
 
         with pytest.raises((ConnectionError, OSError)):  # no client certificate
             connect_client(s.address, timeout=5)
@@ -549,7 +550,7 @@ def test_tls_workers_and_clients(certificate, monkeypatch):
 @pytest.mark.parametrize("kind", ["processes", "threads"])
 def test_listener_on_an_in_process_cluster(kind):
     from shmdask.cluster.local_cluster import LocalCluster
-    from shmdask.cluster.tcp import attach_listener
+    from shmdask.cluster.tcp_server import attach_listener
     from shmdask.scheduler.local import ThreadCluster
 
     cluster = LocalCluster(n_workers=1) if kind == "processes" else ThreadCluster(1)
@@ -645,7 +646,7 @@ def network_namespace():
 def test_worker_in_its_own_network_namespace_and_shared_memory(network_namespace):
     netns, host_ip, ns_ip = network_namespace
     s = SchedulerProcess(n_workers=1, host=host_ip)
-    key = comm.key_file(host_ip, s.port).read_text()
+    key = auth.key_file(host_ip, s.port).read_text()
     script = ("mount -t tmpfs -o size=16m tmpfs /dev/shm && "
               f"exec {sys.executable} -m shmdask.cluster.remote_worker {s.address} "
               "--name far-away")
@@ -677,7 +678,7 @@ def test_worker_in_its_own_network_namespace_and_shared_memory(network_namespace
 def test_dropped_futures_release_their_data_on_the_scheduler():
     import gc
 
-    from shmdask.cluster.tcp import attach_listener
+    from shmdask.cluster.tcp_server import attach_listener
     from shmdask.scheduler.local import ThreadCluster
 
     cluster = ThreadCluster(1)

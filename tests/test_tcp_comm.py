@@ -1,4 +1,5 @@
-"""comm.py alone: addresses, key files, the HMAC handshake, frames and values on a socketpair."""
+"""address.py, auth.py and comm.py alone: addresses, key files, the HMAC handshake, frames and
+values on a socketpair."""
 
 import os
 import pickle
@@ -9,21 +10,20 @@ import threading
 import numpy as np
 import pytest
 
-from shmdask.cluster import comm
+from shmdask.cluster import address, auth, comm
+from shmdask.cluster.address import parse_address
+from shmdask.cluster.auth import client_handshake, server_handshake
 from shmdask.cluster.comm import (
     AuthenticationError,
     ClockOffset,
     Comm,
     CommClosedError,
     ProtocolError,
-    client_handshake,
     dumps_values,
     loads_values,
-    parse_address,
     recv_message,
-    server_handshake,
 )
-from shmdask.cluster.protocol import Stored, deserialize_value, serialize_value
+from shmdask.cluster.protocol import FRAME_COUNT, Stored, deserialize_value, serialize_value
 
 
 def test_parse_address():
@@ -31,7 +31,7 @@ def test_parse_address():
     assert parse_address("127.0.0.1:9000") == ("tcp", "127.0.0.1", 9000)
     assert parse_address("localhost") == ("tcp", "localhost", 8786)
     assert parse_address("tls://[::1]:1234") == ("tls", "::1", 1234)
-    assert comm.format_address("tcp", "::1", 5) == "tcp://[::1]:5"
+    assert address.format_address("tcp", "::1", 5) == "tcp://[::1]:5"
     with pytest.raises(ValueError, match="unknown scheme"):
         parse_address("http://127.0.0.1:80")
     with pytest.raises(ValueError, match="out of range"):
@@ -44,17 +44,17 @@ def test_key_file_is_private_and_found_by_address(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.delenv("SHMDASK_AUTH_KEY", raising=False)
-    key = comm.new_key()
-    path = comm.write_key_file("127.0.0.1", 4321, key)
+    key = auth.new_key()
+    path = auth.write_key_file("127.0.0.1", 4321, key)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-    assert comm.find_key("127.0.0.1", 4321) == key
-    assert comm.find_key("localhost", 4321) == key  # loopback aliases
-    assert comm.find_key("127.0.0.1", 4322) is None
+    assert auth.find_key("127.0.0.1", 4321) == key
+    assert auth.find_key("localhost", 4321) == key  # loopback aliases
+    assert auth.find_key("127.0.0.1", 4322) is None
     monkeypatch.setenv("SHMDASK_AUTH_KEY", "from-env")
-    assert comm.find_key("127.0.0.1", 4321) == b"from-env"
+    assert auth.find_key("127.0.0.1", 4321) == b"from-env"
     with pytest.raises(ValueError, match="empty"):
-        comm.as_key("")
+        auth.as_key("")
 
 
 def _handshake_pair(server_key: bytes, client_key: bytes):
@@ -172,7 +172,7 @@ def test_data_frames_land_where_alloc_says():
 
 def test_a_frame_larger_than_the_maximum_is_refused_before_allocation():
     left, right = _comm_pair(max_frame_bytes=1 << 20)
-    left.sock.sendall(comm._COUNT.pack(1) + (1 << 40).to_bytes(8, "big"))
+    left.sock.sendall(FRAME_COUNT.pack(1) + (1 << 40).to_bytes(8, "big"))
     with pytest.raises(ProtocolError, match="announced a frame of 1099511627776 bytes"):
         right.recv()
     left.close()
@@ -181,7 +181,7 @@ def test_a_frame_larger_than_the_maximum_is_refused_before_allocation():
 
 def test_truncated_frame_and_silence():
     left, right = _comm_pair()
-    left.sock.sendall(comm._COUNT.pack(1) + (100).to_bytes(8, "big") + b"x" * 50)
+    left.sock.sendall(FRAME_COUNT.pack(1) + (100).to_bytes(8, "big") + b"x" * 50)
     left.sock.close()
     with pytest.raises(ProtocolError, match="middle of a frame"):
         right.recv()
@@ -197,7 +197,7 @@ def test_truncated_frame_and_silence():
 def test_failed_read_gives_allocated_blocks_back():
     left, right = _comm_pair()
     n = 1 << 16
-    left.sock.sendall(comm._COUNT.pack(2) + (5).to_bytes(8, "big")
+    left.sock.sendall(FRAME_COUNT.pack(2) + (5).to_bytes(8, "big")
                       + (n | comm.DATA_FLAG).to_bytes(8, "big") + b"hello" + b"y" * 10)
     left.sock.close()
     freed = []

@@ -744,10 +744,6 @@ def _call_with_block_id(func: Callable, block_id: tuple, *args: Any, **kwargs: A
     return func(*args, block_id=block_id, **kwargs)
 
 
-def _call_kwargs(func: Callable, kwargs: dict, *args: Any) -> Any:
-    return func(*args, **kwargs)
-
-
 def map_blocks(func: Callable, *args: Any, dtype: Any = None, chunks: Any = None,
                drop_axis: Any = (), new_axis: Any = None, name: str | None = None,
                **kwargs: Any) -> Array:

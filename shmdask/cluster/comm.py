@@ -1,21 +1,15 @@
-"""Frames over a socket, the authenticated handshake, and values on the wire.
+"""Frames over an authenticated socket, and values on the wire.
 
 What flows in and out:
 
-- **Handshake** (raw bytes, nothing unpickled): the peer sends ``MAGIC,
-  version``; the listener answers ``"N", nonce_s``; the peer sends ``nonce_c,
-  HMAC-SHA256(key, "client" + nonce_s + nonce_c)``; the listener checks it
-  with :func:`hmac.compare_digest` and answers ``"K" + HMAC(key, "server" +
-  nonce_c + nonce_s)`` so the peer knows in turn that it talks to a holder of
-  the key before it unpickles anything.  A refusal is ``"E"``, a 2-byte length
-  and a reason in ASCII.  Both sides are bounded by a timeout.
-- **Messages** after the handshake: ``!I`` frame count, ``!Q`` per frame
-  length (bit 63 flags a *data buffer* frame), then the frames.  Counts and
-  lengths are checked against limits before a byte is allocated.  Frames are
-  sent with one ``sendmsg`` over all buffers (large buffers are never joined
-  into one bytes object) and read with ``recv_into`` straight into buffers
-  allocated for them; an ``alloc`` hook lets the scheduler read a data buffer
-  directly into its shared memory.
+- **Messages**: ``!I`` frame count, ``!Q`` per frame length (bit 63 flags a
+  *data buffer* frame), then the frames (:func:`~shmdask.cluster.protocol.frame_table`,
+  the same table the pipes use).  Counts and lengths are checked against
+  limits before a byte is allocated.  Frames are sent with one ``sendmsg``
+  over all buffers (large buffers are never joined into one bytes object) and
+  read with ``recv_into`` straight into buffers allocated for them; an
+  ``alloc`` hook lets the scheduler read a data buffer directly into its
+  shared memory.
 - **Values into the scheduler** (results of remote workers, data scattered by
   remote clients): :func:`dumps_values` replaces each
   :class:`~shmdask.cluster.protocol.Stored` by a reference to its pieces, the
@@ -23,51 +17,39 @@ What flows in and out:
   ``Stored`` around whatever the frames were read into (shared-memory blocks
   or private bytearrays).  Values travelling the other way (task inputs,
   fetched results) use ``Stored``'s own out-of-band pickling.
+- **Clocks**: :class:`ClockOffset` estimates a peer's clock from pings, so
+  remote task-stream stamps land on our time line.
 
 Why this shape: a frame's length is known before it is read, so memory is
 allocated once at the right size and in the right place; the header of each
 message is a tiny plain pickle, so a receiver always knows what a message is
-even when its body cannot be loaded; and authentication happens on raw bytes
-because unpickling executes code.
+even when its body cannot be loaded.  Who may connect at all is
+:mod:`shmdask.cluster.auth`'s business; addresses are :mod:`.address`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import io
 import os
 import pickle
-import re
-import secrets
 import socket
 import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from shmdask.cluster.protocol import Stored
+from shmdask.cluster.protocol import FRAME_COUNT, Stored, frame_table
 
-PROTOCOL_VERSION = 1
-MAGIC = b"SHMDASK\x00"
-DEFAULT_PORT = 8786
-HANDSHAKE_TIMEOUT = 10.0  # seconds a peer has to prove it holds the key
 MAX_FRAME_BYTES = int(os.environ.get("SHMDASK_MAX_FRAME_BYTES", 4 << 30))
 MAX_FRAMES = 1 << 20
 MESSAGE_FRAMES_FACTOR = 4  # a message may hold at most this many maximum-size frames
 DATA_FLAG = 1 << 63
 INLINE_PIECE = 1024  # value pieces smaller than this travel inside the pickle
-_NONCE = 32
-_MAC = 32
-_COUNT = struct.Struct("!I")
-_VERSION = struct.Struct("!H")
 _SMALL_SEND = 64 * 1024  # below this a message is joined and sent with one sendall
 _IOV_MAX = 512
-_HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
 
 
 class CommClosedError(ConnectionError):
@@ -82,273 +64,7 @@ class AuthenticationError(ProtocolError):
     """The peer (or we) could not prove holding the cluster key."""
 
 
-# ----------------------------------------------------------------------------- addresses
-
-
-def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, str, int]:
-    """``"tcp://host:port"``, ``"tls://host:port"``, ``"host:port"``, ``"[::1]:port"``
-    -> (scheme, host, port)."""
-    if not isinstance(address, str):
-        raise TypeError(f"an address is a string like 'tcp://127.0.0.1:8786', "
-                        f"not {type(address).__name__}")
-    scheme = "tcp"
-    rest = address.strip()
-    if "://" in rest:
-        scheme, rest = rest.split("://", 1)
-        if scheme not in ("tcp", "tls"):
-            raise ValueError(f"address {address!r}: unknown scheme {scheme!r} "
-                             "(use tcp:// or tls://)")
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:/\[\]]*)(?::(\d+))?", rest)
-    if m is None:
-        raise ValueError(f"address {address!r} is not like 'tcp://host:port'")
-    host = m.group(1) or m.group(3) or "127.0.0.1"
-    port_text = m.group(2) or m.group(4)
-    port = int(port_text) if port_text is not None else default_port
-    if not 0 <= port <= 65535:
-        raise ValueError(f"address {address!r}: port {port} is out of range")
-    return scheme, host, port
-
-
-def format_address(scheme: str, host: str, port: int) -> str:
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-def key_dir() -> Path:
-    """Where a scheduler leaves its key for peers of the same user on this host."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
-        return Path(runtime) / "shmdask" / "keys"
-    return Path.home() / ".shmdask" / "keys"
-
-
-_LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::", "")
-
-
-def key_file(host: str, port: int) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", host or "127.0.0.1")
-    return key_dir() / f"{safe}_{port}.key"
-
-
-def as_key(key: str | bytes | None) -> bytes | None:
-    """A key given by the user (text or bytes); None stays None."""
-    if key is None:
-        return None
-    if isinstance(key, str):
-        key = key.strip().encode()
-    if not isinstance(key, bytes | bytearray):
-        raise TypeError(f"auth_key must be str or bytes, not {type(key).__name__}")
-    if not key:
-        raise ValueError("auth_key is empty")
-    return bytes(key)
-
-
-def new_key() -> bytes:
-    """A fresh random cluster key (as text bytes: it can be pasted into an env var)."""
-    return secrets.token_bytes(32).hex().encode()
-
-
-def write_key_file(host: str, port: int, key: bytes) -> Path:
-    """Write ``key`` where same-host peers look for it; readable by this user only."""
-    path = key_file(host, port)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
-
-
-def find_key(host: str, port: int) -> bytes | None:
-    """The key of the scheduler at host:port: $SHMDASK_AUTH_KEY, else its key file."""
-    env = os.environ.get("SHMDASK_AUTH_KEY")
-    if env:
-        return as_key(env)
-    candidates = [host]
-    if host in _LOOPBACK or host == socket.gethostname():
-        candidates += [h for h in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::",
-                                   socket.gethostname()) if h != host]
-    # The scheduler may have run with or without $XDG_RUNTIME_DIR: look in both.
-    dirs = [key_dir(), Path.home() / ".shmdask" / "keys"]
-    for h in candidates:
-        for d in dirs:
-            try:
-                data = (d / key_file(h, port).name).read_bytes().strip()
-            except OSError:
-                continue
-            if data:
-                return data
-    return None
-
-
-# ----------------------------------------------------------------------------- TLS
-
-
-def server_ssl_context(cert: str | None, key: str | None = None,
-                       ca: str | None = None) -> ssl.SSLContext | None:
-    """TLS for a listener: its certificate (and key); with ``ca``, peers must
-    present a certificate signed by it."""
-    if cert is None:
-        if key is not None or ca is not None:
-            raise ValueError("TLS needs tls_cert= (and tls_key=) on the scheduler")
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    if ca is not None:
-        ctx.load_verify_locations(ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-def client_ssl_context(ca: str | None, cert: str | None = None,
-                       key: str | None = None) -> ssl.SSLContext | None:
-    """TLS for a worker or client: trust ``ca``; present ``cert`` if given."""
-    if ca is None and cert is None:
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca is not None:
-        ctx.load_verify_locations(ca)
-    else:
-        ctx.load_default_certs()
-    if cert is not None:
-        ctx.load_cert_chain(cert, key)
-    return ctx
-
-
-def tls_from_env() -> dict:
-    """TLS options from $SHMDASK_TLS_CA / _CERT / _KEY (for ``Client("tls://...")``)."""
-    return {"tls_ca": os.environ.get("SHMDASK_TLS_CA"),
-            "tls_cert": os.environ.get("SHMDASK_TLS_CERT"),
-            "tls_key": os.environ.get("SHMDASK_TLS_KEY")}
-
-
-# ----------------------------------------------------------------------------- raw I/O
-
-
-def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    pos = 0
-    while pos < n:
-        try:
-            got = sock.recv_into(view[pos:])
-        except TimeoutError:
-            raise ProtocolError(f"timed out waiting for {what}") from None
-        except OSError as exc:
-            raise CommClosedError(f"connection lost while reading {what}: {exc}") from None
-        if not got:
-            if pos == 0:
-                raise CommClosedError(f"connection closed before {what}")
-            raise ProtocolError(f"connection closed in the middle of {what}")
-        pos += got
-    return bytes(buf)
-
-
-def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
-    return hmac.new(key, label + b"".join(parts), hashlib.sha256).digest()
-
-
-def _refuse(sock: socket.socket, reason: str) -> None:
-    text = reason.encode("ascii", "replace")[:1000]
-    with contextlib.suppress(OSError):
-        sock.sendall(b"E" + struct.pack("!H", len(text)) + text)
-
-
-def _drain(sock: socket.socket, limit: int = 1 << 16) -> None:
-    """Read what the peer still sends (briefly), so that closing does not reset
-    the connection before it has read our answer."""
-    sock.shutdown(socket.SHUT_WR)
-    sock.settimeout(0.2)
-    with contextlib.suppress(OSError):
-        while limit > 0:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            limit -= len(chunk)
-
-
-def server_handshake(sock: socket.socket, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> None:
-    """Make the peer prove it holds ``key``; raise ProtocolError/AuthenticationError.
-
-    The peer speaks first, so that a stray HTTP client or port scanner gets a
-    clear answer (or nothing) rather than our greeting."""
-    sock.settimeout(timeout)
-    magic = _recv_exact(sock, len(MAGIC), "the handshake")
-    if magic != MAGIC:
-        if magic[:4] in _HTTP_METHODS:
-            body = b"this is a shmdask scheduler, not a web server\n"
-            with contextlib.suppress(OSError):
-                sock.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                _drain(sock)
-            raise ProtocolError("peer sent an HTTP request")
-        raise ProtocolError(f"peer is not speaking the shmdask protocol (first bytes {magic!r})")
-    (version,) = _VERSION.unpack(_recv_exact(sock, _VERSION.size, "the protocol version"))
-    if version != PROTOCOL_VERSION:
-        _refuse(sock, f"protocol version {version} is not supported "
-                      f"(this scheduler speaks {PROTOCOL_VERSION})")
-        raise ProtocolError(f"peer speaks protocol version {version}, we speak "
-                            f"{PROTOCOL_VERSION}")
-    nonce_s = secrets.token_bytes(_NONCE)
-    try:
-        sock.sendall(b"N" + nonce_s)
-    except OSError as exc:
-        raise CommClosedError(f"peer went away during the handshake: {exc}") from None
-    nonce_c = _recv_exact(sock, _NONCE, "the handshake nonce")
-    mac = _recv_exact(sock, _MAC, "the handshake proof")
-    if not hmac.compare_digest(mac, _mac(key, b"shmdask-client", nonce_s, nonce_c)):
-        _refuse(sock, "authentication failed: wrong or missing cluster key")
-        raise AuthenticationError("peer failed authentication (wrong or missing key)")
-    try:
-        sock.sendall(b"K" + _mac(key, b"shmdask-server", nonce_c, nonce_s))
-    except OSError as exc:
-        raise CommClosedError(f"peer went away during the handshake: {exc}") from None
-
-
-def client_handshake(sock: socket.socket, key: bytes, timeout: float = HANDSHAKE_TIMEOUT,
-                     peer: str = "the scheduler") -> None:
-    """Prove we hold ``key`` and check that the listener holds it too."""
-    sock.settimeout(timeout)
-    try:
-        sock.sendall(MAGIC + _VERSION.pack(PROTOCOL_VERSION))
-    except OSError as exc:
-        raise CommClosedError(f"{peer} went away during the handshake: {exc}") from None
-    status = _recv_exact(sock, 1, f"the greeting of {peer}")
-    if status == b"N":
-        nonce_s = _recv_exact(sock, _NONCE, "the handshake nonce")
-        nonce_c = secrets.token_bytes(_NONCE)
-        try:
-            sock.sendall(nonce_c + _mac(key, b"shmdask-client", nonce_s, nonce_c))
-        except OSError as exc:
-            raise CommClosedError(f"{peer} went away during the handshake: {exc}") from None
-        status = _recv_exact(sock, 1, "the handshake answer")
-        if status == b"K":
-            mac = _recv_exact(sock, _MAC, "the scheduler's proof")
-            if not hmac.compare_digest(mac, _mac(key, b"shmdask-server", nonce_c, nonce_s)):
-                raise AuthenticationError(f"{peer} does not hold our cluster key")
-            return
-    if status == b"E":
-        (n,) = struct.unpack("!H", _recv_exact(sock, 2, "the refusal"))
-        reason = _recv_exact(sock, n, "the refusal").decode("ascii", "replace")
-        if "authentication" in reason:
-            raise AuthenticationError(f"{peer} refused us: {reason}")
-        raise ProtocolError(f"{peer} refused us: {reason}")
-    raise ProtocolError(f"{peer} is not a shmdask scheduler (it answered {status!r})")
-
-
 # ----------------------------------------------------------------------------- frames
-
 
 def _byte_view(frame: Any) -> memoryview:
     m = frame.raw() if type(frame) is pickle.PickleBuffer else memoryview(frame)
@@ -393,7 +109,7 @@ class Comm:
             raise ValueError(f"a message has 1 to {MAX_FRAMES} frames, not {n}")
         lengths = [v.nbytes | (DATA_FLAG if i in data_frames else 0)
                    for i, v in enumerate(views)]
-        head = _COUNT.pack(n) + struct.pack(f"!{n}Q", *lengths)
+        head = frame_table(lengths)
         return head, views, len(head) + sum(v.nbytes for v in views)
 
     def _write(self, messages: list[tuple[bytes, list, int]]) -> None:
@@ -479,7 +195,9 @@ class Comm:
                 self.abort()
                 return
             stop = time.time()
-            self._sending = False
+            with self._outbox_cond:
+                self._sending = False
+                self._outbox_cond.notify_all()  # flush() waits for this
             for (_, _, on_sent), message in zip(batch, encoded, strict=True):
                 if on_sent is not None:
                     on_sent(start, stop, message[2])
@@ -487,10 +205,9 @@ class Comm:
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until posted messages are sent (or the connection is gone)."""
-        deadline = time.monotonic() + timeout
-        while ((self._outbox or self._sending) and not self.closed
-               and time.monotonic() < deadline):
-            time.sleep(0.005)
+        with self._outbox_cond:
+            self._outbox_cond.wait_for(
+                lambda: not (self._outbox or self._sending) or self.closed, timeout)
 
     # -- receiving -------------------------------------------------------------
 
@@ -534,10 +251,10 @@ class Comm:
         returns ``(ref, writeable view)`` are read into that view; ``refs`` maps
         their frame index to ``ref``.  If the message breaks off, ``free(refs)``
         gives those blocks back before the error propagates."""
-        head = bytearray(_COUNT.size)
+        head = bytearray(FRAME_COUNT.size)
         self._read_into(memoryview(head), "a message")
         self.last_received = time.monotonic()
-        (n,) = _COUNT.unpack(head)
+        (n,) = FRAME_COUNT.unpack(head)
         if n == 0 or n > MAX_FRAMES:
             raise ProtocolError(f"{self.peer} sent a message of {n} frames "
                                 f"(allowed: 1 to {MAX_FRAMES})")
@@ -633,7 +350,6 @@ def header_frames(header: tuple) -> list:
 
 # ----------------------------------------------------------------------------- values
 
-
 def _wire_stored(pieces, nbytes, owner):  # pragma: no cover - resolved by _ValueUnpickler
     raise pickle.UnpicklingError("a value reference needs its frames")
 
@@ -721,7 +437,6 @@ def loads_values(body: list, refs: dict, owner: str | None = None) -> tuple[Any,
 
 
 # ----------------------------------------------------------------------------- clocks
-
 
 class ClockOffset:
     """Offset of a peer's ``time.time()`` from ours, from ping round trips.

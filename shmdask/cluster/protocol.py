@@ -23,14 +23,15 @@ What flows in and out:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
+import logging
 import pickle
 import struct
 import sys
 import threading
 import types
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -45,25 +46,30 @@ import cloudpickle
 # 9 ms at 4 MiB).
 SHM_THRESHOLD = 16 * 1024
 
-_FRAME_COUNT = struct.Struct("!I")
+FRAME_COUNT = struct.Struct("!I")
 
 
 # ----------------------------------------------------------------------------- frames
 
 
+def frame_table(lengths: list[int]) -> bytes:
+    """The head of every message, on pipes and sockets alike: ``!I`` frame
+    count, then one ``!Q`` length per frame (a socket flags data frames in
+    the top bit of the length)."""
+    return FRAME_COUNT.pack(len(lengths)) + struct.pack(f"!{len(lengths)}Q", *lengths)
+
+
 def join_frames(frames: list) -> bytes:
-    """Frames (bytes-like) -> one byte string: a count, the lengths, the data."""
-    lengths = [memoryview(f).nbytes for f in frames]
-    head = _FRAME_COUNT.pack(len(frames)) + struct.pack(f"!{len(frames)}Q", *lengths)
-    return b"".join([head, *frames])
+    """Frames (bytes-like) -> one byte string: the frame table, then the data."""
+    return b"".join([frame_table([memoryview(f).nbytes for f in frames]), *frames])
 
 
 def split_frames(data: bytes | memoryview) -> list[memoryview]:
     """Inverse of :func:`join_frames`; the frames are views into ``data``."""
     view = memoryview(data)
-    (count,) = _FRAME_COUNT.unpack_from(view, 0)
-    lengths = struct.unpack_from(f"!{count}Q", view, _FRAME_COUNT.size)
-    pos = _FRAME_COUNT.size + 8 * count
+    (count,) = FRAME_COUNT.unpack_from(view, 0)
+    lengths = struct.unpack_from(f"!{count}Q", view, FRAME_COUNT.size)
+    pos = FRAME_COUNT.size + 8 * count
     frames = []
     for n in lengths:
         frames.append(view[pos : pos + n])
@@ -110,6 +116,10 @@ class Stored:
         self.buffers = [bytes(b) if type(b) is memoryview else b for b in self.buffers]
         return self
 
+    def load(self) -> Any:
+        """The value, when every buffer is inline (no shared memory to map)."""
+        return deserialize_value(self)
+
     def __reduce__(self):
         # Inline buffers and the header travel as out-of-band frames: no copy
         # into the pickle stream.
@@ -125,11 +135,22 @@ def _out_of_band(b):
     return pickle.PickleBuffer(b) if len(b) >= 1024 else bytes(b)
 
 
-def _dumps_any(obj: Any, buffer_callback: Callable) -> bytes:
+def pickle_any(obj: Any, buffer_callback: Callable | None = None,
+               undo: Callable[[], None] | None = None) -> bytes:
+    """Pickle protocol 5: plain pickle first (fast, functions by reference), then
+    cloudpickle for what plain pickle refuses (lambdas, closures, anything of
+    ``__main__``).  ``undo()`` runs between the two attempts, to drop what
+    ``buffer_callback`` kept of the failed one.  The one pickling path of
+    values, messages and exceptions."""
+    f = io.BytesIO()
     try:
-        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+        pickle.Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return None  # caller retries with cloudpickle, after undoing buffers
+        if undo is not None:
+            undo()
+        f = io.BytesIO()
+        cloudpickle.CloudPickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
+    return f.getvalue()
 
 
 _warned_shm_full = False
@@ -139,9 +160,9 @@ def _warn_shm_full(exc: OSError) -> None:
     global _warned_shm_full
     if not _warned_shm_full:
         _warned_shm_full = True
-        warnings.warn(f"shmdask: cannot allocate shared memory ({exc}); large results "
-                      "travel through the pipes instead (is /dev/shm too small?)",
-                      RuntimeWarning, stacklevel=3)
+        logging.getLogger("shmdask.cluster").warning(
+            "cannot allocate shared memory (%s); large results travel through the pipes "
+            "instead (is /dev/shm too small?)", exc)
 
 
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
@@ -173,17 +194,16 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
         buffers.append(bytes(raw))
         return False
 
-    header = _dumps_any(obj, keep)
-    if header is None:
+    def undo() -> None:
         if allocator is not None:
             allocator.free([b for b in buffers if type(b) is tuple])
         buffers.clear()
-        try:
-            header = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
-        except BaseException:
-            if allocator is not None:  # give back what the failed attempt took
-                allocator.free([b for b in buffers if type(b) is tuple])
-            raise
+
+    try:
+        header = pickle_any(obj, keep, undo)
+    except BaseException:
+        undo()  # give back what the failed attempt took
+        raise
     nbytes = len(header) + sum(b[2] if type(b) is tuple else len(b) for b in buffers)
     return Stored(header, buffers, nbytes, owner)
 
@@ -314,16 +334,13 @@ def dumps_message(msg: Any, state: ConnectionState | None = None) -> list:
     one bad function cannot leave the far side's table behind ours."""
     frames: list = [None]
     callback = frames.append
-    f = io.BytesIO()
     if state is None:
-        try:
-            pickle.Pickler(f, protocol=5, buffer_callback=callback).dump(msg)
-        except (pickle.PicklingError, AttributeError, TypeError):
+        def drop_buffers() -> None:
             del frames[1:]
-            f = io.BytesIO()
-            cloudpickle.CloudPickler(f, protocol=5, buffer_callback=callback).dump(msg)
-        frames[0] = f.getbuffer()
+
+        frames[0] = pickle_any(msg, callback, drop_buffers)
         return frames
+    f = io.BytesIO()
     p = MessagePickler(f, state, callback)
     p.dump(msg)
     # Only now is it certain the far side will see these payloads.
@@ -365,13 +382,10 @@ def decode_message(data: bytes | memoryview) -> tuple[tuple, list]:
 def dump_exception(exc: BaseException) -> bytes:
     """Pickle an exception so that a bad one cannot spoil a whole message: it must
     survive a round trip, or a RuntimeError carrying its text goes instead."""
-    for dumps in (pickle.dumps, cloudpickle.dumps):
-        try:
-            data = dumps(exc, protocol=5)
-            pickle.loads(data)
-            return data
-        except Exception:
-            continue
+    with contextlib.suppress(Exception):
+        data = pickle_any(exc)
+        pickle.loads(data)
+        return data
     return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"), protocol=5)
 
 

@@ -24,6 +24,7 @@ and passes SIGTERM/SIGINT on).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -44,6 +45,7 @@ from shmdask.cluster.comm import (
 )
 from shmdask.cluster.protocol import dumps_message
 from shmdask.cluster.worker import Worker
+from shmdask.logs import WORKER_FORMAT, log_to_stderr
 
 RECONNECT_TIMEOUT = 60.0
 
@@ -109,7 +111,7 @@ class RemoteWorker(Worker):
 
 def _connect(address: str, name: str | None, nthreads: int, auth_key, tls: dict,
              timeout: float) -> tuple[Comm, tuple]:
-    from shmdask.cluster.tcp import open_comm
+    from shmdask.cluster.tcp_client import open_comm
 
     host = socket.gethostname()
     hello = {"name": name or f"{host}-{os.getpid()}", "nthreads": nthreads,
@@ -117,8 +119,11 @@ def _connect(address: str, name: str | None, nthreads: int, auth_key, tls: dict,
     return open_comm(address, "worker", hello, auth_key, timeout, **tls)
 
 
+log = logging.getLogger("shmdask.worker")
+
+
 def _say(msg: str) -> None:
-    print(f"shmdask worker (pid {os.getpid()}): {msg}", file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def _run_one(address: str, name: str | None, auth_key, nthreads: int,
@@ -190,9 +195,10 @@ def run_worker(address: str, nworkers: int = 1, name: str | None = None,
             raise ValueError(f"{what} must be >= {low}, got {value}")
     if reconnect_timeout < 0:
         raise ValueError(f"reconnect_timeout must be >= 0, got {reconnect_timeout}")
-    from shmdask.cluster.comm import parse_address
+    from shmdask.cluster.address import parse_address
 
     parse_address(address)  # a bad address fails here, clearly
+    log_to_stderr(WORKER_FORMAT)  # this process's stderr is ours: say what happens
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
     if nworkers == 1:
         return _run_one(address, name, auth_key, nthreads, reconnect_timeout, tls,

@@ -252,9 +252,6 @@ class SlabAllocator:
             return None
         return memoryview(slab.map)[offset : offset + length].toreadonly()
 
-    def owns(self, name: str) -> bool:
-        return name in self._slabs
-
     @property
     def mapped_bytes(self) -> int:
         with self._lock:

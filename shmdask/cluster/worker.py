@@ -79,17 +79,18 @@ class Worker:
         use_shm: bool = True,
         warm_imports: tuple[str, ...] = (),
     ):
-        from shmdask.graph import execute_task, key_split
+        from shmdask.graph import execute_task
+        from shmdask.scheduler.records import task_record
 
         self._execute_task = execute_task
-        self._key_split = key_split
+        self._task_record = task_record
         self.conn = conn
         self.worker_id = worker_id
         self.nthreads = nthreads
         self.threshold = threshold
         self.remote = remote
         # A worker on another host (use_shm=False) sends every result inline and
-        # is sent its inputs inline (ShmStore.inlined).
+        # is sent its inputs inline (ShmStore.outgoing).
         self.allocator = (SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
                           if use_shm else None)
         self.mappings = MappingCache(self.allocator)
@@ -106,6 +107,7 @@ class Worker:
         self.tasks_run = 0
         self.bytes_received = 0
         self.warm_imports = warm_imports
+        self._warming: threading.Thread | None = None
 
     # ------------------------------------------------------------------ transport
 
@@ -120,8 +122,9 @@ class Worker:
         if self.warm_imports:
             # Modules the client uses (shmdask.array, say) load while we wait
             # for work, not inside the first task that unpickles one of them.
-            threading.Thread(target=_warm_up, args=(self.warm_imports,), daemon=True,
-                             name="shmdask-warm-imports").start()
+            self._warming = threading.Thread(target=_warm_up, args=(self.warm_imports,),
+                                             daemon=True, name="shmdask-warm-imports")
+            self._warming.start()
         for lane in range(self.nthreads):
             threading.Thread(
                 target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
@@ -160,6 +163,12 @@ class Worker:
                 raise ValueError(f"worker received an unknown message {op!r}")
 
     def _receive_tasks(self, keys: list, body: list) -> None:
+        if self._warming is not None:
+            # Unpickling tasks imports their modules: never while the warm-up
+            # thread is half-way through importing the same ones (two threads in
+            # one import can see a partially initialised module).
+            self._warming.join()
+            self._warming = None
         try:
             tasks = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
@@ -253,18 +262,8 @@ class Worker:
         return ("done", key, stored, record)
 
     def _record(self, key, lane, start, stop, nbytes, where) -> dict:
-        return {
-            "key": key,
-            "group": self._key_split(key),
-            "worker": self.worker_id,
-            "lane": lane,
-            "start": start,
-            "stop": stop,
-            "nbytes": nbytes,
-            "where": where,
-            "kind": "compute",
-            "remote": self.remote,
-        }
+        return self._task_record(key, self.worker_id, lane, start, stop, nbytes, where,
+                                 remote=self.remote)
 
 
 def _warm_up(modules: tuple[str, ...]) -> None:

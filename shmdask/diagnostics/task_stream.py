@@ -1,19 +1,9 @@
-"""Where task-stream records are kept, and dask's ``get_task_stream()`` context.
+"""dask's ``get_task_stream()`` context, and the sampler of memory over time.
 
-In: batches of task-stream records (plain dicts, one per task run or transfer, as
-stamped by workers) and memory samples, appended by the engine's scheduler thread.
-Out: slices of them, by absolute position, for whoever asks -- a
-``TaskStreamContext`` around a block of user code, the Gantt plot after a run,
-the progress display, ``Client.get_task_stream()``.
-
-Why shaped so: the engine appends on its hot path, so an append is one lock
-acquisition per *batch* and a ``list.extend`` -- no per-record work, no copying.
-Readers address records by absolute index (the number of records ever added
-before it), which stays valid when old records are dropped to bound memory: a
-long-lived client keeps the newest ``max_records`` and forgets the oldest in big
-chunks (amortised O(1)). Readers get copies of the slice they asked for, so
-nothing they do reaches the store and nothing the engine appends later changes
-what they hold.
+In: the engine's :class:`~shmdask.scheduler.records.TaskStream` (the log of
+task-stream records, kept by the scheduler core; re-exported here).  Out:
+``TaskStreamContext`` -- the records of the tasks that ran inside a block of
+user code, optionally drawn -- and memory samples appended to the same log.
 
 ``MemorySampler`` is the producer of memory samples: a daemon thread that every
 ``interval`` seconds asks the cluster how much shared memory is in use and which
@@ -25,121 +15,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-DEFAULT_MAX_RECORDS = 500_000
+from shmdask.scheduler.records import TaskStream
 
-
-class TaskStream:
-    """Thread-safe, append-only store of task-stream records and memory samples."""
-
-    def __init__(
-        self, max_records: int | None = DEFAULT_MAX_RECORDS, max_samples: int | None = 100_000
-    ):
-        for name, value in (("max_records", max_records), ("max_samples", max_samples)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-        self._lock = threading.Lock()
-        self._records: list[dict] = []
-        self._samples: list[dict] = []
-        self._dropped = 0  # records forgotten from the front
-        self._samples_dropped = 0
-        self.max_records = max_records
-        self.max_samples = max_samples
-
-    # -- writers (engine thread) -------------------------------------------------
-
-    def add(self, records: Iterable[dict]) -> None:
-        """Append a batch of records (one lock acquisition for the whole batch)."""
-        if not isinstance(records, list):
-            records = list(records)
-        with self._lock:
-            self._records.extend(records)
-            if self.max_records is not None and len(self._records) > self.max_records:
-                self._dropped += _trim(self._records, self.max_records)
-
-    def add_memory_sample(self, sample: dict) -> None:
-        """Append one memory sample ``{"time", "shm_bytes", "rss": {...}, "done"}``."""
-        if not isinstance(sample, Mapping) or "time" not in sample:
-            raise ValueError(f"a memory sample needs a 'time' field, got {sample!r}")
-        with self._lock:
-            self._samples.append(sample)
-            if self.max_samples is not None and len(self._samples) > self.max_samples:
-                self._samples_dropped += _trim(self._samples, self.max_samples)
-
-    # -- readers -------------------------------------------------------------------
-
-    @property
-    def position(self) -> int:
-        """Absolute index one past the newest record (``records_since(position)`` is [])."""
-        with self._lock:
-            return self._dropped + len(self._records)
-
-    @property
-    def memory_position(self) -> int:
-        with self._lock:
-            return self._samples_dropped + len(self._samples)
-
-    def __len__(self) -> int:
-        """Number of records still held."""
-        with self._lock:
-            return len(self._records)
-
-    def records_since(self, index: int = 0) -> list[dict]:
-        """Copies of the records from absolute position ``index`` on (those already
-        dropped are gone: the slice then starts at the oldest held)."""
-        with self._lock:
-            held = self._records[max(index - self._dropped, 0) :]
-        return [dict(r) for r in held]
-
-    def memory_since(self, index: int = 0) -> list[dict]:
-        """Copies of the memory samples from absolute position ``index`` on."""
-        with self._lock:
-            held = self._samples[max(index - self._samples_dropped, 0) :]
-        return [_copy_sample(s) for s in held]
-
-    def read(self, index: int = 0) -> tuple[list[dict], int]:
-        """``(records_since(index), position)`` read at one instant: the position
-        to read from next time, so a poller never sees a record twice or misses one
-        that is still held."""
-        with self._lock:
-            held = self._records[max(index - self._dropped, 0) :]
-            end = self._dropped + len(self._records)
-        return [dict(r) for r in held], end
-
-    def read_memory(self, index: int = 0) -> tuple[list[dict], int]:
-        """``(memory_since(index), memory_position)`` read at one instant."""
-        with self._lock:
-            held = self._samples[max(index - self._samples_dropped, 0) :]
-            end = self._samples_dropped + len(self._samples)
-        return [_copy_sample(s) for s in held], end
-
-    def clear(self) -> None:
-        """Forget everything held; positions keep counting up."""
-        with self._lock:
-            self._dropped += len(self._records)
-            self._samples_dropped += len(self._samples)
-            self._records.clear()
-            self._samples.clear()
-
-    def __repr__(self) -> str:
-        return f"<TaskStream: {len(self)} records, {len(self._samples)} memory samples>"
-
-
-def _trim(items: list, limit: int) -> int:
-    """Drop the oldest entries so that at most ~3/4 of ``limit`` remain; dropping a
-    quarter at a time keeps the amortised cost of trimming O(1) per append."""
-    drop = len(items) - (limit * 3) // 4
-    del items[:drop]
-    return drop
-
-
-def _copy_sample(sample: Mapping) -> dict:
-    copy = dict(sample)
-    if isinstance(copy.get("rss"), Mapping):
-        copy["rss"] = dict(copy["rss"])
-    return copy
+__all__ = ["TaskStream", "TaskStreamContext", "MemorySampler"]
 
 
 class TaskStreamContext:

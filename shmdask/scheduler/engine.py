@@ -29,6 +29,16 @@ seconds of work (estimated from the running mean task duration), at least
 one task per thread and at most ``max_batch``: tiny tasks travel a hundred to
 a message, long tasks one by one so the load stays balanced.
 
+Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
+``priority`` and ``retries`` are the state's) arrive with a graph as
+``annotations``.  A task restricted to workers or resources is passed over by
+workers that do not match; one no present worker could ever run waits in
+``no_worker`` until a worker joins.  Resource amounts are held per worker
+while a task is in flight, as dask does.
+
+Listeners are called on the loop thread, each call isolated: one that raises
+is logged and the others, and the rest of the batch, go on.
+
 The loop runs either on its own thread (:meth:`Engine.start`, for clusters
 and clients that live across computations) or in the caller's thread until
 some keys are done (:meth:`Engine.run_until`, for one-shot ``compute``
@@ -45,7 +55,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from shmdask.diagnostics.task_stream import TaskStream
+from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
 logger = logging.getLogger("shmdask.engine")
@@ -60,7 +70,7 @@ class TaskSpec(NamedTuple):
 class TaskResult(NamedTuple):
     key: Any
     value: Any  # stored value
-    record: dict  # task-stream record (see shmdask.diagnostics.task_stream)
+    record: dict  # task-stream record (shmdask.scheduler.records.task_record)
 
 
 class WorkerHandle(ABC):
@@ -69,6 +79,7 @@ class WorkerHandle(ABC):
     id: str
     nthreads: int = 1
     kind: str = "thread"  # "thread" | "local" | "remote"
+    resources: Mapping | None = None  # dask's worker resources: {"GPU": 2, ...}
 
     @abstractmethod
     def run(self, tasks: list[TaskSpec]) -> None:
@@ -97,6 +108,7 @@ class WorkerHandle(ABC):
             "nthreads": self.nthreads,
             "memory_limit": self.memory_limit,
             "kind": self.kind,
+            "resources": dict(self.resources or {}),
             "metrics": {
                 "memory": self.memory_now(),
                 "executing": min(self.nthreads, len(self.processing)),
@@ -106,7 +118,15 @@ class WorkerHandle(ABC):
 
 
 class DataStore(ABC):
-    """Where results live.  Values are opaque to the engine."""
+    """Where results live.  Values are opaque to the engine.
+
+    The wire hooks (``outgoing``, ``alloc_incoming``, ``free_incoming``,
+    ``incoming``) are how a network transport moves values of this store;
+    the defaults suit a store of live objects, which are pickled as they are.
+    """
+
+    where = "memory"  # where values live, as task-stream records say it
+    threshold = 16 * 1024  # bytes from which a transfer is worth a record
 
     @abstractmethod
     def to_user(self, value: Any) -> Any: ...
@@ -119,6 +139,21 @@ class DataStore(ABC):
 
     def nbytes(self, value: Any) -> int:
         return 0
+
+    def outgoing(self, value: Any) -> Any:
+        """``value`` as it leaves for a remote peer."""
+        return value
+
+    def alloc_incoming(self, nbytes: int) -> tuple | None:
+        """A ``(ref, writeable view)`` to read an arriving buffer into, or None."""
+        return None
+
+    def free_incoming(self, refs: list) -> None:
+        """Give back what ``alloc_incoming`` handed out and no value claimed."""
+
+    def incoming(self, value: Any) -> Any:
+        """A value that arrived from a peer (a serialized value with a ``load()``)."""
+        return self.from_user(value.load())
 
     def close(self) -> None:
         pass
@@ -177,6 +212,10 @@ class Engine:
         # spreads the first tasks over all workers.
         self._mean_duration = self.target_batch
         self.tasks_done = 0
+        self.no_worker: list = []  # tasks no present worker may run (TaskState)
+        self._held: dict = {}  # key -> (worker id, resources) while in flight
+        self._resources_used: dict[str, dict] = {}  # worker id -> amounts in use
+        self._last_graph = float("-inf")  # monotonic time of the last graph
 
     # -- called from any thread ------------------------------------------------
 
@@ -190,9 +229,20 @@ class Engine:
         wanted: Iterable,
         priorities: Mapping | None = None,
         listener: Listener | None = None,
+        annotations: Mapping | None = None,
     ) -> None:
-        """Add a graph; ``listener(key, "memory"|"erred", exc)`` hears about ``wanted``."""
-        self.post(("update-graph", dsk, dependencies, list(wanted), priorities, listener))
+        """Add a graph; ``listener(key, "memory"|"erred", exc)`` hears about ``wanted``.
+
+        ``annotations``: dask's scheduling options for every task of the graph
+        (``priority``, ``retries``, ``workers``, ``allow_other_workers``,
+        ``resources``, ``fifo_timeout`` in seconds); see the module docstring.
+        """
+        self.post(("update-graph", dsk, dependencies, list(wanted), priorities, listener,
+                   annotations))
+
+    def retry(self, keys: Iterable, listener: Listener | None = None) -> None:
+        """Run erred ``keys`` again; ``listener`` hears how they end this time."""
+        self.post(("retry", list(keys), listener))
 
     def scatter(self, items: Mapping, listener: Listener | None = None) -> None:
         """Put user objects in the store under the given keys (wanted once each)."""
@@ -280,6 +330,11 @@ class Engine:
             worker = event[1]
             self.workers[worker.id] = worker
             self.in_flight.setdefault(worker.id, set())
+            parked, self.no_worker = self.no_worker, []
+            for ts in parked:  # the newcomer may be the one they wait for
+                self.state.requeue(ts)
+        elif kind == "retry":
+            self._on_retry(event[1], event[2])
         elif kind == "worker-lost":
             self._on_worker_lost(event[1], event[2])
         elif kind == "call":
@@ -293,14 +348,27 @@ class Engine:
 
     def _notify(self, key: Any, status: str, exc: BaseException | None) -> None:
         for listener in self.listeners.pop(key, ()):
-            listener(key, status, exc)
+            try:
+                listener(key, status, exc)
+            except Exception:  # one bad listener must not cost others their news
+                logger.exception("shmdask engine %s: a listener of %r raised", self.name, key)
 
-    def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener) -> None:
+    def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
+                         annotations=None) -> None:
         if listener is not None:
             for key in wanted:
                 self.listeners.setdefault(key, []).append(listener)
+        new_generation = True
+        if annotations:
+            # dask's fifo_timeout: graphs this close together share a generation
+            now = time.monotonic()
+            new_generation = now - self._last_graph > (annotations.get("fifo_timeout") or 0)
+            self._last_graph = now
+        else:
+            self._last_graph = time.monotonic()
         try:
-            finished = self.state.update_graph(dsk, dependencies, wanted, priorities)
+            finished = self.state.update_graph(dsk, dependencies, wanted, priorities,
+                                               annotations, new_generation)
         except Exception as exc:
             for key in wanted:
                 self._notify(key, "erred", exc)
@@ -310,6 +378,21 @@ class Engine:
         for key in finished:
             ts = self.state.tasks[key]
             self._notify(key, ts.state, ts.exception)
+
+    def _on_retry(self, keys: list, listener: Listener | None) -> None:
+        try:
+            self.state.retry(keys)
+        except Exception as exc:
+            for key in keys:
+                self._notify(key, "erred", exc)
+            return
+        if listener is not None:
+            for key in keys:
+                self.listeners.setdefault(key, []).append(listener)
+        for key in keys:  # not erred (any more): say how they stand
+            state = self.state.state_of(key)
+            if state in ("memory", "erred"):
+                self._notify(key, state, self.state.exception_of(key))
 
     def _on_scatter(self, stored: Mapping, listener: Listener | None) -> None:
         for key, value in stored.items():
@@ -329,6 +412,9 @@ class Engine:
         records = []
         to_free = []
         duration = 0.0
+        if self._held:
+            for result in results:
+                self._unhold(result[0])
         for key, value, record in results:
             in_flight.discard(key)
             if where.get(key) != worker_id:  # a stale answer (task was moved)
@@ -359,6 +445,8 @@ class Engine:
         if self.where.get(key) != worker_id:
             return
         del self.where[key]
+        if self._held:
+            self._unhold(key)
         if traceback_text and exc.__cause__ is None:
             exc.__cause__ = RemoteTraceback(traceback_text)
         if hasattr(exc, "add_note") and not getattr(exc, "_shmdask_noted", False):
@@ -380,6 +468,9 @@ class Engine:
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
+            if self._held:
+                self._unhold(key)
+        self._resources_used.pop(worker_id, None)
         released: list = []
         _, killed = self.state.worker_lost(keys, reason, released)
         for key in killed:
@@ -440,7 +531,14 @@ class Engine:
                 ts = state.pop_ready()
                 if ts is None:
                     break
-                if picky and self._input_bytes(ts) > self.remote_input_limit:
+                skip = picky and self._input_bytes(ts) > self.remote_input_limit
+                if not skip and ts.annotations is not None:
+                    place = self._placement(ts, worker)
+                    if place == "nowhere":  # until a worker joins
+                        self.no_worker.append(ts)
+                        continue
+                    skip = place == "elsewhere"
+                if skip:
                     passed_over.append(ts)
                     if len(passed_over) > 4 * self.max_batch:
                         break
@@ -457,18 +555,68 @@ class Engine:
             if not state.has_ready():
                 break
 
+    # -- placement: dask's workers= and resources= ---------------------------------
+
+    def _placement(self, ts: Any, worker: WorkerHandle) -> str:
+        """Where ``ts`` may run: "here" on ``worker`` now (its resources are then
+        held there), "elsewhere", or "nowhere" among the present workers."""
+        options = ts.annotations
+        if not options.get("workers") and not options.get("resources"):
+            return "here"
+        if not self._may_run(options, worker):
+            if any(self._may_run(options, w) for w in self.workers.values()):
+                return "elsewhere"
+            return "nowhere"
+        need = options.get("resources")
+        if need:
+            used = self._resources_used.setdefault(worker.id, {})
+            have = worker.resources or {}
+            if any(used.get(r, 0) + n > have.get(r, 0) for r, n in need.items()):
+                return "elsewhere"  # busy: wait for a free slot
+            for r, n in need.items():
+                used[r] = used.get(r, 0) + n
+            self._held[ts.key] = (worker.id, need)
+        return "here"
+
+    @staticmethod
+    def _may_run(options: Mapping, worker: WorkerHandle) -> bool:
+        """Could ``worker`` ever run a task with these options (ignoring load)?"""
+        allowed = options.get("workers")
+        if allowed and not options.get("allow_other_workers"):
+            names = {worker.id, str(getattr(worker, "name", worker.id)), worker.host}
+            if names.isdisjoint(allowed):
+                return False
+        need = options.get("resources")
+        if need:
+            have = worker.resources or {}
+            return all(have.get(r, 0) >= n for r, n in need.items())
+        return True
+
+    def _unhold(self, key: Any) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            used = self._resources_used.get(held[0])
+            if used is not None:
+                for r, n in held[1].items():
+                    used[r] -= n
+
     def reset(self) -> None:
         """Forget every task and free all data (``client.restart``); on the loop."""
         self.store.release(list(self.data.values()))
         self.data.clear()
-        listeners, self.listeners = self.listeners, {}
-        for key, callbacks in listeners.items():
-            for listener in callbacks:
-                listener(key, "cancelled", None)
+        self._cancel_listeners()
         self.state = SchedulerState(self.state.max_worker_deaths)
+        self.no_worker.clear()
+        self._held.clear()
+        self._resources_used.clear()
         self.where.clear()  # answers still in flight are now stale and get freed
         for keys in self.in_flight.values():
             keys.clear()
+
+    def _cancel_listeners(self) -> None:
+        """Every key a listener waits for is cancelled (restart, close)."""
+        for key in list(self.listeners):
+            self._notify(key, "cancelled", None)
 
     def worker_metrics(self) -> dict[str, dict]:
         """Per worker: tasks executing now (read on any thread; a snapshot)."""
@@ -483,6 +631,7 @@ class Engine:
         self.post(("wake",))
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self._cancel_listeners()  # nobody may wait for a result that cannot come
         for worker in list(self.workers.values()):
             worker.close()
         self.workers.clear()

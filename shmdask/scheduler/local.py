@@ -1,7 +1,8 @@
 """In-process backends of the engine: ``sync`` (the caller's thread) and ``threads``.
 
 Both are transports of :class:`~shmdask.scheduler.engine.Engine`: a
-:class:`ThreadWorker` owns one thread and a queue of task batches;
+:class:`ThreadWorker` owns ``nthreads`` threads that take tasks one at a
+time from its queue (so one batch is shared by all of them);
 :class:`SyncWorker` runs a batch at once inside ``run`` (so the loop, the
 tasks and the caller share one thread, which is what ``pdb`` users want).
 Values are live Python objects (:class:`~shmdask.scheduler.engine.LocalStore`).
@@ -25,17 +26,21 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from shmdask.diagnostics.progress import make_progress_bar
-from shmdask.graph import execute_task, key_split
+import psutil
+
+from shmdask.graph import execute_task
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.records import task_record
+from shmdask.units import format_bytes
 
 _FLUSH_SECONDS = 0.005
 
 
-def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post,
+def run_batch(worker: WorkerHandle, tasks: Iterable[TaskSpec], lane: str, post,
               stop_on_error: bool = False) -> None:
     """Run tasks in order, posting results every few milliseconds.
 
@@ -60,35 +65,20 @@ def run_batch(worker: WorkerHandle, tasks: Sequence[TaskSpec], lane: str, post,
             if isinstance(exc, KeyboardInterrupt) and (
                     threading.current_thread() is threading.main_thread()):
                 raise
-            record = _record(key, worker.id, lane, start, stop)
+            record = task_record(key, worker.id, lane, start, stop)
             post(("erred", worker.id, key, exc, "", record))
             if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
                                  and worker.stopping):
                 break
             continue
         stop = clock()
-        results.append(TaskResult(key, value, _record(key, worker.id, lane, start, stop)))
+        results.append(TaskResult(key, value, task_record(key, worker.id, lane, start, stop)))
         if stop - last_flush > _FLUSH_SECONDS:
             post(("done", worker.id, results))
             results = []
             last_flush = stop
     if results:
         post(("done", worker.id, results))
-
-
-def _record(key: Any, worker: str, lane: str, start: float, stop: float) -> dict:
-    return {
-        "key": key,
-        "group": key_split(key),
-        "worker": worker,
-        "lane": lane,
-        "start": start,
-        "stop": stop,
-        "nbytes": 0,
-        "where": "memory",
-        "kind": "compute",
-        "remote": False,
-    }
 
 
 class SyncWorker(WorkerHandle):
@@ -107,54 +97,94 @@ class SyncWorker(WorkerHandle):
 
 
 class ThreadWorker(WorkerHandle):
-    """One thread fed with batches through a queue."""
+    """``nthreads`` threads fed through one queue of tasks (dask's worker with
+    ``threads_per_worker`` threads).  ``memory_limit`` is reported, as dask does
+    for in-process workers, not enforced: a thread cannot be restarted."""
 
     kind = "thread"
 
-    def __init__(self, engine: Engine, worker_id: str):
+    def __init__(self, engine: Engine, worker_id: str, nthreads: int = 1,
+                 memory_limit: int | None = None, resources: dict | None = None):
         self.id = worker_id
-        self.nthreads = 1
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.resources = resources
         self.engine = engine
         self.stopping = False
-        self.running = False
-        self._batches: list[list[TaskSpec]] = []
+        self._tasks: deque[TaskSpec] = deque()
         self._cond = threading.Condition()
-        self.thread = threading.Thread(target=self._work, name=f"shmdask-{worker_id}", daemon=True)
-        self.thread.start()
+        self._busy: set[int] = set()  # idents of threads inside a task
+        names = ([f"shmdask-{worker_id}"] if nthreads == 1 else
+                 [f"shmdask-{worker_id}-{i}" for i in range(nthreads)])
+        self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True, name=name)
+                        for i, name in enumerate(names)]
+        for thread in self.threads:
+            thread.start()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._busy)
 
     def run(self, tasks: list[TaskSpec]) -> None:
         with self._cond:
-            self._batches.append(tasks)
-            self._cond.notify()
+            self._tasks.extend(tasks)
+            self._cond.notify(len(tasks))
 
-    def _work(self) -> None:
-        lane = f"{self.id}/0"
-        post = self.engine.post
+    def clear(self) -> None:
+        """Drop queued tasks and wake every thread (to see ``stopping``)."""
+        with self._cond:
+            self._tasks.clear()
+            self._cond.notify_all()
+
+    def _take(self) -> Iterator[TaskSpec]:
+        """Tasks one at a time, while the queue has some."""
         while True:
             with self._cond:
-                while not self._batches and not self.stopping:
+                if self.stopping or not self._tasks:
+                    return
+                task = self._tasks.popleft()
+            yield task
+
+    def _work(self, index: int) -> None:
+        lane = f"{self.id}/{index}"
+        post = self.engine.post
+        ident = threading.get_ident()
+        while True:
+            with self._cond:
+                while not self._tasks and not self.stopping:
                     self._cond.wait()
                 if self.stopping:
                     return
-                batch = self._batches.pop(0)
-                self.running = True
+                self._busy.add(ident)
             try:
-                run_batch(self, batch, lane, post)
+                run_batch(self, self._take(), lane, post)
             except KeyboardInterrupt:  # interrupted by close(); stop quietly
                 return
             finally:
-                self.running = False
+                self._busy.discard(ident)
+
+    def memory_now(self) -> int:
+        return _process_rss()
 
     def close(self, interrupt: bool = False, timeout: float = 1.0) -> None:
         with self._cond:
             self.stopping = True
-            self._batches.clear()
-            self._cond.notify()
-        if interrupt and self.running and self.thread.ident is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.thread.ident), ctypes.py_object(KeyboardInterrupt)
-            )
-        self.thread.join(timeout)
+            self._tasks.clear()
+            self._cond.notify_all()
+        if interrupt:
+            for ident in list(self._busy):
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _process_rss() -> int:
+    try:
+        return psutil.Process().memory_info().rss
+    except psutil.Error:
+        return 0
 
 
 def default_num_threads() -> int:
@@ -177,6 +207,17 @@ class _Waiter:
         return not self.pending or self.error is not None
 
 
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self, failed: bool = False) -> None:
+        pass
+
+
 def get_local(
     dsk: Mapping,
     dependencies: Mapping,
@@ -185,8 +226,13 @@ def get_local(
     num_workers: int | None = None,
     sync: bool = False,
     record_sink: list | None = None,
+    progress: Any = None,
 ) -> dict:
-    """Run a prepared graph on the sync or threads backend; ``{key: value}``."""
+    """Run a prepared graph on the sync or threads backend; ``{key: value}``.
+
+    ``progress`` (optional) is told ``start(total)``, ``advance(n)`` as tasks
+    finish and ``finish(failed=...)``: a progress bar, supplied by the caller
+    so the scheduler core draws nothing itself."""
     engine = Engine(name="shmdask-local")
     if sync:
         workers: list = [SyncWorker(engine)]
@@ -196,7 +242,7 @@ def get_local(
     for w in workers:
         engine.add_worker(w)
     waiter = _Waiter(set(keys))
-    bar = make_progress_bar()
+    bar = progress if progress is not None else _NoProgress()
     engine.record_callbacks.append(lambda records: bar.advance(len(records)))
     engine.submit(dsk, dependencies, keys, priorities, waiter)
     bar.start(len(dsk))
@@ -222,9 +268,7 @@ def _stop(workers: list, interrupt: bool, wait: float) -> None:
     for w in workers:
         w.stopping = True
         if isinstance(w, ThreadWorker):
-            with w._cond:
-                w._batches.clear()
-                w._cond.notify()
+            w.clear()
     deadline = time.monotonic() + wait  # one deadline for all, not one per thread
     for w in workers:
         if isinstance(w, ThreadWorker):
@@ -234,22 +278,28 @@ def _stop(workers: list, interrupt: bool, wait: float) -> None:
 class ThreadCluster:
     """An in-process cluster: the engine on its own thread, worker threads.
 
-    What ``LocalCluster(processes=False)`` is in dask: a Client can use it
-    when tasks release the GIL or processes are not wanted.
+    What ``LocalCluster(processes=False)`` is in dask: ``n_workers`` workers of
+    ``threads_per_worker`` threads each, reported with ``memory_limit`` bytes
+    each (None: no limit), each with dask's worker ``resources``.  A Client can
+    use it when tasks release the GIL or processes are not wanted.
     """
 
-    def __init__(self, n_workers: int | None = None):
-        import time as _time
-
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int = 1,
+                 memory_limit: int | None = None, resources: dict | None = None):
         self.engine = Engine(name="shmdask-thread-cluster")
-        self.started = _time.time()
+        self.started = time.time()
         self.n_workers = n_workers or default_num_threads()
+        self.threads_per_worker = threads_per_worker
+        self.memory_limit = memory_limit
+        self.resources = resources
+        self.address = f"inproc://127.0.0.1/{os.getpid()}/{id(self):x}"
         self._add_workers()
         self.engine.start()
 
     def _add_workers(self) -> None:
         for i in range(self.n_workers):
-            w = ThreadWorker(self.engine, f"thread-{i}")
+            w = ThreadWorker(self.engine, f"thread-{i}", self.threads_per_worker,
+                             self.memory_limit, self.resources)
             self.engine.add_worker(w)
 
     def scheduler_info(self) -> dict:
@@ -257,7 +307,7 @@ class ThreadCluster:
         return {
             "type": "Scheduler",
             "id": f"ThreadCluster-{id(self):x}",
-            "address": "inproc://",
+            "address": self.address,
             "started": self.started,
             "workers": {wid: self._worker_info(w, metrics)
                         for wid, w in list(self.engine.workers.items())},
@@ -267,7 +317,8 @@ class ThreadCluster:
     def _worker_info(worker: WorkerHandle, metrics: dict) -> dict:
         info = worker.info()
         info["pid"] = os.getpid()  # every thread worker lives in this process
-        info["metrics"]["executing"] = metrics.get(worker.id, {}).get("executing", 0)
+        executing = metrics.get(worker.id, {}).get("executing", 0)
+        info["metrics"]["executing"] = min(worker.nthreads, executing)
         return info
 
     def restart(self) -> None:
@@ -283,3 +334,9 @@ class ThreadCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        n = len(self.engine.workers) if not self.engine.closed else 0
+        memory = (format_bytes(self.memory_limit * n) if self.memory_limit else "unlimited")
+        return (f"LocalCluster({self.address!r}, processes=False, workers={n}, "
+                f"threads={n * self.threads_per_worker}, memory={memory})")

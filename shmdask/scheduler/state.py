@@ -5,7 +5,7 @@ acts on what each method returns, so every policy here is unit-tested alone.
 
 Life of a task::
 
-    waiting ──(all dependencies in memory)──▶ ready ──start()──▶ processing
+    waiting ──(all dependencies in memory)──▶ ready ──pop_ready()──▶ processing
        │                                        ▲                    │
        │                            worker_lost()│          finished()│  erred()
        │                                        └────────────────────┤──────────▶ erred
@@ -14,9 +14,12 @@ Life of a task::
 
 Policy, in the spirit of dask/local.py:
 
-- **What runs next.**  Ready tasks sit in a heap keyed by ``(generation,
-  priority)``: graphs run in the order they were submitted, and inside a graph
-  by :func:`shmdask.graph.order`, which finishes a chain before it starts
+- **What runs next.**  Ready tasks sit in a heap keyed by ``(-user priority,
+  generation, graph order)``: a task the user gave a higher ``priority`` runs
+  first; otherwise graphs run in the order they were submitted (a graph may
+  join the previous graph's generation: ``new_generation=False``, which the
+  engine asks for within dask's ``fifo_timeout``), and inside a graph by
+  :func:`shmdask.graph.order`, which finishes a chain before it starts
   another so intermediates are freed early.
 - **When a result goes.**  A key stays in memory while some client wants it
   (``who_wants``: futures, persisted collections, the keys of a running
@@ -26,9 +29,12 @@ Policy, in the spirit of dask/local.py:
   free them in one message per worker.
 - **Sharing.**  A graph whose keys are already known reuses them: a shared
   subgraph runs once, and a key already in memory is not recomputed.
-- **Failure.**  A task that raises is *erred*; so is everything waiting on it,
-  with the same exception.  A task on a worker that died goes back to ready;
-  after ``max_worker_deaths`` such deaths it errs with :class:`KilledWorker`.
+- **Failure.**  A task that raises goes back to ready while it has
+  ``retries`` left; after that it is *erred*, and so is everything waiting on
+  it, with the same exception.  :meth:`SchedulerState.retry` runs erred tasks
+  again (and what they need that was released meanwhile).  A task on a worker
+  that died goes back to ready; after ``max_worker_deaths`` such deaths it errs
+  with :class:`KilledWorker`.
   An erred key that a new graph brings again is retried.  A graph that names
   an unknown dependency is refused whole, before any of its tasks is added.
 """
@@ -66,9 +72,12 @@ class TaskState:
         "priority",
         "exception",
         "deaths",
+        "retries",
+        "annotations",
     )
 
-    def __init__(self, key: Any, computation: Any, priority: tuple):
+    def __init__(self, key: Any, computation: Any, priority: tuple,
+                 annotations: Mapping | None = None):
         self.key = key
         self.computation = computation
         self.dependencies: list[TaskState] = []
@@ -80,6 +89,11 @@ class TaskState:
         self.priority = priority
         self.exception: BaseException | None = None
         self.deaths = 0
+        # dask's scheduling options (``priority``, ``retries``, ``workers``,
+        # ...); one dict shared by the tasks of a graph, None for most tasks.
+        # ``priority`` and ``retries`` are read here; the engine reads the rest.
+        self.annotations = annotations
+        self.retries = (annotations.get("retries") or 0) if annotations else 0
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -93,6 +107,7 @@ class SchedulerState:
         self.max_worker_deaths = max_worker_deaths
         self._ready: list[tuple] = []
         self._generation = itertools.count()
+        self._gen: int | None = None  # the generation of the last graph
         self._seq = itertools.count()
 
     # -- adding work ---------------------------------------------------------
@@ -103,12 +118,16 @@ class SchedulerState:
         dependencies: Mapping,
         wanted: Iterable,
         priorities: Mapping | None = None,
+        annotations: Mapping | None = None,
+        new_generation: bool = True,
     ) -> list:
         """Add the tasks of ``dsk`` and mark ``wanted`` as wanted by a client.
 
         ``dependencies[k]`` lists the keys ``dsk[k]`` needs; they must be in
-        ``dsk`` or already known here.  Returns keys already finished among
-        ``wanted`` (in memory or erred), whose clients can be told at once.
+        ``dsk`` or already known here.  ``annotations`` (dask's scheduling
+        options: ``priority``, ``retries``, ...) apply to every task added.
+        Returns keys already finished among ``wanted`` (in memory or erred),
+        whose clients can be told at once.
         """
         tasks = self.tasks
         wanted = list(wanted)
@@ -122,27 +141,14 @@ class SchedulerState:
         for key in wanted:
             if key not in tasks and key not in dsk:
                 raise KeyError(f"wanted key {key!r} is neither in the graph nor known")
-        gen = next(self._generation)
-        new = []
-        for key in adding:
-            computation = dsk[key]
-            old = tasks.get(key)
-            prio = (gen, priorities[key] if priorities else 0)
-            ts = TaskState(key, computation, prio)
-            if old is not None:  # an erred key is retried; its clients still hold it
-                ts.who_wants = old.who_wants
-            tasks[key] = ts
-            new.append(ts)
-        for ts in new:
-            for dep_key in dependencies[ts.key]:
-                dep = tasks[dep_key]
-                ts.dependencies.append(dep)
-                dep.dependents.append(ts)
-                dep.waiters += 1
-                if dep.state != "memory":
-                    ts.waiting_on += 1
-            if ts.waiting_on == 0:
-                self._make_ready(ts)
+        gen = next(self._generation) if new_generation or self._gen is None else self._gen
+        self._gen = gen
+        annotations = annotations or None
+        user = -(annotations.get("priority") or 0) if annotations else 0
+        new = [self._new_task(key, dsk[key], (user, gen, priorities[key] if priorities else 0),
+                              annotations)
+               for key in adding]
+        self._link(new, dependencies)
         for key in wanted:
             ts = tasks[key]
             ts.who_wants += 1
@@ -154,13 +160,65 @@ class SchedulerState:
                 self._err_tree(ts, failed.exception)
         return [key for key in wanted if tasks[key].state in ("memory", "erred")]
 
+    def _new_task(self, key: Any, computation: Any, priority: tuple,
+                  annotations: Mapping | None) -> TaskState:
+        ts = TaskState(key, computation, priority, annotations)
+        old = self.tasks.get(key)
+        if old is not None:  # an erred key is run again; its clients still hold it
+            ts.who_wants = old.who_wants
+        self.tasks[key] = ts
+        return ts
+
+    def _link(self, new: list[TaskState], dependencies: Mapping) -> None:
+        """Connect new tasks to their (known) dependencies; ready ones are queued."""
+        tasks = self.tasks
+        for ts in new:
+            for dep_key in dependencies[ts.key]:
+                dep = tasks[dep_key]
+                ts.dependencies.append(dep)
+                dep.dependents.append(ts)
+                dep.waiters += 1
+                if dep.state != "memory":
+                    ts.waiting_on += 1
+            if ts.waiting_on == 0:
+                self._make_ready(ts)
+
+    def retry(self, keys: Iterable) -> list:
+        """Run erred ``keys`` again, with the erred or released tasks they need.
+
+        The tasks are rebuilt from the links erred tasks keep (computation,
+        priority, annotations), so retrying needs no graph from the client.
+        Returns the keys of the tasks added again.
+        """
+        tasks = self.tasks
+        todo: dict[Any, TaskState] = {}
+        stack = [ts for k in keys if (ts := tasks.get(k)) is not None and ts.state == "erred"]
+        while stack:
+            ts = stack.pop()
+            if ts.key in todo:
+                continue
+            todo[ts.key] = ts
+            for dep in ts.dependencies:
+                now = tasks.get(dep.key)
+                if now is None:  # released meanwhile: computed again
+                    if dep.computation is None:
+                        raise KeyError(f"cannot retry {ts.key!r}: its input {dep.key!r} was "
+                                       "scattered data that has been released")
+                    stack.append(dep)
+                elif now.state == "erred":
+                    stack.append(now)
+        new = [self._new_task(k, ts.computation, ts.priority, ts.annotations)
+               for k, ts in todo.items()]
+        self._link(new, {k: [d.key for d in ts.dependencies] for k, ts in todo.items()})
+        return list(todo)
+
     def add_data(self, keys: Iterable) -> None:
         """Keys whose data the client put in the store (scatter): wanted, in memory."""
         gen = next(self._generation)
         for key in keys:
             ts = self.tasks.get(key)
             if ts is None:
-                ts = self.tasks[key] = TaskState(key, None, (gen, 0))
+                ts = self.tasks[key] = TaskState(key, None, (0, gen, 0))
             ts.state = "memory"
             ts.who_wants += 1
 
@@ -210,9 +268,14 @@ class SchedulerState:
 
     def erred(self, key: Any, exception: BaseException) -> tuple[list, list]:
         """``key`` raised.  Returns ``(erred_keys, released_keys)``: the task and
-        every task that waited on it, and dependency data no longer needed."""
+        every task that waited on it, and dependency data no longer needed;
+        both empty when the task had retries left and is ready again."""
         ts = self.tasks.get(key)
         if ts is None or ts.state not in ("processing", "ready", "waiting"):
+            return [], []
+        if ts.retries > 0 and ts.state == "processing":
+            ts.retries -= 1
+            self._make_ready(ts)
             return [], []
         return self._err_tree(ts, exception)
 

@@ -282,6 +282,12 @@ class DashboardHTTPServer(http.server.ThreadingHTTPServer):
             self._done_with(request)
             raise
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away or stopped reading ends its own connection;
+        # socketserver would print a traceback to stderr for it
+        logger.debug("dashboard: connection from %s ended with an error", client_address,
+                     exc_info=True)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)

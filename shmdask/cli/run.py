@@ -1,30 +1,8 @@
-"""The ``shmdask`` command: run a script on a cluster, or hand-start a cluster over TCP.
+"""``shmdask run SCRIPT [ARGS]...``: a script on a LocalCluster, a picture and a summary after.
 
-In: a command line.  Out: an exit status, and on stderr a few lines a person reads.
-
-``shmdask run SCRIPT [ARGS]...``
-    Runs an unchanged dask-style script as ``python SCRIPT ARGS`` would, with a
-    :class:`~shmdask.cluster.local_cluster.LocalCluster` started first and a
-    ``Client`` on it set as the default scheduler, so every ``compute()`` in the
-    script runs on worker processes.  When the script ends -- normally, by an
-    exception, by ``sys.exit`` or by Ctrl-C -- the cluster is closed, the run's
-    task stream is drawn (``plot_task_stream``) into the report directory, and a
-    summary goes to stderr.  The exit status is the script's own (an uncaught
-    exception is 1, Ctrl-C is 130, SIGTERM is 143), and the script's traceback is
-    printed the way Python prints it: the frames of this runner are cut off.
-
-``shmdask scheduler`` / ``shmdask worker ADDRESS``
-    The hand-started cluster of dask's tutorial (``dask-scheduler`` and
-    ``dask-worker``): thin wrappers over ``serve_scheduler`` and ``run_worker``
-    of :mod:`shmdask.cluster.tcp` / :mod:`shmdask.cluster.remote_worker`.
-
-Why shaped so: whatever the user got wrong (a missing script, a syntax error,
-an unknown option, a bad address) is found before any process or shared
-memory exists; what can only fail later (a port in use) stops whatever had
-started.  Either way it is reported in one line (``shmdask: error: ...``) and
-nothing is left behind.  Click's usage errors keep their exit status 2.  The
-work proper sits in small functions (``load_script``, ``run_script``,
-``format_summary``) that tests can call without a terminal.
+In: a script path and its arguments.  Out: the script's exit status; on stderr
+a summary of what ran where, and the task-stream picture in the report
+directory.  See the package docstring for the contract.
 """
 
 from __future__ import annotations
@@ -44,31 +22,21 @@ from typing import Any
 import click
 
 import shmdask
+from shmdask.cli.common import (
+    DASHBOARD_HELP,
+    DEFAULT_DASHBOARD,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    CliError,
+    _err,
+    check_resolvable,
+    dashboard_option,
+    parse_address,
+    remote_hint,
+)
 from shmdask.units import format_bytes, format_seconds
 
 DEFAULT_REPORT_DIR = "shmdask-report"
-DEFAULT_PORT = 8786
-DEFAULT_DASHBOARD = ":8787"
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a Ctrl-C'd program
-EXIT_TERMINATED = 128 + signal.SIGTERM
-
-
-def _err(message: str) -> None:
-    """One line to the real stderr (the script may have replaced ``sys.stderr``)."""
-    stream = sys.__stderr__ or sys.stderr
-    if stream is None:  # pragma: no cover - no stderr at all (pythonw)
-        return
-    with contextlib.suppress(OSError, ValueError):
-        stream.write(message + "\n")
-        stream.flush()
-
-
-class CliError(click.ClickException):
-    """A mistake of the user's that is not a usage error: exit status 1 by default."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 # ----------------------------------------------------------------------------- scripts
@@ -424,72 +392,6 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
     return outcome.status
 
 
-# ----------------------------------------------------------------------------- addresses
-
-
-def parse_address(address: str) -> tuple[str, str, int]:
-    """``'127.0.0.1:8786'``, ``'tcp://host:port'`` or ``'tls://[::1]:port'`` ->
-    ``(scheme, host, port)``.  Stricter than the transport's parser on purpose: on
-    a command line a forgotten port is a mistake, not a wish for the default."""
-    text = address.strip()
-    scheme = "tcp"
-    if "://" in text:
-        scheme, text = text.split("://", 1)
-        if scheme not in ("tcp", "tls"):
-            raise ValueError(f"{address!r}: unknown scheme {scheme!r} (use tcp:// or tls://)")
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        host = ""  # an IPv6 host needs brackets
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{address!r} is not an address like 127.0.0.1:8786")
-    return scheme, host, int(port_text)
-
-
-def dashboard_option(text: str) -> str | None:
-    """``--dashboard-address``: an address, or 'none' for no dashboard; checked now."""
-    from shmdask.diagnostics.dashboard import parse_dashboard_address
-
-    if text.strip().lower() in ("none", "off", "no", "false", ""):
-        return None
-    try:
-        parse_dashboard_address(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--dashboard-address'") from None
-    return text
-
-
-def check_resolvable(host: str, port: int) -> None:
-    """A host name that does not resolve is reported now, not after minutes of retries."""
-    import socket
-
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise CliError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-# ----------------------------------------------------------------------------- click
-
-EXAMPLES = """\b
-Examples:
-  shmdask run analysis.py --input data.npy    run a script on worker processes
-  shmdask run --workers 4 --no-report job.py  four workers, no task-stream picture
-  shmdask scheduler --port 8786               hand-start a scheduler ...
-  shmdask worker 127.0.0.1:8786               ... and a worker joining it
-"""
-
-
-@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(shmdask.__version__, "--version", "-V", prog_name="shmdask")
-def cli() -> None:
-    """shmdask: run dask-style Python on worker processes that share memory."""
-
 
 RUN_EPILOG = """\b
 Examples:
@@ -499,7 +401,8 @@ Examples:
 """
 
 
-@cli.command(epilog=RUN_EPILOG, short_help="Run a Python script with a LocalCluster as scheduler.",
+@click.command(epilog=RUN_EPILOG,
+               short_help="Run a Python script with a LocalCluster as scheduler.",
              context_settings={"ignore_unknown_options": False,
                                "allow_interspersed_args": False})
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
@@ -515,8 +418,7 @@ Examples:
 @click.option("--listen", default=None, metavar="ADDRESS",
               help="Also accept remote workers at this address (host:port).")
 @click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
-              metavar="ADDRESS", help="Where the live dashboard listens (host:port; ':0' any "
-                                      "free port; 'none' for no dashboard).")
+              metavar="ADDRESS", help=DASHBOARD_HELP)
 @click.argument("script", metavar="SCRIPT")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[ARGS]...")
 def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_worker: int,
@@ -545,139 +447,3 @@ def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_wor
     return run_command(script, args, workers=workers, threads=threads_per_worker,
                        memory_limit=limit, report_dir=None if no_report else report_dir,
                        listen=listen, dashboard_address=dashboard_option(dashboard_address))
-
-
-@cli.command(short_help="Start a scheduler that workers and clients join over TCP.",
-             epilog="""\b
-Examples:
-  shmdask scheduler                          127.0.0.1:8786, this machine only
-  shmdask scheduler --port 0 --workers 2     a free port, two local workers
-  shmdask scheduler --host 0.0.0.0 --auth-key KEY   other hosts may join
-""")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; 127.0.0.1 keeps the cluster on this machine.")
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
-              help="Port to listen on (0: any free port).")
-@click.option("--workers", "n_workers", type=click.IntRange(min=0), default=0,
-              show_default=True, help="Local worker processes to start with the scheduler.")
-@click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
-              help="Key peers must prove they hold [default: a new key, in a user-only key "
-                   "file].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
-@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
-              metavar="ADDRESS", help="Where the live dashboard listens (host:port; ':0' any "
-                                      "free port; 'none' for no dashboard).")
-def scheduler(host: str, port: int, n_workers: int, auth_key: str | None,
-              dashboard_address: str) -> int:
-    """Start a scheduler that workers and clients join over TCP; Ctrl-C stops it."""
-    from shmdask.cluster.tcp import serve_scheduler
-
-    dashboard = dashboard_option(dashboard_address)
-
-    def ready(address: str) -> None:
-        # serve_scheduler has printed the address and how to connect on this host.
-        for line in remote_hint(address, host, auth_key):
-            click.echo(line)
-        sys.stdout.flush()
-
-    try:
-        serve_scheduler(host, port, n_workers, auth_key, ready, dashboard_address=dashboard)
-    except OSError as exc:
-        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise CliError(str(exc), 2) from None
-    return 0
-
-
-def remote_hint(address: str, host: str, auth_key: str | None) -> list[str]:
-    """For a scheduler reachable from other hosts: how peers there join.
-
-    On this host peers find the key by themselves; elsewhere they must be given
-    it, and the key itself is never printed (terminals and logs are shared)."""
-    if _is_loopback(host):
-        return []
-    import socket
-
-    scheme, bound, port = parse_address(address)
-    if bound in ("0.0.0.0", "::", ""):
-        bound = socket.gethostname()
-    there = f"{scheme}://{bound}:{port}" if ":" not in bound else f"{scheme}://[{bound}]:{port}"
-    if auth_key is not None:
-        key = "KEY being the key you gave"
-    else:
-        from shmdask.cluster.comm import key_file
-
-        key = f"KEY being the contents of {key_file(host, port)}"
-    return [f"From other hosts:      shmdask worker {there} --auth-key KEY  ({key}; "
-            f"or set SHMDASK_AUTH_KEY=KEY there, which Client({there!r}) reads too)"]
-
-
-@cli.command(short_help="Join a scheduler as a worker.", epilog="""\b
-Examples:
-  shmdask worker 127.0.0.1:8786                 one worker process
-  shmdask worker 10.0.0.5:8786 --nworkers 2 --auth-key KEY
-""")
-@click.argument("address")
-@click.option("--nworkers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes to start.")
-@click.option("--name", default=None,
-              help="Worker name (with --nworkers: NAME-0, NAME-1, ...) [default: given by "
-                   "the scheduler].")
-@click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
-              help="The scheduler's key [default: this user's key file on the scheduler's "
-                   "host].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
-@click.option("--nthreads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads per worker process.")
-@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0,
-              show_default=True, metavar="SECONDS",
-              help="How long to keep trying to reach the scheduler before giving up.")
-def worker(address: str, nworkers: int, name: str | None, auth_key: str | None,
-           nthreads: int, reconnect_timeout: float) -> int:
-    """Join the scheduler at ADDRESS and run its tasks; Ctrl-C or SIGTERM leaves.
-
-    The exit status is 0 after leaving on a signal, 1 if the scheduler could
-    not be reached for --reconnect-timeout seconds, 2 if it refused the key.
-    """
-    try:
-        _, host, port = parse_address(address)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'ADDRESS'") from None
-    check_resolvable(host, port)
-    from shmdask.cluster.remote_worker import run_worker
-
-    try:
-        # run_worker says on stderr, in one line, why it gives up.
-        return run_worker(address, nworkers, name, auth_key, nthreads, reconnect_timeout)
-    except (ValueError, TypeError) as exc:
-        raise CliError(str(exc), 2) from None
-
-
-# ----------------------------------------------------------------------------- entry
-
-
-def main(argv: Sequence[str] | None = None, prog_name: str = "shmdask") -> None:
-    """The console script: errors in one line, the command's status as exit status."""
-    status = invoke(argv, prog_name)
-    sys.exit(status)
-
-
-def invoke(argv: Sequence[str] | None, prog_name: str = "shmdask") -> int:
-    try:
-        rv = cli.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
-                      standalone_mode=False)
-    except click.UsageError as exc:
-        hint = ""
-        if exc.ctx is not None:
-            hint = f" (see '{exc.ctx.command_path} --help')"
-        _err(f"{prog_name}: error: {exc.format_message()}{hint}")
-        return exc.exit_code
-    except click.ClickException as exc:
-        _err(f"{prog_name}: error: {exc.format_message()}")
-        return exc.exit_code
-    except click.Abort:
-        _err(f"{prog_name}: interrupted")
-        return EXIT_INTERRUPTED
-    return rv if isinstance(rv, int) else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,412 @@
+"""The peers of a TCP listener, once authenticated: remote workers and remote clients.
+
+What flows where::
+
+    remote `shmdask worker` ◀──frames──▶ RemoteWorkerHandle (a WorkerHandle of the engine)
+        engine ──run(batch)──▶ inputs as frames read out of the store's blocks ──▶ peer
+        reader: results ──▶ frames read into the store's blocks ──▶ ("done", ...) events
+    remote `Client(...)`    ◀──frames──▶ ClientSession
+        submit / scatter / unwant ──▶ engine;  fetch / info / stream / restart ──▶ replies
+        engine listener(key, status) ──▶ batched ("statuses", ...) messages
+
+Each session's reader loop runs on its own thread (the one that did its
+handshake); anything malformed from a peer costs that peer its connection,
+never the scheduler.  Values cross through the store's wire hooks
+(:class:`~shmdask.scheduler.engine.DataStore`), so a shared-memory store
+reads arriving buffers straight into its blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from shmdask.cluster.comm import (
+    ClockOffset,
+    Comm,
+    CommClosedError,
+    ProtocolError,
+    header_frames,
+    loads_values,
+    recv_message,
+)
+from shmdask.cluster.protocol import (
+    ConnectionState,
+    dump_exception,
+    dumps_message,
+    load_exception,
+    loads_message,
+)
+from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.records import task_record
+
+if TYPE_CHECKING:
+    from shmdask.cluster.tcp_server import Listener
+
+log = logging.getLogger("shmdask.tcp")
+
+
+class _Session:
+    """One authenticated peer: a reader loop (on its handshake thread) and pings."""
+
+    role = "peer"
+
+    def __init__(self, listener: Listener, comm: Comm, session_id: str, hello: dict):
+        self.listener = listener
+        self.comm = comm
+        self.id = session_id
+        self.hello = hello
+        self.clock = ClockOffset()
+        self.closing = False
+        self.connected_at = time.time()
+
+    def ping(self) -> None:
+        if not self.comm.closed:
+            self.comm.post(header_frames(("ping", time.time())))
+
+    def serve(self) -> None:
+        reason = "connection closed"
+        store = self.listener.store
+        try:
+            while True:
+                header, body, refs = recv_message(self.comm, store.alloc_incoming,
+                                                  store.free_incoming)
+                op = header[0]
+                if op == "pong":
+                    self.clock.add(header[1], header[2], time.time())
+                    self.on_pong(header)
+                elif op == "goodbye":
+                    reason = f"{self.role} {self.id} left ({header[1] if len(header) > 1 else ''})"
+                    break
+                else:
+                    self.handle(op, header, body, refs)
+        except CommClosedError as exc:
+            reason = f"lost {self.role} {self.id} at {self.comm.peer}: {exc}"
+        except Exception as exc:  # a peer's bad input costs it its connection, not us
+            reason = f"dropped {self.role} {self.id} at {self.comm.peer}: bad message: {exc!r}"
+            log.warning("%s", reason)
+        finally:
+            self.comm.abort()
+            if not self.closing and not self.listener.closing:
+                log.info("%s", reason)
+                self.lost(reason)
+            self.listener._forget(self)
+
+    def on_pong(self, header: tuple) -> None:
+        pass
+
+    def handle(self, op: str, header: tuple, body: list, refs: dict) -> None:
+        raise ProtocolError(f"unexpected message {op!r} from a {self.role}")
+
+    def lost(self, reason: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+        with contextlib.suppress(CommClosedError):
+            self.comm.post(header_frames(("close",)))
+            self.comm.flush(1.0)
+        self.comm.abort()
+
+
+class RemoteWorkerHandle(_Session, WorkerHandle):
+    """A worker process on the other end of a TCP connection, as the engine sees it."""
+
+    role = "worker"
+    kind = "remote"
+
+    def __init__(self, listener: Listener, comm: Comm, worker_id: str, hello: dict):
+        _Session.__init__(self, listener, comm, worker_id, hello)
+        self.name = str(hello.get("name") or worker_id)
+        self.nthreads = max(1, int(hello.get("nthreads", 1)))
+        self.host = str(hello.get("host", "?"))
+        self.pid = hello.get("pid")
+        self.memory_limit = hello.get("memory_limit")
+        self.memory = 0
+        self.state = ConnectionState()
+        self.processing: dict = {}
+        self.input_bytes = 0
+        self.result_bytes = 0
+        self._encode_lock = threading.Lock()
+
+    # -- engine thread --------------------------------------------------------
+
+    def run(self, tasks: list[TaskSpec]) -> None:
+        store = self.listener.store
+        keys = [t.key for t in tasks]
+        body = []
+        nbytes = {}
+        for t in tasks:
+            deps = {}
+            n = 0
+            for k, v in t.deps.items():
+                deps[k] = store.outgoing(v)
+                n += store.nbytes(v)
+            nbytes[t.key] = n
+            body.append((t.key, t.computation, deps))
+        for key in keys:
+            self.processing[key] = None
+        try:
+            with self._encode_lock:  # the connection's function table is shared state
+                frames = [*header_frames(("run", keys)), *dumps_message(body, self.state)]
+        except Exception:
+            self._run_one_by_one(tasks, body, nbytes)
+            return
+        self._post(frames, keys, nbytes)
+
+    def _run_one_by_one(self, tasks: list, body: list, nbytes: dict) -> None:
+        """Some task cannot be pickled: fail it alone, send the others."""
+        import traceback
+
+        for task, item in zip(tasks, body, strict=True):
+            try:
+                with self._encode_lock:
+                    frames = [*header_frames(("run", [task.key])),
+                              *dumps_message([item], self.state)]
+            except Exception as exc:
+                self.processing.pop(task.key, None)
+                err = TypeError(f"task {task.key!r} cannot be sent to remote worker "
+                                f"{self.id}: {exc}")
+                err.__cause__ = exc
+                self.listener.engine.post(("erred", self.id, task.key, err,
+                                           traceback.format_exc(), None))
+                continue
+            self._post(frames, [task.key], nbytes)
+
+    def _post(self, frames: list, keys: list, nbytes: dict) -> None:
+        moved = sum(nbytes.get(k, 0) for k in keys)
+        self.input_bytes += moved
+        on_sent = None
+        if moved >= self.listener.store.threshold:
+            def on_sent(start: float, stop: float, _sent: int) -> None:
+                self.listener.add_records([
+                    self._transfer_record(k, start, stop, nbytes[k], "to")
+                    for k in keys if nbytes.get(k)])
+        try:
+            self.comm.post(frames, on_sent=on_sent)
+        except CommClosedError:
+            pass  # the reader reports the loss; these tasks are rescheduled then
+
+    def _transfer_record(self, key: Any, start: float, stop: float, nbytes: int,
+                         direction: str) -> dict:
+        record = task_record(key, self.id, f"{self.id}/transfer", start, max(start, stop),
+                             nbytes, self.listener.store.where, kind="transfer", remote=True)
+        record["direction"] = direction
+        return record
+
+    def free(self, blocks: list) -> None:  # nothing of ours lives on the remote host
+        pass
+
+    # -- reader thread --------------------------------------------------------
+
+    def handle(self, op: str, header: tuple, body: list, refs: dict) -> None:
+        if op != "results":
+            if op in ("unlinked", "stats"):
+                return
+            raise ProtocolError(f"unexpected message {op!r} from a worker")
+        started = self.comm.last_received
+        store = self.listener.store
+        try:
+            entries, unclaimed = loads_values(body, refs, owner=self.id)
+        except BaseException:
+            store.free_incoming(list(refs.values()))
+            raise
+        store.free_incoming(unclaimed)
+        del body
+        done = []
+        errors = []
+        big = []
+        processing = self.processing
+        for entry in entries:
+            key = entry[1]
+            processing.pop(key, None)
+            record = self._local_record(entry[-1])
+            if entry[0] == "done":
+                stored = entry[2]
+                value = store.incoming(stored)
+                n = store.nbytes(value)
+                self.result_bytes += n
+                if n >= store.threshold:
+                    big.append((key, n))
+                done.append(TaskResult(key, value, record))
+            else:
+                _, key, exc_bytes, tb, _ = entry
+                errors.append(("erred", self.id, key, load_exception(exc_bytes, tb), tb, record))
+        post = self.listener.engine.post
+        if big:
+            now = time.time()
+            began = now - (time.monotonic() - started)
+            self.listener.add_records([self._transfer_record(k, began, now, n, "from")
+                                       for k, n in big])
+        if done:
+            post(("done", self.id, done))
+        for event in errors:
+            post(event)
+
+    def _local_record(self, record: Any) -> dict:
+        record = dict(record) if isinstance(record, dict) else {}
+        to_local = self.clock.to_local
+        for field in ("start", "stop"):
+            if isinstance(record.get(field), int | float):
+                record[field] = to_local(record[field])
+        record["worker"] = self.id
+        lane = str(record.get("lane", f"{self.id}/0"))
+        record["lane"] = f"{self.id}/{lane.rsplit('/', 1)[-1]}"
+        record["remote"] = True
+        return record
+
+    def on_pong(self, header: tuple) -> None:
+        if len(header) > 3 and isinstance(header[3], int):
+            self.memory = header[3]
+
+    def lost(self, reason: str) -> None:
+        self.listener.engine.post(("worker-lost", self.id, reason))
+
+    # -- info -----------------------------------------------------------------
+
+    def memory_now(self) -> int:
+        return self.memory  # as the worker last reported it
+
+    def info(self) -> dict:
+        info = super().info()
+        info["address"] = self.comm.peer
+        info["clock_offset"] = self.clock.offset
+        info["metrics"].update(
+            bytes_sent=self.comm.bytes_sent,
+            bytes_received=self.comm.bytes_received,
+            input_bytes=self.input_bytes,
+            result_bytes=self.result_bytes,
+        )
+        return info
+
+    def __repr__(self) -> str:
+        return f"<RemoteWorkerHandle {self.id} {self.comm.peer} nthreads={self.nthreads}>"
+
+
+class ClientSession(_Session):
+    """A remote Client: its verbs become engine calls; statuses go back as messages."""
+
+    role = "client"
+
+    def __init__(self, listener: Listener, comm: Comm, session_id: str, hello: dict):
+        super().__init__(listener, comm, session_id, hello)
+        self.functions = ConnectionState()
+        self.wanted: Counter = Counter()
+        self._lock = threading.Lock()
+        self._statuses: list = []
+        self._statuses_queued = False
+
+    def _listener(self, key: Any, status: str, exc: BaseException | None) -> None:
+        # Engine thread: never block on the socket.  Statuses pile up until the
+        # sender thread gets to them and leave as one message.
+        payload = dump_exception(exc) if exc is not None else None
+        with self._lock:
+            self._statuses.append((key, status, payload))
+            if self._statuses_queued:
+                return
+            self._statuses_queued = True
+        with contextlib.suppress(CommClosedError):
+            self.comm.post(self._status_frames)
+
+    def _status_frames(self) -> list:
+        with self._lock:
+            statuses, self._statuses = self._statuses, []
+            self._statuses_queued = False
+        return header_frames(("statuses", statuses))
+
+    def _want(self, keys: list) -> None:
+        with self._lock:
+            self.wanted.update(keys)
+
+    def handle(self, op: str, header: tuple, body: list, refs: dict) -> None:
+        engine = self.listener.engine
+        store = self.listener.store
+        if op == "submit":
+            keys = list(header[1])
+            try:
+                dsk, dependencies, wanted, priorities, annotations = loads_message(
+                    body, self.functions)
+            except Exception as exc:
+                err = RuntimeError(f"the scheduler could not load the submitted graph: {exc!r}")
+                for key in keys:
+                    self._listener(key, "erred", err)
+                return
+            self._want(list(wanted))
+            engine.submit(dsk, dependencies, wanted, priorities, self._listener, annotations)
+        elif op == "retry":
+            engine.retry(list(header[1]), self._listener)
+        elif op == "scatter":
+            try:
+                items, unclaimed = loads_values(body, refs, owner="client")
+            except BaseException:
+                store.free_incoming(list(refs.values()))
+                raise
+            store.free_incoming(unclaimed)
+            if not isinstance(items, dict):
+                raise ProtocolError("scatter needs a dict of values")
+            stored = {k: store.incoming(v) for k, v in items.items()}
+            self._want(list(stored))
+            engine.post(("scatter", stored, self._listener))
+        elif op == "unwant":
+            keys = list(header[1])
+            with self._lock:
+                self.wanted.subtract(keys)
+                for k in keys:
+                    if self.wanted[k] <= 0:
+                        del self.wanted[k]
+            engine.unwant(keys)
+        elif op in ("fetch", "info", "restart", "stream", "tasks_done"):
+            self._answer(op, header)
+        else:
+            raise ProtocolError(f"unexpected message {op!r} from a client")
+
+    def _answer(self, op: str, header: tuple) -> None:
+        req = header[1]
+        try:
+            if op == "fetch":
+                data, out = self.listener.engine.data, {}
+                for k in header[2]:
+                    try:
+                        out[k] = self.listener.store.outgoing(data[k])
+                    except KeyError:
+                        raise KeyError(f"key {k!r} is not in memory on the scheduler") from None
+                result: Any = out
+            elif op == "info":
+                result = self.listener.scheduler_info()
+            elif op == "stream":
+                result = _stream_call(self.listener.engine, header[2], header[3])
+            elif op == "tasks_done":
+                result = self.listener.engine.tasks_done
+            else:
+                self.listener.restart()
+                result = None
+            frames = [*header_frames(("reply", req, True)), *dumps_message(result)]
+        except Exception as exc:
+            frames = header_frames(("reply", req, False, dump_exception(exc)))
+        self.comm.post(frames)
+
+    def lost(self, reason: str) -> None:
+        with self._lock:
+            keys = list(self.wanted.elements())
+            self.wanted.clear()
+        if keys:
+            self.listener.engine.unwant(keys)
+
+
+_STREAM_CALLS = ("position", "memory_position", "records_since", "memory_since", "len")
+
+
+def _stream_call(engine: Engine, name: str, arg: Any) -> Any:
+    """A read of the engine's task stream on behalf of a remote client."""
+    if name not in _STREAM_CALLS:
+        raise ValueError(f"unknown task-stream call {name!r}")
+    stream = engine.task_stream
+    if name == "len":
+        return len(stream)
+    if name in ("position", "memory_position"):
+        return getattr(stream, name)
+    return getattr(stream, name)(int(arg))

@@ -1,0 +1,126 @@
+"""How a Client talks to a scheduler: the connection verbs, and the in-process connection.
+
+A :class:`~shmdask.client.Client` holds one :class:`Connection` and uses
+nothing else of the scheduler::
+
+    Client ──submit / scatter / unwant──▶ Connection ──▶ engine (here, or over TCP)
+           ◀── listener(key, "memory" | "erred" | "cancelled", exc) ──┘
+           ──fetch / scheduler_info / task_stream / tasks_done / restart──▶ answers
+
+:class:`LocalConnection` calls an engine in this process (a ``LocalCluster``
+of worker processes, or threads); :class:`~shmdask.cluster.tcp_client.RemoteConnection`
+sends the same verbs over TCP.  Listeners may be called on any thread.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shmdask.scheduler.records import TaskStream
+
+Listener = Callable[[Any, str, BaseException | None], None]
+
+
+class Connection(ABC):
+    """The verbs a Client needs of a scheduler."""
+
+    @abstractmethod
+    def submit(self, dsk: Mapping, dependencies: Mapping, wanted: list,
+               priorities: Mapping | None, listener: Listener,
+               annotations: Mapping | None = None) -> None:
+        """Add a graph; ``listener`` hears when each wanted key is done.
+        ``annotations``: per-key scheduling options (priority, retries, ...)."""
+
+    @abstractmethod
+    def retry(self, keys: list, listener: Listener) -> None:
+        """Run these erred keys (and what erred with them) again."""
+
+    @abstractmethod
+    def scatter(self, items: Mapping, listener: Listener) -> None:
+        """Store user objects under these keys (each wanted once)."""
+
+    @abstractmethod
+    def unwant(self, keys: list) -> None:
+        """The client no longer needs these keys (once per earlier want)."""
+
+    @abstractmethod
+    def fetch(self, keys: list) -> dict:
+        """Values of keys in memory, as private user objects."""
+
+    @abstractmethod
+    def scheduler_info(self) -> dict:
+        """dask's ``scheduler_info()`` dict."""
+
+    @abstractmethod
+    def task_stream(self) -> TaskStream:
+        """The scheduler's task-stream log (read-only for clients)."""
+
+    @abstractmethod
+    def tasks_done(self) -> int:
+        """How many tasks the scheduler has finished so far."""
+
+    def unfinished_tasks(self) -> int | None:
+        """Tasks the scheduler has yet to finish, or None where that is not known."""
+        return None
+
+    @abstractmethod
+    def restart(self) -> None:
+        """Drop all data and tasks; fresh workers."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the scheduler can still be reached."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Hang up (the scheduler lives on if it is not ours)."""
+
+
+class LocalConnection(Connection):
+    """The connection verbs on an engine in this process."""
+
+    def __init__(self, cluster: Any):
+        self.cluster = cluster
+        self.engine = cluster.engine
+
+    def submit(self, dsk, dependencies, wanted, priorities, listener,
+               annotations: Mapping | None = None) -> None:
+        self.engine.submit(dsk, dependencies, wanted, priorities, listener, annotations)
+
+    def retry(self, keys: list, listener) -> None:
+        self.engine.retry(keys, listener)
+
+    def scatter(self, items: Mapping, listener) -> None:
+        self.engine.scatter(items, listener)
+
+    def unwant(self, keys: list) -> None:
+        self.engine.unwant(keys)
+
+    def fetch(self, keys: list) -> dict:
+        data, store = self.engine.data, self.engine.store
+        return {k: store.to_user(data[k]) for k in keys}
+
+    def scheduler_info(self) -> dict:
+        return self.cluster.scheduler_info()
+
+    def task_stream(self) -> TaskStream:
+        return self.engine.task_stream
+
+    def tasks_done(self) -> int:
+        return self.engine.tasks_done
+
+    def unfinished_tasks(self) -> int:
+        unfinished = ("waiting", "ready", "processing")
+        return self.engine.call(
+            lambda e: sum(ts.state in unfinished for ts in e.state.tasks.values()))
+
+    def restart(self) -> None:
+        self.cluster.restart()
+
+    def alive(self) -> bool:
+        return not self.engine.closed
+
+    def close(self) -> None:
+        pass
