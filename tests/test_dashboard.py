@@ -78,6 +78,25 @@ def test_bad_dashboard_address_is_named(address, error, words):
 # ----------------------------------------------------------------------------- model
 
 
+def test_task_stream_read_gives_records_and_the_next_position():
+    from shmdask.scheduler.records import TaskStream
+
+    stream = TaskStream(max_records=8, max_samples=4)
+    stream.add([record(f"k{i}", "inc") for i in range(5)])
+    got, nxt = stream.read(0)
+    assert [r["key"] for r in got] == [f"k{i}" for i in range(5)] and nxt == 5
+    stream.add([record(f"k{i}", "inc") for i in range(5, 12)])  # the oldest are dropped
+    got, nxt = stream.read(nxt)
+    assert [r["key"] for r in got][-1] == "k11" and nxt == 12 and len(got) <= 7
+    assert stream.read(nxt) == ([], 12)
+    for t in range(6):
+        stream.add_memory_sample({"time": float(t), "rss": {"w": 1}})
+    samples, nxt = stream.read_memory(0)
+    assert samples[-1]["time"] == 5.0 and nxt == 6
+    samples[-1]["rss"]["w"] = 99  # copies: the stream is untouched
+    assert stream.read_memory(5)[0][0]["rss"] == {"w": 1}
+
+
 def test_task_window_hands_out_what_a_poller_has_not_seen():
     w = TaskWindow(seconds=10)
     w.add([record("a", "inc", start=100.0, stop=100.5),
