@@ -9,8 +9,10 @@ LocalCluster(2), with the dashboard off vs. on and polled like the page polls it
 Each run starts a fresh cluster (dashboard_address=None, or ':0' with a
 watcher), computes once untimed (imports, mappings), then times one compute;
 runs alternate between the two settings so that noise on this shared machine
-hits both alike.  The table gives medians, the ratio on/off, and how many
-updates per second the watcher got while the timed compute ran.
+hits both alike.  The table gives medians, the ratio on/off, how many updates
+per second the watcher got while the timed compute ran, and the CPU time the
+dashboard's own threads used in the scheduler's process during it (as a share
+of the compute's wall time: a measure that machine load does not blur).
 
 The HTTP poller is a separate process (as a browser is) that requests what the
 page requests, on one kept-alive connection, every 0.4 s.  ``--browser`` opens
@@ -61,6 +63,20 @@ while True:
     print(f"{time.time():.3f}", flush=True)
     time.sleep(max(0.0, 0.4 - (time.monotonic() - t0)))
 """
+
+
+def dashboard_cpu_seconds() -> float:
+    """CPU time used so far by this process's dashboard threads (collector, server,
+    connections): what the dashboard takes from the scheduler's process, however
+    busy the machine is."""
+    import threading
+
+    import psutil
+
+    ours = {t.native_id for t in threading.enumerate()
+            if t.name.startswith("shmdask-dashboard")}
+    return sum(t.user_time + t.system_time for t in psutil.Process().threads()
+               if t.id in ours)
 
 
 def random_sum(chunks: int) -> float:
@@ -139,10 +155,13 @@ def one_run(on: bool, browser: bool, chunks: int) -> dict:
         try:
             random_sum(chunks)  # warm: imports, mappings, the watcher's first answers
             before = watcher.counts() if browser and watcher else None
+            cpu0 = dashboard_cpu_seconds()
             t0 = time.time()
             seconds = random_sum(chunks)
             t1 = time.time()
             out = {"seconds": seconds}
+            if on:
+                out["dashboard_cpu"] = dashboard_cpu_seconds() - cpu0
             if browser and watcher:
                 after = watcher.counts()
                 out["updates_per_s"] = (after[0] - before[0]) / (t1 - t0)
@@ -177,13 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     off = statistics.median(r["seconds"] for r in results[False])
     on = statistics.median(r["seconds"] for r in results[True])
     updates = statistics.median(r["updates_per_s"] for r in results[True])
+    share = statistics.median(r["dashboard_cpu"] / r["seconds"] for r in results[True])
     watcher = "headless Chromium" if args.browser else "HTTP poller"
     n_chunks = 10_000_000 // args.chunks
     print(f"random sum of {n_chunks:,} chunks on LocalCluster(2), median of {args.runs} runs")
-    print("| dashboard | seconds | ratio | updates/s seen |")
-    print("| --- | --- | --- | --- |")
-    print(f"| off | {off:.3f} | 1.000 | - |")
-    print(f"| on, {watcher} polling | {on:.3f} | {on / off:.3f} | {updates:.1f} |")
+    print("| dashboard | seconds | ratio | updates/s seen | dashboard threads' CPU |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| off | {off:.3f} | 1.000 | - | - |")
+    print(f"| on, {watcher} polling | {on:.3f} | {on / off:.3f} | {updates:.1f} | "
+          f"{share:.1%} of one core |")
     if args.browser:
         frames = statistics.median(r["frames_per_s"] for r in results[True])
         print(f"task-stream frames drawn per second: {frames:.1f}")

@@ -19,7 +19,9 @@ latest models (50 page loads cost what one does), and the collector works
 hard only while someone has asked for data in the last few seconds.  The one
 walk over every task (counting states by group) is spaced so that it takes at
 most ``1 / SCAN_COST_FACTOR`` of the time, and between walks the progress rows
-are kept current from records and the processing set (see ``model.py``).
+are kept current from records and the processing set (see ``model.py``); the
+workers (``scheduler_info()`` and psutil, which read ``/proc``) are measured
+once a second.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ from .model import (
 logger = logging.getLogger("shmdask.dashboard")
 
 #: a full count of task states may take at most 1/SCAN_COST_FACTOR of the time
-SCAN_COST_FACTOR = 50
+SCAN_COST_FACTOR = 200
 MIN_SCAN_INTERVAL = 0.25  # seconds
+WORKERS_INTERVAL = 1.0  # seconds between measurements of the workers (psutil reads /proc)
 GROUP_CACHE_SIZE = 100_000
 
 
@@ -104,7 +107,7 @@ class ProcessStats:
 class Collector:
     """Keeps the dashboard's models current for one engine; see the module docstring."""
 
-    interval = 0.25  # seconds between refreshes while someone watches
+    interval = 0.3  # seconds between refreshes while someone watches
     idle_interval = 1.0  # ... and while nobody does (records only)
     watch_seconds = 5.0  # a request counts as watching for this long
 
@@ -134,6 +137,7 @@ class Collector:
         self._graph_scanned = 0
         self._last_scan = 0.0
         self._next_scan = 0.0
+        self._workers_at = 0.0
         self._groups: dict = {}
         self._watched_until = 0.0
         self._stop = threading.Event()
@@ -265,11 +269,13 @@ class Collector:
                                                 SCAN_COST_FACTOR * self.scan_seconds)
                     # records of tasks that finished during the count are news to it
                     late, self._cursor = stream.read(self._cursor)
-                try:
-                    info = self._scheduler_info()
-                except Exception:  # the cluster is closing: keep the last table
-                    info = None
+                if now >= self._workers_at + WORKERS_INTERVAL:
+                    try:
+                        info = self._scheduler_info()
+                    except Exception:  # the cluster is closing: keep the last table
+                        info = None
                 if info is not None:
+                    self._workers_at = now
                     workers = worker_rows(info.get("workers", {}), self.process_stats)
                     self.process_stats.forget_except({w["pid"] for w in workers})
             with self._lock:

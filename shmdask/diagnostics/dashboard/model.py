@@ -105,28 +105,39 @@ class TaskWindow:
         return i
 
     def add(self, records: Iterable[Mapping]) -> None:
-        busy = self.busy
+        # the scheduler's process pays for this loop: one pass, dict lookups only
+        busy, lane_ids, group_ids = self.busy, self._lane_ids, self._group_ids
+        starts, stops, lanes, groups, kinds = (self._start, self._stop, self._lane,
+                                               self._group, self._kind)
+        newest, oldest = self.newest, self.oldest
         for rec in records:
             try:
                 start = float(rec["start"])
                 stop = float(rec["stop"])
+                lane = lane_ids.get(rec["lane"])
             except (KeyError, TypeError, ValueError):
                 continue  # a malformed record is not the dashboard's to reject
-            group = _group_of(rec)
+            if lane is None or (rec.get("remote") and not self.lanes[lane][2]):
+                lane = self._lane_id(rec)
+            group = rec.get("group") or _group_of(rec)
+            gid = group_ids.get(group)
+            if gid is None:
+                gid = self._group_id(group)
             if rec.get("kind", "compute") == "transfer":
                 kind = KIND_TRANSFER
             else:
                 kind = KIND_ERRED if rec.get("error") else KIND_COMPUTE
                 busy[group] = busy.get(group, 0.0) + (stop - start)
-            self._start.append(start)
-            self._stop.append(stop)
-            self._lane.append(self._lane_id(rec))
-            self._group.append(self._group_id(group))
-            self._kind.append(kind)
-            if stop > self.newest:
-                self.newest = stop
-            if start < self.oldest:
-                self.oldest = start
+            starts.append(start)
+            stops.append(stop)
+            lanes.append(lane)
+            groups.append(gid)
+            kinds.append(kind)
+            if stop > newest:
+                newest = stop
+            if start < oldest:
+                oldest = start
+        self.newest, self.oldest = newest, oldest
         self._trim()
 
     def _trim(self) -> None:
@@ -220,14 +231,18 @@ class GroupProgress:
 
     def add_records(self, records: Iterable[Mapping]) -> None:
         self._clock += 1
-        for rec in records:
+        finished: dict[str, int] = {}
+        erred: dict[str, int] = {}
+        for rec in records:  # counted per group first: one _get per group, not per record
             if rec.get("kind", "compute") == "transfer":
                 continue
-            g = self._get(_group_of(rec))
-            if rec.get("error"):
-                g.erred += 1
-            else:
-                g.finished += 1
+            name = rec.get("group") or _group_of(rec)
+            counts = erred if rec.get("error") else finished
+            counts[name] = counts.get(name, 0) + 1
+        for name, n in finished.items():
+            self._get(name).finished += n
+        for name, n in erred.items():
+            self._get(name).erred += n
 
     def set_processing(self, by_group: Mapping[str, int]) -> None:
         for name, g in self.groups.items():

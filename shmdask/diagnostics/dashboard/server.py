@@ -175,7 +175,8 @@ class DashboardRequestHandler(http.server.BaseHTTPRequestHandler):
         super().send_error(code, message, explain)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        logger.debug("%s %s", self.address_string(), format % args)
+        if logger.isEnabledFor(logging.DEBUG):  # one call per request: stay cheap
+            logger.debug("%s %s", self.address_string(), format % args)
 
     def _answer(self, head: bool) -> None:
         try:
@@ -289,6 +290,7 @@ class DashboardHTTPServer(http.server.ThreadingHTTPServer):
                      exc_info=True)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        threading.current_thread().name = f"shmdask-dashboard-connection-{self.server_port}"
         try:
             super().process_request_thread(request, client_address)
         finally:
