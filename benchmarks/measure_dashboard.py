@@ -15,7 +15,7 @@ dashboard's own threads used in the scheduler's process during it (as a share
 of the compute's wall time: a measure that machine load does not blur).
 
 The HTTP poller is a separate process (as a browser is) that requests what the
-page requests, on one kept-alive connection, every 0.4 s.  ``--browser`` opens
+page requests (``/api/update``), on one kept-alive connection, every 0.4 s.  ``--browser`` opens
 the page itself in headless Chromium (needs chromium, chromium-driver and
 selenium); its drawing then competes for the same cores.
 """
@@ -47,18 +47,13 @@ def get(path):
     return json.loads(body)
 cursor = memory = None
 polls = 0
-while True:
+while True:  # what the page asks for, as often
     t0 = time.monotonic()
-    stream = get("/api/task-stream?window=300" + ("" if cursor is None else f"&since={cursor}"))
-    cursor = stream["cursor"]
-    get("/api/progress")
-    get("/api/workers")
-    mem = get("/api/memory" + ("" if memory is None else f"?since={memory}"))
-    memory = mem["cursor"]
-    if polls % 2 == 0:
-        get("/api/graph")
-    if polls % 10 == 0:
-        get("/api/info")
+    answer = get("/api/update?window=30" + ("" if cursor is None else f"&since={cursor}")
+                 + ("" if memory is None else f"&memory_since={memory}")
+                 + ("&graph=1" if polls % 2 == 0 else "") + ("&info=1" if polls % 10 == 0 else ""))
+    cursor = answer["task_stream"]["cursor"]
+    memory = answer["memory"]["cursor"]
     polls += 1
     print(f"{time.time():.3f}", flush=True)
     time.sleep(max(0.0, 0.4 - (time.monotonic() - t0)))

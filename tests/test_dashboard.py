@@ -330,6 +330,17 @@ def test_api_follows_a_computation(cluster, base):
     assert info["tasks_done"] >= n + 1
 
 
+def test_api_update_is_the_parts_in_one(cluster, base):
+    cluster.client.submit(sum, [1, 2]).result()
+    parts = get_json(base, "/api/update")
+    assert set(parts) == {"task_stream", "progress", "workers", "memory"}
+    assert parts["task_stream"]["cursor"] == get_json(base, "/api/task-stream")["cursor"]
+    cursor, memory = parts["task_stream"]["cursor"], parts["memory"]["cursor"]
+    more = get_json(base, f"/api/update?since={cursor}&memory_since={memory}&graph=1&info=1")
+    assert set(more) == {"task_stream", "progress", "workers", "memory", "graph", "info"}
+    assert more["task_stream"]["start"] == [] and more["info"]["cluster"] == cluster.id
+
+
 def test_api_graph_of_the_current_computation(cluster, base):
     inc = lambda x: x + 1  # noqa: E731
     graph = shmdask.delayed(inc)(shmdask.delayed(inc)(1))
@@ -368,6 +379,8 @@ def test_metrics_endpoint(cluster, base):
     ("GET", "/api/task-stream?window=1e9", 400),
     ("GET", "/api/progress?cmd=restart", 400),
     ("GET", "/api/memory?since=1&since=2&&=", 400),
+    ("GET", "/api/update?memory_since=x", 400),
+    ("GET", "/api/update?graph=yes", 400),
     ("POST", "/api/info", 405),
     ("DELETE", "/status", 405),
     ("PUT", "/api/workers", 405),

@@ -630,25 +630,21 @@
   var polls = 0, backoff = POLL_MS;
 
   function poll() {
+    // one request per update: /api/update is /api/task-stream, /progress, /workers
+    // and /memory (and now and then /graph and /info) in one answer
     var st = S.stream;
-    var wanted = [
-      getJSON("/api/task-stream?window=" + S.windowSeconds + (st.cursor === null ? "" : "&since=" + st.cursor)),
-      getJSON("/api/progress"),
-      getJSON("/api/workers"),
-      getJSON("/api/memory" + (S.memory.cursor === null ? "" : "?since=" + S.memory.cursor))
-    ];
-    var withInfo = polls % 10 === 0, withGraph = polls % 2 === 0;
-    if (withInfo) { wanted.push(getJSON("/api/info")); }
-    if (withGraph) { wanted.push(getJSON("/api/graph")); }
+    var url = "/api/update?window=" + S.windowSeconds +
+      (st.cursor === null ? "" : "&since=" + st.cursor) +
+      (S.memory.cursor === null ? "" : "&memory_since=" + S.memory.cursor) +
+      (polls % 2 === 0 ? "&graph=1" : "") + (polls % 10 === 0 ? "&info=1" : "");
     polls++;
-    Promise.all(wanted).then(function (answers) {
-      var k = 4;
-      if (withInfo) { S.info = answers[k++]; }
-      if (withGraph) { S.graph = answers[k++]; }
-      addTasks(answers[0]);
-      S.progress = answers[1];
-      S.workers = answers[2].workers;
-      addMemory(answers[3]);
+    getJSON(url).then(function (answer) {
+      if (answer.info) { S.info = answer.info; }
+      if (answer.graph) { S.graph = answer.graph; }
+      addTasks(answer.task_stream);
+      S.progress = answer.progress;
+      S.workers = answer.workers.workers;
+      addMemory(answer.memory);
       S.updates++;
       backoff = POLL_MS;
       $("connection").textContent = "live";
