@@ -1,18 +1,20 @@
 """What watching the live dashboard costs: the 10,000-chunk random sum on
 LocalCluster(2), with the dashboard off vs. on and polled like the page polls it.
 
-    python benchmarks/measure_dashboard.py                  # HTTP poller, 7 runs each
+    python benchmarks/measure_dashboard.py                  # HTTP poller, 9 runs each
     python benchmarks/measure_dashboard.py --browser        # headless Chromium instead
     python benchmarks/measure_dashboard.py --chunks 200 --browser --runs 1
                                                             # 50,000 tasks: updates/s
 
-Each run starts a fresh cluster (dashboard_address=None, or ':0' with a
-watcher), computes once untimed (imports, mappings), then times one compute;
-runs alternate between the two settings so that noise on this shared machine
-hits both alike.  The table gives medians, the ratio on/off, how many updates
-per second the watcher got while the timed compute ran, and the CPU time the
-dashboard's own threads used in the scheduler's process during it (as a share
-of the compute's wall time: a measure that machine load does not blur).
+One warm cluster serves every run; for the runs "on" its dashboard is started
+(on a free port) and watched, for the runs "off" it is closed, so both settings
+run on the same worker processes.  Runs alternate between the two settings so
+that noise on this shared machine hits both alike.  The table gives medians,
+the ratio on/off (of the medians, and the median of each adjacent pair's), how
+many updates per second the watcher got while the timed compute ran, and the
+CPU time the dashboard's own threads used in the scheduler's process during it
+(as a share of the compute's wall time: a measure that machine load does not
+blur).
 
 The HTTP poller is a separate process (as a browser is) that requests what the
 page requests (``/api/update``), on one kept-alive connection, every 0.4 s.  ``--browser`` opens
@@ -139,43 +141,49 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def one_run(on: bool, browser: bool, chunks: int) -> dict:
-    from shmdask.distributed import Client, LocalCluster
+def timed_run(cluster, on: bool, browser: bool, chunks: int) -> dict:
+    """One timed compute on ``cluster``, its dashboard started and watched (``on``) or
+    closed; the dashboard is started afresh each time, as a new cluster would."""
+    from shmdask.diagnostics.dashboard import start_dashboard
 
-    address = ":0" if on else None
-    with LocalCluster(n_workers=2, dashboard_address=address) as cluster, Client(cluster):
-        watcher = None
+    runtime = cluster._runtime
+    watcher = None
+    if on:
+        runtime.dashboard = start_dashboard(cluster, ":0")
+        link = cluster.dashboard_link
+        watcher = Browser(link) if browser else Poller(link)
+    try:
+        before = watcher.counts() if browser and watcher else None
+        cpu0 = dashboard_cpu_seconds()
+        t0 = time.time()
+        seconds = random_sum(chunks)
+        t1 = time.time()
+        out = {"seconds": seconds}
         if on:
-            watcher = Browser(cluster.dashboard_link) if browser else Poller(cluster.dashboard_link)
-        try:
-            random_sum(chunks)  # warm: imports, mappings, the watcher's first answers
-            before = watcher.counts() if browser and watcher else None
-            cpu0 = dashboard_cpu_seconds()
-            t0 = time.time()
-            seconds = random_sum(chunks)
-            t1 = time.time()
-            out = {"seconds": seconds}
-            if on:
-                out["dashboard_cpu"] = dashboard_cpu_seconds() - cpu0
-            if browser and watcher:
-                after = watcher.counts()
-                out["updates_per_s"] = (after[0] - before[0]) / (t1 - t0)
-                out["frames_per_s"] = (after[1] - before[1]) / (t1 - t0)
-            elif watcher:
-                time.sleep(0.5)  # the poll that was in flight at the end
-                out["updates_per_s"] = watcher.updates_between(t0, t1) / (t1 - t0)
-            return out
-        finally:
-            if watcher is not None:
-                watcher.close()
+            out["dashboard_cpu"] = dashboard_cpu_seconds() - cpu0
+        if browser and watcher:
+            after = watcher.counts()
+            out["updates_per_s"] = (after[0] - before[0]) / (t1 - t0)
+            out["frames_per_s"] = (after[1] - before[1]) / (t1 - t0)
+        elif watcher:
+            time.sleep(0.5)  # the poll that was in flight at the end
+            out["updates_per_s"] = watcher.updates_between(t0, t1) / (t1 - t0)
+        return out
+    finally:
+        if watcher is not None:
+            watcher.close()
+        if runtime.dashboard is not None:
+            runtime.dashboard.close()
+            runtime.dashboard = None
 
 
 def main(argv: list[str] | None = None) -> None:
     import shmdask
+    from shmdask.distributed import Client, LocalCluster
 
     shmdask.config.set(progress=False)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--chunks", type=int, default=1000,
                         help="chunk size of the 10,000,000-element array (1000: 10,000 chunks)")
     parser.add_argument("--browser", action="store_true",
@@ -183,23 +191,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv)
     results: dict[bool, list[dict]] = {False: [], True: []}
-    for i in range(args.runs):
-        for on in (False, True) if i % 2 == 0 else (True, False):
-            results[on].append(one_run(on, args.browser, args.chunks))
-            print(f"run {i + 1}/{args.runs} dashboard {'on ' if on else 'off'}: "
-                  f"{results[on][-1]}", file=sys.stderr, flush=True)
+    with LocalCluster(n_workers=2, dashboard_address=None) as cluster, Client(cluster):
+        random_sum(args.chunks)  # warm: imports, mappings
+        for i in range(args.runs):
+            for on in (False, True) if i % 2 == 0 else (True, False):
+                results[on].append(timed_run(cluster, on, args.browser, args.chunks))
+                print(f"run {i + 1}/{args.runs} dashboard {'on ' if on else 'off'}: "
+                      f"{results[on][-1]}", file=sys.stderr, flush=True)
     off = statistics.median(r["seconds"] for r in results[False])
     on = statistics.median(r["seconds"] for r in results[True])
+    paired = statistics.median(a["seconds"] / b["seconds"]
+                               for a, b in zip(results[True], results[False], strict=True))
     updates = statistics.median(r["updates_per_s"] for r in results[True])
     share = statistics.median(r["dashboard_cpu"] / r["seconds"] for r in results[True])
     watcher = "headless Chromium" if args.browser else "HTTP poller"
     n_chunks = 10_000_000 // args.chunks
-    print(f"random sum of {n_chunks:,} chunks on LocalCluster(2), median of {args.runs} runs")
-    print("| dashboard | seconds | ratio | updates/s seen | dashboard threads' CPU |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| off | {off:.3f} | 1.000 | - | - |")
-    print(f"| on, {watcher} polling | {on:.3f} | {on / off:.3f} | {updates:.1f} | "
-          f"{share:.1%} of one core |")
+    print(f"random sum of {n_chunks:,} chunks on one LocalCluster(2), {args.runs} runs each, "
+          f"alternating")
+    print("| dashboard | median seconds | ratio of medians | median ratio of pairs "
+          "| updates/s seen | dashboard threads' CPU |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| off | {off:.3f} | 1.000 | 1.000 | - | - |")
+    print(f"| on, {watcher} polling | {on:.3f} | {on / off:.3f} | {paired:.3f} | "
+          f"{updates:.1f} | {share:.1%} of one core |")
     if args.browser:
         frames = statistics.median(r["frames_per_s"] for r in results[True])
         print(f"task-stream frames drawn per second: {frames:.1f}")
