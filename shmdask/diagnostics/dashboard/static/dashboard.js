@@ -15,9 +15,7 @@
 
   var POLL_MS = 400;           // at least two updates a second
   var MAX_BACKOFF_MS = 5000;
-  var KEEP_SECONDS = 300;      // memory samples kept
-  var FRAME_MS = 40;           // redraw the moving task stream at most 25 times a second
-  var FRAME_BUDGET = 8;        // ... and spend at most 1/8 of the time drawing it
+  var LEAD_SECONDS = 1.5;      // the task stream slides this long after each update
   var STATE_COLORS = {
     waiting: "#d9d9d9", ready: "#9ecae1", processing: "#31a354", memory: "#e6550d",
     released: "#3182bd", erred: "#000000", forgotten: "#f2f2f2"
@@ -34,6 +32,7 @@
     lastError: null,
     barsDrawn: 0,
     frames: 0,
+    renderMs: 0,    // time spent taking in updates and drawing, in all
     windowSeconds: 30,
     info: null,
     progress: null,
@@ -156,7 +155,7 @@
       Array.prototype.push.apply(m[k], p[k]);
     });
     if (S.live && m.time.length) {
-      var cutoff = m.time[m.time.length - 1] - KEEP_SECONDS, n = 0;
+      var cutoff = m.time[m.time.length - 1] - Math.max(S.windowSeconds, 60) - 5, n = 0;
       while (n < m.time.length && m.time[n] < cutoff) { n++; }
       if (n > 0) { ["time", "shm", "memory", "done", "rate"].forEach(function (k) { m[k].splice(0, n); }); }
     }
@@ -209,20 +208,26 @@
     return entries;
   }
 
+  // The task stream is two canvases: a still frame (lane labels and shading, the
+  // time axis) and, over its plot area, the bars, drawn a little into the future
+  // and slid left by a CSS transition until the next update redraws them.  The
+  // bars move smoothly while the page draws only twice or so a second.
   function drawStream() {
-    var canvas = $("task-stream");
+    var frame = $("stream-frame"), bars = $("task-stream"), clip = $("stream-clip");
     var st = S.stream;
     var range = streamRange(), t0 = range[0], t1 = range[1];
+    var lead = S.live ? LEAD_SECONDS : 0;
     var rows = visibleLanes(t0);
     var rowH = rows.length > 24 ? Math.max(6, Math.floor(360 / rows.length)) : 18;
-    var wantH = Math.max(60, rows.length * rowH + 28);
-    if (Math.abs(canvas.clientHeight - wantH) > 1) { canvas.style.height = wantH + "px"; }
-    var c = prepare(canvas), ctx = c.ctx, w = c.w;
+    var top = 4, rowsH = Math.max(rows.length, 1) * rowH;
+    var wantH = Math.max(60, rowsH + 28);
+    if (Math.abs(frame.clientHeight - wantH) > 1) { frame.style.height = wantH + "px"; }
+    var c = prepare(frame), ctx = c.ctx, w = c.w;
     ctx.font = Math.min(11, rowH - 2) + "px system-ui, sans-serif";
     var labelW = 40;
     rows.forEach(function (r) { labelW = Math.max(labelW, ctx.measureText(r.lane[0] + (r.lane[2] ? " (remote)" : "")).width + 10); });
     labelW = Math.min(labelW, 200);
-    var plotW = Math.max(10, w - labelW - 8), top = 4;
+    var plotW = Math.max(10, w - labelW - 8);
     var scale = plotW / (t1 - t0);
     var rowOf = {};
     var workerBand = {}, band = 0, lastWorker = null;
@@ -231,7 +236,7 @@
       if (r.lane[1] !== lastWorker) { band++; lastWorker = r.lane[1]; }
       workerBand[i] = band;
     });
-    // lanes: shaded per worker, labelled
+    // the frame: lanes shaded per worker, labelled
     rows.forEach(function (r, i) {
       var y = top + i * rowH;
       if (workerBand[i] % 2 === 1) {
@@ -243,14 +248,27 @@
       ctx.textAlign = "right";
       ctx.fillText(r.lane[0] + (r.lane[2] ? " (remote)" : ""), labelW - 6, y + rowH / 2);
     });
-    // bars: neighbours of one colour closer than a pixel are drawn as one
+    // the bars, on their own canvas over the plot area
+    clip.style.left = labelW + "px";
+    clip.style.top = top + "px";
+    clip.style.width = plotW + "px";
+    clip.style.height = rowsH + "px";
+    bars.style.width = Math.ceil(plotW + lead * scale) + "px";
+    bars.style.height = rowsH + "px";
+    var b = prepare(bars), bctx = b.ctx, barsW = b.w;
+    var tEnd = t1 + lead;
+    // neighbours of one colour closer than a pixel are drawn as one
+    // and a bar inside a pixel already painted in its lane is skipped, so a
+    // redraw costs at most one rectangle per pixel per lane however many tasks ran
     var drawn = 0, other = otherColor(), transfer = transferColor();
     var pending = {};  // row -> [x0, x1, color]
+    var painted = {};  // row -> the pixel column painted last
     function flush(row) {
       var p = pending[row];
       if (!p) { return; }
-      ctx.fillStyle = p[2];
-      ctx.fillRect(p[0], top + row * rowH + rowH * 0.1, Math.max(1, p[1] - p[0]), rowH * 0.8);
+      bctx.fillStyle = p[2];
+      bctx.fillRect(p[0], row * rowH + rowH * 0.1, Math.max(1, p[1] - p[0]), rowH * 0.8);
+      painted[row] = Math.floor(Math.max(p[1], p[0] + 1));
       drawn++;
       pending[row] = null;
     }
@@ -263,37 +281,42 @@
       first = Math.max(0, first - 256);
     }
     for (var i = first; i < st.start.length; i++) {
-      if (st.stop[i] < t0 || st.start[i] > t1) { continue; }
+      if (st.stop[i] < t0 || st.start[i] > tEnd) { continue; }
       var row = rowOf[st.lane[i]];
       if (row === undefined) { continue; }
-      var x0 = labelW + Math.max(0, (st.start[i] - t0) * scale);
-      var x1 = labelW + Math.min(plotW, (st.stop[i] - t0) * scale);
+      var x0 = Math.max(0, (st.start[i] - t0) * scale);
+      var x1 = Math.min(barsW, (st.stop[i] - t0) * scale);
       if (st.kind[i] === 1) { transfers.push([x0, x1, row]); continue; }
       if (st.kind[i] === 2) { erred.push([x0, x1, row]); }
       var color = st.colors[st.groups[st.group[i]]] || other;
       var p = pending[row];
       if (p && p[2] === color && x0 <= p[1] + 1) {
         if (x1 > p[1]) { p[1] = x1; }
+      } else if (p && Math.floor(x1) <= Math.floor(p[1])) {
+        continue;  // within the pixel the pending bar ends in
+      } else if (!p && painted[row] !== undefined && Math.floor(x1) <= painted[row]) {
+        continue;  // within a pixel already painted
       } else {
         flush(row);
         pending[row] = [x0, Math.max(x1, x0 + 1), color];
       }
     }
     Object.keys(pending).forEach(function (row) { flush(row); });
-    ctx.fillStyle = transfer;
+    bctx.fillStyle = transfer;
     transfers.forEach(function (t) {
-      ctx.fillRect(t[0], top + t[2] * rowH + rowH * 0.275, Math.max(2, t[1] - t[0]), rowH * 0.45);
+      bctx.fillRect(t[0], t[2] * rowH + rowH * 0.275, Math.max(2, t[1] - t[0]), rowH * 0.45);
       drawn++;
     });
-    ctx.strokeStyle = "#000";
-    ctx.lineWidth = 1;
+    bctx.strokeStyle = "#000";
+    bctx.lineWidth = 1;
     erred.forEach(function (t) {
-      ctx.strokeRect(t[0] + 0.5, top + t[2] * rowH + rowH * 0.1 + 0.5, Math.max(2, t[1] - t[0]) - 1, rowH * 0.8 - 1);
+      bctx.strokeRect(t[0] + 0.5, t[2] * rowH + rowH * 0.1 + 0.5, Math.max(2, t[1] - t[0]) - 1, rowH * 0.8 - 1);
     });
     S.barsDrawn = drawn;
     S.frames++;
-    // time axis
-    var axisY = top + rows.length * rowH + 4;
+    slide(bars, drawn > 0 ? lead * scale : 0, lead);
+    // the frame's time axis: seconds before now (live) or since the first task
+    var axisY = top + rowsH + 4;
     ctx.strokeStyle = "#999";
     ctx.beginPath();
     ctx.moveTo(labelW, axisY + 0.5);
@@ -324,9 +347,23 @@
     }
   }
 
+  // Move ``el`` left by ``px`` over ``seconds``, starting from where it was drawn.
+  function slide(el, px, seconds) {
+    el.style.transition = "none";
+    el.style.transform = "translateX(0)";
+    if (!(px > 0)) { return; }
+    void el.offsetWidth;  // apply the reset before the transition starts
+    el.style.transition = "transform " + seconds + "s steps(" + Math.max(1, Math.round(seconds * 12)) + ", end)";
+    el.style.transform = "translateX(" + (-px).toFixed(1) + "px)";
+  }
+
+  var legendKey = null;
   function drawLegend() {
     var st = S.stream, box = $("legend");
     var names = Object.keys(st.colors);
+    var key = JSON.stringify([st.colors, st.groups.length > names.length, st.kind.indexOf(1) >= 0]);
+    if (key === legendKey) { return; }
+    legendKey = key;
     box.textContent = "";
     names.forEach(function (name) {
       var item = el("span");
@@ -448,8 +485,8 @@
     }
     var peak = 0;
     series.forEach(function (s) {
-      for (var i = 0; i < times.length; i++) {
-        if (times[i] >= t0 && s.values[i] > peak) { peak = s.values[i]; }
+      for (var i = times.length - 1; i >= 0 && times[i] >= t0; i--) {
+        if (s.values[i] > peak) { peak = s.values[i]; }
       }
     });
     peak = peak > 0 ? peak * 1.1 : 1;
@@ -465,11 +502,14 @@
       ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + pw, y); ctx.stroke();
       ctx.fillText(opts.format(v), left - 4, y);
     }
+    var firstShown = 0;
+    while (firstShown < times.length && times[firstShown] < t0) { firstShown++; }
+    // at most about one point per pixel
+    var stride = Math.max(1, Math.floor((times.length - firstShown) / Math.max(pw, 1)));
     series.forEach(function (s) {
       ctx.beginPath();
       var started = false, lastX = left;
-      for (var i = 0; i < times.length; i++) {
-        if (times[i] < t0) { continue; }
+      for (var i = firstShown; i < times.length; i += stride) {
         var x = X(times[i]), y = Y(s.values[i] || 0);
         if (!started) {
           if (s.fill) { ctx.moveTo(x, top + ph); ctx.lineTo(x, y); } else { ctx.moveTo(x, y); }
@@ -533,11 +573,15 @@
 
   // ------------------------------------------------------------------ graph
 
-  function renderGraph() {
+  var graphKey = null;
+  function renderGraph(force) {
     var g = S.graph, canvas = $("graph");
     var note = $("graph-note");
-    var c = prepare(canvas), ctx = c.ctx, w = c.w, h = c.h;
     var legend = $("graph-legend");
+    // drawn again only when something changed: the graph, a state, the size
+    var key = g ? JSON.stringify([g.id, g.status, g.states, canvas.clientWidth]) : null;
+    if (key === graphKey && !force) { return; }
+    graphKey = key;
     legend.textContent = "";
     if (!g || g.status !== "ok") {
       note.textContent = g ? g.message : "";
@@ -545,6 +589,7 @@
       return;
     }
     canvas.classList.remove("hidden");
+    var c = prepare(canvas), ctx = c.ctx, w = c.w, h = c.h;
     note.textContent = g.n_tasks + " keys";
     var xs = g.nodes.x, ys = g.nodes.y;
     var minX = Math.min.apply(null, xs), maxX = Math.max.apply(null, xs);
@@ -638,7 +683,9 @@
       (S.memory.cursor === null ? "" : "&memory_since=" + S.memory.cursor) +
       (polls % 2 === 0 ? "&graph=1" : "") + (polls % 10 === 0 ? "&info=1" : "");
     polls++;
+    var started = performance.now();
     getJSON(url).then(function (answer) {
+      var t0 = performance.now();
       if (answer.info) { S.info = answer.info; }
       if (answer.graph) { S.graph = answer.graph; }
       addTasks(answer.task_stream);
@@ -650,14 +697,19 @@
       $("connection").textContent = "live";
       $("connection").className = "status live";
       renderAll();
+      S.renderMs += performance.now() - t0;
     }).catch(function (err) {
       S.failures++;
       S.lastError = String(err);
       backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
       $("connection").textContent = "no answer from the scheduler, retrying";
       $("connection").className = "status down";
+      drawStream();  // time goes on: the stream moves on, empty
     }).then(function () {
-      setTimeout(poll, backoff);
+      // every POLL_MS from the start of this update, not after it: a slow answer
+      // does not slow the rate down
+      var wait = backoff === POLL_MS ? POLL_MS - (performance.now() - started) : backoff;
+      setTimeout(poll, Math.max(20, wait));
     });
   }
 
@@ -665,21 +717,10 @@
     renderHeader();
     renderProgress();
     renderWorkers();
-    renderMemory();
+    if (S.updates % 2 === 0 || !S.live) { renderMemory(); }
     if (S.updates % 2 === 1 || !S.live) { renderGraph(); }
     drawLegend();
     drawStream();
-  }
-
-  var lastFrame = 0, frameGap = FRAME_MS;
-  function frame(now) {
-    if (now - lastFrame >= frameGap) {
-      lastFrame = now;
-      try { drawStream(); } catch (e) { S.lastError = String(e); throw e; }
-      // a stream so busy that drawing it is slow is drawn less often
-      frameGap = Math.max(FRAME_MS, FRAME_BUDGET * (performance.now() - now));
-    }
-    window.requestAnimationFrame(frame);
   }
 
   // ------------------------------------------------------------------ start
@@ -716,7 +757,6 @@
   } else {
     $("footer").textContent = "shmdask live dashboard · JSON API under /api/ · Prometheus metrics at /metrics";
     poll();
-    window.requestAnimationFrame(frame);
-    window.addEventListener("resize", function () { renderMemory(); renderGraph(); });
+    window.addEventListener("resize", function () { renderMemory(); renderGraph(true); drawStream(); });
   }
 }());
