@@ -16,7 +16,7 @@ local ones are built here, a Client is one too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shmdask import config
@@ -185,12 +185,25 @@ def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict
     return dsk, keys
 
 
-def _run(collections: list, scheduler: Any, optimize: bool) -> tuple[dict, list]:
+def _run(collections: list, scheduler: Any, optimize: bool,
+         finish_on_views: Callable | None = None) -> tuple[Any, list]:
+    """Run the collections' graph -> ``({key: value}, [keys of each])``.
+
+    With ``finish_on_views(results, keys)`` -- a finisher that copies what it
+    keeps -- a scheduler that can (``finalizes_views``) calls it on read-only
+    views of its data before letting go of it, and its result comes back
+    instead of the values: one copy of the data rather than two."""
     dsk, keys = collections_to_graph(collections, optimize)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
     sched = get_scheduler(scheduler)
     prepared, deps, prio = prepare_graph(dsk, flat, optimize)
+    if finish_on_views is not None and getattr(sched, "finalizes_views", False):
+        finished = sched.run_graph(prepared, deps, flat, prio,
+                                   finalize=lambda results: finish_on_views(results, keys))
+        return finished, keys
     results = sched.run_graph(prepared, deps, flat, prio)
+    if finish_on_views is not None:
+        return finish_on_views(results, keys), keys
     return results, keys
 
 
@@ -245,13 +258,18 @@ def compute(*args: Any, scheduler: Any = None, optimize_graph: bool = True,
         collections = [a for a in wrapped if a is not None]
     if not collections:
         return tuple(args)
-    results, keys = _run(collections, scheduler, optimize_graph)
-    computed = iter(
-        finalize(_pack(ks, results), *extra)
-        for (finalize, extra), ks in zip(
-            (c.__shmdask_postcompute__() for c in collections), keys, strict=True
-        )
-    )
+    finalizers = [c.__shmdask_postcompute__() for c in collections]
+
+    def finish(results: dict, keys: list) -> list:
+        return [finalize(_pack(ks, results), *extra)
+                for (finalize, extra), ks in zip(finalizers, keys, strict=True)]
+
+    if all(getattr(finalize, "copies_views", False) for finalize, _ in finalizers):
+        finished, _ = _run(collections, scheduler, optimize_graph, finish)
+    else:  # some finalizer may keep a value as it is: it gets private copies
+        results, keys = _run(collections, scheduler, optimize_graph)
+        finished = finish(results, keys)
+    computed = iter(finished)
     return tuple(next(computed) if w is not None else a for w, a in zip(wrapped, args,
                                                                         strict=True))
 

@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask import base, config
@@ -48,6 +48,7 @@ from shmdask.annotations import scheduling_options
 from shmdask.connection import LocalConnection
 from shmdask.delayed import _call, _funcname, unpack_collections
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
+from shmdask.event_loops import LoopThread, in_event_loop
 from shmdask.futures import (
     CallbackThread,
     CancelledError,
@@ -61,7 +62,7 @@ from shmdask.futures import (
 from shmdask.graph import flatten
 from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.tokenize import tokenize
-from shmdask.units import format_bytes
+from shmdask.units import format_bytes, parse_timedelta
 
 # -- connections ----------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class Client:
     """
 
     def __init__(self, address: Any = None, *, set_as_default: bool = True,
-                 timeout: float = 10, report_dir: str | None = None,
+                 timeout: Any = None, report_dir: str | None = None,
                  asynchronous: bool = False, name: str | None = None, **cluster_kwargs: Any):
         self.id = f"Client-{uuid.uuid4().hex[:8]}"
         self.name = name
@@ -102,7 +103,7 @@ class Client:
         self._status: dict[Any, KeyStatus] = {}
         self._forgotten: set = set()  # fire_and_forget keys: let go of when finished
         self._callbacks = CallbackThread(f"shmdask-callbacks-{self.id}")
-        self._loop_thread: _LoopThread | None = None
+        self._loop_thread: LoopThread | None = None
         self._owns_cluster = False
         self.cluster: Any = None
         self.connection: Any = None
@@ -148,7 +149,10 @@ class Client:
                 if cluster_kwargs:
                     raise TypeError(f"Client(address) got unexpected keyword argument(s) "
                                     f"{', '.join(sorted(cluster_kwargs))}")
-                self.connection = connect_client(address, timeout=timeout, **connect_options)
+                if timeout is None:  # dask's distributed.comm.timeouts.connect
+                    timeout = config.get("connect_timeout")
+                self.connection = connect_client(address, timeout=parse_timedelta(timeout),
+                                                 **connect_options)
             else:
                 raise TypeError(
                     f"Client() takes a cluster, an address like '127.0.0.1:8786' or nothing, "
@@ -173,7 +177,7 @@ class Client:
     def asynchronous(self) -> bool:
         """True for a client made with ``asynchronous=True``, when called from
         inside a running event loop: its verbs then return awaitables."""
-        return self._asynchronous and _in_event_loop()
+        return self._asynchronous and in_event_loop()
 
     async def _start_async(self) -> Client:
         if not self.started:
@@ -214,7 +218,7 @@ class Client:
             return asyncio.wait_for(result, callback_timeout) if callback_timeout else result
         with self._lock:
             if self._loop_thread is None:
-                self._loop_thread = _LoopThread(f"shmdask-loop-{self.id}")
+                self._loop_thread = LoopThread(f"shmdask-loop-{self.id}")
         return self._loop_thread.run(result, callback_timeout)
 
     # -- bookkeeping of keys held by Futures ----------------------------------------
@@ -258,9 +262,13 @@ class Client:
         blocks, never runs user code; callbacks go to the callback thread)."""
         with self._lock:
             st = self._status.get(key)
-            forgotten = key in self._forgotten
+            forgotten = status != "pending" and key in self._forgotten
             if forgotten:
                 self._forgotten.discard(key)
+        if status == "pending":  # an erred input runs again (retry)
+            if st is not None:
+                st.reset()
+            return
         if st is not None:
             st.finish(status, exc)
         if forgotten and not self.closed:
@@ -285,7 +293,7 @@ class Client:
                       options: dict | None = None) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
-        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize)
+        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize, self)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
         self.connection.submit(dsk, deps, new, prio, self._listener, options)
         return futures
@@ -384,22 +392,34 @@ class Client:
             out.append(rebuild({k: futures[k] for k in flatten(ks)}, *extra))
         return out
 
+    finalizes_views = True  # run_graph takes finalize= (see base._run)
+
     def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
-                  priorities: Mapping) -> dict:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch."""
+                  priorities: Mapping, finalize: Callable[[dict], Any] | None = None) -> Any:
+        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
+
+        With ``finalize``, returns ``finalize({key: value})``, called on
+        read-only views of shared memory while the keys are still held: a
+        finalizer that copies what it keeps (concatenating chunks) makes the
+        one copy of the data."""
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
         waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
         earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities)
+        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
         stream = self.connection.task_stream()
         first = (stream.position, stream.memory_position)
         futures, new = self._new_futures(keys)
         self.connection.submit(dsk, dependencies, new, priorities, self._listener)
         try:
             self._wait_with_progress(futures, len(dsk) + earlier)
-            values = self.gather(futures)
+            if finalize is None:
+                values = self.gather(futures)
+            else:
+                self.gather([f for f in futures if f._status.status != "finished"])  # errors
+                self._check_alive()
+                return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
         finally:
             del futures  # releases the keys on the cluster
             if self.report_dir is not None:
@@ -686,40 +706,89 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self._close()
 
+    # -- the cluster (scheduler-side calls: shmdask.cluster.scheduler_calls) ----------
+
+    def run(self, function: Callable, *args: Any, workers: list | None = None,
+            wait: bool = True, nanny: bool = False, on_error: str = "raise",
+            **kwargs: Any) -> dict:
+        """Call ``function(*args, **kwargs)`` in every worker process (or those in
+        ``workers``), beside their tasks; returns ``{worker: result}``.  A
+        function with a ``dask_worker`` parameter is given the worker."""
+        if not callable(function):
+            raise TypeError(f"run() needs a callable, not {type(function).__name__}")
+        if nanny:
+            raise ValueError("run(nanny=True): shmdask workers have no nanny process")
+        self._check_alive()
+        result = self.connection.call("run", function=function, args=args, kwargs=kwargs,
+                                      workers=workers, on_error=on_error)
+        return result if wait else None
+
+    def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` in the scheduler's process (for a
+        LocalCluster: this one); a ``dask_scheduler`` parameter gets ``cluster.scheduler``."""
+        if not callable(function):
+            raise TypeError(f"run_on_scheduler() needs a callable, not "
+                            f"{type(function).__name__}")
+        self._check_alive()
+        return self.connection.call("run_on_scheduler", function=function, args=args,
+                                    kwargs=kwargs)
+
+    def upload_file(self, filename: str, load: bool = True) -> dict:
+        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker and make it
+        importable there (a ``.py`` is imported at once); workers started later
+        get it too.  Returns ``{worker: where it was saved}``."""
+        import os
+
+        if not os.path.isfile(filename):
+            raise FileNotFoundError(f"upload_file: no such file {filename!r}")
+        with open(filename, "rb") as f:
+            data = f.read()
+        self._check_alive()
+        return self.connection.call("upload_file", filename=os.path.basename(filename),
+                                    data=data)
+
+    def retire_workers(self, workers: list | None = None, close_workers: bool = True,
+                       n: int | None = None, **kwargs: Any) -> dict:
+        """Stop workers gracefully: they take no new tasks, finish the ones they
+        hold, and go; their results stay.  ``n``: how many (idle first); neither:
+        all idle workers but one.  Returns ``{worker: info}``."""
+        self._check_alive()
+        return self.connection.call("retire_workers", workers=workers, n=n)
+
+    def shutdown(self) -> None:
+        """Close the cluster (scheduler and workers) and this client."""
+        cluster = self.cluster
+        if cluster is not None:
+            self.close()
+            cluster.close()
+            return
+        if not self.closed and self.connection.alive():
+            self.connection.call("shutdown")
+        self.close()
+
+    def get_worker_logs(self, n: int | None = None, workers: list | None = None) -> dict:
+        """``{worker: [(level, line), ...]}``: the log lines each worker kept."""
+        self._check_alive()
+        return self.connection.call("worker_logs", workers=workers, n=n)
+
+    def get_scheduler_logs(self, n: int | None = None) -> list:
+        """``[(level, line), ...]``: the scheduler process's kept log lines."""
+        self._check_alive()
+        return self.connection.call("scheduler_logs", n=n)
+
+    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
+        """Block until the scheduler has at least ``n_workers`` workers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler_info()["workers"]) < n_workers:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n_workers} workers after {timeout} s")
+            time.sleep(0.05)
+
 
 def _close_quietly(ref: weakref.ref) -> None:
     client = ref()
     if client is not None:
         client._close()
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-class _LoopThread:
-    """An event loop on a thread of its own, for ``Client.sync`` outside a loop."""
-
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def run(self, awaitable: Awaitable, timeout: float | None) -> Any:
-        async def main() -> Any:
-            return await asyncio.wait_for(awaitable, timeout) if timeout else await awaitable
-
-        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 # -- the default client ------------------------------------------------------------------
@@ -753,10 +822,18 @@ def default_client(c: Client | None = None) -> Client:
 # -- helpers ------------------------------------------------------------------------
 
 
-def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None) -> tuple:
-    """Graph entries that are Futures are data already on the cluster."""
+def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
+                   client: Client) -> tuple:
+    """Graph entries that are Futures are data already on the cluster (``client``'s:
+    another client's keys mean nothing to this one's scheduler)."""
     if not any(base.is_future(v) for v in dsk.values()):
         return dsk, dependencies, priorities
+    for v in dsk.values():
+        if base.is_future(v) and v.client is not client:
+            raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
+                             f"a graph sent through {client!r} can only use its own "
+                             "futures (gather the value and scatter it, or submit the "
+                             "work through the future's client)")
     keep = {k: v for k, v in dsk.items() if not base.is_future(v)}
     deps = {k: dependencies[k] for k in keep}
     prio = {k: priorities[k] for k in keep} if priorities else priorities
@@ -774,9 +851,9 @@ def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
     return finalized_graph(c, optimize_graph)
 
 
-def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool) -> tuple:
+def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool, client: Client) -> tuple:
     prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
-    return _strip_futures(prepared, deps, prio)
+    return _strip_futures(prepared, deps, prio, client)
 
 
 def _iter_futures(x: Any) -> list[Future]:

@@ -49,6 +49,12 @@ class Connection(ABC):
     def fetch(self, keys: list) -> dict:
         """Values of keys in memory, as private user objects."""
 
+    def fetch_views(self, keys: list) -> dict:
+        """Values of keys in memory for a reader that copies what it keeps:
+        read-only and valid only while the keys are held, where that saves a
+        copy; private copies otherwise."""
+        return self.fetch(keys)
+
     @abstractmethod
     def scheduler_info(self) -> dict:
         """dask's ``scheduler_info()`` dict."""
@@ -77,6 +83,11 @@ class Connection(ABC):
     def close(self) -> None:
         """Hang up (the scheduler lives on if it is not ours)."""
 
+    def call(self, verb: str, **kwargs: Any) -> Any:
+        """A scheduler-side call beyond tasks: ``client.run``, ``retire_workers``,
+        ``Lock``... (the table is :mod:`shmdask.cluster.scheduler_calls`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve {verb!r}")
+
 
 class LocalConnection(Connection):
     """The connection verbs on an engine in this process."""
@@ -102,6 +113,10 @@ class LocalConnection(Connection):
         data, store = self.engine.data, self.engine.store
         return {k: store.to_user(data[k]) for k in keys}
 
+    def fetch_views(self, keys: list) -> dict:
+        data, store = self.engine.data, self.engine.store
+        return {k: store.to_user_view(data[k]) for k in keys}
+
     def scheduler_info(self) -> dict:
         return self.cluster.scheduler_info()
 
@@ -124,3 +139,8 @@ class LocalConnection(Connection):
 
     def close(self) -> None:
         pass
+
+    def call(self, verb: str, **kwargs: Any) -> Any:
+        from shmdask.cluster.scheduler_calls import handle_call
+
+        return handle_call(self.cluster, verb, kwargs)

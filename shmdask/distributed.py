@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from shmdask.client import Client, default_client
+from shmdask.coordination import Event, Lock, Pub, Queue, Semaphore, Sub, Variable
 from shmdask.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -22,6 +23,7 @@ from shmdask.futures import (
     wait,
 )
 from shmdask.scheduler.state import KilledWorker
+from shmdask.worker_client import get_client, get_worker, rejoin, secede, worker_client
 
 TimeoutError = TimeoutError  # noqa: A001, PLW0127 - dask.distributed exports it too
 
@@ -31,17 +33,32 @@ __all__ = [
     "FIRST_EXCEPTION",
     "CancelledError",
     "Client",
+    "Event",
     "Future",
     "KilledWorker",
     "LocalCluster",  # noqa: F822 - loaded lazily by __getattr__
+    "Lock",
+    "Nanny",  # noqa: F822 - loaded lazily by __getattr__
+    "Pub",
+    "Queue",
+    "Scheduler",  # noqa: F822 - loaded lazily by __getattr__
+    "Semaphore",
+    "Sub",
     "TimeoutError",
+    "Variable",
+    "Worker",  # noqa: F822 - loaded lazily by __getattr__
     "as_completed",
     "default_client",
     "fire_and_forget",
     "futures_of",
+    "get_client",
+    "get_worker",
     "performance_report",  # noqa: F822 - loaded lazily by __getattr__
     "progress",  # noqa: F822 - loaded lazily by __getattr__
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ]
 
 
@@ -54,6 +71,10 @@ def __getattr__(name: str) -> Any:
         from shmdask.diagnostics.dashboard import performance_report
 
         return performance_report
+    if name in ("Scheduler", "Worker", "Nanny"):
+        from shmdask.cluster import servers
+
+        return getattr(servers, name)
     if name == "progress":
         from shmdask.diagnostics.progress import progress
 

@@ -32,9 +32,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import os
 import queue
-import re
 import threading
 import time
 import types
@@ -43,6 +41,8 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from shmdask.event_loops import resolve_soon
+from shmdask.tracebacks import traceback_of
 from shmdask.units import parse_timedelta
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,14 +178,18 @@ def is_future(x: Any) -> bool:
     return getattr(type(x), "_shmdask_future", False)
 
 
-def futures_of(obj: Any) -> list[Future]:
+def futures_of(obj: Any, like: Callable[[Any], bool] = is_future) -> list[Future]:
     """The Futures in ``obj``: a Future, a (nested) list/tuple/set/dict of them,
-    or a collection whose graph holds them (a persisted Array or Delayed)."""
-    found: dict[int, Future] = {}
+    or a collection whose graph holds them (a persisted Array or Delayed).
+
+    ``like`` says what counts as a future (``progress`` also takes other
+    objects with a ``done()`` method).
+    """
+    found: dict[int, Any] = {}
     stack = [obj]
     while stack:
         x = stack.pop()
-        if is_future(x):
+        if like(x):
             found.setdefault(id(x), x)
         elif type(x) in (list, tuple, set, frozenset):
             stack.extend(reversed(list(x)))
@@ -199,14 +203,6 @@ def futures_of(obj: Any) -> list[Future]:
 # -- Future ---------------------------------------------------------------------------
 
 
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 async def _until_done(status: KeyStatus, timeout: float | None = None) -> None:
     """Sleep in the running event loop until ``status`` finishes."""
     if status.event.is_set():
@@ -215,7 +211,7 @@ async def _until_done(status: KeyStatus, timeout: float | None = None) -> None:
     done = loop.create_future()
 
     def wake(_status: KeyStatus) -> None:
-        _resolve_soon(loop, done)
+        resolve_soon(loop, done)
 
     if not status.add_waiter(wake):
         return
@@ -223,18 +219,6 @@ async def _until_done(status: KeyStatus, timeout: float | None = None) -> None:
         await asyncio.wait_for(done, timeout)
     finally:
         status.remove_waiter(wake)
-
-
-def _resolve_soon(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
-    """From any thread: mark an asyncio future done (if nobody gave up on it)."""
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    try:
-        loop.call_soon_threadsafe(resolve)
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass
 
 
 class Future:
@@ -382,64 +366,6 @@ def _seconds(timeout: Any) -> float | None:
     return float(timeout)
 
 
-# -- tracebacks of tasks that ran elsewhere ---------------------------------------------
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_FRAME = re.compile(r'^  File "(?P<file>.+)", line (?P<line>\d+), in (?P<name>.+)$')
-
-
-def traceback_of(exc: BaseException | None) -> types.TracebackType | None:
-    """A traceback object for a task's exception, starting at the task's own code.
-
-    A task run by a thread has a real traceback; one run in a worker process
-    comes back with the traceback's text (as ``__cause__``, see
-    :class:`shmdask.scheduler.engine.RemoteTraceback`), from which the frames
-    are rebuilt, so ``traceback.format_tb`` shows the task's files and lines.
-    """
-    if exc is None:
-        return None
-    text = getattr(exc.__cause__, "text", None)
-    if isinstance(text, str):
-        frames = [(m["file"], int(m["line"]), m["name"])
-                  for m in map(_FRAME.match, text.splitlines()) if m]
-        rebuilt = _rebuild_traceback(frames)
-        if rebuilt is not None:
-            return rebuilt
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and _is_ours(tb.tb_frame.f_code.co_filename):
-        tb = tb.tb_next
-    return tb
-
-
-def _is_ours(filename: str) -> bool:
-    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
-
-
-def _rebuild_traceback(frames: list[tuple[str, int, str]]) -> types.TracebackType | None:
-    frames = [f for f in frames if not _is_ours(f[0])] or frames
-    links = []
-    for filename, lineno, name in frames:
-        # A code object that raises at the same file, line and function name
-        # gives a genuine frame for that place.
-        code = compile("\n" * (lineno - 1) + "raise _marker", filename, "exec")
-        if name.isidentifier():
-            code = code.replace(co_name=name)
-        try:
-            exec(code, {"_marker": _Marker(), "__name__": name})
-        except _Marker as marker:
-            tb = marker.__traceback__.tb_next  # the frame of ``code``
-            if tb is not None:
-                links.append(tb)
-    head = None
-    for tb in reversed(links):
-        head = types.TracebackType(head, tb.tb_frame, tb.tb_lasti, tb.tb_lineno)
-    return head
-
-
-class _Marker(Exception):
-    pass
-
-
 # -- waiting for many -------------------------------------------------------------------
 
 ALL_COMPLETED = "ALL_COMPLETED"
@@ -580,9 +506,10 @@ class as_completed:  # noqa: N801 - dask's name
             self._on_done(future, future._status)
 
     def update(self, futures: Iterable) -> None:
-        """Add several futures (a list, or any container :func:`futures_of` reads)."""
-        for f in futures_of(list(futures) if not isinstance(futures, list) else futures):
-            self.add(f)
+        """Add several futures (each item a Future, or what :func:`futures_of` reads)."""
+        for item in futures:
+            for f in [item] if is_future(item) else futures_of(item):
+                self.add(f)
 
     def _on_done(self, future: Future, _status: KeyStatus) -> None:
         with self._cond:
@@ -597,7 +524,7 @@ class as_completed:  # noqa: N801 - dask's name
             self._cond.notify_all()
             waiters, self._loop_waiters = self._loop_waiters, []
         for loop, fut in waiters:
-            _resolve_soon(loop, fut)
+            resolve_soon(loop, fut)
 
     # -- state ---------------------------------------------------------------------
 
@@ -711,5 +638,5 @@ def fire_and_forget(obj: Any) -> None:
 
 
 __all__ = ["CancelledError", "Future", "KeyStatus", "as_completed", "fire_and_forget",
-           "futures_of", "traceback_of", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
+           "futures_of", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
            "FIRST_EXCEPTION"]

@@ -297,6 +297,25 @@ def test_run_default_report_dir_and_no_report(shmdask_cmd, tmp_path):
     shmdask_cmd.assert_clean()
 
 
+def test_run_of_a_script_whose_task_calls_sys_exit(shmdask_cmd, tmp_path):
+    """The task fails with an error naming its key; the script does not end
+    silently with the task's exit status."""
+    path = write(tmp_path, "leaves.py", """
+        import sys
+        import shmdask
+        print("before", flush=True)
+        shmdask.delayed(sys.exit)(3, dask_key_name="leaving-task").compute()
+        print("after")
+    """)
+    out = shmdask_cmd("run", "-w", "1", "--no-report", path)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout == "before\n"
+    assert "TaskExit: task 'leaving-task' raised SystemExit(3)" in out.stderr
+    assert "leaves.py failed (TaskExit)" in out.stderr
+    assert "1 task on 1 worker" in out.stderr and "no tasks were run" not in out.stderr
+    shmdask_cmd.assert_clean()
+
+
 def test_run_without_tasks(shmdask_cmd, tmp_path):
     path = write(tmp_path, "idle.py", 'print("idle")\n')
     out = shmdask_cmd("run", "-w", "1", "--report", "rep", path)
@@ -491,6 +510,14 @@ def _stop(proc: subprocess.Popen, sig: int) -> int:
     return proc.returncode
 
 
+def _kill_left(procs: list[subprocess.Popen]) -> None:
+    """Whatever a failed test left running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
     pytest.importorskip("shmdask.cluster.tcp_server")
     pytest.importorskip("shmdask.cluster.remote_worker")
@@ -519,10 +546,7 @@ def test_seed_sequence_scheduler_three_workers_client(shmdask_cmd):
         assert _stop(workers[2], signal.SIGTERM) == 0
         assert _stop(scheduler, signal.SIGINT) in (0, 130)
     finally:
-        for proc in [scheduler, *workers]:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_left([scheduler, *workers])
     shmdask_cmd.assert_clean()
 
 
@@ -561,10 +585,7 @@ def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
         assert _stop(procs[1], signal.SIGTERM) == 0
         assert _stop(scheduler, signal.SIGTERM) == 0
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_left(procs)
     shmdask_cmd.assert_clean()
 
 
@@ -745,3 +766,49 @@ def test_remote_hint_only_for_hosts_others_can_reach():
     assert "0.0.0.0_8786.key" in line and "SHMDASK_AUTH_KEY" in line
     (line,) = cli.remote_hint("tcp://10.1.2.3:9000", "10.1.2.3", "s3cret")
     assert "tcp://10.1.2.3:9000 --auth-key KEY" in line and "s3cret" not in line
+
+
+def test_tls_from_the_command_line(shmdask_cmd, certificate, monkeypatch):
+    """A TLS scheduler from options, a worker trusting it through SHMDASK_TLS_CA
+    (the issue's case), a client through the same variable."""
+    from shmdask.distributed import Client
+
+    cert, key = certificate
+    scheduler = shmdask_cmd.popen("scheduler", "--port", "0", "--tls-cert", cert,
+                                  "--tls-key", key)
+    procs = [scheduler]
+    try:
+        banner = _read_until(scheduler, "Traffic is", timeout=TIMEOUT)
+        address = banner.split("Scheduler started at", 1)[1].split()[0]
+        assert address.startswith("tls://127.0.0.1:")
+        assert f"shmdask worker {address} --tls-ca {cert}" in banner
+        assert "Traffic is encrypted with TLS." in banner
+        # No CA for a tls:// address: one line at once, not minutes of retries.
+        out = shmdask_cmd("worker", address, "--reconnect-timeout", "30", timeout=20)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.splitlines()) == 1 and "--tls-ca" in out.stderr
+        shmdask_cmd.env["SHMDASK_TLS_CA"] = cert
+        procs.append(shmdask_cmd.popen("worker", address, "--reconnect-timeout", "30"))
+        monkeypatch.setenv("SHMDASK_TLS_CA", cert)
+        with Client(address, set_as_default=False) as client:
+            deadline = time.monotonic() + 30
+            while not client.scheduler_info()["workers"]:
+                assert time.monotonic() < deadline and procs[1].poll() is None
+                time.sleep(0.1)
+            assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        assert _stop(procs[1], signal.SIGTERM) == 0
+        assert _stop(scheduler, signal.SIGINT) in (0, 130)
+    finally:
+        _kill_left(procs)
+    shmdask_cmd.assert_clean()
+
+
+def test_banner_says_when_traffic_is_not_encrypted():
+    from shmdask.cli.cluster import banner
+
+    everywhere = "\n".join(banner("tcp://0.0.0.0:8786", "0.0.0.0", "/k", None))
+    assert "authenticated but NOT encrypted" in everywhere and "--tls-cert" in everywhere
+    assert "encrypted" not in "\n".join(banner("tcp://127.0.0.1:8786", "127.0.0.1", "/k",
+                                              None))
+    tls = "\n".join(banner("tls://0.0.0.0:8786", "0.0.0.0", "/k", "/c.pem"))
+    assert "NOT encrypted" not in tls and "encrypted with TLS" in tls

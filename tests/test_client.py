@@ -85,6 +85,24 @@ def test_futures_as_arguments(client):
     assert d.compute() == 102
 
 
+def test_a_future_of_another_client_is_refused_by_name(client):
+    other_cluster = ThreadCluster(1)
+    try:
+        with Client(other_cluster, set_as_default=False) as other:
+            theirs = other.submit(inc, 1, key="theirs")
+            assert theirs.result(timeout=10) == 2
+            with pytest.raises(ValueError, match="'theirs' belongs to another client"):
+                client.submit(add, theirs, 1)
+            with pytest.raises(ValueError, match="belongs to another client"):
+                client.map(add, [theirs], [1])
+            with pytest.raises(ValueError, match="belongs to another client"):
+                shmdask.delayed(add)(theirs, 1).compute(scheduler=client)
+            assert client.submit(inc, 5).result(timeout=10) == 6  # still usable
+            del theirs
+    finally:
+        other_cluster.close()
+
+
 def test_map_gather_nested(client):
     futures = client.map(inc, range(20))
     assert client.gather(futures) == list(range(1, 21))

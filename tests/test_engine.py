@@ -74,3 +74,65 @@ def test_first_tasks_spread_one_per_worker():
                   lambda k, s, e: done.add(k))
     engine._step(block=True, timeout=1)  # handles the graph and dispatches once
     assert len(local.got) == 1 and len(remote.got) == 1
+
+
+class HoldingWorker(WorkerHandle):
+    """Keeps the tasks it is given until the test answers them."""
+
+    kind = "local"
+
+    def __init__(self, engine, worker_id):
+        self.id, self.nthreads, self.engine = worker_id, 1, engine
+        self.held = []
+
+    def run(self, tasks):
+        self.held.extend(spec.key for spec in tasks)
+
+    def answer(self, key):
+        self.held.remove(key)
+        self.engine.post(("done", self.id, [TaskResult(key, (key, 1), {"start": 0.0,
+                                                                       "stop": 0.0})]))
+
+
+def _holding_engine(n_tasks: int):
+    engine = Engine(SizedStore())
+    engine.target_batch = 1e-9  # one task per thread
+    worker = HoldingWorker(engine, "w")
+    engine.add_worker(worker)
+    dsk = {f"t-{i}": (len, "abc") for i in range(n_tasks)}
+    done = set()
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), {k: i for i, k in enumerate(dsk)},
+                  lambda k, s, e: done.add(k))
+    engine.run_until(lambda: worker.held)
+    return engine, worker, done
+
+
+def test_a_seceded_task_frees_its_thread():
+    engine, worker, done = _holding_engine(3)
+    assert worker.held == ["t-0"]  # one thread: one task at a time
+    engine.post(("secede", "w", "t-0"))
+    engine.run_until(lambda: len(worker.held) == 2)
+    assert worker.held == ["t-0", "t-1"] and engine.busy("w") == 1
+    engine.post(("rejoin", "w", "t-0"))  # back in the pool: two tasks on one thread
+    engine.run_until(lambda: engine.busy("w") == 2)
+    worker.answer("t-0")
+    worker.answer("t-1")
+    engine.run_until(lambda: worker.held == ["t-2"])
+    assert engine.seceded == {} and done == {"t-0", "t-1"}
+
+
+def test_a_retiring_worker_finishes_its_tasks_then_goes():
+    engine, worker, done = _holding_engine(2)
+    gone = []
+    engine.retire_worker("w", gone.append)
+    engine.run_until(lambda: "w" not in engine.workers)
+    assert gone == [] and worker.held == ["t-0"]  # still running its task
+    worker.answer("t-0")
+    engine.run_until(lambda: gone)
+    assert gone == ["w"] and done == {"t-0"}
+    assert worker.held == []  # t-1 was never sent to it
+    idle = HoldingWorker(engine, "idle")
+    engine.add_worker(idle)
+    engine.run_until(lambda: idle.held)  # t-1 goes to the next worker
+    engine.retire_worker("other", gone.append)  # unknown and idle: at once
+    engine.run_until(lambda: len(gone) == 2)

@@ -1,8 +1,10 @@
 """LocalCluster end to end, with real worker processes."""
 
+import contextlib
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from shmdask.cluster.local_cluster import (
     WorkerMemoryWarning,
     parse_memory_limit,
 )
-from shmdask.scheduler.state import KilledWorker
+from shmdask.scheduler.state import KilledWorker, TaskExit
 
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,6 +168,22 @@ def test_exceptions_carry_type_message_and_traceback(cluster):
     assert "boom" in str(info.value.__cause__)  # the remote traceback text
 
 
+def leave(how):
+    if how == "exit":
+        sys.exit(3)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how, raised", [("exit", "SystemExit(3)"),
+                                         ("interrupt", "KeyboardInterrupt()")])
+def test_a_task_that_exits_fails_and_its_worker_lives_on(cluster, how, raised):
+    pids = {h.pid for h in cluster.workers.values()}
+    with pytest.raises(TaskExit, match=rf"task 'b' raised {re.escape(raised)}"):
+        get(cluster, {"a": (inc, 1), "b": (leave, how)}, "b")
+    assert get(cluster, {"c": (inc, 1)}, "c") == 2
+    assert {h.pid for h in cluster.workers.values()} == pids
+
+
 def test_unpicklable_task_fails_alone(cluster):
     lock = threading.Lock()
     dsk = {"ok": (inc, 1), "bad": (id, lock)}
@@ -282,6 +300,31 @@ def test_scheduler_info_and_repr(cluster):
 
 
 # -- construction and options ---------------------------------------------------------
+
+
+def test_computed_arrays_are_copied_out_of_shared_memory_once(cluster, monkeypatch):
+    """The chunks of an array reach finalize as read-only views of shared
+    memory (no private copy each); the result is the one copy, writeable and
+    independent of the cluster's memory.  Other collections get private copies."""
+    import shmdask.array as da
+    from shmdask.distributed import Client
+
+    copies = []
+    to_user = cluster.store.to_user
+    monkeypatch.setattr(cluster.store, "to_user", lambda v: copies.append(v) or to_user(v))
+    with Client(cluster, set_as_default=False) as client:
+        x = da.arange(600_000, chunks=100_000) * 2.0  # six 800 kB chunks, in shm
+        out = x.compute(scheduler=client)
+        assert copies == []
+        assert np.array_equal(out, np.arange(600_000) * 2.0)
+        assert out.flags.writeable and out.flags.owndata
+        one = (da.arange(300_000, chunks=300_000) + 1).compute(scheduler=client)
+        assert copies == [] and one.flags.writeable
+        one[:] = -1  # no view of a block that the cluster recycles
+        assert (da.arange(300_000, chunks=300_000) + 1).compute(scheduler=client)[0] == 1
+        d = shmdask.delayed(np.ones)(200_000)
+        assert d.compute(scheduler=client).flags.writeable
+        assert len(copies) == 1  # a Delayed keeps its value as it is: a private copy
 
 
 def test_bad_arguments_are_clear():
@@ -551,6 +594,35 @@ def test_sigkilled_client_leaves_no_shm(tmp_path):
     # orphaned workers see their pipe close and exit
     assert len(proc.worker_pids) == 2
     wait_for(lambda: not any(_alive(pid) for pid in proc.worker_pids), 10, "workers to exit")
+
+
+def test_janitor_ends_workers_stuck_in_a_gil_holding_task(tmp_path):
+    """The client is SIGKILLed while both workers run a C loop that never lets
+    go of the GIL (so they cannot notice their pipe closing): the janitor ends
+    them, and only them."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                  "--cluster"])  # not a worker of this cluster
+    proc = _start_computing_script(tmp_path, """
+        stuck = [client.submit(sum, range(1 << 62), pure=False) for _ in range(2)]
+        time.sleep(1.0)  # both are running now
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    try:
+        cid = _cluster_id_from(proc)
+        # wait(), not communicate(): the stuck workers hold the script's stdout open
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        wait_for(lambda: not any(_alive(pid) for pid in proc.worker_pids), 15,
+                 "the janitor to end the workers")
+        wait_for(lambda: not leftover_segments(shm.cluster_prefix(cid)), 10, "the janitor")
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        for pid in getattr(proc, "worker_pids", []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

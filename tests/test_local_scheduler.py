@@ -7,7 +7,9 @@ loop driven by hand with a fake worker.
 from __future__ import annotations
 
 import _thread
+import re
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -17,7 +19,7 @@ import pytest
 import shmdask
 from shmdask import config, delayed
 from shmdask.scheduler.engine import Engine, TaskResult, WorkerHandle
-from shmdask.scheduler.state import KilledWorker
+from shmdask.scheduler.state import KilledWorker, TaskExit
 
 SCHEDULERS = ["sync", "threads"]
 
@@ -186,6 +188,26 @@ def test_task_error_reaches_the_caller_with_key_and_traceback(scheduler):
     assert any("exploding-task" in note for note in exc.__notes__)
     frames = [f.name for f in traceback.extract_tb(exc.__traceback__)]
     assert "explode" in frames
+
+
+def exits(code):
+    sys.exit(code)
+
+
+def interrupts(_):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("task, raised", [(exits, "SystemExit(3)"),
+                                          (interrupts, "KeyboardInterrupt()")])
+def test_a_task_that_exits_fails_like_any_other_task(scheduler, task, raised):
+    """sys.exit() or KeyboardInterrupt inside a task fails that task, naming its
+    key; it never ends or interrupts the caller."""
+    bad = delayed(task)(3, dask_key_name="leaving-task")
+    with pytest.raises(TaskExit, match=rf"task 'leaving-task' raised {re.escape(raised)}"):
+        shmdask.compute(bad, scheduler=scheduler)
+    assert shmdask.compute(delayed(sum)([1, 2]), scheduler=scheduler) == (3,)
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)

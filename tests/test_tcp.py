@@ -38,14 +38,15 @@ def env(**extra) -> dict:
 class SchedulerProcess:
     """``serve_scheduler`` in a subprocess; its log goes to a file we can read."""
 
-    def __init__(self, n_workers: int = 0, port: int = 0, host: str = "127.0.0.1", **options):
+    def __init__(self, n_workers: int = 0, port: int = 0, host: str = "127.0.0.1",
+                 environ: dict | None = None, **options):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         opts = {**HEARTBEAT, **options}
         code = textwrap.dedent(f"""
             from shmdask.cli.cluster import serve_scheduler
             serve_scheduler(host={host!r}, port={port}, n_workers={n_workers}, **{opts!r})
         """)
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env(),
+        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env(**(environ or {})),
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("Scheduler started at "):
@@ -491,24 +492,6 @@ def test_key_file_is_removed_when_the_scheduler_closes():
 
 
 # -- TLS ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not available")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    done = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"openssl could not make a certificate: {done.stderr[-200:]!r}")
-    return str(cert), str(key)
 
 
 def test_tls_workers_and_clients(certificate, monkeypatch):

@@ -179,6 +179,83 @@ def test_a_frame_larger_than_the_maximum_is_refused_before_allocation():
     right.close()
 
 
+def test_a_buffer_larger_than_a_frame_travels_in_pieces():
+    left, right = _comm_pair(max_frame_bytes=1 << 20)
+    big = np.arange(700_000, dtype=np.int64)  # 5.6 MB: six frames of at most 1 MiB
+    frames, data = dumps_values(("results",), [("done", "x", serialize_value(big))])
+    t = threading.Thread(target=left.send, args=(frames, data))
+    t.start()
+    sizes = []
+
+    def alloc(n):
+        sizes.append(n)
+        return ("segment", 0, n), memoryview(bytearray(n))
+
+    header, body, refs = recv_message(right, alloc)
+    t.join()
+    assert header == ("results",)
+    assert sizes == [big.nbytes]  # one buffer, reassembled, moved in once whole
+    (entry,), unclaimed = loads_values(body, refs, owner="remote-0")
+    assert unclaimed == [] and entry[2].blocks == [("segment", 0, big.nbytes)]
+    assert np.array_equal(np.frombuffer(body[1], dtype=np.int64), big)
+    assert left.bytes_sent == right.bytes_received
+    # A message of many buffers, each split, in both directions of one pair.
+    t = threading.Thread(target=right.send, args=([b"h", b"x" * 3_000_001, b"", b"y" * 5],))
+    t.start()
+    got, _ = left.recv()
+    t.join()
+    assert [bytes(f) for f in got] == [b"h", b"x" * 3_000_001, b"", b"y" * 5]
+    left.close()
+    right.close()
+
+
+def test_a_continuation_must_end_and_agree():
+    for lengths in ([5 | comm.MORE_FLAG], [5 | comm.MORE_FLAG | comm.DATA_FLAG, 5]):
+        left, right = _comm_pair()
+        table = b"".join(n.to_bytes(8, "big") for n in lengths)
+        left.sock.sendall(FRAME_COUNT.pack(len(lengths)) + table + b"z" * 10)
+        with pytest.raises(ProtocolError, match="continuation|disagree"):
+            right.recv()
+        left.close()
+        right.close()
+
+
+def test_an_announced_buffer_reserves_nothing_until_it_arrives():
+    """A peer announces a 2 GiB data frame, sends a megabyte and stalls: no block
+    is asked for and the reader's memory does not grow by the announced size."""
+    import psutil
+
+    left, right = _comm_pair()
+    announced = 2 << 30
+    asked = []
+
+    def alloc(n):
+        asked.append(n)
+        return ("segment", 0, n), memoryview(bytearray(n))
+
+    rss = psutil.Process().memory_info().rss
+    errors = []
+
+    def read():
+        try:
+            right.recv(alloc, lambda refs: None)
+        except Exception as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=read)
+    t.start()
+    left.sock.sendall(FRAME_COUNT.pack(1) + (announced | comm.DATA_FLAG).to_bytes(8, "big")
+                      + b"d" * (1 << 20))
+    t.join(1.0)  # the reader is now blocked, waiting for the rest
+    assert t.is_alive()
+    grown = psutil.Process().memory_info().rss - rss
+    assert asked == [] and grown < (256 << 20)
+    left.close()  # the peer goes away: the read ends, nothing was reserved
+    t.join(10)
+    assert isinstance(errors[0], ProtocolError) and asked == []
+    right.close()
+
+
 def test_truncated_frame_and_silence():
     left, right = _comm_pair()
     left.sock.sendall(FRAME_COUNT.pack(1) + (100).to_bytes(8, "big") + b"x" * 50)

@@ -41,6 +41,7 @@ from .creation import (
     zeros_like,
 )
 from .cumulative import cumprod, cumsum, nancumprod, nancumsum
+from .gufunc import apply_gufunc, as_gufunc, gufunc
 from .linalg import dot, matmul, outer, tensordot, vdot
 from .rechunk import rechunk
 from .reductions import (

@@ -1,9 +1,12 @@
 """Chunk specifications: what users write in ``chunks=`` -> tuple of tuples.
 
 In: an int (the same block length on every axis), a tuple with one entry per
-axis (each an int, -1/None for the whole axis, "auto", or an explicit tuple of
-block lengths), a dict ``{axis: spec}`` (missing axes get the whole axis), a
-full tuple of tuples, or "auto" (blocks of about ``AUTO_BYTES``).
+axis (each an int, -1/None for the whole axis, "auto", a byte size such as
+"64 MB", or an explicit tuple of block lengths), a dict ``{axis: spec}``
+(missing axes get the whole axis), a full tuple of tuples, "auto" (blocks of
+about the ``array.chunk-size`` setting, 128 MiB by default, as in dask) or a
+byte size for the whole block ("100 MiB").  Axes given as "auto" or a byte
+size share one block budget: the given size, else the setting.
 Out: ``((b00, b01, ...), (b10, ...), ...)`` with one tuple per axis whose sum is
 the axis length. Every later step (graph building, slicing, repr) relies on
 this one normal form, so every bad spec is rejected here with a ValueError
@@ -18,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-AUTO_BYTES = 128 * 2**20
+from shmdask import config
+from shmdask.units import parse_bytes
 
 Chunks = tuple[tuple[int, ...], ...]
 
@@ -33,7 +37,7 @@ def _blocks_of(length: int, size: int) -> tuple[int, ...]:
 
 
 def _auto_sizes(shape: tuple[int, ...], fixed: dict[int, int], itemsize: int,
-                limit: int = AUTO_BYTES) -> dict[int, int]:
+                limit: int) -> dict[int, int]:
     """Block lengths for the "auto" axes so that a block holds about ``limit`` bytes.
 
     Axes given explicitly (``fixed``) keep their length; the auto axes share the
@@ -73,10 +77,7 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], dtype: Any = float,
     if chunks is None or (isinstance(chunks, int | np.integer) and chunks == -1):
         chunks = (-1,) * ndim
     elif isinstance(chunks, str):
-        if chunks != "auto":
-            raise ValueError(f"chunks={chunks!r} not understood: use 'auto', an int, "
-                             "a tuple or a dict")
-        chunks = ("auto",) * ndim
+        chunks = (chunks,) * ndim  # "auto" or a byte size: one budget for the block
     elif isinstance(chunks, int | np.integer):
         if chunks <= 0:
             raise ValueError(f"chunks={chunks} must be a positive block length (or -1)")
@@ -101,14 +102,12 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], dtype: Any = float,
             fixed[a] = shape[a]
         elif isinstance(c, tuple | list):
             fixed[a] = max(c) if len(c) else 0
-    auto = _auto_sizes(shape, fixed, itemsize) if any(
-        isinstance(c, str) for c in chunks) else {}
+    limit = _block_budget(chunks)
+    auto = _auto_sizes(shape, fixed, itemsize, limit) if limit else {}
     out = []
     for a, c in enumerate(chunks):
         length = shape[a]
         if isinstance(c, str):
-            if c != "auto":
-                raise ValueError(f"chunks[{a}]={c!r} not understood")
             out.append(_blocks_of(length, auto[a]))
         elif c is None or (isinstance(c, int | np.integer) and c == -1):
             out.append(_blocks_of(length, length))
@@ -129,6 +128,29 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], dtype: Any = float,
         else:
             raise ValueError(f"chunks[{a}]={c!r} not understood")
     return tuple(out)
+
+
+def _block_budget(chunks: tuple) -> int | None:
+    """Bytes per block for the "auto"/byte-size axes (None when there are none)."""
+    sizes = set()
+    auto = False
+    for a, c in enumerate(chunks):
+        if not isinstance(c, str):
+            continue
+        if c == "auto":
+            auto = True
+            continue
+        try:
+            sizes.add(parse_bytes(c))
+        except ValueError:
+            raise ValueError(f"chunks[{a}]={c!r} not understood: neither 'auto' nor a byte "
+                             "size such as '64 MB' or '100 MiB'") from None
+    if len(sizes) > 1:
+        raise ValueError(f"chunks give different block sizes {sorted(sizes)}: one byte "
+                         "size (or 'auto') for the whole block")
+    if sizes:
+        return max(1, sizes.pop())
+    return config.get("array_chunk_size") if auto else None
 
 
 def _isnan(x: Any) -> bool:

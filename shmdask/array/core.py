@@ -58,11 +58,17 @@ def finalize(results: Any, ndim: int) -> Any:
     if ndim == 0:
         while type(results) is list:
             results = results[0]
-        return results
-    out = concatenate_nested(results)
+        out = results
+    else:
+        out = concatenate_nested(results)
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         out = out.copy()
     return out
+
+
+# The output never aliases its inputs (concatenated, or copied if read-only),
+# so a Client may hand finalize read-only views of shared memory (base._run).
+finalize.copies_views = True
 
 
 def rebuild(dsk: dict, name: str, chunks: Chunks, dtype: np.dtype) -> Array:

@@ -58,7 +58,8 @@ def apply_ufunc(uf: np.ufunc, args: tuple, kwargs: dict) -> Any:
         if uf is np.matmul:
             from .linalg import matmul
             return matmul(*args)
-        raise NotImplementedError(f"shmdask.array does not implement numpy.{uf.__name__}")
+        from .gufunc import apply_gufunc
+        return apply_gufunc(uf, uf.signature, *args, **kwargs)
     if len(args) != uf.nin:
         raise TypeError(f"{uf.__name__} takes {uf.nin} argument(s), got {len(args)}")
     func = partial(uf, **kwargs) if kwargs else uf

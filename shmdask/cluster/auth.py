@@ -4,7 +4,10 @@ What flows in and out:
 
 - **Keys.** A scheduler's key is given (``auth_key=``, ``$SHMDASK_AUTH_KEY``)
   or made fresh and written to a user-only key file named after the address,
-  where peers of the same user on the same host find it by themselves.
+  where peers of the same user on the same host find it by themselves.  Beside
+  it, a ``.owner`` file names the scheduler process (pid and start time): the
+  key file of a scheduler that died without removing it (``kill -9``) is
+  *stale*, ignored by peers and removed by the next scheduler that starts.
 - **TLS** (optional) wraps the socket before the handshake; contexts come from
   certificate paths given as arguments or ``$SHMDASK_TLS_*``.
 - **Handshake** (raw bytes, nothing unpickled): the peer sends ``MAGIC,
@@ -80,19 +83,76 @@ def new_key() -> bytes:
 
 
 def write_key_file(host: str, port: int, key: bytes) -> Path:
-    """Write ``key`` where same-host peers look for it; readable by this user only."""
+    """Write ``key`` where same-host peers look for it; readable by this user only.
+    The ``.owner`` file beside it names this process."""
     path = key_file(host, port)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(path.parent, 0o700)
+    remove_stale_key_files(path.parent)
+    _write_private(owner_file(path), _owner_stamp(os.getpid()).encode())
+    _write_private(path, key)
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, key)
+        os.write(fd, data)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    return path
+
+
+def owner_file(path: Path) -> Path:
+    """Where the owner of key file ``path`` is recorded."""
+    return path.with_suffix(".owner")
+
+
+def _owner_stamp(pid: int) -> str:
+    """``pid start-time``: the start time tells a recycled pid from the owner."""
+    import psutil
+
+    return f"{pid} {psutil.Process(pid).create_time():.3f}"
+
+
+def is_stale(path: Path) -> bool:
+    """True if the scheduler that wrote key file ``path`` is gone.  A key file
+    without an owner record (or one we cannot read) is taken as live."""
+    try:
+        pid_text, created = owner_file(path).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    import psutil
+
+    try:
+        owner = psutil.Process(pid)
+        if owner.status() == psutil.STATUS_ZOMBIE:
+            return True
+        return f"{owner.create_time():.3f}" != f"{float(created):.3f}"
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # e.g. not allowed to look: assume it lives
+        return False
+
+
+def remove_stale_key_files(directory: Path | None = None) -> list[Path]:
+    """Remove the key files (and owner records) of schedulers that are gone."""
+    directory = directory or key_dir()
+    removed = []
+    try:
+        paths = [p.with_suffix(".key") for p in directory.glob("*.owner")]
+    except OSError:
+        return removed
+    for path in paths:
+        if is_stale(path):
+            for p in (path, owner_file(path)):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            removed.append(path)
+    return removed
 
 
 def find_key(host: str, port: int) -> bytes | None:
@@ -108,11 +168,12 @@ def find_key(host: str, port: int) -> bytes | None:
     dirs = [key_dir(), Path.home() / ".shmdask" / "keys"]
     for h in candidates:
         for d in dirs:
+            path = d / key_file(h, port).name
             try:
-                data = (d / key_file(h, port).name).read_bytes().strip()
+                data = path.read_bytes().strip()
             except OSError:
                 continue
-            if data:
+            if data and not is_stale(path):
                 return data
     return None
 
@@ -129,6 +190,11 @@ def server_ssl_context(cert: str | None, key: str | None = None,
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A connection is read by one thread and written by another.  TLS 1.3
+    # session tickets arrive after the handshake, on the reading side, while
+    # the other thread may be writing: with none sent, the two directions never
+    # touch the same state after the handshake.
+    ctx.num_tickets = 0
     ctx.load_cert_chain(cert, key)
     if ca is not None:
         ctx.load_verify_locations(ca)

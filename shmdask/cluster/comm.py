@@ -3,13 +3,22 @@
 What flows in and out:
 
 - **Messages**: ``!I`` frame count, ``!Q`` per frame length (bit 63 flags a
-  *data buffer* frame), then the frames (:func:`~shmdask.cluster.protocol.frame_table`,
-  the same table the pipes use).  Counts and lengths are checked against
-  limits before a byte is allocated.  Frames are sent with one ``sendmsg``
-  over all buffers (large buffers are never joined into one bytes object) and
-  read with ``recv_into`` straight into buffers allocated for them; an
-  ``alloc`` hook lets the scheduler read a data buffer directly into its
-  shared memory.
+  *data buffer* frame, bit 62 a frame that the next one continues), then the
+  frames (:func:`~shmdask.cluster.protocol.frame_table`, the same table the
+  pipes use).  No frame is longer than ``max_frame_bytes``
+  (``$SHMDASK_MAX_FRAME_BYTES``): a larger buffer leaves as several frames
+  and is read back into one buffer, so a value of any size can travel.
+  Counts and lengths are checked against limits before a byte is allocated.
+  Frames are sent with one ``sendmsg`` over all buffers (large buffers are
+  never joined into one bytes object) and read with ``recv_into`` straight
+  into buffers allocated for them; an ``alloc`` hook lets the scheduler read
+  a data buffer directly into its shared memory.
+- **Memory follows the data**: what a peer *announces* reserves nothing.
+  Private buffers above a megabyte are anonymous mappings, whose pages exist
+  once written; a data buffer larger than ``RESERVE_AHEAD`` is read into such
+  a mapping and moved into shared memory only once it has arrived whole.  A
+  peer that announces 4 GiB and stalls holds what it sent, not 4 GiB of
+  ``/dev/shm``.
 - **Values into the scheduler** (results of remote workers, data scattered by
   remote clients): :func:`dumps_values` replaces each
   :class:`~shmdask.cluster.protocol.Stored` by a reference to its pieces, the
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import pickle
 import socket
@@ -45,8 +55,11 @@ from shmdask.cluster.protocol import FRAME_COUNT, Stored, frame_table
 
 MAX_FRAME_BYTES = int(os.environ.get("SHMDASK_MAX_FRAME_BYTES", 4 << 30))
 MAX_FRAMES = 1 << 20
-MESSAGE_FRAMES_FACTOR = 4  # a message may hold at most this many maximum-size frames
 DATA_FLAG = 1 << 63
+MORE_FLAG = 1 << 62  # the next frame continues this buffer
+_LENGTH = MORE_FLAG - 1
+RESERVE_AHEAD = 16 << 20  # at most this much shared memory is reserved before data arrives
+LAZY_BUFFER = 1 << 20  # private buffers from this size on are committed as they are written
 INLINE_PIECE = 1024  # value pieces smaller than this travel inside the pickle
 _SMALL_SEND = 64 * 1024  # below this a message is joined and sent with one sendall
 _IOV_MAX = 512
@@ -101,14 +114,23 @@ class Comm:
 
     # -- sending -------------------------------------------------------------
 
-    @staticmethod
-    def _encode(frames: list, data_frames) -> tuple[bytes, list, int]:
-        views = [_byte_view(f) for f in frames]
-        n = len(views)
-        if n == 0 or n > MAX_FRAMES:
-            raise ValueError(f"a message has 1 to {MAX_FRAMES} frames, not {n}")
-        lengths = [v.nbytes | (DATA_FLAG if i in data_frames else 0)
-                   for i, v in enumerate(views)]
+    def _encode(self, frames: list, data_frames) -> tuple[bytes, list, int]:
+        if not frames:
+            raise ValueError("a message has at least one frame")
+        limit = self.max_frame_bytes
+        views = []
+        lengths = []
+        for i, frame in enumerate(frames):
+            view = _byte_view(frame)
+            flag = DATA_FLAG if i in data_frames else 0
+            while view.nbytes > limit:  # a buffer larger than a frame: split it
+                views.append(view[:limit])
+                lengths.append(limit | flag | MORE_FLAG)
+                view = view[limit:]
+            views.append(view)
+            lengths.append(view.nbytes | flag)
+        if len(views) > MAX_FRAMES:
+            raise ValueError(f"a message has 1 to {MAX_FRAMES} frames, not {len(views)}")
         head = frame_table(lengths)
         return head, views, len(head) + sum(v.nbytes for v in views)
 
@@ -247,10 +269,14 @@ class Comm:
 
     def recv(self, alloc: Callable[[int], tuple | None] | None = None,
              free: Callable[[list], None] | None = None) -> tuple[list, dict]:
-        """Read one message -> (frames, refs).  Data frames for which ``alloc(n)``
+        """Read one message -> (frames, refs).  Data buffers for which ``alloc(n)``
         returns ``(ref, writeable view)`` are read into that view; ``refs`` maps
         their frame index to ``ref``.  If the message breaks off, ``free(refs)``
-        gives those blocks back before the error propagates."""
+        gives those blocks back before the error propagates.
+
+        A buffer is asked of ``alloc`` before its bytes are read only up to
+        ``RESERVE_AHEAD``; a larger one is asked for once it has arrived whole
+        (and copied in), so an announcement alone reserves no shared memory."""
         head = bytearray(FRAME_COUNT.size)
         self._read_into(memoryview(head), "a message")
         self.last_received = time.monotonic()
@@ -260,30 +286,31 @@ class Comm:
                                 f"(allowed: 1 to {MAX_FRAMES})")
         table = bytearray(8 * n)
         self._read_into(memoryview(table), "a frame table")
-        lengths = struct.unpack(f"!{n}Q", table)
-        total = 0
-        for raw in lengths:
-            size = raw & ~DATA_FLAG
-            if size > self.max_frame_bytes:
-                raise ProtocolError(f"{self.peer} announced a frame of {size} bytes "
-                                    f"(maximum {self.max_frame_bytes})")
-            total += size
-        if total > MESSAGE_FRAMES_FACTOR * self.max_frame_bytes:
-            raise ProtocolError(f"{self.peer} announced a message of {total} bytes "
-                                f"(maximum {MESSAGE_FRAMES_FACTOR * self.max_frame_bytes})")
+        buffers = self._buffers(struct.unpack(f"!{n}Q", table))
         frames: list = []
         refs: dict = {}
         try:
-            for i, raw in enumerate(lengths):
-                size = raw & ~DATA_FLAG
+            for i, (data, pieces) in enumerate(buffers):
+                size = sum(pieces)
                 target = None
-                if alloc is not None and raw & DATA_FLAG:
+                direct = alloc is not None and data and size <= RESERVE_AHEAD
+                if direct:
                     got = alloc(size)
                     if got is not None:
                         refs[i], target = got
                 if target is None:
-                    target = memoryview(bytearray(size))
-                self._read_into(target, "a frame")
+                    target = _private_buffer(size)
+                pos = 0
+                for piece in pieces:
+                    self._read_into(target[pos:pos + piece], "a frame")
+                    pos += piece
+                if alloc is not None and data and not direct:
+                    got = alloc(size)
+                    if got is not None:
+                        refs[i], block = got
+                        block[:] = target
+                        target.release()
+                        target = block
                 frames.append(target)
         except BaseException:
             if refs and free is not None:
@@ -294,6 +321,29 @@ class Comm:
             raise
         self.last_received = time.monotonic()
         return frames, refs
+
+    def _buffers(self, lengths: tuple) -> list[tuple[bool, list[int]]]:
+        """A frame table -> buffers as (is data, sizes of their frames), checked."""
+        buffers: list = []
+        pieces: list = []
+        for raw in lengths:
+            size = raw & _LENGTH
+            if size > self.max_frame_bytes:
+                raise ProtocolError(f"{self.peer} announced a frame of {size} bytes "
+                                    f"(maximum {self.max_frame_bytes})")
+            data = bool(raw & DATA_FLAG)
+            if pieces and data != buffers[-1][0]:
+                raise ProtocolError(f"{self.peer} sent a buffer whose frames disagree "
+                                    "on whether it is data")
+            if not pieces:
+                buffers.append((data, pieces))
+            pieces.append(size)
+            if not raw & MORE_FLAG:
+                pieces = []
+        if pieces:
+            raise ProtocolError(f"{self.peer} sent a message whose last frame "
+                                "announces a continuation")
+        return buffers
 
     # -- closing ---------------------------------------------------------------
 
@@ -309,6 +359,17 @@ class Comm:
 
     def close(self) -> None:
         self.abort()
+
+
+def _private_buffer(size: int) -> memoryview:
+    """A writeable buffer of ``size`` bytes whose memory is committed as it is
+    written (an anonymous mapping), not when it is made (a zero-filled bytearray)."""
+    if size < LAZY_BUFFER:
+        return memoryview(bytearray(size))
+    try:
+        return memoryview(mmap.mmap(-1, size))
+    except (OSError, OverflowError, ValueError) as exc:
+        raise ProtocolError(f"cannot make room for a buffer of {size} bytes: {exc}") from None
 
 
 def _sendmsg_all(sock: socket.socket, views: list[memoryview]) -> None:

@@ -5,11 +5,15 @@ only writer is the client process.  Out: nothing but unlinked files.
 
 A SIGKILLed (or crashed) client runs no ``finally`` and no ``atexit``, so its
 segments would stay in /dev/shm until reboot.  The kernel closes the client's
-end of the pipe whatever the cause of death; the janitor then sees EOF and
-unlinks every ``/dev/shm/shmdask-<cluster_id>-*``.  Worker processes exit on
-their own EOF, but one may still be finishing a task and create a segment
-after the first sweep, so it sweeps a few more times over a few seconds.  A
-client that closes its cluster normally writes a goodbye byte first: one sweep.
+end of the pipe whatever the cause of death; the janitor then sees EOF, ends
+the cluster's worker processes and unlinks every
+``/dev/shm/shmdask-<cluster_id>-*``.  Workers exit on their own EOF, unless a
+task holds the GIL (a long C loop) so that they never notice: the janitor
+finds them by their command line (``-m shmdask.cluster.worker ... --cluster
+<cluster_id>``, same user), asks them to terminate and kills those still
+there a second later.  One may create a segment after the first sweep, so it
+sweeps a few more times over a few seconds.  A client that closes its cluster
+normally writes a goodbye byte first: one sweep, no process is touched.
 
 Started as ``python -I -S .../janitor.py CLUSTER_ID`` (by file path, so neither
 the shmdask package nor numpy is imported: it costs a bare interpreter).  It
@@ -44,6 +48,61 @@ def sweep(prefix: str) -> int:
     return removed
 
 
+WORKER_MODULE = b"shmdask.cluster.worker"
+TERM_GRACE = 1.0  # seconds between asking the workers to end and killing them
+
+
+def cluster_workers(cluster_id: str) -> list[int]:
+    """Pids of this user's worker processes of ``cluster_id``, by command line."""
+    wanted = cluster_id.encode()
+    uid = os.getuid()
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if WORKER_MODULE not in args:
+            continue
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag == b"--cluster" and value == wanted:
+                pids.append(int(entry))
+                break
+    return pids
+
+
+def end_workers(cluster_id: str, grace: float = TERM_GRACE) -> int:
+    """SIGTERM the cluster's workers, SIGKILL those still there after ``grace``;
+    how many there were.  Each signal goes to a pid just found by its command
+    line, so a recycled pid of another process is never hit."""
+    pids = cluster_workers(cluster_id)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = cluster_workers(cluster_id)
+    for pid in cluster_workers(cluster_id):
+        _signal(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:  # exited meanwhile
+        pass
+
+
 def wait_for_eof(fd: int) -> bool:
     """Block until the client's end closes; True if it said goodbye first."""
     said_goodbye = False
@@ -71,6 +130,7 @@ def main(argv: list) -> int:
         sweep(prefix)  # the client cleaned up; this is a formality
         return 0
     start = time.monotonic()
+    end_workers(argv[1])
     for delay in SWEEP_DELAYS:
         time.sleep(max(0.0, start + delay - time.monotonic()))
         sweep(prefix)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -35,10 +36,13 @@ from typing import Any
 import psutil
 
 from shmdask.annotations import check_resources
+from shmdask.cluster import scaling
 from shmdask.cluster.pipe_transport import ProcessWorkerHandle, spawn_workers
 from shmdask.cluster.protocol import SHM_THRESHOLD
+from shmdask.cluster.scheduler_view import SchedulerInfo, SchedulerView
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, new_cluster_id
 from shmdask.cluster.store import ShmStore
+from shmdask.cluster.worker_calls import install_upload, keep_logs
 from shmdask.diagnostics.task_stream import MemorySampler
 from shmdask.scheduler.engine import Engine
 from shmdask.units import format_bytes, parse_bytes
@@ -115,10 +119,16 @@ class _Runtime:
         self.cache_bytes = min(DEFAULT_CACHE_BYTES,
                                psutil.virtual_memory().total // (8 * max(1, n_workers)))
         self.lock = threading.Lock()
+        self.scale_lock = threading.RLock()  # one change of the worker count at a time
         self.closing = False
         self.workers: dict[str, ProcessWorkerHandle] = {}
         self.counter = itertools.count()
         self.replacements = 0
+        self.uploads: dict[str, bytes] = {}  # client.upload_file: new workers get them too
+        self.adaptive: Any = None
+        self.log = keep_logs()
+        # Starts a TCP listener when a task first asks for a client (set by the cluster).
+        self.listen_lazily: Any = None
         self.started = time.time()
         self.janitor = self._start_janitor()
         self.store = ShmStore(self.cluster_id, threshold)
@@ -148,7 +158,22 @@ class _Runtime:
         return spawn_workers(ids, self.cluster_id, self.nthreads, self.threshold,
                              self.cache_bytes, self.memory_limit)
 
+    def note(self, level: str, message: str) -> None:
+        """A line of the cluster's log (``cluster.get_logs()``)."""
+        self.log.note(level, message)
+
+    def answer_ask(self, what: str, args: tuple) -> Any:
+        """What a worker's task may ask of the cluster (reader thread)."""
+        if what == "scheduler":  # get_client(): where to connect, with which key
+            if self.listen_lazily is None:
+                raise RuntimeError("the cluster was closed")
+            listener = self.listen_lazily()
+            host = listener.host if listener.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            return {"address": f"tcp://{host}:{listener.port}", "auth_key": listener.key}
+        raise ValueError(f"unknown question {what!r}")
+
     def add(self, handle: ProcessWorkerHandle) -> None:
+        handle.on_ask = self.answer_ask
         with self.lock:
             if self.closing:
                 handle.close()
@@ -157,7 +182,13 @@ class _Runtime:
         handle.resources = self.resources
         self.store.add_worker(handle)
         handle.start_reader(self.engine.post, self.store, self.lost)
+        for filename, data in list(self.uploads.items()):  # before its first task
+            ok, exc = handle.call_function(install_upload, (filename, data), timeout=60)
+            if not ok:
+                self.note("ERROR", f"worker {handle.id} could not load uploaded {filename}: "
+                                   f"{exc!r}")
         self.engine.post(("worker-added", handle))
+        self.note("INFO", f"worker {handle.id} (pid {handle.pid}) started")
 
     def lost(self, handle: ProcessWorkerHandle, reason: str) -> None:
         """A worker died (reader thread): tell the store and engine, start another."""
@@ -167,6 +198,9 @@ class _Runtime:
         handle.conn.close()
         self.store.worker_lost(handle.id)
         self.engine.post(("worker-lost", handle.id, reason))
+        self.note("WARNING", reason)
+        if handle.retiring:  # it was leaving anyway
+            return
         self.replacements += 1
         try:
             (new,) = self.start_workers(1)
@@ -238,6 +272,9 @@ class _Runtime:
         self._stop.set()
         if self.dashboard is not None:
             self.dashboard.close()
+        self.listen_lazily = None
+        if self.adaptive is not None:
+            self.adaptive.stop()
         if self.listener is not None:
             self.listener.close()
         if self.sampler is not None:
@@ -324,6 +361,9 @@ class LocalCluster:
         self._runtime.start_memory_sampler()
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
         self._listener = None
+        self._listen_lock = threading.Lock()
+        self._runtime.listen_lazily = _weak_method(self._listener_for_tasks)
+        self.scheduler = SchedulerView(self)
         try:
             if dashboard_address is not None:
                 from shmdask.diagnostics.dashboard import start_dashboard
@@ -376,12 +416,25 @@ class LocalCluster:
         dashboard = self._runtime.dashboard
         return None if dashboard is None or self.closed else dashboard.link
 
-    def scheduler_info(self) -> dict:
+    def _listener_for_tasks(self) -> Any:
+        """The TCP listener, started on loopback the first time a task asks for
+        a client (shmdask.worker_client)."""
+        with self._listen_lock:
+            if self._listener is None:
+                if self.closed:
+                    raise RuntimeError("the cluster is closed")
+                self._listen(True)
+                self._runtime.note("INFO", f"listening at {self._listener.address} for "
+                                           "clients in tasks")
+            return self._listener
+
+    @property
+    def scheduler_info(self) -> SchedulerInfo:
         """A dict shaped like dask's ``Client.scheduler_info()`` (remote workers
-        included when the cluster listens)."""
+        included when the cluster listens); also callable, as shmdask spells it."""
         if self._listener is not None:
-            return self._listener.scheduler_info()
-        return self._local_scheduler_info()
+            return SchedulerInfo(self._listener.scheduler_info())
+        return SchedulerInfo(self._local_scheduler_info())
 
     def _local_scheduler_info(self) -> dict:
         in_memory = self._runtime.store.values_by_owner
@@ -409,6 +462,80 @@ class LocalCluster:
                 raise TimeoutError(f"only {len(self._runtime.workers)} of {n_workers} "
                                    f"workers after {timeout} s")
             time.sleep(0.01)
+
+    # -- scaling (shmdask.cluster.scaling) ----------------------------------------
+
+    def scale(self, n: int = 0, memory: Any = None, cores: int | None = None) -> None:
+        """Have ``n`` workers (or enough for ``memory`` / ``cores``): new ones are
+        up when this returns; workers let go retire idle-first, busy ones after
+        their running tasks.  Their results stay in shared memory."""
+        self._check_open("scale")
+        scaling.scale(self._runtime, scaling.workers_for(n, memory, cores, self._runtime))
+
+    def adapt(self, minimum: int = 0, maximum: float = math.inf, **options: Any
+              ) -> scaling.Adaptive:
+        """Scale with the load between ``minimum`` and ``maximum`` workers;
+        options ``interval``, ``wait_count``, ``target_duration`` (dask's)."""
+        self._check_open("adapt")
+        runtime = self._runtime
+        if runtime.adaptive is not None:
+            runtime.adaptive.stop()
+        for name in ("minimum_cores", "maximum_cores", "minimum_memory", "maximum_memory"):
+            if options.pop(name, None) is not None:
+                raise TypeError(f"adapt({name}=...) is not supported; give minimum/maximum "
+                                "in workers")
+        runtime.adaptive = scaling.Adaptive(runtime, minimum, maximum, **options)
+        return runtime.adaptive
+
+    def retire_workers(self, workers: list[str] | None = None, n: int | None = None,
+                       wait: bool = True) -> dict[str, dict]:
+        """Stop workers gracefully (see :mod:`shmdask.cluster.scaling`); returns
+        their info.  Neither ``workers`` nor ``n``: the idle workers, all but one."""
+        self._check_open("retire workers of")
+        runtime = self._runtime
+        if workers is None:
+            idle_only = n is None
+            if n is None:
+                n = len(runtime.workers) - 1
+            workers = scaling.choose_to_retire(runtime, n, idle_only=idle_only)
+        elif isinstance(workers, str):
+            workers = [workers]
+        infos = scaling.retire_workers(runtime, workers, wait=wait)
+        with runtime.scale_lock:
+            runtime.n_workers = sum(not h.retiring for h in runtime.workers.values())
+        return infos
+
+    def get_logs(self, cluster: bool = True, scheduler: bool = True,
+                 workers: bool | list[str] = True) -> dict[str, str]:
+        """Log lines of the cluster (its events), the scheduler (this process's
+        shmdask log) and each worker, as dask's ``cluster.get_logs()``."""
+        out: dict[str, str] = {}
+        lines = list(self._runtime.log.lines)
+        if cluster:
+            out["Cluster"] = "\n".join(text for _, text in lines if " - shmdask - " in text)
+        if scheduler:
+            out["Scheduler"] = "\n".join(text for _, text in lines)
+        if workers:
+            from shmdask.cluster.scheduler_calls import worker_logs
+
+            chosen = None if workers is True else list(workers)
+            for wid, wlines in worker_logs(self, chosen).items():
+                out[wid] = "\n".join(text for _, text in wlines)
+        return out
+
+    def get_client(self) -> Any:
+        """A Client of this cluster (the default client if it is one)."""
+        from shmdask import config
+        from shmdask.client import Client
+
+        current = config.get("scheduler")
+        if isinstance(current, Client) and current.cluster is self and not current.closed:
+            return current
+        return Client(self)
+
+    def _check_open(self, what: str) -> None:
+        if self.closed:
+            raise RuntimeError(f"cannot {what} a closed LocalCluster")
 
     def restart(self) -> None:
         """Fresh worker processes and no data (what ``Client.restart`` asks for)."""
@@ -444,6 +571,20 @@ class LocalCluster:
         dashboard = (f'<br>Dashboard: <a href="{html.escape(link)}" target="_blank">'
                      f"{html.escape(link)}</a>" if link else "")
         return f"<div><b>{html.escape(repr(self))}</b>{dashboard}</div>"
+
+
+def _weak_method(method: Any) -> Any:
+    """A callable that holds its object weakly (threads of the runtime must not
+    keep the cluster alive)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        if bound is None:
+            raise RuntimeError("the cluster is closed")
+        return bound(*args)
+
+    return call
 
 
 __all__ = ["LocalCluster", "WorkerMemoryWarning", "parse_memory_limit"]

@@ -38,6 +38,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
+from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.engine import TaskResult, TaskSpec, WorkerHandle
 
@@ -50,6 +51,7 @@ class ProcessWorkerHandle(WorkerHandle):
     """One worker process, as the engine sees it."""
 
     kind = "local"
+    retiring = False  # set when the cluster lets it go on purpose (no replacement)
 
     def __init__(self, worker_id: str, proc: subprocess.Popen, conn: Connection, hello: dict,
                  nthreads: int, memory_limit: int | None):
@@ -75,6 +77,9 @@ class ProcessWorkerHandle(WorkerHandle):
         self._reply_ready = threading.Condition()
         self._ps = psutil.Process(proc.pid)
         self._reader: threading.Thread | None = None
+        self._calls = Requests()  # client.run calls waiting for this worker
+        # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
+        self.on_ask: Any = None
 
     # -- sending (engine thread, store) ---------------------------------------
 
@@ -133,6 +138,17 @@ class ProcessWorkerHandle(WorkerHandle):
                 raise TimeoutError(f"worker {self.id} did not answer")
             return self._replies.pop()
 
+    def call_function(self, fn: Any, args: tuple = (), kwargs: dict | None = None,
+                      timeout: float | None = None) -> tuple[bool, Any]:
+        """Run ``fn(*args, **kwargs)`` in the worker process, beside its tasks
+        (``client.run``); returns ``(True, result)`` or ``(False, exception)``."""
+        def send(req: int) -> None:
+            if not self._send(encode_message(("run-function", req),
+                                                 dumps_call(fn, args, kwargs))):
+                self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
+
+        return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
+
     # -- receiving (reader thread) ---------------------------------------------
 
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
@@ -160,6 +176,7 @@ class ProcessWorkerHandle(WorkerHandle):
                 self.kill(f"worker {self.id} (pid {self.pid}) sent a message that could not "
                           f"be read ({exc!r}) and was stopped")
                 break
+        self._calls.cancel_all((False, ConnectionError(f"worker {self.id} is gone")))
         if not self.closing:
             on_lost(self, self._death_reason())
 
@@ -192,6 +209,12 @@ class ProcessWorkerHandle(WorkerHandle):
             with self._reply_ready:
                 self._replies.append(header[1])
                 self._reply_ready.notify_all()
+        elif op in ("secede", "rejoin"):
+            post((op, self.id, header[1]))
+        elif op == "function-result":
+            self._calls.answer(header[1], function_result(header[2], body))
+        elif op == "ask":
+            self._send(encode_message(("answer", header[1], *answer_ask(self.on_ask, header))))
 
     def _death_reason(self) -> str:
         # Reap the process in every case (an unreaped Popen lingers as a zombie).

@@ -29,6 +29,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -88,9 +89,7 @@ class RemoteWorker(Worker):
 
     def serve(self) -> str:
         """Run tasks until the connection ends; returns why it ended."""
-        for lane in range(self.nthreads):
-            threading.Thread(target=self._run_tasks, args=(lane,), daemon=True,
-                             name=f"shmdask-exec-{lane}").start()
+        self.start_lanes()
         while True:
             try:
                 header, body, _ = recv_message(self.comm)
@@ -106,7 +105,9 @@ class RemoteWorker(Worker):
                 self.send(("stats", self.stats()))
             elif op == "close":
                 return "the scheduler closed"
-            # "free" / "forget" concern shared memory, which we do not use
+            else:
+                # "free" / "forget" concern shared memory, which we do not use
+                self.handle_request(op, header, body)
 
 
 def _connect(address: str, name: str | None, nthreads: int, auth_key, tls: dict,
@@ -144,8 +145,8 @@ def _run_one(address: str, name: str | None, auth_key, nthreads: int,
                 try:
                     comm, welcome = _connect(address, name, nthreads, auth_key, tls,
                                              connect_timeout)
-                except AuthenticationError as exc:
-                    if not joined:  # a wrong key: say so at once
+                except (AuthenticationError, ssl.SSLCertVerificationError) as exc:
+                    if not joined:  # a wrong key or certificate: say so at once
                         _say(f"cannot join {address}: {exc}")
                         return 2
                     error = exc  # a restarted scheduler may have a new key file soon
@@ -163,6 +164,10 @@ def _run_one(address: str, name: str | None, auth_key, nthreads: int,
             worker_id = welcome[1]
             _say(f"joined {address} as {worker_id}")
             worker = RemoteWorker(comm, worker_id, nthreads)
+            worker.given_name = name
+            Worker.instance = worker  # this process's worker (get_worker off task threads)
+            # A task's get_client() connects where this worker did.
+            worker.scheduler_connect = {"address": address, "auth_key": auth_key, **tls}
             why = worker.serve()
             comm.abort()
             comm = None
@@ -196,10 +201,21 @@ def run_worker(address: str, nworkers: int = 1, name: str | None = None,
     if reconnect_timeout < 0:
         raise ValueError(f"reconnect_timeout must be >= 0, got {reconnect_timeout}")
     from shmdask.cluster.address import parse_address
+    from shmdask.cluster.auth import client_ssl_context, tls_from_env
 
-    parse_address(address)  # a bad address fails here, clearly
-    log_to_stderr(WORKER_FORMAT)  # this process's stderr is ours: say what happens
+    scheme, _, _ = parse_address(address)  # a bad address fails here, clearly
+    from shmdask.cluster.worker_calls import keep_logs
+
+    keep_logs()
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    if not any(tls.values()):
+        tls = tls_from_env()
+    # Bad TLS settings fail now, not after reconnect_timeout of retries.
+    if scheme == "tls" and client_ssl_context(tls["tls_ca"], tls["tls_cert"],
+                                              tls["tls_key"]) is None:
+        raise ValueError(f"{address}: a tls:// address needs the CA that signed the "
+                         "scheduler's certificate (--tls-ca or SHMDASK_TLS_CA)")
+    log_to_stderr(WORKER_FORMAT)  # this process's stderr is ours: say what happens
     if nworkers == 1:
         return _run_one(address, name, auth_key, nthreads, reconnect_timeout, tls,
                         connect_timeout)
@@ -246,9 +262,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert", default=None)
     parser.add_argument("--tls-key", default=None)
     args = parser.parse_args(argv)
+    from shmdask.cluster.worker import _extend_sys_path
+
+    _extend_sys_path()  # a worker started by a Python program sees its modules
     code = run_worker(args.address, args.nworkers, args.name, None, args.nthreads,
                       args.reconnect_timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
                       tls_key=args.tls_key)
+    from shmdask.cluster.worker_calls import remove_uploads
+
+    remove_uploads()  # os._exit skips atexit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -113,6 +113,11 @@ class ShmStore(DataStore):
             return value
         return deserialize_value(value, self.mappings, copy=True)
 
+    def to_user_view(self, value: Any) -> Any:
+        if type(value) is not Stored:
+            return value
+        return deserialize_value(value, self.mappings)  # views of our mappings: no copy
+
     def from_user(self, obj: Any) -> Stored:
         stored = serialize_value(obj, self.allocator, "client", self.threshold)
         self.adopt(stored)

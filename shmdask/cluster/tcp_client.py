@@ -106,6 +106,7 @@ class RemoteConnection(Connection):
         self._post_lock = threading.RLock()  # RLock: unwant may run in a __del__
         self._unwant_open: list | None = None  # keys of the queued unwant message
         self._listeners: dict[Any, Callable] = {}
+        self._retry_listener: Callable | None = None
         self._replies: dict[int, list] = {}
         self._reply_cond = threading.Condition()
         self._req = itertools.count()
@@ -132,6 +133,9 @@ class RemoteConnection(Connection):
     def retry(self, keys: list, listener) -> None:
         self._check()
         with self._lock:
+            # erred inputs that run again are announced as "pending": they are
+            # heard by this listener too
+            self._retry_listener = listener
             for key in keys:
                 self._listeners[key] = listener
         self._post(header_frames(("retry", list(keys))))
@@ -218,6 +222,11 @@ class RemoteConnection(Connection):
     def alive(self) -> bool:
         return not self.closed and self.lost_reason is None
 
+    def call(self, verb: str, **kwargs: Any) -> Any:
+        # Arguments may hold functions (client.run): pickled here, by cloudpickle
+        # if plain pickle refuses them.
+        return self._request("call", verb, pickle_any(kwargs))
+
     def close(self) -> None:
         if self.closed:
             return
@@ -245,7 +254,11 @@ class RemoteConnection(Connection):
                 if op == "statuses":
                     for key, status, exc_bytes in header[1]:
                         with self._lock:
-                            listener = self._listeners.pop(key, None)
+                            if status == "pending":  # a retry: not the last word
+                                listener = self._listeners.setdefault(key,
+                                                                      self._retry_listener)
+                            else:
+                                listener = self._listeners.pop(key, None)
                         if listener is not None:
                             exc = load_exception(exc_bytes) if exc_bytes is not None else None
                             listener(key, status, exc)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import threading
 import time
 from collections import Counter
@@ -41,6 +42,7 @@ from shmdask.cluster.protocol import (
     load_exception,
     loads_message,
 )
+from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
 
@@ -87,8 +89,12 @@ class _Session:
         except CommClosedError as exc:
             reason = f"lost {self.role} {self.id} at {self.comm.peer}: {exc}"
         except Exception as exc:  # a peer's bad input costs it its connection, not us
-            reason = f"dropped {self.role} {self.id} at {self.comm.peer}: bad message: {exc!r}"
+            detail = str(exc) if isinstance(exc, ProtocolError) else repr(exc)
+            reason = (f"dropped {self.role} {self.id} at {self.comm.peer}: it broke the "
+                      f"shmdask protocol: {detail}")
             log.warning("%s", reason)
+            if not self.closing and not self.listener.closing:
+                self.broke_protocol(detail)
         finally:
             self.comm.abort()
             if not self.closing and not self.listener.closing:
@@ -104,6 +110,9 @@ class _Session:
 
     def lost(self, reason: str) -> None:
         pass
+
+    def broke_protocol(self, detail: str) -> None:
+        """The peer sent something that is not the protocol (before ``lost``)."""
 
     def close(self) -> None:
         self.closing = True
@@ -132,6 +141,7 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
         self.input_bytes = 0
         self.result_bytes = 0
         self._encode_lock = threading.Lock()
+        self._calls = Requests()  # client.run calls waiting for this worker
 
     # -- engine thread --------------------------------------------------------
 
@@ -203,9 +213,31 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
 
     # -- reader thread --------------------------------------------------------
 
+    def call_function(self, fn: Any, args: tuple = (), kwargs: dict | None = None,
+                      timeout: float | None = None) -> tuple[bool, Any]:
+        """Run ``fn(*args, **kwargs)`` in the remote worker (``client.run``)."""
+        def send(req: int) -> None:
+            try:
+                self.comm.post([*header_frames(("run-function", req)),
+                                *dumps_message(dumps_call(fn, args, kwargs))])
+            except CommClosedError:
+                self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
+
+        return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
+
     def handle(self, op: str, header: tuple, body: list, refs: dict) -> None:
         if op != "results":
             if op in ("unlinked", "stats"):
+                return
+            if op in ("secede", "rejoin"):
+                self.listener.engine.post((op, self.id, header[1]))
+                return
+            if op == "function-result":
+                self._calls.answer(header[1], function_result(header[2], body))
+                return
+            if op == "ask":
+                answer = answer_ask(None, header)
+                self.comm.post(header_frames(("answer", header[1], *answer)))
                 return
             raise ProtocolError(f"unexpected message {op!r} from a worker")
         started = self.comm.last_received
@@ -264,7 +296,17 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
             self.memory = header[3]
 
     def lost(self, reason: str) -> None:
+        self._calls.cancel_all((False, ConnectionError(reason)))
         self.listener.engine.post(("worker-lost", self.id, reason))
+
+    def broke_protocol(self, detail: str) -> None:
+        # Not a crash: running the tasks again would break it again.  The
+        # tasks it was running fail with the reason, before the loss is seen.
+        for key in list(self.processing):
+            self.processing.pop(key, None)
+            err = ProtocolError(f"task {key!r} was running on remote worker {self.id} at "
+                                f"{self.comm.peer}, which broke the shmdask protocol: {detail}")
+            self.listener.engine.post(("erred", self.id, key, err, "", None))
 
     # -- info -----------------------------------------------------------------
 
@@ -361,6 +403,10 @@ class ClientSession(_Session):
             engine.unwant(keys)
         elif op in ("fetch", "info", "restart", "stream", "tasks_done"):
             self._answer(op, header)
+        elif op == "call":
+            # May block (a Lock, a Queue, functions run on workers): off the reader.
+            threading.Thread(target=self._answer, args=(op, header), daemon=True,
+                             name=f"shmdask-call-{self.id}").start()
         else:
             raise ProtocolError(f"unexpected message {op!r} from a client")
 
@@ -381,6 +427,8 @@ class ClientSession(_Session):
                 result = _stream_call(self.listener.engine, header[2], header[3])
             elif op == "tasks_done":
                 result = self.listener.engine.tasks_done
+            elif op == "call":
+                result = self.listener.call(header[2], pickle.loads(header[3]))
             else:
                 self.listener.restart()
                 result = None

@@ -11,6 +11,8 @@ In (header, body)::
     ("free", [block, ...])       the scheduler released keys whose blocks we own
     ("forget", [segment, ...])   segments unlinked elsewhere: drop our mappings
     ("stats",)                   counters, for tests and diagnostics
+    ("answer", req, ok, value)   the cluster's answer to one of our "ask"s
+    ("run-function", req), (fn, args, kwargs)   ``client.run``: call it on a thread
 
 Out (header, body)::
 
@@ -19,6 +21,9 @@ Out (header, body)::
                                            ("erred", key, pickled exc, traceback, record)
     ("unlinked", [segment, ...])           after a free gave memory back
     ("stats", {...})
+    ("secede", key) / ("rejoin", key)      a task left (came back to) the thread pool
+    ("ask", req, what, args)               a task needs the cluster (e.g. its address)
+    ("function-result", req, ok), value    what a "run-function" returned (or raised)
 
 Shape: the main thread only receives (so the pipe is always drained and frees
 apply at once); ``nthreads`` executor threads take tasks from a queue.  Results
@@ -29,14 +34,22 @@ of at least ``threshold`` bytes are written into this worker's slabs.  The
 worker exits as soon as its connection closes (the client closed it or died);
 it never unlinks its segments on exit: data in shm outlives the worker, and
 the scheduler's store or the janitor removes it.
+
+The thread pool is elastic for tasks that wait on other tasks: ``secede()``
+(shmdask.worker_client) takes the calling thread out of the pool and starts
+a replacement, so queued tasks keep running; the scheduler is told, so it
+does not count that task against our threads.  A thread that rejoined makes
+the pool one too big: the first thread to finish a task then leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import os
+import pickle
 import queue
 import signal
 import socket
@@ -59,9 +72,15 @@ from shmdask.cluster.protocol import (
     loads_message,
     serialize_value,
 )
+from shmdask.cluster.requests import Requests
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
+from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
+
+# On executor threads: ``worker`` (the Worker), ``key`` (the task running now),
+# ``seceded`` (whether that task left the thread pool).
+current = threading.local()
 
 
 class Worker:
@@ -108,6 +127,28 @@ class Worker:
         self.bytes_received = 0
         self.warm_imports = warm_imports
         self._warming: threading.Thread | None = None
+        self._pool_lock = threading.Lock()
+        self._pooled = nthreads  # executor threads that count against nthreads
+        self._lanes = itertools.count()
+        self._asks = Requests()
+        # How a task reaches the scheduler as a client (set by transports that know).
+        self.scheduler_connect: dict | None = None
+
+    @property
+    def address(self) -> str:
+        """How the scheduler names this worker (the keys of ``client.run``'s answer)."""
+        return self.worker_id
+
+    @property
+    def name(self) -> str:
+        """The name it was given (``shmdask worker --name``), else its id."""
+        return self.given_name or self.worker_id
+
+    given_name: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.worker_id
 
     # ------------------------------------------------------------------ transport
 
@@ -115,6 +156,10 @@ class Worker:
         data = encode_message(header, body)
         with self._send_lock:
             self.conn.send_bytes(data)
+
+    # The worker of this process, for get_worker() off executor threads: set by the
+    # entry points of worker processes only (a Worker may also serve inside a test).
+    instance: Worker | None = None
 
     def serve(self) -> None:
         """Receive until the connection closes."""
@@ -125,10 +170,7 @@ class Worker:
             self._warming = threading.Thread(target=_warm_up, args=(self.warm_imports,),
                                              daemon=True, name="shmdask-warm-imports")
             self._warming.start()
-        for lane in range(self.nthreads):
-            threading.Thread(
-                target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}", daemon=True
-            ).start()
+        self.start_lanes()
         try:
             self._receive()
         finally:
@@ -159,8 +201,78 @@ class Worker:
                 self.send(("stats", self.stats()))
             elif op == "close":
                 return
-            else:
+            elif not self.handle_request(op, header, body):
                 raise ValueError(f"worker received an unknown message {op!r}")
+
+    # ------------------------------------------------------------------ requests
+
+    def handle_request(self, op: str, header: tuple, body: list) -> bool:
+        """Answers to our asks, and functions to run (``client.run``); False if
+        ``op`` is neither."""
+        if op == "answer":
+            self._asks.answer(header[1], (header[2], header[3]))
+        elif op == "run-function":
+            threading.Thread(target=self._run_function, args=(header[1], body), daemon=True,
+                             name="shmdask-run-function").start()
+        else:
+            return False
+        return True
+
+    def _run_function(self, req: int, body: list) -> None:
+        from shmdask.cluster.worker_calls import call_function
+
+        ok, value = call_function(self, lambda: pickle.loads(loads_message(body)))
+        try:
+            # (in a tuple: a body of None would be no body at all)
+            self.send(("function-result", req, ok), (value if ok else dump_exception(value),))
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
+            err = TypeError(f"the result of the function cannot be sent back: {exc!r}")
+            self.send(("function-result", req, False), (dump_exception(err),))
+
+    def ask(self, what: str, *args: Any, timeout: float = 60) -> Any:
+        """Ask the cluster something (from a task thread) and wait for the answer."""
+        ok, value = self._asks.ask(lambda req: self.send(("ask", req, what, args)),
+                                   timeout, f"{what!r} from the scheduler")
+        if not ok:
+            raise RuntimeError(f"the scheduler could not answer {what!r}: {value}")
+        return value
+
+    # ------------------------------------------------------------------ thread pool
+
+    def start_lanes(self) -> None:
+        for _ in range(self.nthreads):
+            self._start_lane()
+
+    def _start_lane(self) -> None:
+        lane = next(self._lanes)
+        threading.Thread(target=self._run_tasks, args=(lane,), name=f"shmdask-exec-{lane}",
+                         daemon=True).start()
+
+    def secede(self) -> None:
+        """The task on this thread leaves the pool (it is about to wait on others)."""
+        if getattr(current, "key", None) is None:
+            raise ValueError("secede() must be called from a task (this thread runs none)")
+        if current.seceded:
+            return
+        current.seceded = True
+        self._flush_outbox()  # results held here may be what the task will wait on
+        with self._pool_lock:
+            self._pooled -= 1
+            replace = self._pooled < self.nthreads
+            if replace:
+                self._pooled += 1
+        if replace:
+            self._start_lane()
+        self.send(("secede", current.key))
+
+    def rejoin(self) -> None:
+        """The seceded task on this thread counts against the pool again."""
+        if not getattr(current, "seceded", False):
+            return
+        current.seceded = False
+        with self._pool_lock:
+            self._pooled += 1
+        self.send(("rejoin", current.key))
 
     def _receive_tasks(self, keys: list, body: list) -> None:
         if self._warming is not None:
@@ -223,27 +335,49 @@ class Worker:
 
     def _run_tasks(self, lane: int) -> None:
         lane_name = f"{self.worker_id}/{lane}"
+        current.worker = self
+        current.seceded = False
         while True:
             task = self.tasks.get()
             if task is None:
                 return
             key, computation, deps = task
+            current.key = key
             entry = self._run_one(key, computation, deps, lane_name)
             del task, computation, deps  # let inputs (and their cached values) go
+            current.key = None
+            seceded, current.seceded = current.seceded, False
             self.tasks_run += 1
             batch = None
             with self._outbox_lock:
                 self._outbox.append(entry)
                 now = time.monotonic()
-                if self.tasks.empty() or now - self._last_flush >= FLUSH_INTERVAL:
+                if seceded or self.tasks.empty() or now - self._last_flush >= FLUSH_INTERVAL:
                     batch, self._outbox = self._outbox, []
                     self._last_flush = now
-            if batch:
-                unlinked = self.allocator.take_unlinked() if self.allocator else []
-                try:
-                    self.send(("results", unlinked), batch)
-                except OSError:  # the scheduler hung up
+            if batch and not self._send_results(batch):
+                return  # the scheduler hung up
+            if seceded:
+                return  # a replacement took this thread's place in the pool
+            with self._pool_lock:
+                if self._pooled > self.nthreads:  # a rejoined task made the pool too big
+                    self._pooled -= 1
                     return
+
+    def _send_results(self, batch: list) -> bool:
+        unlinked = self.allocator.take_unlinked() if self.allocator else []
+        try:
+            self.send(("results", unlinked), batch)
+        except OSError:
+            return False
+        return True
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+            self._last_flush = time.monotonic()
+        if batch:
+            self._send_results(batch)
 
     def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
         start = time.time()
@@ -256,7 +390,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
             stop = time.time()
             record = self._record(key, lane_name, start, stop, 0, "inline")
-            return ("erred", key, dump_exception(exc), traceback.format_exc(), record)
+            return ("erred", key, dump_exception(as_task_error(key, exc)),
+                    traceback.format_exc(), record)
         stop = time.time()
         record = self._record(key, lane_name, start, stop, stored.nbytes, stored.where)
         return ("done", key, stored, record)
@@ -299,17 +434,28 @@ def main(argv: list[str] | None = None) -> None:
     # what an interrupt means, the worker just keeps its pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _extend_sys_path()
+    from shmdask.cluster.worker_calls import keep_logs
+
+    keep_logs()
     conn = Connection(args.fd)
     worker = Worker(conn, args.id, args.cluster, args.nthreads, args.threshold,
                     args.cache_bytes,
                     warm_imports=tuple(m for m in args.warm_imports.split(",") if m))
+    Worker.instance = worker
     try:
         worker.serve()
     finally:
+        from shmdask.cluster.worker_calls import remove_uploads
+
+        remove_uploads()  # os._exit skips atexit
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not this __main__ copy: tasks find their worker
+    # (``current``, ``Worker.instance``) in shmdask.cluster.worker.
+    from shmdask.cluster import worker as _worker_module
+
+    _worker_module.main()

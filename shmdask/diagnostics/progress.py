@@ -29,7 +29,7 @@ import html
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .figure import in_notebook
@@ -323,24 +323,8 @@ def make_progress_bar(notebook: bool | None = None, **kwargs) -> ProgressBar:
     return NotebookProgressBar(**kwargs) if notebook else ProgressBar(**kwargs)
 
 
-def _futures_of(objs: Iterable[Any], out: dict[int, Any]) -> None:
-    for obj in objs:
-        done = getattr(obj, "done", None)
-        if callable(done) and not isinstance(obj, type):
-            out.setdefault(id(obj), obj)
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            _futures_of(obj, out)
-        elif isinstance(obj, dict):
-            _futures_of(obj.values(), out)
-        elif hasattr(obj, "__shmdask_graph__"):
-            # a persisted collection holds its futures as graph values
-            graph = obj.__shmdask_graph__()
-            _futures_of((v for v in graph.values() if callable(getattr(v, "done", None))), out)
-        else:
-            raise TypeError(
-                f"progress() takes futures (objects with .done()) or collections, "
-                f"got {type(obj).__name__}"
-            )
+def _is_future_like(obj: Any) -> bool:
+    return callable(getattr(obj, "done", None)) and not isinstance(obj, type)
 
 
 def progress(
@@ -357,11 +341,18 @@ def progress(
     ``interval`` seconds. Unlike the engine's bar this one shows at once
     (``delay=0``): the caller asked for it.
     """
+    from shmdask.futures import futures_of  # the one way to find futures, as wait does
+
     if interval <= 0:
         raise ValueError(f"progress() needs interval > 0, got {interval!r}")
-    found: dict[int, Any] = {}
-    _futures_of(futures_or_collections, found)
-    futures = list(found.values())
+    for obj in futures_or_collections:
+        if not (_is_future_like(obj) or hasattr(obj, "__shmdask_graph__")
+                or isinstance(obj, list | tuple | set | frozenset | dict)):
+            raise TypeError(
+                f"progress() takes futures (objects with .done()) or collections, "
+                f"got {type(obj).__name__}"
+            )
+    futures = futures_of(futures_or_collections, like=_is_future_like)
     bar = make_progress_bar(
         notebook, delay=delay, interval=interval, stream=stream, enabled=True, ticker=False
     )

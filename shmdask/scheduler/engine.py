@@ -55,6 +55,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from shmdask import config
 from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
@@ -134,6 +135,11 @@ class DataStore(ABC):
     @abstractmethod
     def from_user(self, obj: Any) -> Any: ...
 
+    def to_user_view(self, value: Any) -> Any:
+        """``value`` for a reader that copies what it keeps: read-only views
+        where the store can (valid only while the key is held), else ``to_user``."""
+        return self.to_user(value)
+
     def release(self, values: list) -> None:
         pass
 
@@ -193,10 +199,16 @@ class Engine:
     def __init__(self, store: DataStore | None = None, name: str = "engine"):
         self.name = name
         self.store = store or LocalStore()
-        self.state = SchedulerState()
+        # dask's distributed.scheduler.allowed-failures: deaths tolerated, plus the last
+        self.state = SchedulerState(max_worker_deaths=config.get("allowed_failures") + 1)
         self.data: dict = {}
         self.workers: dict[str, WorkerHandle] = {}
         self.in_flight: dict[str, set] = {}
+        # Tasks that left their worker's thread pool to wait on other tasks
+        # (``secede``): still in flight, but not counted against its threads.
+        self.seceded: dict[str, set] = {}
+        # Workers leaving on purpose: no new tasks; told when their last one is done.
+        self.retiring: dict[str, Callable[[str], None]] = {}
         self.where: dict = {}  # processing key -> worker id
         self.task_stream = TaskStream()
         self.record_callbacks: list[Callable[[list[dict]], None]] = []
@@ -277,6 +289,11 @@ class Engine:
     def add_worker(self, worker: WorkerHandle) -> None:
         self.post(("worker-added", worker))
 
+    def retire_worker(self, worker_id: str, on_idle: Callable[[str], None]) -> None:
+        """Send ``worker_id`` no more tasks; ``on_idle(worker_id)`` runs on the loop
+        thread once the tasks it holds are answered (at once if it is idle)."""
+        self.post(("retire", worker_id, on_idle))
+
     # -- the loop ----------------------------------------------------------------
 
     def start(self) -> None:
@@ -339,6 +356,13 @@ class Engine:
             self._on_worker_lost(event[1], event[2])
         elif kind == "call":
             event[1](self)
+        elif kind == "secede":
+            if event[2] in self.in_flight.get(event[1], ()):
+                self.seceded.setdefault(event[1], set()).add(event[2])
+        elif kind == "rejoin":
+            self._answered(event[1], [event[2]])
+        elif kind == "retire":
+            self._on_retire(event[1], event[2])
         elif kind == "wake":
             pass
         else:  # pragma: no cover - programming error
@@ -381,13 +405,17 @@ class Engine:
 
     def _on_retry(self, keys: list, listener: Listener | None) -> None:
         try:
-            self.state.retry(keys)
+            again = self.state.retry(keys)
         except Exception as exc:
             for key in keys:
                 self._notify(key, "erred", exc)
             return
         if listener is not None:
-            for key in keys:
+            asked = set(keys)
+            for key in again:
+                if key not in asked:  # an erred input that runs again: pending once more
+                    listener(key, "pending", None)
+            for key in asked.union(again):
                 self.listeners.setdefault(key, []).append(listener)
         for key in keys:  # not erred (any more): say how they stand
             state = self.state.state_of(key)
@@ -405,6 +433,23 @@ class Engine:
         if listener is not None:
             for key in stored:
                 listener(key, "memory", None)
+
+    def _on_retire(self, worker_id: str, on_idle: Callable[[str], None]) -> None:
+        self.workers.pop(worker_id, None)
+        if self.in_flight.get(worker_id):
+            self.retiring[worker_id] = on_idle
+        else:
+            on_idle(worker_id)
+
+    def _answered(self, worker_id: str, keys: Iterable) -> None:
+        """Keys a worker answered: no longer seceded; a retiring worker may go."""
+        seceded = self.seceded.get(worker_id)
+        if seceded is not None:
+            seceded.difference_update(keys)
+            if not seceded:  # keep the common path (no seceded task) a miss
+                del self.seceded[worker_id]
+        if worker_id in self.retiring and not self.in_flight.get(worker_id):
+            self.retiring.pop(worker_id)(worker_id)
 
     def _on_done(self, worker_id: str, results: list[TaskResult]) -> None:
         state, data, where = self.state, self.data, self.where
@@ -439,9 +484,13 @@ class Engine:
             weight = n / (n + 4)  # a big batch is a good sample: trust it more
             self._mean_duration += weight * (duration / n - self._mean_duration)
             self._add_records(records)
+        if worker_id in self.seceded or worker_id in self.retiring:
+            self._answered(worker_id, [r[0] for r in results])
 
     def _on_erred(self, worker_id, key, exc, traceback_text, record) -> None:
         self.in_flight.get(worker_id, set()).discard(key)
+        if worker_id in self.seceded or worker_id in self.retiring:
+            self._answered(worker_id, [key])
         if self.where.get(key) != worker_id:
             return
         del self.where[key]
@@ -465,6 +514,8 @@ class Engine:
 
     def _on_worker_lost(self, worker_id: str, reason: str) -> None:
         self.workers.pop(worker_id, None)
+        self.seceded.pop(worker_id, None)
+        self.retiring.pop(worker_id, None)
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
@@ -503,9 +554,13 @@ class Engine:
 
     def choose_workers(self) -> list[WorkerHandle]:
         """Workers with room, emptiest first; local before remote on a tie."""
-        in_flight = self.in_flight
+        busy = self.busy
         return sorted(self.workers.values(),
-                      key=lambda w: (len(in_flight[w.id]) / w.nthreads, w.kind == "remote"))
+                      key=lambda w: (busy(w.id) / w.nthreads, w.kind == "remote"))
+
+    def busy(self, worker_id: str) -> int:
+        """Tasks a worker holds that occupy its threads (seceded ones do not)."""
+        return len(self.in_flight.get(worker_id, ())) - len(self.seceded.get(worker_id, ()))
 
     def _input_bytes(self, ts: Any) -> int:
         data, nbytes = self.data, self.store.nbytes
@@ -519,7 +574,7 @@ class Engine:
         any_local = any(w.kind != "remote" for w in self.workers.values())
         for worker in self.choose_workers():
             busy = in_flight[worker.id]
-            room = self.batch_size(worker) - len(busy)
+            room = self.batch_size(worker) - self.busy(worker.id)
             if room <= 0:
                 continue
             # A remote worker must be sent every input byte over the network:
@@ -612,6 +667,20 @@ class Engine:
         self.where.clear()  # answers still in flight are now stale and get freed
         for keys in self.in_flight.values():
             keys.clear()
+        self.seceded.clear()
+        retiring, self.retiring = self.retiring, {}
+        for worker_id, on_idle in retiring.items():
+            on_idle(worker_id)
+
+    def load(self) -> dict:
+        """Tasks waiting for a thread and threads in use (loop thread: use ``call``)."""
+        counts = self.state.counts()
+        return {
+            "ready": counts.get("ready", 0),
+            "processing": counts.get("processing", 0),
+            "busy": {wid: self.busy(wid) for wid in self.workers},
+            "threads": sum(w.nthreads for w in self.workers.values()),
+        }
 
     def _cancel_listeners(self) -> None:
         """Every key a listener waits for is cancelled (restart, close)."""

@@ -22,12 +22,14 @@ call blocked in C finishes first), and no queued task starts.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -35,50 +37,68 @@ import psutil
 from shmdask.graph import execute_task
 from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
+from shmdask.scheduler.state import as_task_error
 from shmdask.units import format_bytes
 
 _FLUSH_SECONDS = 0.005
 
+# On a thread running a task: ``worker`` (its ThreadWorker), ``key``, ``seceded``
+# and ``flush`` (posts the results the thread holds), for shmdask.worker_client.
+current = threading.local()
+
 
 def run_batch(worker: WorkerHandle, tasks: Iterable[TaskSpec], lane: str, post,
-              stop_on_error: bool = False) -> None:
+              stop_on_error: bool = False,
+              ctrl_c: Callable[[], bool] = lambda: False) -> None:
     """Run tasks in order, posting results every few milliseconds.
 
     A task error is posted and the batch goes on (its other tasks may belong
-    to other computations), unless ``stop_on_error``.  Ctrl-C in the main
-    thread is not a task error: it propagates to the caller at once.
+    to other computations), unless ``stop_on_error``.  A task that raises
+    SystemExit or KeyboardInterrupt fails like any other (as a
+    :class:`~shmdask.scheduler.state.TaskExit`).  Ctrl-C (``ctrl_c()`` says
+    whether a KeyboardInterrupt came from SIGINT) is not a task error: it
+    propagates to the caller at once; nor is the interruption of a stopping
+    worker thread.
     """
     results: list[TaskResult] = []
     last_flush = time.time()
     clock = time.time
+
+    def flush() -> None:
+        nonlocal results
+        if results:
+            post(("done", worker.id, results))
+            results = []
+
+    current.worker, current.flush, current.seceded = worker, flush, False
     for key, computation, deps in tasks:
         if worker.stopping:
             break
         start = clock()
+        current.key = key
         try:
             value = execute_task(computation, deps)
         except BaseException as exc:  # reported to the engine, not raised here
             stop = clock()
-            if results:
-                post(("done", worker.id, results))
-                results = []
-            if isinstance(exc, KeyboardInterrupt) and (
-                    threading.current_thread() is threading.main_thread()):
+            current.key = None
+            flush()
+            if isinstance(exc, KeyboardInterrupt) and ctrl_c():
                 raise
+            if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
+                break  # close() interrupted this thread: not the task's doing
             record = task_record(key, worker.id, lane, start, stop)
-            post(("erred", worker.id, key, exc, "", record))
-            if stop_on_error or (isinstance(exc, KeyboardInterrupt | SystemExit)
-                                 and worker.stopping):
+            post(("erred", worker.id, key, as_task_error(key, exc), "", record))
+            if stop_on_error:
                 break
             continue
         stop = clock()
+        current.key = None
         results.append(TaskResult(key, value, task_record(key, worker.id, lane, start, stop)))
-        if stop - last_flush > _FLUSH_SECONDS:
-            post(("done", worker.id, results))
-            results = []
+        if stop - last_flush > _FLUSH_SECONDS or current.seceded:
+            flush()
             last_flush = stop
-    if results:
-        post(("done", worker.id, results))
+    flush()
+    current.worker = current.flush = None
 
 
 class SyncWorker(WorkerHandle):
@@ -93,7 +113,32 @@ class SyncWorker(WorkerHandle):
         self.stopping = False
 
     def run(self, tasks: list[TaskSpec]) -> None:
-        run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True)
+        with _watch_sigint() as ctrl_c:
+            run_batch(self, tasks, f"{self.id}/0", self.engine.post, stop_on_error=True,
+                      ctrl_c=ctrl_c)
+
+
+@contextlib.contextmanager
+def _watch_sigint() -> Iterator[Callable[[], bool]]:
+    """Tell Ctrl-C from a task that raises KeyboardInterrupt itself: while the
+    default SIGINT handler is in place, ours notes the signal before raising.
+    Where it cannot be watched (not the main thread, a handler of the user's),
+    a KeyboardInterrupt on the main thread counts as Ctrl-C."""
+    on_main = threading.current_thread() is threading.main_thread()
+    if not on_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: on_main
+        return
+    seen = []
+
+    def note(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class ThreadWorker(WorkerHandle):
@@ -114,12 +159,52 @@ class ThreadWorker(WorkerHandle):
         self._tasks: deque[TaskSpec] = deque()
         self._cond = threading.Condition()
         self._busy: set[int] = set()  # idents of threads inside a task
+        self._pooled = nthreads  # threads that count against nthreads (see secede)
         names = ([f"shmdask-{worker_id}"] if nthreads == 1 else
                  [f"shmdask-{worker_id}-{i}" for i in range(nthreads)])
         self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True, name=name)
                         for i, name in enumerate(names)]
         for thread in self.threads:
             thread.start()
+
+    @property
+    def address(self) -> str:
+        return self.id
+
+    @property
+    def name(self) -> str:
+        return self.id
+
+    def secede(self) -> None:
+        """The task on this thread leaves the pool: a new thread takes its place,
+        and the engine no longer counts the task against our threads."""
+        if getattr(current, "key", None) is None or current.worker is not self:
+            raise ValueError("secede() must be called from a task (this thread runs none)")
+        if current.seceded:
+            return
+        current.seceded = True
+        current.flush()  # results held here may be what the task is about to wait on
+        with self._cond:
+            self._pooled -= 1
+            replace = self._pooled < self.nthreads and not self.stopping
+            if replace:
+                self._pooled += 1
+                index = len(self.threads)
+                thread = threading.Thread(target=self._work, args=(index,), daemon=True,
+                                          name=f"shmdask-{self.id}-{index}")
+                self.threads.append(thread)
+        if replace:
+            thread.start()
+        self.engine.post(("secede", self.id, current.key))
+
+    def rejoin(self) -> None:
+        """The seceded task on this thread counts against the pool again."""
+        if not getattr(current, "seceded", False) or current.worker is not self:
+            return
+        current.seceded = False
+        with self._cond:
+            self._pooled += 1
+        self.engine.post(("rejoin", self.id, current.key))
 
     @property
     def running(self) -> bool:
@@ -137,10 +222,11 @@ class ThreadWorker(WorkerHandle):
             self._cond.notify_all()
 
     def _take(self) -> Iterator[TaskSpec]:
-        """Tasks one at a time, while the queue has some."""
+        """Tasks one at a time, while the queue has some (and this thread is in
+        the pool: one that seceded, or one too many after a rejoin, stops)."""
         while True:
             with self._cond:
-                if self.stopping or not self._tasks:
+                if self.stopping or self._leaving() or not self._tasks:
                     return
                 task = self._tasks.popleft()
             yield task
@@ -162,6 +248,23 @@ class ThreadWorker(WorkerHandle):
                 return
             finally:
                 self._busy.discard(ident)
+            if getattr(current, "seceded", False) or getattr(current, "left", False):
+                current.seceded = current.left = False
+                return  # out of the pool (see _leaving)
+
+    def _leaving(self) -> bool:
+        """Whether this thread leaves the pool: it seceded (a replacement took its
+        place), or a rejoin made the pool one too big (under ``_cond``)."""
+        if getattr(current, "seceded", False):
+            leaving = True
+        elif self._pooled > self.nthreads:
+            self._pooled -= 1
+            current.left = leaving = True
+        else:
+            return False
+        if self._tasks:  # we may have been woken for these: wake one who stays
+            self._cond.notify()
+        return leaving
 
     def memory_now(self) -> int:
         return _process_rss()

@@ -59,6 +59,24 @@ class KilledWorker(RuntimeError):
         )
 
 
+class TaskExit(RuntimeError):
+    """A task raised SystemExit or KeyboardInterrupt: the task fails, the process
+    that ran it (a worker, or the user's own) carries on."""
+
+
+def as_task_error(key: Any, exc: BaseException) -> BaseException:
+    """The error a task failed with, as the client should see it: an exception
+    that ends processes (``sys.exit()``, ``KeyboardInterrupt``) raised by the
+    task itself becomes a :class:`TaskExit` naming the key."""
+    if isinstance(exc, Exception) or not isinstance(exc, SystemExit | KeyboardInterrupt):
+        return exc
+    args = ", ".join(map(repr, exc.args))
+    err = TaskExit(f"task {key!r} raised {type(exc).__name__}({args}); a task cannot end "
+                   "the process it runs in, so the task failed instead")
+    err.__cause__ = exc
+    return err
+
+
 class TaskState:
     __slots__ = (
         "key",
