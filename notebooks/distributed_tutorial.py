@@ -184,6 +184,9 @@ def run(scale: float, out_dir: str) -> dict[str, Any]:
         print("  started a LocalCluster and a Client on it")
     info = client.scheduler_info()
     print(f"  {client!r}")
+    if client.dashboard_link:
+        print(f"  dashboard: {client.dashboard_link} (open it in a browser to watch the "
+              "task stream, progress, workers and memory while the rest runs)")
     print(f"  scheduler {info.get('address')}: {len(info.get('workers', {}))} workers")
     for wid, worker in sorted(info.get("workers", {}).items()):
         print(f"    {wid}: {worker.get('nthreads')} thread(s), pid {worker.get('pid')}")

@@ -673,6 +673,19 @@ class Client:
 
     ncores = nthreads
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """The live dashboard's address, as in dask (None when the scheduler has none)."""
+        if self.cluster is not None:
+            return getattr(self.cluster, "dashboard_link", None)
+        from shmdask.diagnostics.dashboard.service import dashboard_link_of
+
+        try:
+            return dashboard_link_of(self.scheduler_info(),
+                                     getattr(self.connection, "address", None))
+        except Exception:  # describing must never fail
+            return None
+
     @classmethod
     def current(cls) -> Client:
         """The default client (see :func:`default_client`)."""
@@ -690,8 +703,10 @@ class Client:
         workers = info.get("workers", {})
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
+        link = self.dashboard_link
         return (f"<Client: {info.get('address', 'inproc')!r} processes={len(workers)} "
-                f"threads={threads}, memory={format_bytes(memory)}>")
+                f"threads={threads}, memory={format_bytes(memory)}"
+                f"{f', dashboard={link}' if link else ''}>")
 
     def _repr_html_(self) -> str:
         if self.closed or not self.started:
@@ -703,9 +718,12 @@ class Client:
             f"</td><td>{format_bytes(w.get('metrics', {}).get('memory', 0))}</td></tr>"
             for wid, w in info.get("workers", {}).items()
         )
+        link = self.dashboard_link
+        dashboard = (f'<br>Dashboard: <a href="{html.escape(link)}" target="_blank">'
+                     f"{html.escape(link)}</a>" if link else "")
         return (
             f"<div><b>Client</b> {html.escape(self.id)} &mdash; scheduler "
-            f"{html.escape(str(info.get('address', 'inproc')))}"
+            f"{html.escape(str(info.get('address', 'inproc')))}{dashboard}"
             "<table><tr><th>worker</th><th>kind</th><th>threads</th><th>memory limit</th>"
             f"<th>memory</th></tr>{rows}</table></div>"
         )

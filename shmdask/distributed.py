@@ -53,6 +53,7 @@ __all__ = [
     "futures_of",
     "get_client",
     "get_worker",
+    "performance_report",  # noqa: F822 - loaded lazily by __getattr__
     "progress",  # noqa: F822 - loaded lazily by __getattr__
     "rejoin",
     "secede",
@@ -66,6 +67,10 @@ def __getattr__(name: str) -> Any:
         from shmdask.cluster.local_cluster import LocalCluster
 
         return LocalCluster
+    if name == "performance_report":
+        from shmdask.diagnostics.dashboard import performance_report
+
+        return performance_report
     if name in ("Scheduler", "Worker", "Nanny"):
         from shmdask.cluster import servers
 

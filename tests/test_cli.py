@@ -188,6 +188,14 @@ def assert_cluster_gone(info: dict) -> None:
     assert not alive, f"cluster processes still running: {alive}"
 
 
+def script_stderr(stderr: str) -> str:
+    """stderr without the run's opening banner (where its dashboard is)."""
+    lines = stderr.splitlines(keepends=True)
+    while lines and lines[0].startswith("shmdask run: dashboard at "):
+        lines.pop(0)
+    return "".join(lines)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -345,7 +353,7 @@ sys.exit(int(sys.argv[1]) if sys.argv[1:] else "bad input, giving up")
     assert_cluster_gone(cluster_info(out.stdout))
     out = shmdask_cmd("run", "-w", "1", "--no-report", path)
     assert out.returncode == 1
-    assert out.stderr.startswith("bad input, giving up\n")
+    assert script_stderr(out.stderr).startswith("bad input, giving up\n")
     shmdask_cmd.assert_clean()
 
 
@@ -364,7 +372,7 @@ def test_run_traceback_is_pythons(shmdask_cmd, tmp_path):
     plain = subprocess.run([sys.executable, path], capture_output=True, text=True,
                            env=shmdask_cmd.env, cwd=shmdask_cmd.cwd, timeout=TIMEOUT)
     assert plain.returncode == 1
-    assert out.stderr.startswith(plain.stderr), (out.stderr, plain.stderr)
+    assert script_stderr(out.stderr).startswith(plain.stderr), (out.stderr, plain.stderr)
     assert "runpy" not in out.stderr and "cli.py" not in out.stderr
     assert "fails.py failed (ValueError)" in out.stderr
     shmdask_cmd.assert_clean()
@@ -428,8 +436,9 @@ def test_run_interrupted(shmdask_cmd, tmp_path, sig, status, word):
     assert f"loop.py was {word}" in err
     assert re.search(r"\d+ tasks on 2 workers", err), err
     assert "task stream:" in err and list((tmp_path / "rep").glob("run-*.png"))
+    assert "dashboard of the run:" in err and list((tmp_path / "rep").glob("run-*.html"))
     if sig == signal.SIGINT:
-        assert err.startswith("Traceback") and "KeyboardInterrupt" in err
+        assert script_stderr(err).startswith("Traceback") and "KeyboardInterrupt" in err
         assert "cli.py" not in err
     assert_cluster_gone(info)
     shmdask_cmd.assert_clean()
@@ -476,6 +485,8 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
     (["worker", "no-such-host.invalid:8786"], 1, ["no-such-host.invalid"]),
     (["worker", "127.0.0.1:8786", "--nthreads", "0"], 2, ["--nthreads"]),
     (["scheduler", "--port", "-5"], 2, ["--port"]),
+    (["run", "--dashboard-address", "localhost", "ok.py"], 2, ["--dashboard-address", "port"]),
+    (["scheduler", "--dashboard-address", ":99999"], 2, ["--dashboard-address", "65535"]),
 ])
 def test_bad_input_gets_one_line(shmdask_cmd, tmp_path, args, status, words):
     write(tmp_path, "ok.py", 'print("should not run")\n')
@@ -589,6 +600,49 @@ def test_scheduler_and_workers_with_options(shmdask_cmd, monkeypatch):
         assert _stop(scheduler, signal.SIGTERM) == 0
     finally:
         _kill_left(procs)
+    shmdask_cmd.assert_clean()
+
+
+def test_scheduler_banner_shows_the_dashboard(shmdask_cmd):
+    pytest.importorskip("shmdask.cluster.tcp_server")
+    import urllib.request
+
+    proc = shmdask_cmd.popen("scheduler", "--port", "0", "--dashboard-address", ":0")
+    try:
+        banner = _read_until(proc, "Dashboard at", timeout=TIMEOUT)
+        link = re.search(r"Dashboard at (http://127\.0\.0\.1:\d+/status)$", banner, re.M)
+        assert link, banner
+        with urllib.request.urlopen(link.group(1).replace("/status", "/api/info"),
+                                    timeout=30) as r:
+            info = json.loads(r.read())
+        assert info["workers"] == 0 and info["scheduler"].startswith("tcp://127.0.0.1:")
+    finally:
+        assert _stop(proc, signal.SIGINT) == 0
+    shmdask_cmd.assert_clean()
+
+
+def test_run_dashboard_and_its_report(shmdask_cmd, tmp_path):
+    path = write(tmp_path, "dash.py", """
+        import shmdask
+        client = shmdask.config.get("scheduler")
+        print("LINK", client.dashboard_link)
+        print(shmdask.delayed(sum)([shmdask.delayed(abs)(-i) for i in range(20)]).compute())
+    """)
+    out = shmdask_cmd("run", "-w", "1", "--dashboard-address", ":0", "--report", "rep", path)
+    assert out.returncode == 0, out.stderr
+    link = out.stdout.split("LINK ", 1)[1].split()[0]
+    assert out.stderr.startswith(f"shmdask run: dashboard at {link}\n")
+    (picture,) = (tmp_path / "rep").glob("run-*.png")
+    page = picture.with_suffix(".html")
+    assert f"dashboard of the run: rep/{page.name}" in out.stderr
+    html = page.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script id="shmdask-data" type="application/json">(.*?)'
+                                r"</script>", html, re.S).group(1))
+    assert {g["name"]: g["done"] for g in data["progress"]["groups"]}["abs"] == 20
+    assert [w["pid"] for w in data["workers"]["workers"]][0] > 0
+    off = shmdask_cmd("run", "-w", "1", "--dashboard-address", "none", "--no-report", path)
+    assert off.returncode == 0 and "LINK None" in off.stdout
+    assert "dashboard" not in off.stderr
     shmdask_cmd.assert_clean()
 
 

@@ -194,12 +194,8 @@ def test_cluster_views(pair):
     held = c.submit(lambda: 5)
     held.result()
     assert held.key in cluster.scheduler.tasks
-    assert cluster.dashboard_link is None  # no dashboard served
-    cluster._dashboard = type("D", (), {"link": "http://127.0.0.1:8787/status"})()
-    try:
-        assert cluster.dashboard_link == "http://127.0.0.1:8787/status"
-    finally:
-        del cluster._dashboard
+    assert cluster.dashboard_link.startswith("http://127.0.0.1:")  # served by default
+    assert cluster.dashboard_link.endswith("/status")
     assert c.cluster is cluster
     c.wait_for_workers(2, timeout=5)
     with pytest.raises(TimeoutError):

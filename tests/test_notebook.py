@@ -107,8 +107,17 @@ def test_notebook_runs_end_to_end(tmp_path):
     assert len(streams) == 6
     assert all("image/png" in o.get("data", {}) for o in streams)
 
-    # the cluster description and the array's HTML table
+    # the cluster description, the dashboard's link, and the array's HTML table
     assert "'workers':" in _plain(_outputs(nb, "client.scheduler_info()"))
+    links = _results(nb, "client.dashboard_link")
+    assert len(links) == 2 and all(re.fullmatch(r"'http://127\.0\.0\.1:\d+/status'", link)
+                                   for link in links), links
+    starts = "cluster = LocalCluster()\nclient = Client(cluster)\nclient"
+    clients = [o for source in ("from shmdask.distributed import Client, LocalCluster\n\n",
+                                "client.close()\ncluster.close()\n\n")
+               for o in _outputs(nb, source + starts) if o.get("output_type") == "execute_result"]
+    assert len(clients) == 2 and all("Dashboard: <a href=" in o["data"]["text/html"]
+                                     for o in clients)
     (x_out,) = _outputs(nb, "x")
     html = x_out["data"]["text/html"]
     assert "<table" in html and "(100, 20000, 10)" in html
@@ -142,6 +151,7 @@ def test_script_runs_end_to_end(tmp_path):
     out = proc.stdout
     assert "SHMDASK_TUTORIAL_SCALE=0.01" in out
     assert "started a LocalCluster" in out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/status", out), out
     assert f"total = {TOTAL}" in out
     assert f"tree sum = [{TOTAL}]" in out
     assert "z: shape (100,)" in out

@@ -12,15 +12,19 @@ import signal
 import ssl
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from shmdask.cli.common import (
+    DASHBOARD_HELP,
+    DEFAULT_DASHBOARD,
     DEFAULT_PORT,
     CliError,
     check_resolvable,
+    dashboard_option,
     parse_address,
     remote_hint,
 )
@@ -30,12 +34,14 @@ from shmdask.logs import log_to_stderr
 def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 0,
                     auth_key: str | bytes | None = None,
                     ready_callback: Callable[[str], None] | None = None,
-                    **options: Any) -> None:
+                    dashboard_address: Any = DEFAULT_DASHBOARD, **options: Any) -> None:
     """Run a scheduler (a LocalCluster with ``n_workers`` local workers) and a
     listener until SIGINT/SIGTERM; what ``shmdask scheduler`` runs."""
     from shmdask.cluster.address import format_address
     from shmdask.cluster.local_cluster import LocalCluster
     from shmdask.cluster.tcp_server import attach_listener
+    from shmdask.diagnostics.dashboard import DashboardPortWarning
+    from shmdask.diagnostics.dashboard.service import moved_note
 
     log_to_stderr()
     stop = threading.Event()
@@ -43,7 +49,9 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(n_workers=n_workers)
+    with warnings.catch_warnings():  # a taken port is said in the banner below
+        warnings.simplefilter("ignore", DashboardPortWarning)
+        cluster = LocalCluster(n_workers=n_workers, dashboard_address=dashboard_address)
     try:
         listener = attach_listener(cluster, format_address("tcp", host, port), auth_key,
                                    **options)
@@ -51,6 +59,9 @@ def serve_scheduler(host: str = "127.0.0.1", port: int = 8786, n_workers: int = 
             print(f"Scheduler started at {listener.address}", flush=True)
             print("\n".join(banner(listener.address, host, listener.key_path,
                                    options.get("tls_cert"))), flush=True)
+            if cluster.dashboard_link:
+                print(f"Dashboard at {cluster.dashboard_link}"
+                      f"{moved_note(dashboard_address, cluster.dashboard_link)}", flush=True)
             if ready_callback is not None:
                 ready_callback(listener.address)
             while not stop.wait(0.2):
@@ -121,10 +132,15 @@ Examples:
 @click.option("--auth-key", default=None, envvar="SHMDASK_AUTH_KEY", metavar="KEY",
               help="Key peers must prove they hold [default: a new key, in a user-only key "
                    "file].  Prefer SHMDASK_AUTH_KEY: other users can read command lines.")
+@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
+              metavar="ADDRESS", help=DASHBOARD_HELP)
 @tls_options
 def scheduler(host: str, port: int, n_workers: int, auth_key: str | None,
-              tls_cert: str | None, tls_key: str | None, tls_ca: str | None) -> int:
+              tls_cert: str | None, tls_key: str | None, tls_ca: str | None,
+              dashboard_address: str) -> int:
     """Start a scheduler that workers and clients join over TCP; Ctrl-C stops it."""
+    dashboard = dashboard_option(dashboard_address)
+
     def ready(address: str) -> None:
         # serve_scheduler has printed the address and how to connect on this host.
         for line in remote_hint(address, host, auth_key):
@@ -133,7 +149,7 @@ def scheduler(host: str, port: int, n_workers: int, auth_key: str | None,
 
     try:
         serve_scheduler(host, port, n_workers, auth_key, ready, tls_cert=tls_cert,
-                        tls_key=tls_key, tls_ca=tls_ca)
+                        tls_key=tls_key, tls_ca=tls_ca, dashboard_address=dashboard)
     except ssl.SSLError as exc:
         raise CliError(f"cannot use the TLS certificate: {exc}", 2) from None
     except OSError as exc:

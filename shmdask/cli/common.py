@@ -35,6 +35,24 @@ class CliError(click.ClickException):
 
 
 
+DEFAULT_DASHBOARD = ":8787"
+DASHBOARD_HELP = ("Where the live dashboard listens (host:port; ':0' any free port; 'none' for "
+                  "no dashboard).")
+
+
+def dashboard_option(text: str) -> str | None:
+    """``--dashboard-address``: an address, or 'none' for no dashboard; checked now."""
+    from shmdask.diagnostics.dashboard import parse_dashboard_address
+
+    if text.strip().lower() in ("none", "off", "no", "false", ""):
+        return None
+    try:
+        parse_dashboard_address(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--dashboard-address'") from None
+    return text
+
+
 def parse_address(text: str) -> tuple[str, str, int]:
     """A scheduler address given on a command line -> ``(scheme, host, port)``;
     stricter than in Python: a forgotten host or port is a mistake here."""

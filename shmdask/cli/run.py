@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CodeType, TracebackType
@@ -22,11 +23,14 @@ import click
 
 import shmdask
 from shmdask.cli.common import (
+    DASHBOARD_HELP,
+    DEFAULT_DASHBOARD,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     CliError,
     _err,
     check_resolvable,
+    dashboard_option,
     parse_address,
     remote_hint,
 )
@@ -196,6 +200,7 @@ class RunReport:
     peak_shm: int | None = None
     plot: str | None = None
     plot_error: str | None = None
+    page: str | None = None  # the same run as the dashboard page, offline
 
 
 def report_filename(report_dir: str, started: float) -> str:
@@ -241,6 +246,8 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
         lines.append(f"  peak shared memory: {format_bytes(report.peak_shm)}")
     if report.plot:
         lines.append(f"  task stream: {report.plot}")
+    if report.page:
+        lines.append(f"  dashboard of the run: {report.page}")
     elif report.plot_error:
         lines.append(f"  task stream not written: {report.plot_error}")
     return lines
@@ -250,12 +257,17 @@ def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list
 
 
 def _start_cluster(workers: int | None, threads: int, memory_limit: Any,
-                   listen: str | None) -> tuple[Any, Any]:
+                   listen: str | None, dashboard_address: Any = None) -> tuple[Any, Any]:
     from shmdask.cluster.local_cluster import LocalCluster
+    from shmdask.diagnostics.dashboard import DashboardPortWarning
     from shmdask.distributed import Client
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
-                           memory_limit=memory_limit, listen=listen)
+    with warnings.catch_warnings():
+        # a taken port is said in the banner, in our words, not as a Python warning
+        warnings.simplefilter("ignore", DashboardPortWarning)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                               memory_limit=memory_limit, listen=listen,
+                               dashboard_address=dashboard_address)
     try:
         client = Client(cluster)
     except BaseException:
@@ -291,7 +303,8 @@ def _close_quietly(*things: Any) -> None:
 
 
 def run_command(script: str, args: Sequence[str], *, workers: int | None, threads: int,
-                memory_limit: Any, report_dir: str | None, listen: str | None) -> int:
+                memory_limit: Any, report_dir: str | None, listen: str | None,
+                dashboard_address: Any = None) -> int:
     """``shmdask run``: the whole life of one run; returns the exit status."""
     code = load_script(script)
     if report_dir is not None:
@@ -312,7 +325,8 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
     set_script_path(script)
     started = time.time()
     try:
-        cluster, client = _start_cluster(workers, threads, memory_limit, listen)
+        cluster, client = _start_cluster(workers, threads, memory_limit, listen,
+                                         dashboard_address)
     except KeyboardInterrupt:
         _err("shmdask run: interrupted while starting the cluster")
         return EXIT_INTERRUPTED
@@ -321,7 +335,13 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         raise CliError(f"could not start the cluster{where}: {exc.strerror or exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CliError(f"could not start the cluster: {exc}") from None
+    workers_info: dict | None = None
     try:
+        if getattr(cluster, "dashboard_link", None):
+            from shmdask.diagnostics.dashboard.service import moved_note
+
+            _err(f"shmdask run: dashboard at {cluster.dashboard_link}"
+                 f"{moved_note(dashboard_address, cluster.dashboard_link)}")
         address = getattr(cluster, "scheduler_address", None)
         if listen is not None and address:
             _err(f"shmdask run: remote workers may join at {address}: "
@@ -334,8 +354,11 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         wall = time.perf_counter() - t0
     finally:
         # However the run ended, the cluster goes (this also joins the engine
-        # thread, so every task-stream record is in after it).
+        # thread, so every task-stream record is in after it).  The workers are
+        # described first, for the report.
         with _sigint_ignored():
+            with contextlib.suppress(Exception):
+                workers_info = cluster.scheduler_info().get("workers")
             _close_quietly(client, cluster)
     stream = cluster.engine.task_stream  # the cluster samples its memory into it
     records = stream.records_since(0)
@@ -353,9 +376,13 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         summary = summarize(records)
         if report_dir is not None and records:
             filename = report_filename(report_dir, started)
-            plot_task_stream(records, memory, filename=filename,
-                             title=f"shmdask run {os.path.basename(script)}")
+            title = f"shmdask run {os.path.basename(script)}"
+            plot_task_stream(records, memory, filename=filename, title=title)
             report.plot = filename
+            from shmdask.diagnostics.dashboard import write_report
+
+            report.page = write_report(os.path.splitext(filename)[0] + ".html", records,
+                                       memory, workers_info, title=title)
     except KeyboardInterrupt:
         report.plot_error = "interrupted"
     except Exception as exc:  # the run itself is over: a failed picture is a note
@@ -390,10 +417,13 @@ Examples:
 @click.option("--no-report", is_flag=True, help="Write no picture (the summary is printed).")
 @click.option("--listen", default=None, metavar="ADDRESS",
               help="Also accept remote workers at this address (host:port).")
+@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
+              metavar="ADDRESS", help=DASHBOARD_HELP)
 @click.argument("script", metavar="SCRIPT")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[ARGS]...")
 def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_worker: int,
-        memory_limit: str, report_dir: str, no_report: bool, listen: str | None) -> int:
+        memory_limit: str, report_dir: str, no_report: bool, listen: str | None,
+        dashboard_address: str) -> int:
     """Run SCRIPT as `python SCRIPT ARGS` would, with a LocalCluster as its scheduler.
 
     Every compute() of the script runs on the cluster's worker processes.  At
@@ -416,4 +446,4 @@ def run(script: str, args: tuple[str, ...], workers: int | None, threads_per_wor
             limit = number if number <= 1 else int(number)
     return run_command(script, args, workers=workers, threads=threads_per_worker,
                        memory_limit=limit, report_dir=None if no_report else report_dir,
-                       listen=listen)
+                       listen=listen, dashboard_address=dashboard_option(dashboard_address))

@@ -82,8 +82,15 @@ def _check_counts(n_workers: Any, threads_per_worker: Any) -> None:
 
 
 # dask's LocalCluster options that mean nothing here; accepted so dask code runs.
-_IGNORED_OPTIONS = {"dashboard_address", "silence_logs", "host", "scheduler_port",
+_IGNORED_OPTIONS = {"silence_logs", "host", "scheduler_port",
                     "protocol", "asynchronous", "worker_class", "interface", "name"}
+
+
+def _dashboard_info(dashboard: Any) -> dict:
+    """What ``scheduler_info()`` says of the dashboard (dask names its port a service)."""
+    if dashboard is None:
+        return {"services": {}}
+    return {"services": {"dashboard": dashboard.port}, "dashboard_host": dashboard.host}
 
 
 class _Runtime(MemoryWatch):
@@ -229,6 +236,7 @@ class _Runtime(MemoryWatch):
 
     sampler: MemorySampler | None = None
     listener: Any = None  # the TCP listener, when the cluster listens
+    dashboard: Any = None  # the live web page, unless dashboard_address=None
 
     def start_memory_sampler(self, interval: float = 0.1) -> None:
         """Shared memory in use and each worker's RSS, for the task-stream picture."""
@@ -249,6 +257,8 @@ class _Runtime(MemoryWatch):
             self.closing = True
             workers = list(self.workers.values())
         self._stop.set()
+        if self.dashboard is not None:
+            self.dashboard.close()
         self.listen_lazily = None
         if self.adaptive is not None:
             self.adaptive.stop()
@@ -297,7 +307,7 @@ class LocalCluster:
         from shmdask.scheduler.local import ThreadCluster
 
         unknown = set(kwargs) - _IGNORED_OPTIONS - {"memory_limit", "report_dir", "listen",
-                                                     "resources"}
+                                                     "resources", "dashboard_address"}
         if args or unknown:
             raise TypeError("LocalCluster(processes=False) takes n_workers, "
                             "threads_per_worker, memory_limit and resources only")
@@ -315,7 +325,7 @@ class LocalCluster:
                  memory_limit: Any = "auto", report_dir: str | None = None,
                  listen: Any = None, processes: bool = True,
                  shm_threshold: int = SHM_THRESHOLD, resources: dict | None = None,
-                 **kwargs: Any):
+                 dashboard_address: Any = ":8787", **kwargs: Any):
         unknown = set(kwargs) - _IGNORED_OPTIONS
         if unknown:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s) "
@@ -342,12 +352,16 @@ class LocalCluster:
         self._listen_lock = threading.Lock()
         self._runtime.listen_lazily = _weak_method(self._listener_for_tasks)
         self.scheduler = SchedulerView(self)
-        if listen:
-            try:
+        try:
+            if dashboard_address is not None:
+                from shmdask.diagnostics.dashboard import start_dashboard
+
+                self._runtime.dashboard = start_dashboard(self, dashboard_address)
+            if listen:
                 self._listen(listen)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.close()
+            raise
 
     def _listen(self, listen: Any) -> None:
         """Let remote workers and clients join at ``listen`` (an address, or
@@ -384,6 +398,12 @@ class LocalCluster:
     def address(self) -> str:
         return self.scheduler_address or f"local://{os.getpid()}/{self.id}"
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """Where the live dashboard is (``http://127.0.0.1:8787/status``), if any."""
+        dashboard = self._runtime.dashboard
+        return None if dashboard is None or self.closed else dashboard.link
+
     def _listener_for_tasks(self) -> Any:
         """The TCP listener, started on loopback the first time a task asks for
         a client (shmdask.worker_client)."""
@@ -417,6 +437,7 @@ class LocalCluster:
             info = handle.info()
             info["metrics"]["in_memory"] = in_memory.get(wid, 0)
             info["metrics"].update(memory.get(wid, {}))
+            info["metrics"]["shm_bytes"] = memory.get(wid, {}).get("shm", 0)
             workers[wid] = info
         return {
             "type": "Scheduler",
@@ -432,6 +453,7 @@ class LocalCluster:
                 "spilled_bytes": runtime.store.spilled_bytes,
                 "shm_bytes": runtime.store.shm_bytes,
             },
+            **_dashboard_info(runtime.dashboard),
         }
 
     def wait_for_workers(self, n_workers: int, timeout: float = 30) -> None:
@@ -503,12 +525,6 @@ class LocalCluster:
                 out[wid] = "\n".join(text for _, text in wlines)
         return out
 
-    @property
-    def dashboard_link(self) -> str | None:
-        """The live dashboard's address, when one is served (else None)."""
-        dashboard = getattr(self, "_dashboard", None)
-        return getattr(dashboard, "link", None) if dashboard is not None else None
-
     def get_client(self) -> Any:
         """A Client of this cluster (the default client if it is one)."""
         from shmdask import config
@@ -546,8 +562,17 @@ class LocalCluster:
         threads = sum(h.nthreads for h in workers.values())
         memory = (format_bytes(self.memory_limit * len(workers)) if self.memory_limit
                   else "unlimited")
+        dashboard = f", dashboard={self.dashboard_link}" if self.dashboard_link else ""
         return (f"LocalCluster({self.id}, {self.address!r}, workers={len(workers)}, "
-                f"threads={threads}, memory={memory})")
+                f"threads={threads}, memory={memory}{dashboard})")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        link = self.dashboard_link
+        dashboard = (f'<br>Dashboard: <a href="{html.escape(link)}" target="_blank">'
+                     f"{html.escape(link)}</a>" if link else "")
+        return f"<div><b>{html.escape(repr(self))}</b>{dashboard}</div>"
 
 
 def _weak_method(method: Any) -> Any:

@@ -266,6 +266,9 @@ class Engine:
         self.where: dict = {}  # processing key -> worker id
         self.task_stream = TaskStream()
         self.record_callbacks: list[Callable[[list[dict]], None]] = []
+        # Called on the loop with (dsk, dependencies) of every graph it accepts
+        # (the dashboard draws small ones); must only take note, not work.
+        self.graph_callbacks: list[Callable[[Mapping, Mapping], None]] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.listeners: dict[Any, list[Listener]] = {}
         self.started = time.time()
@@ -461,6 +464,8 @@ class Engine:
             for key in wanted:
                 self._notify(key, "erred", exc)
             return
+        for callback in self.graph_callbacks:
+            callback(dsk, dependencies)
         listeners = self.listeners
         for key in finished:
             if key in listeners:

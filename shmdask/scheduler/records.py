@@ -125,6 +125,22 @@ class TaskStream:
             held = self._samples[max(index - self._samples_dropped, 0) :]
         return [_copy_sample(s) for s in held]
 
+    def read(self, index: int = 0) -> tuple[list[dict], int]:
+        """``(records_since(index), position)`` read at one instant: the position
+        to read from next time, so a poller never sees a record twice or misses one
+        that is still held."""
+        with self._lock:
+            held = self._records[max(index - self._dropped, 0) :]
+            end = self._dropped + len(self._records)
+        return [dict(r) for r in held], end
+
+    def read_memory(self, index: int = 0) -> tuple[list[dict], int]:
+        """``(memory_since(index), memory_position)`` read at one instant."""
+        with self._lock:
+            held = self._samples[max(index - self._samples_dropped, 0) :]
+            end = self._samples_dropped + len(self._samples)
+        return [_copy_sample(s) for s in held], end
+
     def clear(self) -> None:
         """Forget everything held; positions keep counting up."""
         with self._lock:
