@@ -141,3 +141,24 @@ def mapped_file(address: int) -> str | None:
             if lo <= address < hi:
                 return parts[5] if len(parts) > 5 else None
     return None
+
+
+def _thread_cluster():
+    from shmdask.scheduler.local import ThreadCluster
+
+    return ThreadCluster(2)
+
+
+def _process_cluster():
+    from shmdask.cluster.local_cluster import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1)
+
+
+@pytest.fixture(scope="module", params=[pytest.param(_thread_cluster, id="threads"),
+                                        pytest.param(_process_cluster, id="processes")])
+def each_cluster(request):
+    """A cluster of each kind a Client drives (threads, worker processes), per module."""
+    cluster = request.param()
+    yield cluster
+    cluster.close()

@@ -14,28 +14,9 @@ from shmdask.distributed import CancelledError, Client, as_completed, wait
 from shmdask.scheduler.local import ThreadCluster
 
 
-def _local_cluster():
-    from shmdask.cluster.local_cluster import LocalCluster
-
-    return LocalCluster(n_workers=2, threads_per_worker=1)
-
-
-def _cluster_kinds():
-    kinds = [pytest.param(lambda: ThreadCluster(2), id="threads")]
-    try:
-        import shmdask.cluster.local_cluster  # noqa: F401
-
-        kinds.append(pytest.param(_local_cluster, id="processes"))
-    except ImportError:
-        pass
-    return kinds
-
-
-@pytest.fixture(scope="module", params=_cluster_kinds())
-def cluster(request):
-    c = request.param()
-    yield c
-    c.close()
+@pytest.fixture(scope="module")
+def cluster(each_cluster):
+    return each_cluster
 
 
 @pytest.fixture

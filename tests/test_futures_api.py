@@ -478,17 +478,20 @@ def _touch_later(path, delay):
     return path
 
 
-def test_fire_and_forget_runs_to_the_end_and_releases(client, tmp_path):
-    path = str(tmp_path / "flag")
-    f = client.submit(_touch_later, path, 0.3, pure=False)
+def _check_fire_and_forget(client, engine, path: str, delay: float) -> None:
+    """A forgotten future's task runs to the end, and then its result is released."""
+    f = client.submit(_touch_later, path, delay, pure=False)
     key = f.key
     fire_and_forget(f)
     del f
     gc.collect()
     wait_for(lambda: os.path.exists(path), what="the forgotten task")
-    engine = client.cluster.engine
     wait_for(lambda: key not in engine.data and key not in engine.state.tasks,
              what="its result to be released")
+
+
+def test_fire_and_forget_runs_to_the_end_and_releases(client, tmp_path):
+    _check_fire_and_forget(client, client.cluster.engine, str(tmp_path / "flag"), 0.3)
 
 
 def test_default_client():
@@ -523,11 +526,4 @@ def test_options_retry_and_fire_and_forget_through_a_remote_client(tmp_path):
                 g.result(timeout=30)
             g.retry()
             assert g.result(timeout=30) == 2 and f.result(timeout=30) == 1
-            flag = str(tmp_path / "flag")
-            h = remote.submit(_touch_later, flag, 0.2, pure=False)
-            key = h.key
-            fire_and_forget(h)
-            del h
-            gc.collect()
-            wait_for(lambda: os.path.exists(flag), what="the forgotten task")
-            wait_for(lambda: key not in cluster.engine.data, what="its result released")
+            _check_fire_and_forget(remote, cluster.engine, str(tmp_path / "flag"), 0.2)

@@ -17,7 +17,6 @@ import shmdask.array as da
 from shmdask import base
 from shmdask.distributed import Client
 from shmdask.graph import CycleError
-from shmdask.scheduler.local import ThreadCluster
 
 
 def inc(x):
@@ -41,22 +40,9 @@ def _tree(leaves: int):
     return level[0]
 
 
-def _cluster_kinds():
-    kinds = [pytest.param(lambda: ThreadCluster(2), id="threads")]
-    try:
-        from shmdask.cluster.local_cluster import LocalCluster
-    except ImportError:
-        return kinds
-    kinds.append(pytest.param(lambda: LocalCluster(n_workers=2, threads_per_worker=1),
-                              id="processes"))
-    return kinds
-
-
-@pytest.fixture(scope="module", params=_cluster_kinds())
-def cluster(request):
-    c = request.param()
-    yield c
-    c.close()
+@pytest.fixture(scope="module")
+def cluster(each_cluster):
+    return each_cluster
 
 
 @pytest.fixture
