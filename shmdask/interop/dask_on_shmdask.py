@@ -32,7 +32,7 @@ import functools
 from typing import Any
 
 from shmdask.graph import as_graph, flatten
-from shmdask.interop import require
+from shmdask.interop import is_dask_collection, require
 
 
 def dask_graph(collections: list, optimize_graph: bool = True,
@@ -95,22 +95,18 @@ def persist(*args: Any, scheduler: Any = None, optimize_graph: bool = True) -> t
 
     sched = base.get_scheduler(scheduler)
     if hasattr(sched, "persist_collections"):
-        collections = [a for a in args if base.is_collection(a) or is_dask(a)]
-        persisted = iter(sched.persist_collections(collections, optimize_graph))
-        return tuple(next(persisted) if base.is_collection(a) or is_dask(a) else a
-                     for a in args)
+        def persists(a: Any) -> bool:
+            return base.is_collection(a) or is_dask_collection(a)
+
+        persisted = iter(sched.persist_collections([a for a in args if persists(a)],
+                                                   optimize_graph))
+        return tuple(next(persisted) if persists(a) else a for a in args)
     dask = require("dask")
     from shmdask.interop import shuffle_on_shmdask
 
     with shuffle_on_shmdask():
         return dask.persist(*args, scheduler=functools.partial(base.get, scheduler=sched),
                             optimize_graph=optimize_graph)
-
-
-def is_dask(x: Any) -> bool:
-    from shmdask.interop import is_dask_collection
-
-    return is_dask_collection(x)
 
 
 def persist_on_client(client: Any, collections: list, optimize_graph: bool = True) -> list:
