@@ -35,7 +35,8 @@ from shmdask.diagnostics.dashboard.model import (
     TaskWindow,
     worker_rows,
 )
-from shmdask.diagnostics.gantt import group_colors, summarize
+from shmdask.diagnostics.palette import group_colors
+from shmdask.diagnostics.summary import summarize
 
 
 def record(key, group, lane="worker-0/0", start=0.0, stop=0.1, **extra):

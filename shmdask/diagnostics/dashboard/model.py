@@ -24,7 +24,7 @@ Why shaped so:
   from what is cheap to know exactly: tasks finished (records) and tasks
   running (the scheduler's processing set).  A group's counts start afresh
   when it comes back after all its tasks were gone, as dask's task groups do.
-* Colours come from :func:`shmdask.diagnostics.gantt.group_colors`, over the
+* Colours come from :func:`shmdask.diagnostics.palette.group_colors`, over the
   groups ordered as the post-run picture orders them (most busy first), so a
   group has the same colour on the page as in the picture of the same run.
 """
@@ -34,14 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shmdask.diagnostics.gantt import (
-    OTHER_COLOR,
-    TRANSFER_COLOR,
-    _group_of,
-    _natural_key,
-    _worker_of,
-    group_colors,
-)
+from shmdask.diagnostics.palette import OTHER_COLOR, TRANSFER_COLOR, group_colors
+from shmdask.diagnostics.summary import group_of, natural_key, worker_of
 
 KIND_COMPUTE, KIND_TRANSFER, KIND_ERRED = 0, 1, 2
 STATES = ("waiting", "ready", "processing", "memory", "erred")
@@ -92,7 +86,7 @@ class TaskWindow:
         i = self._lane_ids.get(lane)
         if i is None:
             i = self._lane_ids[lane] = len(self.lanes)
-            self.lanes.append([lane, _worker_of(record), bool(record.get("remote", False))])
+            self.lanes.append([lane, worker_of(record), bool(record.get("remote", False))])
         elif record.get("remote", False):
             self.lanes[i][2] = True
         return i
@@ -119,7 +113,7 @@ class TaskWindow:
                 continue  # a malformed record is not the dashboard's to reject
             if lane is None or (rec.get("remote") and not self.lanes[lane][2]):
                 lane = self._lane_id(rec)
-            group = rec.get("group") or _group_of(rec)
+            group = rec.get("group") or group_of(rec)
             gid = group_ids.get(group)
             if gid is None:
                 gid = self._group_id(group)
@@ -236,7 +230,7 @@ class GroupProgress:
         for rec in records:  # counted per group first: one _get per group, not per record
             if rec.get("kind", "compute") == "transfer":
                 continue
-            name = rec.get("group") or _group_of(rec)
+            name = rec.get("group") or group_of(rec)
             counts = erred if rec.get("error") else finished
             counts[name] = counts.get(name, 0) + 1
         for name, n in finished.items():
@@ -304,7 +298,7 @@ class GroupProgress:
                 "erred": erred,
                 "done": done,
                 "total": done + pending,
-                "_order": (pending == 0, -g.last_seen, _natural_key(name)),
+                "_order": (pending == 0, -g.last_seen, natural_key(name)),
             })
         out.sort(key=lambda row: row.pop("_order"))
         return out
@@ -417,7 +411,7 @@ def worker_rows(workers: Mapping[str, Mapping],
         if process_stats is not None:
             row.update({k: v for k, v in process_stats(info).items() if v is not None})
         rows.append(row)
-    rows.sort(key=lambda r: _natural_key(r["id"]))
+    rows.sort(key=lambda r: natural_key(r["id"]))
     return rows
 
 
