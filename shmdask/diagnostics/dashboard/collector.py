@@ -39,11 +39,11 @@ from shmdask.graph import key_split
 
 from .model import (
     MAX_GRAPH_TASKS,
-    PALETTE_INFO,
     GraphView,
     GroupProgress,
     MemorySeries,
     TaskWindow,
+    info_payload,
     no_graph,
     progress_payload,
     worker_rows,
@@ -320,22 +320,12 @@ class Collector:
             workers = list(self.workers)
             scheduler = self.scheduler
             now = self.now
-        out = {
-            "name": "shmdask",
-            "live": True,
-            "now": now,
-            "started": scheduler.get("started", getattr(self.engine, "started", None)),
-            "scheduler": scheduler.get("address"),
-            "id": scheduler.get("id"),
-            "workers": len(workers),
-            "threads": sum(w.get("nthreads") or 0 for w in workers),
-            "memory_limit": sum(w.get("memory_limit") or 0 for w in workers),
-            "tasks_done": int(getattr(self.engine, "tasks_done", 0)),
-            "colors": PALETTE_INFO,
-            "pid": os.getpid(),
-        }
-        out.update(self._describe())
-        return out
+        more = {"started": scheduler.get("started", getattr(self.engine, "started", None)),
+                "scheduler": scheduler.get("address"), "id": scheduler.get("id"),
+                "pid": os.getpid()}
+        more.update(self._describe())  # the cluster's own word wins
+        return info_payload(workers, now, getattr(self.engine, "tasks_done", 0), live=True,
+                            **more)
 
     def workers_payload(self) -> dict[str, Any]:
         with self._lock:

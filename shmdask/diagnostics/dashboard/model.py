@@ -44,6 +44,9 @@ PENDING = ("waiting", "ready", "processing")
 #: a graph with more tasks than this is not drawn (its size is said instead)
 MAX_GRAPH_TASKS = 300
 
+#: the colours the page needs besides the groups' own
+PALETTE_INFO = {"transfer": TRANSFER_COLOR, "other": OTHER_COLOR}
+
 
 def _r(t: float) -> float:
     """Seconds with millisecond precision: keeps the JSON short."""
@@ -304,6 +307,23 @@ class GroupProgress:
         return out
 
 
+def info_payload(table: list[dict], now: float, tasks_done: int, live: bool,
+                 **more: Any) -> dict[str, Any]:
+    """The body of ``/api/info`` for the workers ``table`` (:func:`worker_rows`): one
+    builder for the live page and a saved report; ``more`` adds what only one knows."""
+    return {
+        "name": "shmdask",
+        "live": live,
+        "now": now,
+        "workers": len(table),
+        "threads": sum(w.get("nthreads") or 0 for w in table),
+        "memory_limit": sum(w.get("memory_limit") or 0 for w in table),
+        "tasks_done": int(tasks_done),
+        "colors": PALETTE_INFO,
+        **more,
+    }
+
+
 def progress_payload(rows: list[dict], now: float, tasks_done: int) -> dict[str, Any]:
     """The body of ``/api/progress``: the rows of :meth:`GroupProgress.rows` and their sums."""
     keys = ("waiting", "ready", "processing", "memory", "released", "erred", "done", "total")
@@ -495,6 +515,3 @@ class GraphView:
 def no_graph() -> dict[str, Any]:
     return {"id": 0, "status": "none", "n_tasks": 0,
             "message": "no graph has been submitted yet"}
-
-
-PALETTE_INFO = {"transfer": TRANSFER_COLOR, "other": OTHER_COLOR}
