@@ -187,7 +187,7 @@ class TaskWindow:
 
 class _Group:
     __slots__ = ("finished", "erred", "scan", "finished_at_scan", "erred_at_scan",
-                 "processing", "absent", "gone", "last_seen")
+                 "processing", "absent", "last_seen")
 
     def __init__(self) -> None:
         self.finished = 0  # compute records since the group (re)appeared
@@ -197,8 +197,13 @@ class _Group:
         self.erred_at_scan = 0
         self.processing = 0  # running now (cheap to know every time)
         self.absent = 0  # full counts in a row that found no task of the group
-        self.gone = False  # all its tasks left: the next one starts a new window
         self.last_seen = 0
+
+    @property
+    def gone(self) -> bool:
+        """All its tasks left -- twice in a row, as a single count may fall between
+        a batch's state changes and its records: the next one starts a new window."""
+        return self.absent >= 2
 
     def reset(self) -> None:
         self.__init__()
@@ -265,9 +270,6 @@ class GroupProgress:
             g.scan = dict.fromkeys(STATES, 0)
             g.finished_at_scan, g.erred_at_scan = g.finished, g.erred
             g.absent += 1
-            # twice in a row: a single count may fall between a batch's state
-            # changes and its records
-            g.gone = g.absent >= 2
         if len(self.groups) > self.max_groups:
             old = sorted((g.last_seen, name) for name, g in self.groups.items() if g.gone)
             for _, name in old[: len(self.groups) - self.max_groups]:
