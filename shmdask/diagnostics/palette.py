@@ -1,18 +1,19 @@
 """Colours of task groups, shared by the Gantt picture, the graph drawing and the dashboard.
 
-In: group names (in the order their legend lists them).  Out: hex colours.
+In: group names (with their compute seconds, for the legend's order).  Out: hex colours.
 
 Why shaped so: a group must have the same colour wherever it is drawn -- in the
-picture after a run, on the live page, in every run -- so its colour is a
-stable function of its name (a CRC of it picks a palette slot), moved on to the
-next free slot only when two names of one picture collide.  Reds are kept for
+picture after a run, on the live page, in every run -- so both list groups in
+one order (``busiest_first``), and a group's colour is a stable function of its
+name (a CRC of it picks a palette slot), moved on to the next free slot only
+when two names of one picture collide.  Reds are kept for
 transfers and greys for the groups beyond the legend ("other").
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # Qualitative palette: matplotlib's tab20 without its reds (reserved for
 # transfers) and its greys (reserved for "other").
@@ -23,6 +24,13 @@ PALETTE = (
 )  # fmt: skip
 TRANSFER_COLOR = "#d62728"
 OTHER_COLOR = "#b0b0b0"
+
+
+def busiest_first(busy: Mapping[str, float]) -> list[str]:
+    """Group names by compute seconds, largest first (ties by name): the order the
+    legends list groups in, and so the order :func:`group_colors` hands colours out
+    in -- shared by the picture and the live page so a group looks the same on both."""
+    return sorted(busy, key=lambda group: (-busy[group], group))
 
 
 def group_colors(groups: Iterable[str], limit: int = 12) -> dict[str, str]:

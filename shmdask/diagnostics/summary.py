@@ -25,6 +25,8 @@ import numpy as np
 from shmdask.graph import key_split
 from shmdask.units import format_seconds
 
+from .palette import busiest_first
+
 _REQUIRED = ("lane", "start", "stop")
 
 
@@ -189,7 +191,8 @@ def summary_from(stream: RecordColumns, layout: dict[str, dict]) -> dict[str, An
         w["utilisation"] = w["busy"] / (wall * w["lanes"]) if wall > 0 else 0.0
     busy = float(duration[compute].sum())
     n_lanes = len(layout)
-    ordered_groups = dict(sorted(groups.items(), key=lambda kv: (-kv[1]["busy"], kv[0])))
+    order = busiest_first({group: g["busy"] for group, g in groups.items()})
+    ordered_groups = {group: groups[group] for group in order}
     return {
         "start": t0,
         "stop": t1,

@@ -25,8 +25,8 @@ Why shaped so:
   running (the scheduler's processing set).  A group's counts start afresh
   when it comes back after all its tasks were gone, as dask's task groups do.
 * Colours come from :func:`shmdask.diagnostics.palette.group_colors`, over the
-  groups ordered as the post-run picture orders them (most busy first), so a
-  group has the same colour on the page as in the picture of the same run.
+  groups in the post-run picture's order (``busiest_first``), so a group has
+  the same colour on the page as in the picture of the same run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shmdask.diagnostics.palette import OTHER_COLOR, TRANSFER_COLOR, group_colors
+from shmdask.diagnostics.palette import (
+    OTHER_COLOR,
+    TRANSFER_COLOR,
+    busiest_first,
+    group_colors,
+)
 from shmdask.diagnostics.summary import group_of, natural_key, worker_of
 
 KIND_COMPUTE, KIND_TRANSFER, KIND_ERRED = 0, 1, 2
@@ -151,8 +156,7 @@ class TaskWindow:
 
     def colors(self) -> dict[str, str]:
         """Group -> colour, as the post-run picture of the same records colours them."""
-        busy = self.busy
-        return group_colors(sorted(busy, key=lambda g: (-busy[g], g)))
+        return group_colors(busiest_first(self.busy))
 
     def since(self, cursor: int | None, now: float, window: float) -> dict[str, Any]:
         """The records at positions >= ``cursor`` that stopped in the last ``window``
