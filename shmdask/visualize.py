@@ -400,7 +400,7 @@ def _draw(nodes, edges, routes, labels, positions, n_layers, width, rankdir, dpi
     from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.path import Path
 
-    from shmdask.diagnostics.gantt import PALETTE
+    from shmdask.diagnostics.palette import PALETTE
 
     width = max(width, 1)
     n_layers = max(n_layers, 1)

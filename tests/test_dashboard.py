@@ -35,7 +35,8 @@ from shmdask.diagnostics.dashboard.model import (
     TaskWindow,
     worker_rows,
 )
-from shmdask.diagnostics.gantt import group_colors, summarize
+from shmdask.diagnostics.palette import group_colors
+from shmdask.diagnostics.summary import summarize
 
 
 def record(key, group, lane="worker-0/0", start=0.0, stop=0.1, **extra):
@@ -89,6 +90,9 @@ def test_task_stream_read_gives_records_and_the_next_position():
     got, nxt = stream.read(nxt)
     assert [r["key"] for r in got][-1] == "k11" and nxt == 12 and len(got) <= 7
     assert stream.read(nxt) == ([], 12)
+    held, _ = stream.read(nxt - 1, copy=False)  # in place, for a reader that only looks
+    assert held[0] is stream.read(nxt - 1, copy=False)[0][0]
+    assert stream.read(nxt - 1)[0][0] is not held[0] and stream.read(nxt - 1)[0] == held
     for t in range(6):
         stream.add_memory_sample({"time": float(t), "rss": {"w": 1}})
     samples, nxt = stream.read_memory(0)

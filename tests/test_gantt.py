@@ -1,4 +1,5 @@
-"""Tests for the task-stream Gantt picture and its numbers (shmdask.diagnostics.gantt)."""
+"""Tests for the task-stream Gantt picture and its numbers (shmdask.diagnostics: gantt, summary,
+palette, memory_panel)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,9 @@ import numpy as np
 import pytest
 from conftest import run_in_kernel
 
-from shmdask.diagnostics.gantt import (
-    BIN_ABOVE,
-    OTHER_COLOR,
-    TRANSFER_COLOR,
-    group_colors,
-    lane_layout,
-    merge_spans,
-    plot_task_stream,
-    stats_line,
-    summarize,
-)
+from shmdask.diagnostics.gantt import BIN_ABOVE, merge_spans, plot_task_stream
+from shmdask.diagnostics.palette import OTHER_COLOR, TRANSFER_COLOR, group_colors
+from shmdask.diagnostics.summary import lane_layout, stats_line, summarize
 from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
 
 

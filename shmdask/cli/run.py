@@ -215,7 +215,7 @@ def report_filename(report_dir: str, started: float) -> str:
 
 
 def format_summary(report: RunReport, summary: Mapping[str, Any] | None) -> list[str]:
-    """The lines printed after a run.  ``summary`` is ``gantt.summarize(records)``."""
+    """The lines printed after a run.  ``summary`` is ``summary.summarize(records)``."""
     name = os.path.basename(report.script)
     outcome = report.outcome
     ending = {
@@ -371,7 +371,8 @@ def run_command(script: str, args: Sequence[str], *, workers: int | None, thread
         report.peak_shm = max(int(s.get("shm_bytes", 0)) for s in memory)
     summary = None
     try:
-        from shmdask.diagnostics.gantt import plot_task_stream, summarize
+        from shmdask.diagnostics.gantt import plot_task_stream
+        from shmdask.diagnostics.summary import summarize
 
         summary = summarize(records)
         if report_dir is not None and records:

@@ -30,13 +30,16 @@ __all__ = [
     "summarize",
 ]
 
-_GANTT_NAMES = {"plot_task_stream", "summarize", "lane_layout", "stats_line"}
+# name -> module: the picture and its numbers load numpy (and, to draw, matplotlib)
+# on first use only
+_LAZY_NAMES = {"plot_task_stream": "gantt", "summarize": "summary", "lane_layout": "summary",
+               "stats_line": "summary"}
 
 
 def __getattr__(name: str) -> Any:
-    # the Gantt module imports matplotlib (~0.3 s); load it on first use only
-    if name in _GANTT_NAMES:
-        from . import gantt
+    module = _LAZY_NAMES.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(gantt, name)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -86,7 +86,7 @@ class TaskStreamContext:
         return self.data
 
     def summary(self) -> dict:
-        from .gantt import summarize
+        from .summary import summarize
 
         return summarize(self.data)
 

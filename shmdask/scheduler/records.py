@@ -115,24 +115,22 @@ class TaskStream:
     def records_since(self, index: int = 0) -> list[dict]:
         """Copies of the records from absolute position ``index`` on (those already
         dropped are gone: the slice then starts at the oldest held)."""
-        with self._lock:
-            held = self._records[max(index - self._dropped, 0) :]
-        return [dict(r) for r in held]
+        return self.read(index)[0]
 
     def memory_since(self, index: int = 0) -> list[dict]:
         """Copies of the memory samples from absolute position ``index`` on."""
-        with self._lock:
-            held = self._samples[max(index - self._samples_dropped, 0) :]
-        return [_copy_sample(s) for s in held]
+        return self.read_memory(index)[0]
 
-    def read(self, index: int = 0) -> tuple[list[dict], int]:
+    def read(self, index: int = 0, copy: bool = True) -> tuple[list[dict], int]:
         """``(records_since(index), position)`` read at one instant: the position
         to read from next time, so a poller never sees a record twice or misses one
-        that is still held."""
+        that is still held.  ``copy=False`` hands out the logged dicts themselves,
+        for a reader that only looks at them (the dashboard, polling several times
+        a second in the scheduler's process): a record is never changed once logged."""
         with self._lock:
             held = self._records[max(index - self._dropped, 0) :]
             end = self._dropped + len(self._records)
-        return [dict(r) for r in held], end
+        return ([dict(r) for r in held] if copy else held), end
 
     def read_memory(self, index: int = 0) -> tuple[list[dict], int]:
         """``(memory_since(index), memory_position)`` read at one instant."""

@@ -9,7 +9,8 @@ the HTTP handlers.
 Why shaped so: the scheduler loop must never wait for the dashboard.  Nothing
 here posts to the engine or calls into it; everything is read from another
 thread through structures the loop only appends to or reassigns (the task
-stream has its own lock; dicts are copied whole, which CPython does without
+stream has its own lock, and its records, never changed once logged, are read
+in place rather than copied; dicts are copied whole, which CPython does without
 letting the loop in between, and a copy that races anyway is retried).  The
 only code that runs on the loop is :meth:`Collector._on_graph`, which notes a
 reference and returns.
@@ -38,11 +39,11 @@ from shmdask.graph import key_split
 
 from .model import (
     MAX_GRAPH_TASKS,
-    PALETTE_INFO,
     GraphView,
     GroupProgress,
     MemorySeries,
     TaskWindow,
+    info_payload,
     no_graph,
     progress_payload,
     worker_rows,
@@ -252,7 +253,7 @@ class Collector:
             stream = self.engine.task_stream
             now = time.time()
             graph = self._take_graph()
-            records, self._cursor = stream.read(self._cursor)
+            records, self._cursor = stream.read(self._cursor, copy=False)
             samples, self._memory_cursor = stream.read_memory(self._memory_cursor)
             states = processing = workers = info = None
             late: list = []
@@ -268,7 +269,7 @@ class Collector:
                     self._next_scan = now + max(MIN_SCAN_INTERVAL,
                                                 SCAN_COST_FACTOR * self.scan_seconds)
                     # records of tasks that finished during the count are news to it
-                    late, self._cursor = stream.read(self._cursor)
+                    late, self._cursor = stream.read(self._cursor, copy=False)
                 if now >= self._workers_at + WORKERS_INTERVAL:
                     try:
                         info = self._scheduler_info()
@@ -319,22 +320,12 @@ class Collector:
             workers = list(self.workers)
             scheduler = self.scheduler
             now = self.now
-        out = {
-            "name": "shmdask",
-            "live": True,
-            "now": now,
-            "started": scheduler.get("started", getattr(self.engine, "started", None)),
-            "scheduler": scheduler.get("address"),
-            "id": scheduler.get("id"),
-            "workers": len(workers),
-            "threads": sum(w.get("nthreads") or 0 for w in workers),
-            "memory_limit": sum(w.get("memory_limit") or 0 for w in workers),
-            "tasks_done": int(getattr(self.engine, "tasks_done", 0)),
-            "colors": PALETTE_INFO,
-            "pid": os.getpid(),
-        }
-        out.update(self._describe())
-        return out
+        more = {"started": scheduler.get("started", getattr(self.engine, "started", None)),
+                "scheduler": scheduler.get("address"), "id": scheduler.get("id"),
+                "pid": os.getpid()}
+        more.update(self._describe())  # the cluster's own word wins
+        return info_payload(workers, now, getattr(self.engine, "tasks_done", 0), live=True,
+                            **more)
 
     def workers_payload(self) -> dict[str, Any]:
         with self._lock:

@@ -24,9 +24,9 @@ Why shaped so:
   from what is cheap to know exactly: tasks finished (records) and tasks
   running (the scheduler's processing set).  A group's counts start afresh
   when it comes back after all its tasks were gone, as dask's task groups do.
-* Colours come from :func:`shmdask.diagnostics.gantt.group_colors`, over the
-  groups ordered as the post-run picture orders them (most busy first), so a
-  group has the same colour on the page as in the picture of the same run.
+* Colours come from :func:`shmdask.diagnostics.palette.group_colors`, over the
+  groups in the post-run picture's order (``busiest_first``), so a group has
+  the same colour on the page as in the picture of the same run.
 """
 
 from __future__ import annotations
@@ -34,14 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shmdask.diagnostics.gantt import (
+from shmdask.diagnostics.palette import (
     OTHER_COLOR,
     TRANSFER_COLOR,
-    _group_of,
-    _natural_key,
-    _worker_of,
+    busiest_first,
     group_colors,
 )
+from shmdask.diagnostics.summary import group_of, natural_key, worker_of
 
 KIND_COMPUTE, KIND_TRANSFER, KIND_ERRED = 0, 1, 2
 STATES = ("waiting", "ready", "processing", "memory", "erred")
@@ -49,6 +48,9 @@ PENDING = ("waiting", "ready", "processing")
 
 #: a graph with more tasks than this is not drawn (its size is said instead)
 MAX_GRAPH_TASKS = 300
+
+#: the colours the page needs besides the groups' own
+PALETTE_INFO = {"transfer": TRANSFER_COLOR, "other": OTHER_COLOR}
 
 
 def _r(t: float) -> float:
@@ -92,7 +94,7 @@ class TaskWindow:
         i = self._lane_ids.get(lane)
         if i is None:
             i = self._lane_ids[lane] = len(self.lanes)
-            self.lanes.append([lane, _worker_of(record), bool(record.get("remote", False))])
+            self.lanes.append([lane, worker_of(record), bool(record.get("remote", False))])
         elif record.get("remote", False):
             self.lanes[i][2] = True
         return i
@@ -119,7 +121,7 @@ class TaskWindow:
                 continue  # a malformed record is not the dashboard's to reject
             if lane is None or (rec.get("remote") and not self.lanes[lane][2]):
                 lane = self._lane_id(rec)
-            group = rec.get("group") or _group_of(rec)
+            group = rec.get("group") or group_of(rec)
             gid = group_ids.get(group)
             if gid is None:
                 gid = self._group_id(group)
@@ -154,8 +156,7 @@ class TaskWindow:
 
     def colors(self) -> dict[str, str]:
         """Group -> colour, as the post-run picture of the same records colours them."""
-        busy = self.busy
-        return group_colors(sorted(busy, key=lambda g: (-busy[g], g)))
+        return group_colors(busiest_first(self.busy))
 
     def since(self, cursor: int | None, now: float, window: float) -> dict[str, Any]:
         """The records at positions >= ``cursor`` that stopped in the last ``window``
@@ -190,7 +191,7 @@ class TaskWindow:
 
 class _Group:
     __slots__ = ("finished", "erred", "scan", "finished_at_scan", "erred_at_scan",
-                 "processing", "absent", "gone", "last_seen")
+                 "processing", "absent", "last_seen")
 
     def __init__(self) -> None:
         self.finished = 0  # compute records since the group (re)appeared
@@ -200,8 +201,13 @@ class _Group:
         self.erred_at_scan = 0
         self.processing = 0  # running now (cheap to know every time)
         self.absent = 0  # full counts in a row that found no task of the group
-        self.gone = False  # all its tasks left: the next one starts a new window
         self.last_seen = 0
+
+    @property
+    def gone(self) -> bool:
+        """All its tasks left -- twice in a row, as a single count may fall between
+        a batch's state changes and its records: the next one starts a new window."""
+        return self.absent >= 2
 
     def reset(self) -> None:
         self.__init__()
@@ -236,7 +242,7 @@ class GroupProgress:
         for rec in records:  # counted per group first: one _get per group, not per record
             if rec.get("kind", "compute") == "transfer":
                 continue
-            name = rec.get("group") or _group_of(rec)
+            name = rec.get("group") or group_of(rec)
             counts = erred if rec.get("error") else finished
             counts[name] = counts.get(name, 0) + 1
         for name, n in finished.items():
@@ -268,9 +274,6 @@ class GroupProgress:
             g.scan = dict.fromkeys(STATES, 0)
             g.finished_at_scan, g.erred_at_scan = g.finished, g.erred
             g.absent += 1
-            # twice in a row: a single count may fall between a batch's state
-            # changes and its records
-            g.gone = g.absent >= 2
         if len(self.groups) > self.max_groups:
             old = sorted((g.last_seen, name) for name, g in self.groups.items() if g.gone)
             for _, name in old[: len(self.groups) - self.max_groups]:
@@ -304,10 +307,27 @@ class GroupProgress:
                 "erred": erred,
                 "done": done,
                 "total": done + pending,
-                "_order": (pending == 0, -g.last_seen, _natural_key(name)),
+                "_order": (pending == 0, -g.last_seen, natural_key(name)),
             })
         out.sort(key=lambda row: row.pop("_order"))
         return out
+
+
+def info_payload(table: list[dict], now: float, tasks_done: int, live: bool,
+                 **more: Any) -> dict[str, Any]:
+    """The body of ``/api/info`` for the workers ``table`` (:func:`worker_rows`): one
+    builder for the live page and a saved report; ``more`` adds what only one knows."""
+    return {
+        "name": "shmdask",
+        "live": live,
+        "now": now,
+        "workers": len(table),
+        "threads": sum(w.get("nthreads") or 0 for w in table),
+        "memory_limit": sum(w.get("memory_limit") or 0 for w in table),
+        "tasks_done": int(tasks_done),
+        "colors": PALETTE_INFO,
+        **more,
+    }
 
 
 def progress_payload(rows: list[dict], now: float, tasks_done: int) -> dict[str, Any]:
@@ -417,7 +437,7 @@ def worker_rows(workers: Mapping[str, Mapping],
         if process_stats is not None:
             row.update({k: v for k, v in process_stats(info).items() if v is not None})
         rows.append(row)
-    rows.sort(key=lambda r: _natural_key(r["id"]))
+    rows.sort(key=lambda r: natural_key(r["id"]))
     return rows
 
 
@@ -501,6 +521,3 @@ class GraphView:
 def no_graph() -> dict[str, Any]:
     return {"id": 0, "status": "none", "n_tasks": 0,
             "message": "no graph has been submitted yet"}
-
-
-PALETTE_INFO = {"transfer": TRANSFER_COLOR, "other": OTHER_COLOR}

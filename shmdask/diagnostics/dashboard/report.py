@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..summary import worker_of
 from .model import (
-    PALETTE_INFO,
     GroupProgress,
     MemorySeries,
     TaskWindow,
+    info_payload,
     no_graph,
     progress_payload,
     worker_rows,
@@ -49,15 +50,12 @@ def report_data(records: Iterable[Mapping], memory: Iterable[Mapping] = (),
     series.add(samples)
     table = worker_rows(workers or _workers_from(records))
     first = window.oldest if records else end
+    done = sum(r["done"] for r in rows)
     return {
-        "info": {
-            "name": "shmdask", "live": False, "title": title or "shmdask report",
-            "saved": time.time(), "started": first, "now": end,
-            "workers": len(table), "threads": sum(w.get("nthreads") or 0 for w in table),
-            "tasks_done": sum(r["done"] for r in rows), "colors": PALETTE_INFO,
-        },
+        "info": info_payload(table, end, done, live=False, title=title or "shmdask report",
+                             saved=time.time(), started=first),
         "tasks": window.since(None, end, float("inf")),
-        "progress": progress_payload(rows, end, sum(r["done"] for r in rows)),
+        "progress": progress_payload(rows, end, done),
         "workers": {"now": end, "workers": table},
         "memory": series.since(None),
         "graph": dict(graph) if graph else no_graph(),
@@ -68,7 +66,7 @@ def _workers_from(records: list[Mapping]) -> dict[str, dict]:
     """Workers as far as the records tell (when nobody described them)."""
     workers: dict[str, dict] = {}
     for rec in records:
-        wid = str(rec.get("worker") or str(rec.get("lane", "?")).split("/", 1)[0])
+        wid = worker_of(rec)
         w = workers.setdefault(wid, {"name": wid, "pid": None, "host": None,
                                      "kind": "remote" if rec.get("remote") else "local",
                                      "nthreads": 0, "lanes": set()})
