@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, asarray, blockwise_layer_array, token_name, unify_chunks
+from .blockwise import blockwise_layer_array, unify_chunks
+from .convert import asarray
+from .core import Array, token_name
 from .ufunc import _pick
 
 _DIMS = re.compile(r"\(([^()]*)\)")

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, elemwise, token_name
+from .core import Array, token_name
+from .elementwise import elemwise
 from .layers import BlockwiseLayer
 
 
