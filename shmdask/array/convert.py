@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from shmdask.graph import flatten
+
 from .blockwise import _sym, blockwise_layer_array
 from .chunks import normalize_chunks, offsets
-from .core import Array, _flat, optimize, token_name
+from .core import Array, optimize, token_name
 from .layers import MaterializedLayer, quote
 
 
@@ -131,17 +133,9 @@ def to_delayed(x: Array, optimize_graph: bool = True) -> np.ndarray:
     if optimize_graph:
         dsk = optimize(dsk, keys, cull_and_fuse=True)
     out = np.empty(x.numblocks, dtype=object)
-    for key in _flat(keys):
-        out[key[1:]] = _make_delayed(Delayed, key, dsk)
+    for key in flatten(keys):
+        out[key[1:]] = Delayed(key, dsk)
     return out
-
-
-def _make_delayed(cls: type, key: Any, dsk: dict) -> Any:
-    try:
-        return cls(key, dsk)
-    except TypeError:
-        return cls(key=key, dsk=dsk)
-
 
 
 # --------------------------------------------------------------------------- store
@@ -208,4 +202,4 @@ def store(sources: Any, targets: Any, lock: bool = True, compute: bool = True,
             dsk[key] = (_store_block, (s.name,) + idx, t, sl, bool(lock))
             deps.append(key)
     dsk[name] = (_store_done, deps)
-    return _make_delayed(Delayed, name, dsk)
+    return Delayed(name, dsk)

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from shmdask.graph import cull, flatten, fuse_linear
 from shmdask.interop.shmdask_on_dask import DaskCollection
 from shmdask.tokenize import tokenize
 
@@ -419,7 +420,7 @@ class Array(DaskCollection):
         """Fill in unknown (nan) chunk sizes by computing every block's shape."""
         from shmdask.base import get as _get
         dsk = dict(self.__shmdask_graph__())
-        keys = list(_flat(self.__shmdask_keys__()))
+        keys = list(flatten(self.__shmdask_keys__()))
         shape_keys = [("shape-" + self.name,) + k[1:] for k in keys]
         for k, sk in zip(keys, shape_keys, strict=True):
             dsk[sk] = (_block_shape, k)
@@ -499,14 +500,6 @@ def _block_shape(x: np.ndarray) -> tuple:
     return tuple(np.shape(x))
 
 
-def _flat(nested: Any):
-    if type(nested) is list:
-        for item in nested:
-            yield from _flat(item)
-    else:
-        yield nested
-
-
 # --------------------------------------------------------------------------- running
 
 def optimize(dsk: dict, keys: Any, cull_and_fuse: bool = False) -> dict:
@@ -521,18 +514,9 @@ def optimize(dsk: dict, keys: Any, cull_and_fuse: bool = False) -> dict:
     """
     if not cull_and_fuse:
         return dsk
-    from shmdask.graph import cull, fuse_linear
-    flat = list(_flat(keys))
-    culled = cull(dsk, flat)
-    deps = None
-    if type(culled) is tuple:
-        culled, deps = culled
-    if len(culled) < 2:
-        return culled
-    fused = fuse_linear(culled, flat, deps) if deps is not None else fuse_linear(culled, flat)
-    if type(fused) is tuple:
-        fused = fused[0]
-    return fused
+    flat = list(flatten(keys))
+    graph, deps = cull(dsk, flat)
+    return fuse_linear(graph, flat, deps)[0]
 
 
 def compute(*arrays: Any, **kwargs: Any) -> tuple:
