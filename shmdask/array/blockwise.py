@@ -58,6 +58,20 @@ def blockwise_layer_array(func: Callable, name: str, out_ind: tuple, chunks_by_s
     return Array(layers, name, chunks, dtype)
 
 
+def _pick(i: int, values: tuple) -> Any:
+    return values[i]
+
+
+def pick_outputs(combined: Array, ind: tuple, chunks_by_sym: dict,
+                 out_inds: Sequence[tuple], dtypes: Sequence) -> tuple[Array, ...]:
+    """The outputs of a function with several results, from ``combined`` (index
+    ``ind``), whose blocks are tuples: output ``i``'s block is item ``i``."""
+    return tuple(
+        blockwise_layer_array(partial(_pick, i), f"{combined.name}-{i}", out_ind,
+                              chunks_by_sym, [(combined, ind)], dtype)
+        for i, (out_ind, dtype) in enumerate(zip(out_inds, dtypes, strict=True)))
+
+
 def unify_chunks(pairs: list) -> tuple[dict, list]:
     """Rechunk ``(Array, index)`` pairs so equal symbols share one blocking.
 
