@@ -47,11 +47,14 @@ class ufunc:
 
 
 def apply_ufunc(uf: np.ufunc, args: tuple, kwargs: dict) -> Any:
+    """``uf(*args, **kwargs)`` on Arrays.  ``uf`` may also be a gufunc wrapper
+    with a ``signature`` that hands itself to ``__array_ufunc__`` (numba's,
+    which pickles where its compiled ufunc would not)."""
     if kwargs.get("out") is not None:
         raise NotImplementedError(f"shmdask.array: {uf.__name__}(..., out=) is not supported")
     if "where" in kwargs:
         raise NotImplementedError(f"shmdask.array: {uf.__name__}(..., where=) is not supported")
-    if uf.signature is not None:  # generalized ufuncs are not elementwise
+    if getattr(uf, "signature", None) is not None:  # gufuncs are not elementwise
         if uf is np.matmul:
             from .linalg import matmul
             return matmul(*args)
