@@ -14,6 +14,8 @@ tasks rather than all at once while the graph is built.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Sequence
 from functools import partial
@@ -140,20 +142,13 @@ def to_delayed(x: Array, optimize_graph: bool = True) -> np.ndarray:
 
 # --------------------------------------------------------------------------- store
 
-_STORE_LOCK = None
+# One lock per process for the writes of store(compute=False, lock=True).
+_STORE_LOCK = threading.Lock()
 
 
 def _store_block(block: np.ndarray, target: Any, index: tuple, lock: bool) -> None:
-    global _STORE_LOCK
-    if lock:
-        if _STORE_LOCK is None:
-            import threading
-            _STORE_LOCK = threading.Lock()
-        with _STORE_LOCK:
-            target[index] = block
-    else:
+    with _STORE_LOCK if lock else contextlib.nullcontext():
         target[index] = block
-    return None
 
 
 def _store_done(*_: Any) -> None:
