@@ -8,25 +8,19 @@ for the Array itself and ``layers.py`` for how graphs are kept and fused.
 """
 
 from . import random
+from .blockwise import blockwise, map_blocks
 from .chunks import normalize_chunks
-from .core import (
-    Array,
+from .convert import (
     array,
     asanyarray,
     asarray,
-    blockwise,
-    clip,
-    concatenate,
-    elemwise,
     from_array,
     from_dask_array,
     from_delayed,
-    map_blocks,
-    stack,
     store,
     to_delayed,
-    where,
 )
+from .core import Array
 from .creation import (
     arange,
     empty,
@@ -42,7 +36,9 @@ from .creation import (
     zeros_like,
 )
 from .cumulative import cumprod, cumsum, nancumprod, nancumsum
+from .elementwise import clip, elemwise, where
 from .gufunc import apply_gufunc, as_gufunc, gufunc
+from .joining import block, concatenate, dstack, hstack, stack, vstack
 from .linalg import dot, matmul, outer, tensordot, vdot
 from .rechunk import rechunk
 from .reductions import (
@@ -72,15 +68,12 @@ from .reductions import (
 )
 from .routines import (
     array_equal,
-    block,
     broadcast_to,
     copy,
     count_nonzero,
-    dstack,
     flip,
     fliplr,
     flipud,
-    hstack,
     isin,
     ndim,
     result_type,
@@ -89,7 +82,6 @@ from .routines import (
     take,
     to_hdf5,
     unique,
-    vstack,
 )
 from .shape import (
     atleast_1d,

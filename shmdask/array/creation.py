@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from .chunks import normalize_chunks, offsets
-from .core import Array, asarray, token_name
+from .convert import asarray
+from .core import Array, token_name
 from .layers import BlockwiseLayer
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, asarray, token_name
+from .convert import asarray
+from .core import Array, token_name
 from .layers import BlockwiseLayer, MaterializedLayer
 from .reductions import normalize_axis
 

@@ -75,11 +75,6 @@ def array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> An
         raise NotImplementedError(f"shmdask.array: numpy.{ufunc.__name__}(..., out=) is not "
                                   "supported")
     if method == "__call__":
-        if not isinstance(ufunc, np.ufunc) and getattr(ufunc, "signature", None):
-            # a gufunc wrapper that hands itself over (numba's, which pickles
-            # where its inner ufunc would not)
-            from .gufunc import apply_gufunc
-            return apply_gufunc(ufunc, ufunc.signature, *inputs, **kwargs)
         return apply_ufunc(ufunc, inputs, kwargs)
     if method == "reduce" and ufunc.__name__ in _REDUCE:
         kwargs = dict(kwargs)

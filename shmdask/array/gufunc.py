@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, asarray, blockwise_layer_array, token_name, unify_chunks
-from .ufunc import _pick
+from .blockwise import blockwise_layer_array, pick_outputs, unify_chunks
+from .convert import asarray
+from .core import Array, token_name
 
 _DIMS = re.compile(r"\(([^()]*)\)")
 
@@ -120,7 +121,7 @@ def apply_gufunc(func: Callable, signature: str | None, *args: Any,
         ind = loop[loop_ndim - n_loop:] + tuple(f"core-{n}" if n in out_core else 0
                                                 for n in core)
         pairs.append((a, ind))
-    chunks_by_sym, pairs = unify_chunks([(a, ind) for a, ind in pairs])
+    chunks_by_sym, pairs = unify_chunks(pairs)
     for n in out_core:
         chunks_by_sym[f"core-{n}"] = (sizes[n],)
     dtypes = _output_dtypes(func, output_dtypes, meta, arrays, ins, sizes, len(outs), kwargs)
@@ -133,13 +134,10 @@ def apply_gufunc(func: Callable, signature: str | None, *args: Any,
         return _move_out(result, outs[0], out_axes, 0)
     # several outputs: one task per block returns a tuple; each output picks its item
     combined = blockwise_layer_array(call, name, loop, chunks_by_sym, pairs, object)
-    results = []
-    for i, out in enumerate(outs):
-        out_ind = loop + tuple(f"core-{n}" for n in out)
-        pick = blockwise_layer_array(partial(_pick, i), f"{name}-{i}", out_ind, chunks_by_sym,
-                                     [(combined, loop)], dtypes[i])
-        results.append(_move_out(pick, out, out_axes, i))
-    return tuple(results)
+    picked = pick_outputs(combined, loop, chunks_by_sym,
+                          [loop + tuple(f"core-{n}" for n in out) for out in outs], dtypes)
+    return tuple(_move_out(p, out, out_axes, i)
+                 for i, (p, out) in enumerate(zip(picked, outs, strict=True)))
 
 
 def _core_axes(axes: Any, axis: Any, ins: list, outs: list, arrays: list) -> tuple:

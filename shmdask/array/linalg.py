@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, asarray, blockwise_layer_array, elemwise, token_name, unify_chunks
+from .blockwise import blockwise_layer_array, unify_chunks
+from .convert import asarray
+from .core import Array, token_name
+from .elementwise import elemwise
 
 
 def _tensordot_sum(a_blocks: list, b_blocks: list, axes: tuple) -> np.ndarray:

@@ -35,8 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from shmdask.tokenize import tokenize
+
 from .chunks import offsets
-from .core import Array, asarray, token_name, tokenize
+from .convert import asarray
+from .core import Array, token_name
 from .layers import BlockwiseLayer, MaterializedLayer
 
 DEFAULT_SPLIT_EVERY = 32

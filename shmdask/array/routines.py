@@ -1,7 +1,7 @@
-"""Small numpy routines on Arrays: hstack/vstack/dstack, take, broadcast_to, shape queries.
+"""Small numpy routines on Arrays: take, broadcast_to, flip, unique, shape queries.
 
 In: Arrays or array-likes.  Out: Arrays built from the primitive layers of
-the other modules (concatenate, indexing, blockwise), so they inherit their
+the other modules (indexing, blockwise, reductions), so they inherit their
 chunking and fusion behaviour.
 """
 
@@ -13,27 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, asarray, concatenate, token_name
+from .convert import asarray
+from .core import Array, token_name
 from .layers import BlockwiseLayer
 from .reductions import combine_tree
-from .shape import atleast_1d, atleast_2d, expand_dims
-
-
-def hstack(seq: Sequence[Any]) -> Array:
-    seq = [atleast_1d(a) for a in seq]
-    return concatenate(seq, axis=0 if seq[0].ndim == 1 else 1)
-
-
-def vstack(seq: Sequence[Any]) -> Array:
-    return concatenate([atleast_2d(a) for a in seq], axis=0)
-
-
-def dstack(seq: Sequence[Any]) -> Array:
-    out = []
-    for a in seq:
-        a = atleast_2d(a)
-        out.append(a if a.ndim >= 3 else expand_dims(a, 2))
-    return concatenate(out, axis=2)
 
 
 def take(a: Any, indices: Any, axis: int | None = None) -> Array:
@@ -131,27 +114,6 @@ def fliplr(x: Any) -> Array:
     return flip(x, 1)
 
 
-def block(arrays: Any) -> Array:
-    """numpy.block for nested lists of Arrays (depth = number of concatenations)."""
-    def depth(item: Any) -> int:
-        return 1 + depth(item[0]) if isinstance(item, list) else 0
-
-    d = depth(arrays)
-    if d == 0:
-        return asarray(arrays)
-
-    def glue(item: Any, level: int) -> Array:
-        if not isinstance(item, list):
-            a = asarray(item)
-            while a.ndim < d:
-                a = expand_dims(a, 0)
-            return a
-        parts = [glue(i, level + 1) for i in item]
-        return concatenate(parts, axis=level - d)
-
-    return glue(arrays, 0)
-
-
 def count_nonzero(x: Any, axis: Any = None, keepdims: bool = False) -> Array:
     from .reductions import sum as sum_
     x = asarray(x)
@@ -160,7 +122,7 @@ def count_nonzero(x: Any, axis: Any = None, keepdims: bool = False) -> Array:
 
 def isin(element: Any, test_elements: Any, assume_unique: bool = False,
          invert: bool = False) -> Array:
-    from .core import elemwise
+    from .elementwise import elemwise
     test = np.asarray(test_elements)
     return elemwise(partial(np.isin, test_elements=test, assume_unique=assume_unique,
                             invert=invert), asarray(element), dtype=bool)
@@ -206,7 +168,7 @@ def array_equal(a1: Any, a2: Any, equal_nan: bool = False) -> Any:
 def isnan_(x: Array) -> Array:
     import numpy as _np
 
-    from .core import elemwise
+    from .elementwise import elemwise
     return elemwise(_np.isnan, x)
 
 
@@ -274,7 +236,7 @@ def to_hdf5(filename: str, *args: Any, **kwargs: Any) -> None:
         import h5py
     except ImportError:
         raise ImportError("to_hdf5 needs the h5py package (pip install h5py)") from None
-    from .core import store
+    from .convert import store
     if len(args) == 1 and isinstance(args[0], dict):
         data = dict(args[0])
     elif len(args) == 2 and isinstance(args[0], str):

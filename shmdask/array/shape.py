@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .chunks import has_unknown
-from .core import Array, asarray, token_name
+from .convert import asarray
+from .core import Array, token_name
 from .layers import BlockwiseLayer
 from .reductions import normalize_axis
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from .blockwise import unify_chunks
 from .chunks import has_unknown, offsets
-from .core import Array, token_name, unify_chunks
+from .core import Array, token_name
 from .layers import BlockwiseLayer, MaterializedLayer
 
 

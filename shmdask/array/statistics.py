@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, asarray, map_blocks, token_name
+from .blockwise import map_blocks
+from .convert import asarray
+from .core import Array, token_name
 from .layers import MaterializedLayer
 from .reductions import combine_tree, normalize_axis
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, elemwise, token_name
-from .layers import BlockwiseLayer
+from .blockwise import pick_outputs
+from .core import Array
+from .elementwise import elemwise
 
 
 class ufunc:
@@ -45,16 +46,15 @@ class ufunc:
         return apply_ufunc(self._ufunc, args, kwargs)
 
 
-def _pick(i: int, values: tuple) -> Any:
-    return values[i]
-
-
 def apply_ufunc(uf: np.ufunc, args: tuple, kwargs: dict) -> Any:
+    """``uf(*args, **kwargs)`` on Arrays.  ``uf`` may also be a gufunc wrapper
+    with a ``signature`` that hands itself to ``__array_ufunc__`` (numba's,
+    which pickles where its compiled ufunc would not)."""
     if kwargs.get("out") is not None:
         raise NotImplementedError(f"shmdask.array: {uf.__name__}(..., out=) is not supported")
     if "where" in kwargs:
         raise NotImplementedError(f"shmdask.array: {uf.__name__}(..., where=) is not supported")
-    if uf.signature is not None:  # generalized ufuncs are not elementwise
+    if getattr(uf, "signature", None) is not None:  # gufuncs are not elementwise
         if uf is np.matmul:
             from .linalg import matmul
             return matmul(*args)
@@ -69,16 +69,9 @@ def apply_ufunc(uf: np.ufunc, args: tuple, kwargs: dict) -> Any:
     with np.errstate(all="ignore"):
         metas = uf(*[np.ones((1,) * a.ndim, a.dtype) if hasattr(a, "dtype") and hasattr(a, "ndim")
                      else a for a in args], **kwargs)
-    outs = []
-    for i in range(uf.nout):
-        name = token_name(f"{uf.__name__}-{i}", combined.name)
-        syms = tuple(f".{d}" for d in range(combined.ndim))
-        layers = dict(combined._layers)
-        layers[name] = BlockwiseLayer(name, partial(_pick, i), syms,
-                                      dict(zip(syms, combined.numblocks, strict=False)),
-                                      [("array", combined.name, syms, combined.numblocks)])
-        outs.append(Array(layers, name, combined.chunks, np.asarray(metas[i]).dtype))
-    return tuple(outs)
+    syms = tuple(f".{d}" for d in range(combined.ndim))
+    return pick_outputs(combined, syms, dict(zip(syms, combined.chunks, strict=True)),
+                        [syms] * uf.nout, [np.asarray(m).dtype for m in metas])
 
 
 # vars(), not dir(): getattr on every name would import numpy's lazy submodules (f2py...)
