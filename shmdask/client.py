@@ -35,7 +35,6 @@ import asyncio
 import atexit
 import html
 import inspect
-import itertools
 import threading
 import time
 import uuid
@@ -95,12 +94,8 @@ class _GraphWaiter:
                 self.event.set()
 
 
-# -- connections ----------------------------------------------------------------
-
-
 # -- the client -------------------------------------------------------------------
 
-_client_ids = itertools.count()
 _open_clients: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -111,9 +106,8 @@ def held_futures(keys: Iterable) -> dict:
         if client.closed:
             continue
         with client._lock:
-            held = [k for k in keys if k not in found and client._refcount.get(k)]
-        for k in held:
-            found[k] = Future(k, client)
+            held = [k for k in keys if k not in found and k in client._held]
+        found.update(zip(held, client._new_futures(held)[0], strict=True))
     return found
 
 
@@ -130,8 +124,7 @@ class Client:
         self.id = f"Client-{uuid.uuid4().hex[:8]}"
         self.name = name
         self._lock = threading.RLock()
-        self._refcount: dict = {}
-        self._status: dict[Any, KeyStatus] = {}
+        self._held: dict[Any, KeyStatus] = {}  # keys some Future of ours holds
         self._forgotten: set = set()  # fire_and_forget keys: let go of when finished
         self._callbacks = CallbackThread(f"shmdask-callbacks-{self.id}")
         self._loop_thread: LoopThread | None = None
@@ -257,42 +250,53 @@ class Client:
     def _hold(self, key: Any) -> tuple[KeyStatus, bool]:
         """One more Future for ``key``; True when this client did not hold it yet
         (the scheduler counts one reference per client, not per Future)."""
+        (st,), new = self._hold_many([key])
+        return st, bool(new)
+
+    def _hold_many(self, keys: list) -> tuple[list[KeyStatus], list]:
+        """One more Future for each key (under one lock), and the keys this
+        client did not hold yet (the scheduler must be told we want them)."""
+        statuses, new = [], []
         with self._lock:
-            n = self._refcount.get(key, 0)
-            self._refcount[key] = n + 1
-            st = self._status.get(key)
-            if st is None:
-                st = self._status[key] = KeyStatus()
-            return st, n == 0
+            held = self._held
+            for k in keys:
+                st = held.get(k)
+                if st is None:
+                    st = held[k] = KeyStatus()
+                    new.append(k)
+                st.holders += 1
+                statuses.append(st)
+        return statuses, new
 
     def _new_futures(self, keys: list) -> tuple[list[Future], list]:
         """Futures for keys, and the keys the scheduler must be told we want."""
-        futures, new = [], []
-        for k in keys:
-            st, is_new = self._hold(k)
-            futures.append(Future(k, self, st))
-            if is_new:
-                new.append(k)
-        return futures, new
+        statuses, new = self._hold_many(keys)
+        return [Future(k, self, st) for k, st in zip(keys, statuses, strict=True)], new
 
     def _drop(self, key: Any, status: KeyStatus) -> None:
         with self._lock:
-            if self._status.get(key) is not status:  # cancelled or restarted already
+            if self._held.get(key) is not status:  # cancelled or restarted already
                 return
-            n = self._refcount[key] - 1
-            if n > 0:
-                self._refcount[key] = n
+            status.holders -= 1
+            if status.holders > 0:
                 return
-            self._refcount.pop(key, None)
-            self._status.pop(key, None)
+            del self._held[key]
         if not self.closed:
             self.connection.unwant([key])
+
+    def _let_go_all(self) -> list[tuple[Any, KeyStatus]]:
+        """Forget every held key (``restart``, ``close``): its ``(key, status)`` pairs."""
+        with self._lock:
+            held = list(self._held.items())
+            self._held.clear()
+            self._forgotten.clear()
+        return held
 
     def _listener(self, key: Any, status: str, exc: BaseException | None) -> None:
         """The scheduler's answer for a key (engine or connection thread: never
         blocks, never runs user code; callbacks go to the callback thread)."""
         with self._lock:
-            st = self._status.get(key)
+            st = self._held.get(key)
             forgotten = status != "pending" and key in self._forgotten
             if forgotten:
                 self._forgotten.discard(key)
@@ -616,15 +620,17 @@ class Client:
         return self._maybe_async(self._cancel, futures)
 
     def _cancel(self, futures: Any) -> None:
-        for f in futures_of(futures):
-            with self._lock:
-                held = self._refcount.pop(f.key, None) is not None
-                st = self._status.pop(f.key, None)
+        cancelled = []
+        with self._lock:
+            for f in futures_of(futures):
+                st = self._held.pop(f.key, None)
                 self._forgotten.discard(f.key)
-            if st is not None:
-                st.cancel(f"future {f.key!r} was cancelled")
-            if held:
-                self.connection.unwant([f.key])
+                if st is not None:
+                    cancelled.append((f.key, st))
+        for key, st in cancelled:
+            st.cancel(f"future {key!r} was cancelled")
+        if cancelled:  # one message for all of them
+            self.connection.unwant([key for key, _ in cancelled])
 
     def retry(self, futures: Any, asynchronous: bool | None = None) -> Any:
         """Run the erred tasks behind these futures again."""
@@ -651,12 +657,7 @@ class Client:
         return self._maybe_async(self._restart)
 
     def _restart(self) -> Client:
-        with self._lock:
-            statuses = list(self._status.values())
-            self._status.clear()
-            self._refcount.clear()
-            self._forgotten.clear()
-        for st in statuses:  # their data is gone, finished or not
+        for _key, st in self._let_go_all():  # their data is gone, finished or not
             st.cancel("the cluster was restarted")
         self.connection.restart()
         return self
@@ -741,12 +742,8 @@ class Client:
         if self._default_set and config.get("scheduler") is self:
             config.set(scheduler=self._previous_default)
         undo_dask_default(self)
-        with self._lock:
-            statuses = list(self._status.values())
-            held = list(self._refcount)
-            self._status.clear()
-            self._refcount.clear()
-        for st in statuses:
+        held = self._let_go_all()
+        for _key, st in held:
             st.finish("cancelled", CancelledError("the client was closed"))
         self._callbacks.close()
         if self._loop_thread is not None:
@@ -754,8 +751,8 @@ class Client:
         if not self.started:
             return
         try:
-            if held and self.connection.alive():
-                self.connection.unwant(held)  # the cluster may outlive this client
+            if held and self.connection.alive():  # the cluster may outlive this client
+                self.connection.unwant([key for key, _ in held])
             self.connection.close()
         finally:
             if self._owns_cluster and self.cluster is not None:
