@@ -60,6 +60,7 @@ from shmdask.futures import (
 )
 from shmdask.graph import flatten
 from shmdask.interop import make_dask_default, undo_dask_default
+from shmdask.start_on_await import StartOnAwait
 from shmdask.tokenize import tokenize
 from shmdask.units import format_bytes, parse_timedelta
 
@@ -111,7 +112,7 @@ def held_futures(keys: Iterable) -> dict:
     return found
 
 
-class Client:
+class Client(StartOnAwait):
     """Connect to a cluster: ``Client()``, ``Client(cluster)``, ``Client("host:port")``.
 
     ``Client(asynchronous=True)`` starts when awaited: ``client = await
@@ -202,20 +203,6 @@ class Client:
         """True for a client made with ``asynchronous=True``, when called from
         inside a running event loop: its verbs then return awaitables."""
         return self._asynchronous and in_event_loop()
-
-    async def _start_async(self) -> Client:
-        if not self.started:
-            await asyncio.get_running_loop().run_in_executor(None, self._start)
-        return self
-
-    def __await__(self):
-        return self._start_async().__await__()
-
-    async def __aenter__(self) -> Client:
-        return await self._start_async()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._close)
 
     def _maybe_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """``fn(...)`` now, or, for an asynchronous client in its loop, an
