@@ -10,7 +10,7 @@ Futures are references: a key's data stays on the cluster while at least
 one Future (or persisted collection holding one) for it is alive; when the
 last one is garbage-collected the client tells the scheduler to release
 it.  The scheduler answers through a listener that completes the Future's
-shared :class:`_KeyStatus` on the engine thread::
+shared :class:`~shmdask.futures.KeyStatus` on the engine thread::
 
     user thread                       engine thread
     client.submit(f, x) ─ graph ──▶  state.update_graph ... task runs ...
@@ -24,19 +24,24 @@ restores the previous default.
 Futures, ``wait`` and ``as_completed`` live in :mod:`shmdask.futures`;
 dask's scheduling options (``priority=``, ``retries=``, ...) are checked in
 :mod:`shmdask.annotations`.  ``Client(asynchronous=True)`` is awaited
-(``await Client(...)``, ``async with Client(...)``); its blocking verbs then
-return awaitables that run in the event loop's executor, so the loop keeps
-serving while tasks run.
+(``await Client(...)``, ``async with Client(...)``: :mod:`shmdask.start_on_await`);
+its blocking verbs then return awaitables that run in the event loop's
+executor, so the loop keeps serving while tasks run.
+
+Here: starting, the bookkeeping of held keys, submitting, gathering,
+scattering, cancelling, closing.  The parts of a Client that live elsewhere:
+``run_graph`` (the scheduler of ``compute``/``get``) in
+:mod:`shmdask.client_graph_runs`; descriptions, the task stream and
+scheduler-side calls (``run``, ``retire_workers``, ...) in
+:mod:`shmdask.client_cluster_calls`; the default client and the open clients
+of this process in :mod:`shmdask.client_defaults`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import html
 import inspect
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -44,9 +49,11 @@ from typing import Any
 
 from shmdask import base, config
 from shmdask.annotations import scheduling_options
+from shmdask.client_cluster_calls import ClusterCalls
+from shmdask.client_defaults import default_client, note_default, note_open
+from shmdask.client_graph_runs import GraphRuns, strip_futures
 from shmdask.connection import LocalConnection
-from shmdask.delayed import _call, _funcname, unpack_collections
-from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
+from shmdask.delayed import _call
 from shmdask.event_loops import LoopThread, in_event_loop
 from shmdask.futures import (
     CallbackThread,
@@ -62,57 +69,10 @@ from shmdask.graph import flatten
 from shmdask.interop import make_dask_default, undo_dask_default
 from shmdask.start_on_await import StartOnAwait
 from shmdask.tokenize import tokenize
-from shmdask.units import format_bytes, parse_timedelta
+from shmdask.units import parse_timedelta
 
 
-class _GraphWaiter:
-    """Listener for the keys of one ``compute``: done when all are in memory or
-    one failed (the first error is kept, as dask raises the first it sees)."""
-
-    __slots__ = ("pending", "error", "event", "also", "_lock")
-
-    def __init__(self, keys: list, also: Callable | None = None):
-        self.pending = len(keys)
-        self.error: BaseException | None = None
-        self.event = threading.Event()
-        self.also = also
-        self._lock = threading.Lock()
-        if not keys:
-            self.event.set()
-
-    def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
-        if self.also is not None:
-            self.also(key, status, exc)
-        if status == "pending":  # not an outcome (an input runs again): keep waiting
-            return
-        with self._lock:
-            if status != "memory" and self.error is None:
-                self.error = exc if exc is not None else CancelledError(
-                    f"key {key!r} was {status}")
-                self.event.set()
-            self.pending -= 1
-            if self.pending <= 0:
-                self.event.set()
-
-
-# -- the client -------------------------------------------------------------------
-
-_open_clients: weakref.WeakSet = weakref.WeakSet()
-
-
-def held_futures(keys: Iterable) -> dict:
-    """``{key: Future}`` for the keys that some open Client of this process holds."""
-    found: dict = {}
-    for client in list(_open_clients):
-        if client.closed:
-            continue
-        with client._lock:
-            held = [k for k in keys if k not in found and k in client._held]
-        found.update(zip(held, client._new_futures(held)[0], strict=True))
-    return found
-
-
-class Client(StartOnAwait):
+class Client(StartOnAwait, GraphRuns, ClusterCalls):
     """Connect to a cluster: ``Client()``, ``Client(cluster)``, ``Client("host:port")``.
 
     ``Client(asynchronous=True)`` starts when awaited: ``client = await
@@ -185,16 +145,15 @@ class Client(StartOnAwait):
                 )
             if report_dir is None and self.cluster is not None:
                 self.report_dir = getattr(self.cluster, "report_dir", None)
-            stream = self.connection.task_stream()
-            self._plot_from = (stream.position, stream.memory_position)
+            self._plot_from = self._stream_position()
             if set_as_default:
                 self._previous_default = config.get("scheduler")
                 config.set(scheduler=self)
                 self._default_set = True
-                _register_default(self)
+                note_default(self)
                 make_dask_default(self)  # dask's default too, once dask is imported
             self.started = True
-            _open_clients.add(self)
+            note_open(self)
 
     # -- asynchronous use ----------------------------------------------------------------
 
@@ -315,7 +274,8 @@ class Client(StartOnAwait):
                       options: dict | None = None) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
-        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize, self)
+        dsk, deps, prio = base.prepare_graph(dsk, keys, optimize)
+        dsk, deps, prio = strip_futures(dsk, deps, prio, self)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
         self.connection.submit(dsk, deps, new, prio, self._listener, options)
         return futures
@@ -413,120 +373,6 @@ class Client(StartOnAwait):
             rebuild, extra = c.__shmdask_postpersist__()
             out.append(rebuild({k: futures[k] for k in flatten(ks)}, *extra))
         return out
-
-    finalizes_views = True  # run_graph takes finalize= (see base._run)
-
-    def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
-                  priorities: Mapping, finalize: Callable[[dict], Any] | None = None) -> Any:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
-
-        With ``finalize``, returns ``finalize({key: value})``, called on
-        read-only views of shared memory while the keys are still held: a
-        finalizer that copies what it keeps (concatenating chunks) makes the
-        one copy of the data.
-
-        No Future per key: a compute of many keys waits on one
-        :class:`_GraphWaiter` and lets go of all its keys in one message, so its
-        per-key cost on the client is a counter decrement."""
-        self._check_alive()
-        # Work still running for persisted Futures this graph waits on counts
-        # too, or the bar would sit at "1/1 tasks" until they finish.
-        waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
-        earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
-        stream = self.connection.task_stream()
-        first = (stream.position, stream.memory_position)
-        # Futures of this client may wait on the same keys: they hear too.
-        waiter = _GraphWaiter(keys, self._listener)
-        self.connection.submit(dsk, dependencies, keys, priorities, waiter)
-        try:
-            self._wait_with_progress(waiter, len(dsk) + earlier)
-            return self._fetch_results(waiter, keys, finalize)
-        finally:
-            if not self.closed:
-                self.connection.unwant(keys)  # the scheduler may release them now
-            if self.report_dir is not None:
-                self._write_report(stream, first)
-
-    def run_graph_pieces(self, pieces: Iterable[tuple], keys: list,
-                         finalize: Callable[[dict], Any] | None = None) -> Any:
-        """``run_graph`` for a huge graph given in pieces (:func:`shmdask.graph.order_pieces`):
-        each piece goes to the scheduler as soon as it is made."""
-        self._check_alive()
-        stream = self.connection.task_stream()
-        first = (stream.position, stream.memory_position)
-        waiter = _GraphWaiter(keys, self._listener)
-        # On an error (a cycle found half-way) it lets go of what it sent.
-        total = self.connection.submit_pieces(
-            (_strip_futures(*piece, self) for piece in pieces), keys, waiter)
-        try:
-            self._wait_with_progress(waiter, total)
-            return self._fetch_results(waiter, keys, finalize)
-        finally:
-            if not self.closed:
-                self.connection.unwant(keys)
-            if self.report_dir is not None:
-                self._write_report(stream, first)
-
-    def _fetch_results(self, waiter: _GraphWaiter, keys: list,
-                       finalize: Callable[[dict], Any] | None) -> Any:
-        """A finished graph's ``{key: value}`` (or ``finalize`` of read-only views
-        of them), while its keys are still held; its first error if one failed."""
-        if waiter.error is not None:
-            raise waiter.error
-        if finalize is None:
-            return self._fetch(keys)
-        self._check_alive()
-        return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
-
-    def _wait_with_progress(self, waiter: _GraphWaiter, total: int) -> None:
-        """Wait for a graph's keys, with a progress bar for runs longer than a second."""
-        from shmdask.diagnostics.progress import make_progress_bar
-
-        bar = make_progress_bar()
-        done_at_start = self.connection.tasks_done()
-        bar.start(total)
-        failed = True
-        try:
-            while not waiter.event.wait(0.1):
-                self._check_alive()
-                bar.update(min(total, self.connection.tasks_done() - done_at_start))
-            failed = waiter.error is not None
-            if not failed:
-                bar.update(total)
-        finally:
-            bar.finish(failed=failed)
-
-    def _write_report(self, stream: TaskStream, first: tuple[int, int]) -> None:
-        """One Gantt picture per compute into ``report_dir``."""
-        import os
-
-        from shmdask.diagnostics.gantt import plot_task_stream
-
-        records = stream.records_since(first[0])
-        if not records:
-            return
-        os.makedirs(self.report_dir, exist_ok=True)
-        self._reports += 1
-        name = f"compute-{time.strftime('%Y%m%d-%H%M%S')}-{self._reports:03d}.png"
-        plot_task_stream(records, stream.memory_since(first[1]),
-                         filename=os.path.join(self.report_dir, name))
-
-    def get_task_stream(self, plot: bool = False, filename: str | None = None
-                        ) -> TaskStreamContext:
-        """``with client.get_task_stream() as ts: ...``: ``ts.data`` holds the
-        records of the tasks run inside the block; ``ts.plot()`` draws them."""
-        return TaskStreamContext(self.connection.task_stream, plot=plot, filename=filename)
-
-    def plot_task_stream(self, filename: str | None = None) -> Any:
-        """Draw every task since the client started, or since the last call."""
-        from shmdask.diagnostics.gantt import plot_task_stream
-
-        stream = self.connection.task_stream()
-        records = stream.records_since(self._plot_from[0])
-        memory = stream.memory_since(self._plot_from[1])
-        self._plot_from = (stream.position, stream.memory_position)
-        return plot_task_stream(records, memory, filename=filename)
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Run a task graph here: dask's scheduler-function signature, so
@@ -649,72 +495,10 @@ class Client(StartOnAwait):
         self.connection.restart()
         return self
 
-    # -- information -----------------------------------------------------------------
-
-    def scheduler_info(self) -> dict:
-        return self.connection.scheduler_info()
-
-    def nthreads(self) -> Any:
-        """``{worker: threads}``."""
-        return self._maybe_async(lambda: {w: info["nthreads"] for w, info in
-                                          self.scheduler_info()["workers"].items()})
-
-    ncores = nthreads
-
-    @property
-    def dashboard_link(self) -> str | None:
-        """The live dashboard's address, as in dask (None when the scheduler has none)."""
-        if self.cluster is not None:
-            return getattr(self.cluster, "dashboard_link", None)
-        from shmdask.diagnostics.dashboard.service import dashboard_link_of
-
-        try:
-            return dashboard_link_of(self.scheduler_info(),
-                                     getattr(self.connection, "address", None))
-        except Exception:  # describing must never fail
-            return None
-
     @classmethod
     def current(cls) -> Client:
         """The default client (see :func:`default_client`)."""
         return default_client()
-
-    def __repr__(self) -> str:
-        if self.closed:
-            return f"<Client: {self.id} closed>"
-        if not self.started:
-            return f"<Client: {self.id} not started (await it)>"
-        try:
-            info = self.scheduler_info()
-        except Exception:  # describing must never fail
-            return f"<Client: {self.id}>"
-        workers = info.get("workers", {})
-        threads = sum(w.get("nthreads", 0) for w in workers.values())
-        memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
-        link = self.dashboard_link
-        return (f"<Client: {info.get('address', 'inproc')!r} processes={len(workers)} "
-                f"threads={threads}, memory={format_bytes(memory)}"
-                f"{f', dashboard={link}' if link else ''}>")
-
-    def _repr_html_(self) -> str:
-        if self.closed or not self.started:
-            return f"<b>Client {self.id}</b>: {'closed' if self.closed else 'not started'}"
-        info = self.scheduler_info()
-        rows = "".join(
-            f"<tr><td>{html.escape(str(wid))}</td><td>{w.get('kind', '')}</td>"
-            f"<td>{w.get('nthreads', '')}</td><td>{format_bytes(w.get('memory_limit') or 0)}"
-            f"</td><td>{format_bytes(w.get('metrics', {}).get('memory', 0))}</td></tr>"
-            for wid, w in info.get("workers", {}).items()
-        )
-        link = self.dashboard_link
-        dashboard = (f'<br>Dashboard: <a href="{html.escape(link)}" target="_blank">'
-                     f"{html.escape(link)}</a>" if link else "")
-        return (
-            f"<div><b>Client</b> {html.escape(self.id)} &mdash; scheduler "
-            f"{html.escape(str(info.get('address', 'inproc')))}{dashboard}"
-            "<table><tr><th>worker</th><th>kind</th><th>threads</th><th>memory limit</th>"
-            f"<th>memory</th></tr>{rows}</table></div>"
-        )
 
     # -- closing -----------------------------------------------------------------------
 
@@ -751,138 +535,13 @@ class Client(StartOnAwait):
     def __exit__(self, *exc: object) -> None:
         self._close()
 
-    # -- the cluster (scheduler-side calls: shmdask.cluster.scheduler_calls) ----------
-
-    def run(self, function: Callable, *args: Any, workers: list | None = None,
-            wait: bool = True, nanny: bool = False, on_error: str = "raise",
-            **kwargs: Any) -> dict:
-        """Call ``function(*args, **kwargs)`` in every worker process (or those in
-        ``workers``), beside their tasks; returns ``{worker: result}``.  A
-        function with a ``dask_worker`` parameter is given the worker."""
-        if not callable(function):
-            raise TypeError(f"run() needs a callable, not {type(function).__name__}")
-        if nanny:
-            raise ValueError("run(nanny=True): shmdask workers have no nanny process")
-        self._check_alive()
-        result = self.connection.call("run", function=function, args=args, kwargs=kwargs,
-                                      workers=workers, on_error=on_error)
-        return result if wait else None
-
-    def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Call ``function(*args, **kwargs)`` in the scheduler's process (for a
-        LocalCluster: this one); a ``dask_scheduler`` parameter gets ``cluster.scheduler``."""
-        if not callable(function):
-            raise TypeError(f"run_on_scheduler() needs a callable, not "
-                            f"{type(function).__name__}")
-        self._check_alive()
-        return self.connection.call("run_on_scheduler", function=function, args=args,
-                                    kwargs=kwargs)
-
-    def upload_file(self, filename: str, load: bool = True) -> dict:
-        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker and make it
-        importable there (a ``.py`` is imported at once); workers started later
-        get it too.  Returns ``{worker: where it was saved}``."""
-        import os
-
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"upload_file: no such file {filename!r}")
-        with open(filename, "rb") as f:
-            data = f.read()
-        self._check_alive()
-        return self.connection.call("upload_file", filename=os.path.basename(filename),
-                                    data=data)
-
-    def retire_workers(self, workers: list | None = None, close_workers: bool = True,
-                       n: int | None = None, **kwargs: Any) -> dict:
-        """Stop workers gracefully: they take no new tasks, finish the ones they
-        hold, and go; their results stay.  ``n``: how many (idle first); neither:
-        all idle workers but one.  Returns ``{worker: info}``."""
-        self._check_alive()
-        return self.connection.call("retire_workers", workers=workers, n=n)
-
-    def shutdown(self) -> None:
-        """Close the cluster (scheduler and workers) and this client."""
-        cluster = self.cluster
-        if cluster is not None:
-            self.close()
-            cluster.close()
-            return
-        if not self.closed and self.connection.alive():
-            self.connection.call("shutdown")
-        self.close()
-
-    def get_worker_logs(self, n: int | None = None, workers: list | None = None) -> dict:
-        """``{worker: [(level, line), ...]}``: the log lines each worker kept."""
-        self._check_alive()
-        return self.connection.call("worker_logs", workers=workers, n=n)
-
-    def get_scheduler_logs(self, n: int | None = None) -> list:
-        """``[(level, line), ...]``: the scheduler process's kept log lines."""
-        self._check_alive()
-        return self.connection.call("scheduler_logs", n=n)
-
-    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
-        """Block until the scheduler has at least ``n_workers`` workers."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler_info()["workers"]) < n_workers:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {n_workers} workers after {timeout} s")
-            time.sleep(0.05)
-
-
 def _close_quietly(ref: weakref.ref) -> None:
     client = ref()
     if client is not None:
         client._close()
 
 
-# -- the default client ------------------------------------------------------------------
-
-_defaults: list[weakref.ref] = []  # clients that made themselves the default, oldest first
-
-
-def _register_default(client: Client) -> None:
-    _defaults[:] = [r for r in _defaults if (c := r()) is not None and not c.closed]
-    _defaults.append(weakref.ref(client))
-
-
-def default_client(c: Client | None = None) -> Client:
-    """``c``, or the client in use: the configured scheduler if it is an open
-    Client, else the newest open client made with ``set_as_default=True``."""
-    if c is not None:
-        return c
-    configured = config.get("scheduler")
-    if isinstance(configured, Client) and not configured.closed:
-        return configured
-    for ref in reversed(_defaults):
-        client = ref()
-        if client is not None and not client.closed and client.started:
-            return client
-    raise ValueError("No clients found: start one first, e.g.\n"
-                     "  from shmdask.distributed import Client\n"
-                     "  client = Client()                      # a local cluster\n"
-                     "  client = Client('127.0.0.1:8786')      # or a running scheduler")
-
-
 # -- helpers ------------------------------------------------------------------------
-
-
-def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
-                   client: Client) -> tuple:
-    """Graph entries that are Futures are data already on the cluster (``client``'s:
-    another client's keys mean nothing to this one's scheduler)."""
-    if not any(base.is_future(v) for v in dsk.values()):
-        return dsk, dependencies, priorities
-    for v in dsk.values():
-        if base.is_future(v) and v.client is not client:
-            raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
-                             f"a graph sent through {client!r} can only use its own "
-                             "futures (gather the value and scatter it, or submit the "
-                             "work through the future's client)")
-    keep = {k: v for k, v in dsk.items() if not base.is_future(v)}
-    deps = {k: dependencies[k] for k in keep}
-    prio = {k: priorities[k] for k in keep} if priorities else priorities
-    return keep, deps, prio
 
 
 def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
@@ -894,11 +553,6 @@ def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
     from shmdask.interop.dask_on_shmdask import finalized_graph
 
     return finalized_graph(c, optimize_graph)
-
-
-def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool, client: Client) -> tuple:
-    prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
-    return _strip_futures(prepared, deps, prio, client)
 
 
 def _iter_futures(x: Any) -> list[Future]:
@@ -920,21 +574,5 @@ def _replace_futures(x: Any, values: Mapping, skip: bool = False) -> Any:
     return x
 
 
-# -- the process scheduler without a Client ------------------------------------------
-
-_default_client: Client | None = None
-_default_lock = threading.Lock()
-
-
-def default_process_client() -> Client:
-    """``scheduler="processes"``: one LocalCluster made on first use, closed at exit."""
-    global _default_client
-    with _default_lock:
-        if _default_client is None or _default_client.closed:
-            _default_client = Client(set_as_default=False)
-            atexit.register(_default_client.close)
-        return _default_client
-
-
 __all__ = ["Client", "Future", "wait", "as_completed", "CancelledError", "default_client",
-           "fire_and_forget", "futures_of", "_funcname", "unpack_collections"]
+           "fire_and_forget", "futures_of"]
