@@ -124,7 +124,7 @@ def get_scheduler(scheduler: Any = None) -> Any:
         if name in _NAMES:
             return _NAMES[name]
         if name in _PROCESS_NAMES:
-            from shmdask.client import default_process_client
+            from shmdask.client_defaults import default_process_client
 
             return default_process_client()
         raise ValueError(
@@ -199,8 +199,8 @@ def _held_futures(keys: list) -> dict:
     to its key, as it does for dask.distributed's)."""
     import sys
 
-    client = sys.modules.get("shmdask.client")
-    found = client.held_futures(keys) if client is not None else {}
+    clients = sys.modules.get("shmdask.client_defaults")
+    found = clients.held_futures(keys) if clients is not None else {}
     lost = [k for k in keys if k not in found]
     if lost:
         shown = ", ".join(map(repr, lost[:5]))

@@ -10,7 +10,7 @@ Futures are references: a key's data stays on the cluster while at least
 one Future (or persisted collection holding one) for it is alive; when the
 last one is garbage-collected the client tells the scheduler to release
 it.  The scheduler answers through a listener that completes the Future's
-shared :class:`_KeyStatus` on the engine thread::
+shared :class:`~shmdask.futures.KeyStatus` on the engine thread::
 
     user thread                       engine thread
     client.submit(f, x) ─ graph ──▶  state.update_graph ... task runs ...
@@ -24,20 +24,24 @@ restores the previous default.
 Futures, ``wait`` and ``as_completed`` live in :mod:`shmdask.futures`;
 dask's scheduling options (``priority=``, ``retries=``, ...) are checked in
 :mod:`shmdask.annotations`.  ``Client(asynchronous=True)`` is awaited
-(``await Client(...)``, ``async with Client(...)``); its blocking verbs then
-return awaitables that run in the event loop's executor, so the loop keeps
-serving while tasks run.
+(``await Client(...)``, ``async with Client(...)``: :mod:`shmdask.start_on_await`);
+its blocking verbs then return awaitables that run in the event loop's
+executor, so the loop keeps serving while tasks run.
+
+Here: starting, the bookkeeping of held keys, submitting, gathering,
+scattering, cancelling, closing.  The parts of a Client that live elsewhere:
+``run_graph`` (the scheduler of ``compute``/``get``) in
+:mod:`shmdask.client_graph_runs`; descriptions, the task stream and
+scheduler-side calls (``run``, ``retire_workers``, ...) in
+:mod:`shmdask.client_cluster_calls`; the default client and the open clients
+of this process in :mod:`shmdask.client_defaults`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import html
 import inspect
-import itertools
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -45,9 +49,11 @@ from typing import Any
 
 from shmdask import base, config
 from shmdask.annotations import scheduling_options
+from shmdask.client_cluster_calls import ClusterCalls
+from shmdask.client_defaults import default_client, note_default, note_open
+from shmdask.client_graph_runs import GraphRuns, strip_futures
 from shmdask.connection import LocalConnection
-from shmdask.delayed import _call, _funcname, unpack_collections
-from shmdask.diagnostics.task_stream import TaskStream, TaskStreamContext
+from shmdask.delayed import _call
 from shmdask.event_loops import LoopThread, in_event_loop
 from shmdask.futures import (
     CallbackThread,
@@ -61,63 +67,12 @@ from shmdask.futures import (
 )
 from shmdask.graph import flatten
 from shmdask.interop import make_dask_default, undo_dask_default
+from shmdask.start_on_await import StartOnAwait
 from shmdask.tokenize import tokenize
-from shmdask.units import format_bytes, parse_timedelta
+from shmdask.units import parse_timedelta
 
 
-class _GraphWaiter:
-    """Listener for the keys of one ``compute``: done when all are in memory or
-    one failed (the first error is kept, as dask raises the first it sees)."""
-
-    __slots__ = ("pending", "error", "event", "also", "_lock")
-
-    def __init__(self, keys: list, also: Callable | None = None):
-        self.pending = len(keys)
-        self.error: BaseException | None = None
-        self.event = threading.Event()
-        self.also = also
-        self._lock = threading.Lock()
-        if not keys:
-            self.event.set()
-
-    def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
-        if self.also is not None:
-            self.also(key, status, exc)
-        if status == "pending":  # not an outcome (an input runs again): keep waiting
-            return
-        with self._lock:
-            if status != "memory" and self.error is None:
-                self.error = exc if exc is not None else CancelledError(
-                    f"key {key!r} was {status}")
-                self.event.set()
-            self.pending -= 1
-            if self.pending <= 0:
-                self.event.set()
-
-
-# -- connections ----------------------------------------------------------------
-
-
-# -- the client -------------------------------------------------------------------
-
-_client_ids = itertools.count()
-_open_clients: weakref.WeakSet = weakref.WeakSet()
-
-
-def held_futures(keys: Iterable) -> dict:
-    """``{key: Future}`` for the keys that some open Client of this process holds."""
-    found: dict = {}
-    for client in list(_open_clients):
-        if client.closed:
-            continue
-        with client._lock:
-            held = [k for k in keys if k not in found and client._refcount.get(k)]
-        for k in held:
-            found[k] = Future(k, client)
-    return found
-
-
-class Client:
+class Client(StartOnAwait, GraphRuns, ClusterCalls):
     """Connect to a cluster: ``Client()``, ``Client(cluster)``, ``Client("host:port")``.
 
     ``Client(asynchronous=True)`` starts when awaited: ``client = await
@@ -130,8 +85,7 @@ class Client:
         self.id = f"Client-{uuid.uuid4().hex[:8]}"
         self.name = name
         self._lock = threading.RLock()
-        self._refcount: dict = {}
-        self._status: dict[Any, KeyStatus] = {}
+        self._held: dict[Any, KeyStatus] = {}  # keys some Future of ours holds
         self._forgotten: set = set()  # fire_and_forget keys: let go of when finished
         self._callbacks = CallbackThread(f"shmdask-callbacks-{self.id}")
         self._loop_thread: LoopThread | None = None
@@ -191,16 +145,15 @@ class Client:
                 )
             if report_dir is None and self.cluster is not None:
                 self.report_dir = getattr(self.cluster, "report_dir", None)
-            stream = self.connection.task_stream()
-            self._plot_from = (stream.position, stream.memory_position)
+            self._plot_from = self._stream_position()
             if set_as_default:
                 self._previous_default = config.get("scheduler")
                 config.set(scheduler=self)
                 self._default_set = True
-                _register_default(self)
+                note_default(self)
                 make_dask_default(self)  # dask's default too, once dask is imported
             self.started = True
-            _open_clients.add(self)
+            note_open(self)
 
     # -- asynchronous use ----------------------------------------------------------------
 
@@ -209,20 +162,6 @@ class Client:
         """True for a client made with ``asynchronous=True``, when called from
         inside a running event loop: its verbs then return awaitables."""
         return self._asynchronous and in_event_loop()
-
-    async def _start_async(self) -> Client:
-        if not self.started:
-            await asyncio.get_running_loop().run_in_executor(None, self._start)
-        return self
-
-    def __await__(self):
-        return self._start_async().__await__()
-
-    async def __aenter__(self) -> Client:
-        return await self._start_async()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._close)
 
     def _maybe_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """``fn(...)`` now, or, for an asynchronous client in its loop, an
@@ -257,42 +196,53 @@ class Client:
     def _hold(self, key: Any) -> tuple[KeyStatus, bool]:
         """One more Future for ``key``; True when this client did not hold it yet
         (the scheduler counts one reference per client, not per Future)."""
+        (st,), new = self._hold_many([key])
+        return st, bool(new)
+
+    def _hold_many(self, keys: list) -> tuple[list[KeyStatus], list]:
+        """One more Future for each key (under one lock), and the keys this
+        client did not hold yet (the scheduler must be told we want them)."""
+        statuses, new = [], []
         with self._lock:
-            n = self._refcount.get(key, 0)
-            self._refcount[key] = n + 1
-            st = self._status.get(key)
-            if st is None:
-                st = self._status[key] = KeyStatus()
-            return st, n == 0
+            held = self._held
+            for k in keys:
+                st = held.get(k)
+                if st is None:
+                    st = held[k] = KeyStatus()
+                    new.append(k)
+                st.holders += 1
+                statuses.append(st)
+        return statuses, new
 
     def _new_futures(self, keys: list) -> tuple[list[Future], list]:
         """Futures for keys, and the keys the scheduler must be told we want."""
-        futures, new = [], []
-        for k in keys:
-            st, is_new = self._hold(k)
-            futures.append(Future(k, self, st))
-            if is_new:
-                new.append(k)
-        return futures, new
+        statuses, new = self._hold_many(keys)
+        return [Future(k, self, st) for k, st in zip(keys, statuses, strict=True)], new
 
     def _drop(self, key: Any, status: KeyStatus) -> None:
         with self._lock:
-            if self._status.get(key) is not status:  # cancelled or restarted already
+            if self._held.get(key) is not status:  # cancelled or restarted already
                 return
-            n = self._refcount[key] - 1
-            if n > 0:
-                self._refcount[key] = n
+            status.holders -= 1
+            if status.holders > 0:
                 return
-            self._refcount.pop(key, None)
-            self._status.pop(key, None)
+            del self._held[key]
         if not self.closed:
             self.connection.unwant([key])
+
+    def _let_go_all(self) -> list[tuple[Any, KeyStatus]]:
+        """Forget every held key (``restart``, ``close``): its ``(key, status)`` pairs."""
+        with self._lock:
+            held = list(self._held.items())
+            self._held.clear()
+            self._forgotten.clear()
+        return held
 
     def _listener(self, key: Any, status: str, exc: BaseException | None) -> None:
         """The scheduler's answer for a key (engine or connection thread: never
         blocks, never runs user code; callbacks go to the callback thread)."""
         with self._lock:
-            st = self._status.get(key)
+            st = self._held.get(key)
             forgotten = status != "pending" and key in self._forgotten
             if forgotten:
                 self._forgotten.discard(key)
@@ -324,7 +274,8 @@ class Client:
                       options: dict | None = None) -> list[Future]:
         """Send a graph; returns one Future per key of ``keys``."""
         self._check_alive()
-        dsk, deps, prio = _prepare_for_cluster(dsk, keys, optimize, self)
+        dsk, deps, prio = base.prepare_graph(dsk, keys, optimize)
+        dsk, deps, prio = strip_futures(dsk, deps, prio, self)
         futures, new = self._new_futures(keys)  # hold before the engine can answer
         self.connection.submit(dsk, deps, new, prio, self._listener, options)
         return futures
@@ -423,120 +374,6 @@ class Client:
             out.append(rebuild({k: futures[k] for k in flatten(ks)}, *extra))
         return out
 
-    finalizes_views = True  # run_graph takes finalize= (see base._run)
-
-    def run_graph(self, dsk: Mapping, dependencies: Mapping, keys: list,
-                  priorities: Mapping, finalize: Callable[[dict], Any] | None = None) -> Any:
-        """The scheduler interface of ``shmdask.compute``/``get``: run and fetch.
-
-        With ``finalize``, returns ``finalize({key: value})``, called on
-        read-only views of shared memory while the keys are still held: a
-        finalizer that copies what it keeps (concatenating chunks) makes the
-        one copy of the data.
-
-        No Future per key: a compute of many keys waits on one
-        :class:`_GraphWaiter` and lets go of all its keys in one message, so its
-        per-key cost on the client is a counter decrement."""
-        self._check_alive()
-        # Work still running for persisted Futures this graph waits on counts
-        # too, or the bar would sit at "1/1 tasks" until they finish.
-        waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
-        earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = _strip_futures(dsk, dependencies, priorities, self)
-        stream = self.connection.task_stream()
-        first = (stream.position, stream.memory_position)
-        # Futures of this client may wait on the same keys: they hear too.
-        waiter = _GraphWaiter(keys, self._listener)
-        self.connection.submit(dsk, dependencies, keys, priorities, waiter)
-        try:
-            self._wait_with_progress(waiter, len(dsk) + earlier)
-            return self._fetch_results(waiter, keys, finalize)
-        finally:
-            if not self.closed:
-                self.connection.unwant(keys)  # the scheduler may release them now
-            if self.report_dir is not None:
-                self._write_report(stream, first)
-
-    def run_graph_pieces(self, pieces: Iterable[tuple], keys: list,
-                         finalize: Callable[[dict], Any] | None = None) -> Any:
-        """``run_graph`` for a huge graph given in pieces (:func:`shmdask.graph.order_pieces`):
-        each piece goes to the scheduler as soon as it is made."""
-        self._check_alive()
-        stream = self.connection.task_stream()
-        first = (stream.position, stream.memory_position)
-        waiter = _GraphWaiter(keys, self._listener)
-        # On an error (a cycle found half-way) it lets go of what it sent.
-        total = self.connection.submit_pieces(
-            (_strip_futures(*piece, self) for piece in pieces), keys, waiter)
-        try:
-            self._wait_with_progress(waiter, total)
-            return self._fetch_results(waiter, keys, finalize)
-        finally:
-            if not self.closed:
-                self.connection.unwant(keys)
-            if self.report_dir is not None:
-                self._write_report(stream, first)
-
-    def _fetch_results(self, waiter: _GraphWaiter, keys: list,
-                       finalize: Callable[[dict], Any] | None) -> Any:
-        """A finished graph's ``{key: value}`` (or ``finalize`` of read-only views
-        of them), while its keys are still held; its first error if one failed."""
-        if waiter.error is not None:
-            raise waiter.error
-        if finalize is None:
-            return self._fetch(keys)
-        self._check_alive()
-        return finalize(self.connection.fetch_views(list(dict.fromkeys(keys))))
-
-    def _wait_with_progress(self, waiter: _GraphWaiter, total: int) -> None:
-        """Wait for a graph's keys, with a progress bar for runs longer than a second."""
-        from shmdask.diagnostics.progress import make_progress_bar
-
-        bar = make_progress_bar()
-        done_at_start = self.connection.tasks_done()
-        bar.start(total)
-        failed = True
-        try:
-            while not waiter.event.wait(0.1):
-                self._check_alive()
-                bar.update(min(total, self.connection.tasks_done() - done_at_start))
-            failed = waiter.error is not None
-            if not failed:
-                bar.update(total)
-        finally:
-            bar.finish(failed=failed)
-
-    def _write_report(self, stream: TaskStream, first: tuple[int, int]) -> None:
-        """One Gantt picture per compute into ``report_dir``."""
-        import os
-
-        from shmdask.diagnostics.gantt import plot_task_stream
-
-        records = stream.records_since(first[0])
-        if not records:
-            return
-        os.makedirs(self.report_dir, exist_ok=True)
-        self._reports += 1
-        name = f"compute-{time.strftime('%Y%m%d-%H%M%S')}-{self._reports:03d}.png"
-        plot_task_stream(records, stream.memory_since(first[1]),
-                         filename=os.path.join(self.report_dir, name))
-
-    def get_task_stream(self, plot: bool = False, filename: str | None = None
-                        ) -> TaskStreamContext:
-        """``with client.get_task_stream() as ts: ...``: ``ts.data`` holds the
-        records of the tasks run inside the block; ``ts.plot()`` draws them."""
-        return TaskStreamContext(self.connection.task_stream, plot=plot, filename=filename)
-
-    def plot_task_stream(self, filename: str | None = None) -> Any:
-        """Draw every task since the client started, or since the last call."""
-        from shmdask.diagnostics.gantt import plot_task_stream
-
-        stream = self.connection.task_stream()
-        records = stream.records_since(self._plot_from[0])
-        memory = stream.memory_since(self._plot_from[1])
-        self._plot_from = (stream.position, stream.memory_position)
-        return plot_task_stream(records, memory, filename=filename)
-
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Run a task graph here: dask's scheduler-function signature, so
         ``dask.compute(x, scheduler=client)`` and ``scheduler=client.get`` work."""
@@ -616,15 +453,17 @@ class Client:
         return self._maybe_async(self._cancel, futures)
 
     def _cancel(self, futures: Any) -> None:
-        for f in futures_of(futures):
-            with self._lock:
-                held = self._refcount.pop(f.key, None) is not None
-                st = self._status.pop(f.key, None)
+        cancelled = []
+        with self._lock:
+            for f in futures_of(futures):
+                st = self._held.pop(f.key, None)
                 self._forgotten.discard(f.key)
-            if st is not None:
-                st.cancel(f"future {f.key!r} was cancelled")
-            if held:
-                self.connection.unwant([f.key])
+                if st is not None:
+                    cancelled.append((f.key, st))
+        for key, st in cancelled:
+            st.cancel(f"future {key!r} was cancelled")
+        if cancelled:  # one message for all of them
+            self.connection.unwant([key for key, _ in cancelled])
 
     def retry(self, futures: Any, asynchronous: bool | None = None) -> Any:
         """Run the erred tasks behind these futures again."""
@@ -651,82 +490,15 @@ class Client:
         return self._maybe_async(self._restart)
 
     def _restart(self) -> Client:
-        with self._lock:
-            statuses = list(self._status.values())
-            self._status.clear()
-            self._refcount.clear()
-            self._forgotten.clear()
-        for st in statuses:  # their data is gone, finished or not
+        for _key, st in self._let_go_all():  # their data is gone, finished or not
             st.cancel("the cluster was restarted")
         self.connection.restart()
         return self
-
-    # -- information -----------------------------------------------------------------
-
-    def scheduler_info(self) -> dict:
-        return self.connection.scheduler_info()
-
-    def nthreads(self) -> Any:
-        """``{worker: threads}``."""
-        return self._maybe_async(lambda: {w: info["nthreads"] for w, info in
-                                          self.scheduler_info()["workers"].items()})
-
-    ncores = nthreads
-
-    @property
-    def dashboard_link(self) -> str | None:
-        """The live dashboard's address, as in dask (None when the scheduler has none)."""
-        if self.cluster is not None:
-            return getattr(self.cluster, "dashboard_link", None)
-        from shmdask.diagnostics.dashboard.service import dashboard_link_of
-
-        try:
-            return dashboard_link_of(self.scheduler_info(),
-                                     getattr(self.connection, "address", None))
-        except Exception:  # describing must never fail
-            return None
 
     @classmethod
     def current(cls) -> Client:
         """The default client (see :func:`default_client`)."""
         return default_client()
-
-    def __repr__(self) -> str:
-        if self.closed:
-            return f"<Client: {self.id} closed>"
-        if not self.started:
-            return f"<Client: {self.id} not started (await it)>"
-        try:
-            info = self.scheduler_info()
-        except Exception:  # describing must never fail
-            return f"<Client: {self.id}>"
-        workers = info.get("workers", {})
-        threads = sum(w.get("nthreads", 0) for w in workers.values())
-        memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
-        link = self.dashboard_link
-        return (f"<Client: {info.get('address', 'inproc')!r} processes={len(workers)} "
-                f"threads={threads}, memory={format_bytes(memory)}"
-                f"{f', dashboard={link}' if link else ''}>")
-
-    def _repr_html_(self) -> str:
-        if self.closed or not self.started:
-            return f"<b>Client {self.id}</b>: {'closed' if self.closed else 'not started'}"
-        info = self.scheduler_info()
-        rows = "".join(
-            f"<tr><td>{html.escape(str(wid))}</td><td>{w.get('kind', '')}</td>"
-            f"<td>{w.get('nthreads', '')}</td><td>{format_bytes(w.get('memory_limit') or 0)}"
-            f"</td><td>{format_bytes(w.get('metrics', {}).get('memory', 0))}</td></tr>"
-            for wid, w in info.get("workers", {}).items()
-        )
-        link = self.dashboard_link
-        dashboard = (f'<br>Dashboard: <a href="{html.escape(link)}" target="_blank">'
-                     f"{html.escape(link)}</a>" if link else "")
-        return (
-            f"<div><b>Client</b> {html.escape(self.id)} &mdash; scheduler "
-            f"{html.escape(str(info.get('address', 'inproc')))}{dashboard}"
-            "<table><tr><th>worker</th><th>kind</th><th>threads</th><th>memory limit</th>"
-            f"<th>memory</th></tr>{rows}</table></div>"
-        )
 
     # -- closing -----------------------------------------------------------------------
 
@@ -741,12 +513,8 @@ class Client:
         if self._default_set and config.get("scheduler") is self:
             config.set(scheduler=self._previous_default)
         undo_dask_default(self)
-        with self._lock:
-            statuses = list(self._status.values())
-            held = list(self._refcount)
-            self._status.clear()
-            self._refcount.clear()
-        for st in statuses:
+        held = self._let_go_all()
+        for _key, st in held:
             st.finish("cancelled", CancelledError("the client was closed"))
         self._callbacks.close()
         if self._loop_thread is not None:
@@ -754,8 +522,8 @@ class Client:
         if not self.started:
             return
         try:
-            if held and self.connection.alive():
-                self.connection.unwant(held)  # the cluster may outlive this client
+            if held and self.connection.alive():  # the cluster may outlive this client
+                self.connection.unwant([key for key, _ in held])
             self.connection.close()
         finally:
             if self._owns_cluster and self.cluster is not None:
@@ -767,138 +535,13 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self._close()
 
-    # -- the cluster (scheduler-side calls: shmdask.cluster.scheduler_calls) ----------
-
-    def run(self, function: Callable, *args: Any, workers: list | None = None,
-            wait: bool = True, nanny: bool = False, on_error: str = "raise",
-            **kwargs: Any) -> dict:
-        """Call ``function(*args, **kwargs)`` in every worker process (or those in
-        ``workers``), beside their tasks; returns ``{worker: result}``.  A
-        function with a ``dask_worker`` parameter is given the worker."""
-        if not callable(function):
-            raise TypeError(f"run() needs a callable, not {type(function).__name__}")
-        if nanny:
-            raise ValueError("run(nanny=True): shmdask workers have no nanny process")
-        self._check_alive()
-        result = self.connection.call("run", function=function, args=args, kwargs=kwargs,
-                                      workers=workers, on_error=on_error)
-        return result if wait else None
-
-    def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Call ``function(*args, **kwargs)`` in the scheduler's process (for a
-        LocalCluster: this one); a ``dask_scheduler`` parameter gets ``cluster.scheduler``."""
-        if not callable(function):
-            raise TypeError(f"run_on_scheduler() needs a callable, not "
-                            f"{type(function).__name__}")
-        self._check_alive()
-        return self.connection.call("run_on_scheduler", function=function, args=args,
-                                    kwargs=kwargs)
-
-    def upload_file(self, filename: str, load: bool = True) -> dict:
-        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker and make it
-        importable there (a ``.py`` is imported at once); workers started later
-        get it too.  Returns ``{worker: where it was saved}``."""
-        import os
-
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"upload_file: no such file {filename!r}")
-        with open(filename, "rb") as f:
-            data = f.read()
-        self._check_alive()
-        return self.connection.call("upload_file", filename=os.path.basename(filename),
-                                    data=data)
-
-    def retire_workers(self, workers: list | None = None, close_workers: bool = True,
-                       n: int | None = None, **kwargs: Any) -> dict:
-        """Stop workers gracefully: they take no new tasks, finish the ones they
-        hold, and go; their results stay.  ``n``: how many (idle first); neither:
-        all idle workers but one.  Returns ``{worker: info}``."""
-        self._check_alive()
-        return self.connection.call("retire_workers", workers=workers, n=n)
-
-    def shutdown(self) -> None:
-        """Close the cluster (scheduler and workers) and this client."""
-        cluster = self.cluster
-        if cluster is not None:
-            self.close()
-            cluster.close()
-            return
-        if not self.closed and self.connection.alive():
-            self.connection.call("shutdown")
-        self.close()
-
-    def get_worker_logs(self, n: int | None = None, workers: list | None = None) -> dict:
-        """``{worker: [(level, line), ...]}``: the log lines each worker kept."""
-        self._check_alive()
-        return self.connection.call("worker_logs", workers=workers, n=n)
-
-    def get_scheduler_logs(self, n: int | None = None) -> list:
-        """``[(level, line), ...]``: the scheduler process's kept log lines."""
-        self._check_alive()
-        return self.connection.call("scheduler_logs", n=n)
-
-    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
-        """Block until the scheduler has at least ``n_workers`` workers."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler_info()["workers"]) < n_workers:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {n_workers} workers after {timeout} s")
-            time.sleep(0.05)
-
-
 def _close_quietly(ref: weakref.ref) -> None:
     client = ref()
     if client is not None:
         client._close()
 
 
-# -- the default client ------------------------------------------------------------------
-
-_defaults: list[weakref.ref] = []  # clients that made themselves the default, oldest first
-
-
-def _register_default(client: Client) -> None:
-    _defaults[:] = [r for r in _defaults if (c := r()) is not None and not c.closed]
-    _defaults.append(weakref.ref(client))
-
-
-def default_client(c: Client | None = None) -> Client:
-    """``c``, or the client in use: the configured scheduler if it is an open
-    Client, else the newest open client made with ``set_as_default=True``."""
-    if c is not None:
-        return c
-    configured = config.get("scheduler")
-    if isinstance(configured, Client) and not configured.closed:
-        return configured
-    for ref in reversed(_defaults):
-        client = ref()
-        if client is not None and not client.closed and client.started:
-            return client
-    raise ValueError("No clients found: start one first, e.g.\n"
-                     "  from shmdask.distributed import Client\n"
-                     "  client = Client()                      # a local cluster\n"
-                     "  client = Client('127.0.0.1:8786')      # or a running scheduler")
-
-
 # -- helpers ------------------------------------------------------------------------
-
-
-def _strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
-                   client: Client) -> tuple:
-    """Graph entries that are Futures are data already on the cluster (``client``'s:
-    another client's keys mean nothing to this one's scheduler)."""
-    if not any(base.is_future(v) for v in dsk.values()):
-        return dsk, dependencies, priorities
-    for v in dsk.values():
-        if base.is_future(v) and v.client is not client:
-            raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
-                             f"a graph sent through {client!r} can only use its own "
-                             "futures (gather the value and scatter it, or submit the "
-                             "work through the future's client)")
-    keep = {k: v for k, v in dsk.items() if not base.is_future(v)}
-    deps = {k: dependencies[k] for k in keep}
-    prio = {k: priorities[k] for k in keep} if priorities else priorities
-    return keep, deps, prio
 
 
 def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
@@ -910,11 +553,6 @@ def _dask_collection_graph(c: Any, optimize_graph: bool) -> tuple[dict, Any]:
     from shmdask.interop.dask_on_shmdask import finalized_graph
 
     return finalized_graph(c, optimize_graph)
-
-
-def _prepare_for_cluster(dsk: Mapping, keys: list, optimize: bool, client: Client) -> tuple:
-    prepared, deps, prio = base.prepare_graph(dsk, keys, optimize)
-    return _strip_futures(prepared, deps, prio, client)
 
 
 def _iter_futures(x: Any) -> list[Future]:
@@ -936,21 +574,5 @@ def _replace_futures(x: Any, values: Mapping, skip: bool = False) -> Any:
     return x
 
 
-# -- the process scheduler without a Client ------------------------------------------
-
-_default_client: Client | None = None
-_default_lock = threading.Lock()
-
-
-def default_process_client() -> Client:
-    """``scheduler="processes"``: one LocalCluster made on first use, closed at exit."""
-    global _default_client
-    with _default_lock:
-        if _default_client is None or _default_client.closed:
-            _default_client = Client(set_as_default=False)
-            atexit.register(_default_client.close)
-        return _default_client
-
-
 __all__ = ["Client", "Future", "wait", "as_completed", "CancelledError", "default_client",
-           "fire_and_forget", "futures_of", "_funcname", "unpack_collections"]
+           "fire_and_forget", "futures_of"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shmdask.client import Client, default_client
+from shmdask.client import Client
+from shmdask.client_defaults import default_client
 from shmdask.coordination import Event, Lock, Pub, Queue, Semaphore, Sub, Variable
 from shmdask.futures import (
     ALL_COMPLETED,

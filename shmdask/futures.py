@@ -63,11 +63,13 @@ _lock = threading.Lock()
 
 
 class KeyStatus:
-    """What a client knows about one key; shared by all its Futures."""
+    """What a client knows about one key; shared by all its Futures (``holders``
+    counts them: the key is let go of when the last one goes)."""
 
-    __slots__ = ("event", "status", "exception", "waiters")
+    __slots__ = ("event", "status", "exception", "waiters", "holders")
 
     def __init__(self) -> None:
+        self.holders = 0
         self.event = threading.Event()
         self.status = "pending"
         self.exception: BaseException | None = None

@@ -111,7 +111,7 @@ def test_shmdask_get_on_the_processes_scheduler(expected):
     with shmdask.config.set(scheduler="processes"):
         got = dask.compute(collections()["groupby-agg"], scheduler=shmdask.get)[0]
     assert_same(got, expected["groupby-agg"])
-    from shmdask.client import default_process_client
+    from shmdask.client_defaults import default_process_client
 
     default_process_client().close()  # its shared memory goes before this module ends
 

@@ -22,7 +22,6 @@ awaited too); starting runs in a thread so an event loop keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
@@ -33,6 +32,7 @@ import weakref
 from typing import Any
 
 from shmdask.cluster.address import format_address, parse_address
+from shmdask.start_on_await import StartOnAwait
 
 START_TIMEOUT = 60.0  # seconds a worker may take to appear at its scheduler
 
@@ -47,7 +47,7 @@ class _Done:
         return None
 
 
-class _Server:
+class _Server(StartOnAwait):
     """Start on await / enter, stop on exit; see the module docstring."""
 
     status = "created"
@@ -58,18 +58,11 @@ class _Server:
     def close(self) -> _Done:
         raise NotImplementedError
 
-    async def _start_async(self) -> _Server:
-        await asyncio.get_running_loop().run_in_executor(None, self.start)
-        return self
+    def _start(self) -> _Server:
+        return self.start()
 
-    def __await__(self):
-        return self._start_async().__await__()
-
-    async def __aenter__(self) -> _Server:
-        return await self._start_async()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+    def _close(self) -> _Done:
+        return self.close()
 
     def __enter__(self) -> _Server:
         return self.start()
