@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shmdask.scheduler.engine import DataStore, Engine, TaskResult, WorkerHandle
+from shmdask.scheduler.engine import Engine
+from shmdask.scheduler.interfaces import DataStore, TaskResult, WorkerHandle
 
 
 class SizedStore(DataStore):

@@ -5,7 +5,7 @@ Both are transports of :class:`~shmdask.scheduler.engine.Engine`: a
 time from its queue (so one batch is shared by all of them);
 :class:`SyncWorker` runs a batch at once inside ``run`` (so the loop, the
 tasks and the caller share one thread, which is what ``pdb`` users want).
-Values are live Python objects (:class:`~shmdask.scheduler.engine.LocalStore`).
+Values are live Python objects (:class:`~shmdask.scheduler.interfaces.LocalStore`).
 
 ``get_local`` is the one-shot path behind ``compute(scheduler="threads")``::
 
@@ -35,13 +35,9 @@ from typing import Any
 import psutil
 
 from shmdask.graph import execute_task
-from shmdask.scheduler.engine import (
-    Engine,
-    PieceSubmitter,
-    TaskResult,
-    TaskSpec,
-    WorkerHandle,
-)
+from shmdask.scheduler.engine import Engine
+from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.pieces import PieceSubmitter
 from shmdask.scheduler.records import task_record
 from shmdask.scheduler.state import as_task_error
 from shmdask.units import format_bytes
