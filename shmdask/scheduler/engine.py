@@ -17,6 +17,8 @@ transports of the same loop::
                                      └─ listeners(key, status, exception) are called
                                         on the loop thread when a wanted key finishes
 
+The interfaces live in :mod:`shmdask.scheduler.interfaces`:
+
 - **WorkerHandle** (one per worker, or per thread of the threads backend)
   sends a batch of :class:`TaskSpec` and later posts events to the inbox.
 - **DataStore** is the data plane: values in ``Engine.data`` are opaque to the
@@ -35,9 +37,9 @@ work for its threads, and only then the queued batches.
 Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
 ``priority`` and ``retries`` are the state's) arrive with a graph as
 ``annotations``.  A task restricted to workers or resources is passed over by
-workers that do not match; one no present worker could ever run waits in
-``no_worker`` until a worker joins.  Resource amounts are held per worker
-while a task is in flight, as dask does.
+workers that do not match, or set aside until a worker joins or resources
+are given back (:mod:`shmdask.scheduler.placement`).  Resource amounts are
+held per worker while a task is in flight, as dask does.
 
 Listeners are called on the loop thread, each call isolated: one that raises
 is logged and the others, and the rest of the batch, go on.
@@ -68,6 +70,7 @@ from shmdask.scheduler.interfaces import (
     TaskSpec,
     WorkerHandle,
 )
+from shmdask.scheduler.placement import Placement
 from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
@@ -110,9 +113,7 @@ class Engine:
         self._mean_duration = self.target_batch
         self._measured = False
         self.tasks_done = 0
-        self.no_worker: list = []  # tasks no present worker may run (TaskState)
-        self._held: dict = {}  # key -> (worker id, resources) while in flight
-        self._resources_used: dict[str, dict] = {}  # worker id -> amounts in use
+        self.placement = Placement()  # workers= and resources= of annotated tasks
         self._last_graph = float("-inf")  # monotonic time of the last graph
 
     # -- called from any thread ------------------------------------------------
@@ -243,9 +244,7 @@ class Engine:
             worker = event[1]
             self.workers[worker.id] = worker
             self.in_flight.setdefault(worker.id, set())
-            parked, self.no_worker = self.no_worker, []
-            for ts in parked:  # the newcomer may be the one they wait for
-                self.state.requeue(ts)
+            self._requeue(self.placement.worker_added())  # it may be the one they wait for
         elif kind == "retry":
             self._on_retry(event[1], event[2])
         elif kind == "worker-lost":
@@ -360,7 +359,7 @@ class Engine:
         to_free = []
         released: list = []  # freed once for the whole batch: one message per owner
         duration = 0.0
-        if self._held:
+        if self.placement.held:
             for result in results:
                 self._unhold(result[0])
         for key, value, record in results:
@@ -399,7 +398,7 @@ class Engine:
         if self.where.get(key) != worker_id:
             return
         del self.where[key]
-        if self._held:
+        if self.placement.held:
             self._unhold(key)
         if traceback_text and exc.__cause__ is None:
             exc.__cause__ = RemoteTraceback(traceback_text)
@@ -424,9 +423,9 @@ class Engine:
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
-            if self._held:
+            if self.placement.held:
                 self._unhold(key)
-        self._resources_used.pop(worker_id, None)
+        self._requeue(self.placement.worker_lost(worker_id))
         released: list = []
         _, killed = self.state.worker_lost(keys, reason, released)
         for key in killed:
@@ -522,9 +521,8 @@ class Engine:
                 break
             skip = picky and self._input_bytes(ts) > self.remote_input_limit
             if not skip and ts.annotations is not None:
-                place = self._placement(ts, worker)
-                if place == "nowhere":  # until a worker joins
-                    self.no_worker.append(ts)
+                place = self.placement.place(ts, worker, self.workers)
+                if place == "parked":  # until a worker joins or resources are freed
                     continue
                 skip = place == "elsewhere"
             if skip:
@@ -542,50 +540,13 @@ class Engine:
         if batch:
             worker.run(batch)
 
-    # -- placement: dask's workers= and resources= ---------------------------------
-
-    def _placement(self, ts: Any, worker: WorkerHandle) -> str:
-        """Where ``ts`` may run: "here" on ``worker`` now (its resources are then
-        held there), "elsewhere", or "nowhere" among the present workers."""
-        options = ts.annotations
-        if not options.get("workers") and not options.get("resources"):
-            return "here"
-        if not self._may_run(options, worker):
-            if any(self._may_run(options, w) for w in self.workers.values()):
-                return "elsewhere"
-            return "nowhere"
-        need = options.get("resources")
-        if need:
-            used = self._resources_used.setdefault(worker.id, {})
-            have = worker.resources or {}
-            if any(used.get(r, 0) + n > have.get(r, 0) for r, n in need.items()):
-                return "elsewhere"  # busy: wait for a free slot
-            for r, n in need.items():
-                used[r] = used.get(r, 0) + n
-            self._held[ts.key] = (worker.id, need)
-        return "here"
-
-    @staticmethod
-    def _may_run(options: Mapping, worker: WorkerHandle) -> bool:
-        """Could ``worker`` ever run a task with these options (ignoring load)?"""
-        allowed = options.get("workers")
-        if allowed and not options.get("allow_other_workers"):
-            names = {worker.id, str(getattr(worker, "name", worker.id)), worker.host}
-            if names.isdisjoint(allowed):
-                return False
-        need = options.get("resources")
-        if need:
-            have = worker.resources or {}
-            return all(have.get(r, 0) >= n for r, n in need.items())
-        return True
-
     def _unhold(self, key: Any) -> None:
-        held = self._held.pop(key, None)
-        if held is not None:
-            used = self._resources_used.get(held[0])
-            if used is not None:
-                for r, n in held[1].items():
-                    used[r] -= n
+        """Give back the resources ``key`` held; tasks waiting for them may run."""
+        self._requeue(self.placement.release(key))
+
+    def _requeue(self, tasks: list) -> None:
+        for ts in tasks:
+            self.state.requeue(ts)
 
     def reset(self) -> None:
         """Forget every task and free all data (``client.restart``); on the loop."""
@@ -593,9 +554,7 @@ class Engine:
         self.data.clear()
         self._cancel_listeners()
         self.state = SchedulerState(self.state.max_worker_deaths)
-        self.no_worker.clear()
-        self._held.clear()
-        self._resources_used.clear()
+        self.placement.clear()
         self.where.clear()  # answers still in flight are now stale and get freed
         for keys in self.in_flight.values():
             keys.clear()
