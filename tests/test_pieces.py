@@ -138,3 +138,13 @@ def test_a_cycle_found_half_way_is_an_error_and_leaves_nothing(scheduler, client
     dsk["out"] = (sum, [*(("x", i) for i in range(50)), "a"])
     with pytest.raises(CycleError):
         shmdask.get(dsk, "out", scheduler=client if scheduler == "client" else scheduler)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_get_local_takes_pieces_without_a_progress_bar(sync):
+    from shmdask.graph import order_pieces
+    from shmdask.scheduler.local import get_local
+
+    dsk = {"a": 1, "b": (inc, "a"), "c": (add, "a", "b")}
+    pieces = order_pieces(dsk, ["c"])
+    assert get_local({}, {}, ["c"], None, sync=sync, pieces=pieces) == {"c": 3}

@@ -317,6 +317,9 @@ class _NoProgress:
     def start(self, total: int) -> None:
         pass
 
+    def update(self, done: int, total: int | None = None) -> None:
+        pass
+
     def advance(self, n: int) -> None:
         pass
 
@@ -361,8 +364,14 @@ def get_local(
         engine.submit(dsk, dependencies, keys, priorities, waiter)
         bar.start(len(dsk))
     else:
-        feed = _PieceFeeder(engine, pieces, keys, waiter, bar)
+        submitter = PieceSubmitter(engine, pieces, keys, waiter)
         bar.start(0)
+
+        def feed() -> bool:  # one piece per loop step; the bar's total grows with them
+            more = submitter.submit_next()
+            if more:
+                bar.update(engine.tasks_done, submitter.total)
+            return more
     try:
         engine.run_until(waiter.done, feed=feed)
     except BaseException:  # Ctrl-C: stop running tasks too
@@ -379,22 +388,6 @@ def get_local(
     if waiter.error is not None:
         raise waiter.error[1]
     return {k: engine.data[k] for k in keys}
-
-
-class _PieceFeeder:
-    """Hands a graph's pieces to an engine running in this thread, one per step."""
-
-    def __init__(self, engine: Engine, pieces: Iterable[tuple], keys: list, listener: Any,
-                 bar: Any):
-        self.submitter = PieceSubmitter(engine, pieces, keys, listener)
-        self.bar = bar
-
-    def __call__(self) -> bool:
-        """Submit the next piece; False once there is none left."""
-        more = self.submitter.submit_next()
-        if more:
-            self.bar.update(self.submitter.engine.tasks_done, self.submitter.total)
-        return more
 
 
 def _stop(workers: list, interrupt: bool, wait: float) -> None:
