@@ -17,14 +17,9 @@ transports of the same loop::
                                      └─ listeners(key, status, exception) are called
                                         on the loop thread when a wanted key finishes
 
-The interfaces live in :mod:`shmdask.scheduler.interfaces`:
-
-- **WorkerHandle** (one per worker, or per thread of the threads backend)
-  sends a batch of :class:`TaskSpec` and later posts events to the inbox.
-- **DataStore** is the data plane: values in ``Engine.data`` are opaque to the
-  loop (live objects for threads, serialized shared-memory references for
-  processes); the store turns them into user objects, stores scattered data
-  and frees released keys.
+A **WorkerHandle** per worker and a **DataStore** for the values are the two
+interfaces (:mod:`shmdask.scheduler.interfaces`); values in ``Engine.data``
+are opaque to the loop.
 
 Batching policy.  Each worker is kept fed with roughly ``target_batch``
 seconds of work per thread (estimated from the running mean task duration),

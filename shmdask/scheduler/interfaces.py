@@ -4,6 +4,14 @@ A transport (threads, local worker processes, remote workers over TCP) gives
 the engine a :class:`WorkerHandle` per worker and a :class:`DataStore` for
 the values; the engine hands a handle batches of :class:`TaskSpec` and the
 handle posts back :class:`TaskResult` (or an error) to the engine's inbox.
+
+- **WorkerHandle** (one per worker, or per thread of the threads backend)
+  sends a batch of :class:`TaskSpec` and later posts events to the inbox.
+- **DataStore** is the data plane: values in ``Engine.data`` are opaque to the
+  loop (live objects for threads, serialized shared-memory references for
+  processes); the store turns them into user objects, stores scattered data
+  and frees released keys.
+
 Kept apart from the loop (:mod:`shmdask.scheduler.engine`) so a transport
 imports only what it implements, not the loop that drives it.
 """
