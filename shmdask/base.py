@@ -209,6 +209,22 @@ def _held_futures(keys: list) -> dict:
     return found
 
 
+def _add_held_futures(dsk: dict, deps: dict, missing: list) -> None:
+    """Complete a culled graph (or piece) for a scheduler that holds no data of
+    its own: refuse data another scheduler holds, and add the Futures of open
+    Clients for the ``missing`` keys it names by reference only."""
+    foreign = [k for k, v in dsk.items() if is_held_elsewhere(k, v)]
+    if foreign:
+        raise TypeError(
+            f"the task graph holds a {type(dsk[foreign[0]]).__name__} for key "
+            f"{foreign[0]!r}: its data lives on another scheduler (a dask.distributed "
+            "cluster?); compute this collection with that scheduler's Client")
+    if missing:  # keys named by reference only: data held by Futures
+        held = _held_futures(missing)
+        dsk.update(held)
+        deps.update((k, set()) for k in held)
+
+
 # -- graph preparation --------------------------------------------------------
 
 
@@ -225,16 +241,7 @@ def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True,
     missing: list = []
     dsk, deps = cull(dsk, keys, missing=missing)
     if not external_data:
-        foreign = [k for k, v in dsk.items() if is_held_elsewhere(k, v)]
-        if foreign:
-            raise TypeError(
-                f"the task graph holds a {type(dsk[foreign[0]]).__name__} for key "
-                f"{foreign[0]!r}: its data lives on another scheduler (a dask.distributed "
-                "cluster?); compute this collection with that scheduler's Client")
-        if missing:  # keys named by reference only: data held by Futures
-            held = _held_futures(missing)
-            dsk.update(held)
-            deps.update((k, set()) for k in held)
+        _add_held_futures(dsk, deps, missing)
     topo = toposort(dsk, deps)  # one pass finds cycles and serves the rest
     if optimize:
         dsk, deps = fuse_linear(dsk, keys, deps, topo)
@@ -284,20 +291,28 @@ def run_graph(sched: Any, dsk: Mapping, keys: list, optimize: bool = True,
     if (len(dsk) >= STREAM_MIN_TASKS and hasattr(sched, "run_graph_pieces")
             and not external):
         check_keys(dsk, keys)
-        return sched.run_graph_pieces(_gc_paused_pieces(order_pieces(dsk, keys)), keys,
-                                      **on_views)
+        return sched.run_graph_pieces(_streamed_pieces(dsk, keys), keys, **on_views)
     with gc_paused(len(dsk)):
         prepared, deps, prio = prepare_graph(dsk, keys, optimize, external)
     return sched.run_graph(prepared, deps, keys, prio, **on_views)
 
 
-def _gc_paused_pieces(pieces: Any) -> Any:
-    """Each piece made with the garbage collector paused (see ``gc_pause``)."""
+def _streamed_pieces(dsk: Mapping, keys: list) -> Any:
+    """:func:`order_pieces`, each piece made with the garbage collector paused
+    (see ``gc_pause``) and completed as ``prepare_graph`` completes a whole
+    graph: the persisted data it names by reference comes in as Futures."""
+    missing: list = []
+    pieces = order_pieces(dsk, keys, missing=missing)
     while True:
         with gc_paused():
             piece = next(pieces, None)
         if piece is None:
             return
+        graph, deps, prio = piece
+        _add_held_futures(graph, deps, missing)
+        for k in missing:
+            prio[k] = -1  # data: before the piece's first task
+        missing.clear()
         yield piece
 
 

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shmdask.scheduler.engine import PieceSubmitter
+from shmdask.scheduler.pieces import PieceSubmitter
 from shmdask.scheduler.records import TaskStream
 
 Listener = Callable[[Any, str, BaseException | None], None]

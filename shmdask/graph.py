@@ -481,8 +481,8 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
     return priority
 
 
-def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000,
-                 largest: int = 50_000) -> Iterator[tuple[dict, dict, dict]]:
+def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000, largest: int = 50_000,
+                 missing: list | None = None) -> Iterator[tuple[dict, dict, dict]]:
     """Cull, find dependencies and order in one depth-first pass, in pieces.
 
     Yields ``(graph, dependencies, priorities)`` pieces in run order: a key
@@ -494,13 +494,16 @@ def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000,
     before the next starts, as with :func:`order`.  Unlike ``prepare_graph``
     there is no linear fusion and no smallest-subtree-first tie-break, which
     both need the whole graph before the first key can be given out.
-    Raises :class:`CycleError`; ``keys`` must be keys of ``dsk``.
+    Raises :class:`CycleError`; ``keys`` must be keys of ``dsk``.  A dependency
+    the graph lacks is what it is to :func:`cull`: a KeyError, or appended to
+    ``missing`` (before the piece that needs it is yielded) when a list is given.
     """
     done: set = set()
     path: dict = {}  # keys expanded and not yet given out: the current DFS path
     graph: dict = {}
     deps: dict = {}
     prio: dict = {}
+    absent: set = set()  # missing keys already reported
     counter = 0
     size = first
     stack: list = [(k, None) for k in reversed(list(keys))]
@@ -513,12 +516,21 @@ def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000,
             if key in path:
                 cycle = list(path)
                 raise CycleError(cycle[cycle.index(key):])
-            ds = find_keys(dsk[key], dsk)
+            v = dsk[key]
+            ds = set() if is_held_elsewhere(key, v) else find_keys(v, dsk)
             path[key] = True
             push((key, ds))
             for d in ds:
-                if d not in done:
+                if d in done or d in absent:
+                    continue
+                if d in dsk:
                     push((d, None))
+                elif missing is None:
+                    raise KeyError(f"task {key!r} depends on key {d!r}, which is not in "
+                                   "the task graph")
+                else:
+                    absent.add(d)
+                    missing.append(d)
             continue
         del path[key]  # every dependency is given out: give this key out
         done.add(key)

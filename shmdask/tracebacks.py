@@ -3,7 +3,7 @@ worker processes.
 
 In: a task's exception.  A thread's task brings its real traceback; a worker
 process's brings the traceback's *text* (``__cause__``, a
-:class:`shmdask.scheduler.engine.RemoteTraceback`), since frames cannot cross
+:class:`shmdask.scheduler.interfaces.RemoteTraceback`), since frames cannot cross
 processes.  Out: a traceback object starting at the task's own code, so
 ``traceback.format_tb`` / ``print_tb`` show the task's files, lines and
 functions (and the source lines, read from the same files on this machine).
@@ -29,7 +29,7 @@ def traceback_of(exc: BaseException | None) -> types.TracebackType | None:
 
     A task run by a thread has a real traceback; one run in a worker process
     comes back with the traceback's text (as ``__cause__``, see
-    :class:`shmdask.scheduler.engine.RemoteTraceback`), from which the frames
+    :class:`shmdask.scheduler.interfaces.RemoteTraceback`), from which the frames
     are rebuilt, so ``traceback.format_tb`` shows the task's files and lines.
     """
     if exc is None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shmdask.scheduler.engine import DataStore, Engine, TaskResult, WorkerHandle
+from shmdask.scheduler.engine import Engine
+from shmdask.scheduler.interfaces import DataStore, TaskResult, WorkerHandle
 
 
 class SizedStore(DataStore):
@@ -199,3 +200,34 @@ def test_long_tasks_go_one_per_thread_plus_one_queued():
     _submit(engine, 10)
     assert [len(m) for m in a.messages] == [1, 1] and [len(m) for m in b.messages] == [1, 1]
     assert len(engine.in_flight["w0"]) == 2
+
+
+def test_tasks_waiting_for_a_busy_resource_are_set_aside_until_it_is_free():
+    engine, (a, b) = _holding_engine()
+    a.resources, b.resources = {"GPU": 1}, {}
+    dsk = {f"g-{i}": (int,) for i in range(50)}
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), {k: i for i, k in enumerate(dsk)},
+                  annotations={"resources": {"GPU": 1}})
+    engine._step(block=True, timeout=1)
+    assert a.messages == [["g-0"]] and b.messages == []
+    # the other 49 wait beside the queue, not in it: dispatches do not scan them
+    assert len(engine.placement.no_slot) == 49 and not engine.state.has_ready()
+    engine.post(("done", "w0", [TaskResult("g-0", ("g-0", 1), {"start": 0.0, "stop": 0.1})]))
+    engine._step(block=True, timeout=1)
+    assert a.messages == [["g-0"], ["g-1"]] and b.messages == []
+    assert len(engine.placement.no_slot) == 48
+    assert engine.placement.used == {"w0": {"GPU": 1}}
+
+
+def test_a_resource_task_goes_to_the_worker_with_a_free_slot():
+    engine, (a, b) = _holding_engine()
+    a.resources, b.resources = {"GPU": 1}, {"GPU": 1}
+    dsk = {f"g-{i}": (int,) for i in range(3)}
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), {k: i for i, k in enumerate(dsk)},
+                  annotations={"resources": {"GPU": 1}})
+    engine._step(block=True, timeout=1)
+    assert sorted(a.messages + b.messages) == [["g-0"], ["g-1"]]
+    assert [ts.key for ts in engine.placement.no_slot] == ["g-2"]
+    engine.post(("worker-lost", "w1", "test"))  # its slot is gone; g-1 runs again
+    engine._step(block=True, timeout=1)
+    assert sorted(ts.key for ts in engine.placement.no_slot) == ["g-1", "g-2"]

@@ -372,6 +372,22 @@ def test_order_pieces_find_cycles():
     assert sorted(info.value.cycle) == ["a", "b", "c"]
 
 
+def test_order_pieces_report_keys_the_graph_only_refers_to_as_cull_does():
+    spec = pytest.importorskip("dask._task_spec")
+    dsk = {"a": (inc, 1), "b": spec.Task("b", add, spec.TaskRef("a"), spec.TaskRef("held")),
+           "out": spec.Task("out", inc, spec.TaskRef("b"))}
+    with pytest.raises(KeyError, match="'held'"):
+        list(order_pieces(dsk, ["out"]))
+    missing: list = []
+    deps = {}
+    for graph, piece_deps, _ in order_pieces(dsk, ["out"], first=1, missing=missing):
+        if "b" in graph:  # reported by the time the piece that needs it goes out
+            assert missing == ["held"]
+        deps.update(piece_deps)
+    assert missing == ["held"]  # once
+    assert deps == cull(dsk, ["out"], missing=[])[1]
+
+
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(random_dags(), st.data())
 def test_fused_random_graphs_give_same_results(dsk, data):

@@ -18,7 +18,8 @@ import pytest
 
 import shmdask
 from shmdask import config, delayed
-from shmdask.scheduler.engine import Engine, TaskResult, WorkerHandle
+from shmdask.scheduler.engine import Engine
+from shmdask.scheduler.interfaces import TaskResult, WorkerHandle
 from shmdask.scheduler.state import KilledWorker, TaskExit
 
 SCHEDULERS = ["sync", "threads"]

@@ -64,8 +64,8 @@ def pieces(monkeypatch):
     sizes = []
     real = base.order_pieces
 
-    def counting(dsk, keys):
-        for piece in real(dsk, keys, first=8, largest=64):
+    def counting(dsk, keys, **kwargs):
+        for piece in real(dsk, keys, first=8, largest=64, **kwargs):
             sizes.append(len(piece[0]))
             yield piece
 
@@ -108,6 +108,19 @@ def test_pieces_use_persisted_data(client):
     del y
 
 
+@pytest.mark.parametrize("where", ["threads", "client"])
+def test_pieces_of_a_dask_graph_take_the_persisted_keys_it_names(client, where):
+    # dask's graph keeps only references to a persisted array's keys: the
+    # pieces bring their data in as the client's Futures, as a whole graph does
+    dask_array = pytest.importorskip("dask.array")
+    x = dask_array.ones((60, 60), chunks=10)  # past STREAM_MIN_TASKS
+    (px,) = client.persist([x + 1])
+    expected = float((x + 1).T.sum().compute(scheduler="sync"))
+    sched = client if where == "client" else where
+    assert float(shmdask.compute(px.T.sum(), scheduler=sched)[0]) == expected
+    del px
+
+
 def test_a_task_error_in_a_piece_is_raised(client):
     def fail(x):
         raise ValueError("no")
@@ -124,3 +137,13 @@ def test_a_cycle_found_half_way_is_an_error_and_leaves_nothing(scheduler, client
     dsk["out"] = (sum, [*(("x", i) for i in range(50)), "a"])
     with pytest.raises(CycleError):
         shmdask.get(dsk, "out", scheduler=client if scheduler == "client" else scheduler)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_get_local_takes_pieces_without_a_progress_bar(sync):
+    from shmdask.graph import order_pieces
+    from shmdask.scheduler.local import get_local
+
+    dsk = {"a": 1, "b": (inc, "a"), "c": (add, "a", "b")}
+    pieces = order_pieces(dsk, ["c"])
+    assert get_local({}, {}, ["c"], None, sync=sync, pieces=pieces) == {"c": 3}

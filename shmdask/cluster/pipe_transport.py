@@ -40,7 +40,7 @@ from shmdask.cluster.protocol import (
 )
 from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
 from shmdask.cluster.store import ShmStore
-from shmdask.scheduler.engine import TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
 
 log = logging.getLogger("shmdask.cluster")
 

@@ -53,7 +53,7 @@ from shmdask.cluster.spill import (
     remove_files,
     spill_directory,
 )
-from shmdask.scheduler.engine import DataStore
+from shmdask.scheduler.interfaces import DataStore
 
 
 class ShmStore(DataStore):

@@ -12,7 +12,7 @@ What flows where::
 Each session's reader loop runs on its own thread (the one that did its
 handshake); anything malformed from a peer costs that peer its connection,
 never the scheduler.  Values cross through the store's wire hooks
-(:class:`~shmdask.scheduler.engine.DataStore`), so a shared-memory store
+(:class:`~shmdask.scheduler.interfaces.DataStore`), so a shared-memory store
 reads arriving buffers straight into its blocks.
 """
 
@@ -43,7 +43,8 @@ from shmdask.cluster.protocol import (
     loads_message,
 )
 from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
-from shmdask.scheduler.engine import Engine, TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.engine import Engine
+from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
 
 if TYPE_CHECKING:

@@ -17,12 +17,9 @@ transports of the same loop::
                                      └─ listeners(key, status, exception) are called
                                         on the loop thread when a wanted key finishes
 
-- **WorkerHandle** (one per worker, or per thread of the threads backend)
-  sends a batch of :class:`TaskSpec` and later posts events to the inbox.
-- **DataStore** is the data plane: values in ``Engine.data`` are opaque to the
-  loop (live objects for threads, serialized shared-memory references for
-  processes); the store turns them into user objects, stores scattered data
-  and frees released keys.
+A **WorkerHandle** per worker and a **DataStore** for the values are the two
+interfaces (:mod:`shmdask.scheduler.interfaces`); values in ``Engine.data``
+are opaque to the loop.
 
 Batching policy.  Each worker is kept fed with roughly ``target_batch``
 seconds of work per thread (estimated from the running mean task duration),
@@ -35,9 +32,9 @@ work for its threads, and only then the queued batches.
 Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
 ``priority`` and ``retries`` are the state's) arrive with a graph as
 ``annotations``.  A task restricted to workers or resources is passed over by
-workers that do not match; one no present worker could ever run waits in
-``no_worker`` until a worker joins.  Resource amounts are held per worker
-while a task is in flight, as dask does.
+workers that do not match, or set aside until a worker joins or resources
+are given back (:mod:`shmdask.scheduler.placement`).  Resource amounts are
+held per worker while a task is in flight, as dask does.
 
 Listeners are called on the loop thread, each call isolated: one that raises
 is logged and the others, and the rest of the batch, go on.
@@ -54,193 +51,25 @@ import logging
 import queue
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from shmdask import config
 from shmdask.scheduler.gc_pause import gc_paused
+from shmdask.scheduler.interfaces import (
+    DataStore,
+    Listener,
+    LocalStore,
+    RemoteTraceback,
+    TaskResult,
+    TaskSpec,
+    WorkerHandle,
+)
+from shmdask.scheduler.placement import Placement
 from shmdask.scheduler.records import TaskStream
 from shmdask.scheduler.state import SchedulerState
 
 logger = logging.getLogger("shmdask.engine")
-
-
-class TaskSpec(NamedTuple):
-    key: Any
-    computation: Any
-    deps: dict  # dependency key -> stored value
-
-
-class TaskResult(NamedTuple):
-    key: Any
-    value: Any  # stored value
-    record: dict  # task-stream record (shmdask.scheduler.records.task_record)
-
-
-class WorkerHandle(ABC):
-    """The engine's view of one worker.  ``run`` is called on the loop thread."""
-
-    id: str
-    nthreads: int = 1
-    kind: str = "thread"  # "thread" | "local" | "remote"
-    resources: Mapping | None = None  # dask's worker resources: {"GPU": 2, ...}
-    runs_inline: bool = False  # run() executes the tasks before returning: no queue
-
-    @abstractmethod
-    def run(self, tasks: list[TaskSpec]) -> None:
-        """Start these tasks; results come back later as inbox events."""
-
-    def close(self) -> None:  # pragma: no cover - default
-        pass
-
-    # What ``scheduler_info()["workers"]`` says of a worker; transports fill
-    # in what they know.
-    pid: int | None = None
-    host: str = "127.0.0.1"
-    memory_limit: int | None = None
-    processing: Any = ()  # keys sent and not yet answered
-    paused: bool = False  # over its memory budget: no new tasks until it is back under
-
-    def memory_now(self) -> int:
-        """Resident memory of the worker, in bytes (0 when unknown)."""
-        return 0
-
-    def info(self) -> dict:
-        return {
-            "name": getattr(self, "name", self.id),
-            "id": self.id,
-            "pid": self.pid,
-            "host": self.host,
-            "nthreads": self.nthreads,
-            "memory_limit": self.memory_limit,
-            "kind": self.kind,
-            "resources": dict(self.resources or {}),
-            "metrics": {
-                "memory": self.memory_now(),
-                "executing": min(self.nthreads, len(self.processing)),
-                "in_memory": 0,
-            },
-        }
-
-
-class DataStore(ABC):
-    """Where results live.  Values are opaque to the engine.
-
-    The wire hooks (``outgoing``, ``alloc_incoming``, ``free_incoming``,
-    ``incoming``) are how a network transport moves values of this store;
-    the defaults suit a store of live objects, which are pickled as they are.
-    """
-
-    where = "memory"  # where values live, as task-stream records say it
-    threshold = 16 * 1024  # bytes from which a transfer is worth a record
-
-    @abstractmethod
-    def to_user(self, value: Any) -> Any: ...
-
-    @abstractmethod
-    def from_user(self, obj: Any) -> Any: ...
-
-    def to_user_view(self, value: Any) -> Any:
-        """``value`` for a reader that copies what it keeps: read-only views
-        where the store can (valid only while the key is held), else ``to_user``."""
-        return self.to_user(value)
-
-    def release(self, values: list) -> None:
-        pass
-
-    def nbytes(self, value: Any) -> int:
-        return 0
-
-    def outgoing(self, value: Any) -> Any:
-        """``value`` as it leaves for a remote peer."""
-        return value
-
-    def alloc_incoming(self, nbytes: int) -> tuple | None:
-        """A ``(ref, writeable view)`` to read an arriving buffer into, or None."""
-        return None
-
-    def free_incoming(self, refs: list) -> None:
-        """Give back what ``alloc_incoming`` handed out and no value claimed."""
-
-    def incoming(self, value: Any) -> Any:
-        """A value that arrived from a peer (a serialized value with a ``load()``)."""
-        return self.from_user(value.load())
-
-    def close(self) -> None:
-        pass
-
-
-class LocalStore(DataStore):
-    """Live Python objects, for the in-process backends."""
-
-    def to_user(self, value: Any) -> Any:
-        return value
-
-    def from_user(self, obj: Any) -> Any:
-        return obj
-
-
-Listener = Callable[[Any, str, BaseException | None], None]
-
-
-class PieceSubmitter:
-    """Adds a graph given in run-order pieces (:func:`shmdask.graph.order_pieces`)
-    to an engine, one piece per :meth:`submit_next`.
-
-    Each piece's keys are held (wanted without a listener) until the last
-    piece is in, since a later piece may still need them; the wanted keys get
-    ``listener`` in the piece that brings them.  Wanted keys no piece brought
-    are submitted at the end, so the engine reports them unknown."""
-
-    def __init__(self, engine: Engine, pieces: Iterable[tuple], wanted: Iterable,
-                 listener: Listener | None):
-        self.engine = engine
-        self.pieces = iter(pieces)
-        self.wanted = list(wanted)
-        self.wanted_left = set(self.wanted)
-        self.listener = listener
-        self.held: list = []
-        self.total = 0
-
-    def submit_next(self) -> bool:
-        """Submit the next piece; False (and the holds let go of) when none is left."""
-        piece = next(self.pieces, None)
-        engine = self.engine
-        if piece is None:
-            if self.held:
-                engine.unwant(self.held)
-                self.held = []
-            if self.wanted_left:
-                engine.submit({}, {}, list(self.wanted_left), None, self.listener)
-                self.wanted_left = set()
-            return False
-        graph, dependencies, priorities = piece
-        keys = list(graph)
-        want = [k for k in keys if k in self.wanted_left]
-        self.wanted_left.difference_update(want)
-        engine.submit(graph, dependencies, want, priorities, self.listener, hold=keys)
-        self.held.extend(keys)
-        self.total += len(keys)
-        return True
-
-    def abort(self) -> None:
-        """Let go of everything sent so far (the walk failed half-way, e.g. a cycle)."""
-        sent = [k for k in self.wanted if k not in self.wanted_left]
-        self.engine.unwant([*self.held, *sent])
-        self.held = []
-        self.wanted_left = set()
-
-
-class RemoteTraceback(Exception):
-    """Carries the traceback text of a task that failed in another process."""
-
-    def __init__(self, text: str):
-        self.text = text
-        super().__init__(text)
-
-    def __str__(self) -> str:
-        return "\n\n" + self.text
 
 
 class Engine:
@@ -279,9 +108,7 @@ class Engine:
         self._mean_duration = self.target_batch
         self._measured = False
         self.tasks_done = 0
-        self.no_worker: list = []  # tasks no present worker may run (TaskState)
-        self._held: dict = {}  # key -> (worker id, resources) while in flight
-        self._resources_used: dict[str, dict] = {}  # worker id -> amounts in use
+        self.placement = Placement()  # workers= and resources= of annotated tasks
         self._last_graph = float("-inf")  # monotonic time of the last graph
 
     # -- called from any thread ------------------------------------------------
@@ -412,9 +239,7 @@ class Engine:
             worker = event[1]
             self.workers[worker.id] = worker
             self.in_flight.setdefault(worker.id, set())
-            parked, self.no_worker = self.no_worker, []
-            for ts in parked:  # the newcomer may be the one they wait for
-                self.state.requeue(ts)
+            self._requeue(self.placement.worker_added())  # it may be the one they wait for
         elif kind == "retry":
             self._on_retry(event[1], event[2])
         elif kind == "worker-lost":
@@ -529,7 +354,7 @@ class Engine:
         to_free = []
         released: list = []  # freed once for the whole batch: one message per owner
         duration = 0.0
-        if self._held:
+        if self.placement.held:
             for result in results:
                 self._unhold(result[0])
         for key, value, record in results:
@@ -568,7 +393,7 @@ class Engine:
         if self.where.get(key) != worker_id:
             return
         del self.where[key]
-        if self._held:
+        if self.placement.held:
             self._unhold(key)
         if traceback_text and exc.__cause__ is None:
             exc.__cause__ = RemoteTraceback(traceback_text)
@@ -593,9 +418,9 @@ class Engine:
         keys = self.in_flight.pop(worker_id, set())
         for key in keys:
             self.where.pop(key, None)
-            if self._held:
+            if self.placement.held:
                 self._unhold(key)
-        self._resources_used.pop(worker_id, None)
+        self._requeue(self.placement.worker_lost(worker_id))
         released: list = []
         _, killed = self.state.worker_lost(keys, reason, released)
         for key in killed:
@@ -691,9 +516,8 @@ class Engine:
                 break
             skip = picky and self._input_bytes(ts) > self.remote_input_limit
             if not skip and ts.annotations is not None:
-                place = self._placement(ts, worker)
-                if place == "nowhere":  # until a worker joins
-                    self.no_worker.append(ts)
+                place = self.placement.place(ts, worker, self.workers)
+                if place == "parked":  # until a worker joins or resources are freed
                     continue
                 skip = place == "elsewhere"
             if skip:
@@ -711,50 +535,13 @@ class Engine:
         if batch:
             worker.run(batch)
 
-    # -- placement: dask's workers= and resources= ---------------------------------
-
-    def _placement(self, ts: Any, worker: WorkerHandle) -> str:
-        """Where ``ts`` may run: "here" on ``worker`` now (its resources are then
-        held there), "elsewhere", or "nowhere" among the present workers."""
-        options = ts.annotations
-        if not options.get("workers") and not options.get("resources"):
-            return "here"
-        if not self._may_run(options, worker):
-            if any(self._may_run(options, w) for w in self.workers.values()):
-                return "elsewhere"
-            return "nowhere"
-        need = options.get("resources")
-        if need:
-            used = self._resources_used.setdefault(worker.id, {})
-            have = worker.resources or {}
-            if any(used.get(r, 0) + n > have.get(r, 0) for r, n in need.items()):
-                return "elsewhere"  # busy: wait for a free slot
-            for r, n in need.items():
-                used[r] = used.get(r, 0) + n
-            self._held[ts.key] = (worker.id, need)
-        return "here"
-
-    @staticmethod
-    def _may_run(options: Mapping, worker: WorkerHandle) -> bool:
-        """Could ``worker`` ever run a task with these options (ignoring load)?"""
-        allowed = options.get("workers")
-        if allowed and not options.get("allow_other_workers"):
-            names = {worker.id, str(getattr(worker, "name", worker.id)), worker.host}
-            if names.isdisjoint(allowed):
-                return False
-        need = options.get("resources")
-        if need:
-            have = worker.resources or {}
-            return all(have.get(r, 0) >= n for r, n in need.items())
-        return True
-
     def _unhold(self, key: Any) -> None:
-        held = self._held.pop(key, None)
-        if held is not None:
-            used = self._resources_used.get(held[0])
-            if used is not None:
-                for r, n in held[1].items():
-                    used[r] -= n
+        """Give back the resources ``key`` held; tasks waiting for them may run."""
+        self._requeue(self.placement.release(key))
+
+    def _requeue(self, tasks: list) -> None:
+        for ts in tasks:
+            self.state.requeue(ts)
 
     def reset(self) -> None:
         """Forget every task and free all data (``client.restart``); on the loop."""
@@ -762,9 +549,7 @@ class Engine:
         self.data.clear()
         self._cancel_listeners()
         self.state = SchedulerState(self.state.max_worker_deaths)
-        self.no_worker.clear()
-        self._held.clear()
-        self._resources_used.clear()
+        self.placement.clear()
         self.where.clear()  # answers still in flight are now stale and get freed
         for keys in self.in_flight.values():
             keys.clear()

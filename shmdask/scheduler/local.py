@@ -5,7 +5,7 @@ Both are transports of :class:`~shmdask.scheduler.engine.Engine`: a
 time from its queue (so one batch is shared by all of them);
 :class:`SyncWorker` runs a batch at once inside ``run`` (so the loop, the
 tasks and the caller share one thread, which is what ``pdb`` users want).
-Values are live Python objects (:class:`~shmdask.scheduler.engine.LocalStore`).
+Values are live Python objects (:class:`~shmdask.scheduler.interfaces.LocalStore`).
 
 ``get_local`` is the one-shot path behind ``compute(scheduler="threads")``::
 
@@ -35,13 +35,9 @@ from typing import Any
 import psutil
 
 from shmdask.graph import execute_task
-from shmdask.scheduler.engine import (
-    Engine,
-    PieceSubmitter,
-    TaskResult,
-    TaskSpec,
-    WorkerHandle,
-)
+from shmdask.scheduler.engine import Engine
+from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.pieces import PieceSubmitter
 from shmdask.scheduler.records import task_record
 from shmdask.scheduler.state import as_task_error
 from shmdask.units import format_bytes
@@ -321,6 +317,9 @@ class _NoProgress:
     def start(self, total: int) -> None:
         pass
 
+    def update(self, done: int, total: int | None = None) -> None:
+        pass
+
     def advance(self, n: int) -> None:
         pass
 
@@ -365,8 +364,14 @@ def get_local(
         engine.submit(dsk, dependencies, keys, priorities, waiter)
         bar.start(len(dsk))
     else:
-        feed = _PieceFeeder(engine, pieces, keys, waiter, bar)
+        submitter = PieceSubmitter(engine, pieces, keys, waiter)
         bar.start(0)
+
+        def feed() -> bool:  # one piece per loop step; the bar's total grows with them
+            more = submitter.submit_next()
+            if more:
+                bar.update(engine.tasks_done, submitter.total)
+            return more
     try:
         engine.run_until(waiter.done, feed=feed)
     except BaseException:  # Ctrl-C: stop running tasks too
@@ -383,22 +388,6 @@ def get_local(
     if waiter.error is not None:
         raise waiter.error[1]
     return {k: engine.data[k] for k in keys}
-
-
-class _PieceFeeder:
-    """Hands a graph's pieces to an engine running in this thread, one per step."""
-
-    def __init__(self, engine: Engine, pieces: Iterable[tuple], keys: list, listener: Any,
-                 bar: Any):
-        self.submitter = PieceSubmitter(engine, pieces, keys, listener)
-        self.bar = bar
-
-    def __call__(self) -> bool:
-        """Submit the next piece; False once there is none left."""
-        more = self.submitter.submit_next()
-        if more:
-            self.bar.update(self.submitter.engine.tasks_done, self.submitter.total)
-        return more
 
 
 def _stop(workers: list, interrupt: bool, wait: float) -> None:
