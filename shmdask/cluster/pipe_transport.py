@@ -73,11 +73,9 @@ class ProcessWorkerHandle(WorkerHandle):
         self.closing = False
         self.lost_reason: str | None = None
         self._send_lock = threading.Lock()
-        self._replies: list = []
-        self._reply_ready = threading.Condition()
         self._ps = psutil.Process(proc.pid)
         self._reader: threading.Thread | None = None
-        self._calls = Requests()  # client.run calls waiting for this worker
+        self._calls = Requests()  # stats and client.run calls waiting for this worker
         # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
         self.on_ask: Any = None
         self._store: ShmStore | None = None
@@ -135,14 +133,16 @@ class ProcessWorkerHandle(WorkerHandle):
 
     def stats(self, timeout: float = 10) -> dict:
         """Counters from the worker process (for tests and diagnostics)."""
-        with self._reply_ready:
-            self._replies.clear()
-        if not self._send(encode_message(("stats",))):
-            raise RuntimeError(f"worker {self.id} is gone")
-        with self._reply_ready:
-            if not self._reply_ready.wait_for(lambda: self._replies, timeout):
-                raise TimeoutError(f"worker {self.id} did not answer")
-            return self._replies.pop()
+        gone = RuntimeError(f"worker {self.id} is gone")
+
+        def send(req: int) -> None:
+            if not self._send(encode_message(("stats", req))):
+                self._calls.answer(req, gone)
+
+        stats = self._calls.ask(send, timeout, f"stats of worker {self.id}")
+        if not isinstance(stats, dict):
+            raise gone
+        return stats
 
     def call_function(self, fn: Any, args: tuple = (), kwargs: dict | None = None,
                       timeout: float | None = None) -> tuple[bool, Any]:
@@ -217,9 +217,7 @@ class ProcessWorkerHandle(WorkerHandle):
         elif op == "unlinked":
             store.segments_unlinked(self.id, header[1])
         elif op == "stats":
-            with self._reply_ready:
-                self._replies.append(header[1])
-                self._reply_ready.notify_all()
+            self._calls.answer(header[2], header[1])
         elif op in ("secede", "rejoin"):
             post((op, self.id, header[1]))
         elif op == "function-result":

@@ -10,7 +10,7 @@ In (header, body)::
     ("run", keys), [(key, computation, {dep_key: Stored}), ...]  tasks, priority order
     ("free", [block, ...])       the scheduler released keys whose blocks we own
     ("forget", [segment, ...])   segments unlinked elsewhere: drop our mappings
-    ("stats",)                   counters, for tests and diagnostics
+    ("stats", [req])             counters, for tests and diagnostics
     ("answer", req, ok, value)   the cluster's answer to one of our "ask"s
     ("run-function", req), (fn, args, kwargs)   ``client.run``: call it on a thread
 
@@ -20,7 +20,7 @@ Out (header, body)::
     ("results", unlinked), [entry, ...]    entry: ("done", key, Stored, record) or
                                            ("erred", key, pickled exc, traceback, record)
     ("unlinked", [segment, ...])           after a free gave memory back
-    ("stats", {...})
+    ("stats", {...}, [req])                the counters, with the request's number
     ("secede", key) / ("rejoin", key)      a task left (came back to) the thread pool
     ("ask", req, what, args)               a task needs the cluster (e.g. its address)
     ("function-result", req, ok), value    what a "run-function" returned (or raised)
@@ -219,7 +219,7 @@ class Worker:
             elif op == "forget":
                 self.mappings.forget(header[1])
             elif op == "stats":
-                self.send(("stats", self.stats()))
+                self.send(("stats", self.stats(), *header[1:]))
             elif op == "close":
                 return
             elif not self.handle_request(op, header, body):
