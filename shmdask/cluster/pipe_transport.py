@@ -34,11 +34,13 @@ import psutil
 from shmdask.cluster.protocol import (
     ConnectionState,
     decode_message,
+    dumps_call,
+    encode_frames,
     encode_message,
     load_exception,
     loads_message,
 )
-from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
+from shmdask.cluster.requests import Requests, answer_ask, function_result
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.engine import TaskResult, TaskSpec, WorkerHandle
 
@@ -149,8 +151,7 @@ class ProcessWorkerHandle(WorkerHandle):
         """Run ``fn(*args, **kwargs)`` in the worker process, beside its tasks
         (``client.run``); returns ``(True, result)`` or ``(False, exception)``."""
         def send(req: int) -> None:
-            if not self._send(encode_message(("run-function", req),
-                                                 dumps_call(fn, args, kwargs))):
+            if not self._send(encode_frames(("run-function", req), dumps_call(fn, args, kwargs))):
                 self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
 
         return self._calls.ask(send, timeout, f"a function run on worker {self.id}")

@@ -52,7 +52,6 @@ import importlib
 import itertools
 import json
 import os
-import pickle
 import queue
 import signal
 import socket
@@ -72,6 +71,7 @@ from shmdask.cluster.protocol import (
     deserialize_value,
     dump_exception,
     encode_message,
+    loads_call,
     loads_message,
     serialize_value,
 )
@@ -242,7 +242,7 @@ class Worker:
     def _run_function(self, req: int, body: list) -> None:
         from shmdask.cluster.worker_calls import call_function
 
-        ok, value = call_function(self, lambda: pickle.loads(loads_message(body)))
+        ok, value = call_function(self, lambda: loads_call(body))
         try:
             # (in a tuple: a body of None would be no body at all)
             self.send(("function-result", req, ok), (value if ok else dump_exception(value),))
