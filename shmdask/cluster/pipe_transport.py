@@ -201,17 +201,16 @@ class ProcessWorkerHandle(WorkerHandle):
             with self._processing_lock:  # one acquisition per message, not per task
                 for entry in entries:
                     processing.pop(entry[1], None)
-            adopt = store.adopt
             for entry in entries:
                 if entry[0] == "done":
                     _, key, stored, record = entry
-                    adopt(stored.detach())
-                    done.append(TaskResult(key, stored, record))
+                    done.append(TaskResult(key, stored.detach(), record))
                 else:
                     _, key, exc_bytes, tb, record = entry
                     exc = load_exception(exc_bytes, tb)
                     errors.append(("erred", self.id, key, exc, tb, record))
             if done:
+                store.adopt_all([result.value for result in done])
                 post(("done", self.id, done))
             for event in errors:
                 post(event)

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask.cluster.protocol import SHM_THRESHOLD, Stored, deserialize_value, serialize_value
@@ -108,28 +108,33 @@ class ShmStore(DataStore):
 
     def adopt(self, stored: Stored) -> None:
         """Count a new value's blocks (called before the engine sees it)."""
+        self.adopt_all((stored,))
+
+    def adopt_all(self, values: Iterable[Stored]) -> None:
+        """:meth:`adopt` for a batch of results, under one acquisition of the lock."""
         with self._lock:
-            if stored.live:
-                return
-            stored.live = True
-            owner = stored.owner
-            self.values_by_owner[owner] += 1
-            in_shm = False
-            for name, _offset, length in stored.blocks:
-                if is_file_block((name,)):
-                    self.spilled_by_owner[owner] += length
+            for stored in values:
+                if stored.live:
                     continue
-                in_shm = True
-                entry = self._segments.get(name)
-                if entry is None:
-                    entry = self._segments[name] = [owner, 0]
-                entry[1] += 1
-                self.managed_by_owner[owner] += length
-            if in_shm:
-                lru = self._lru.get(owner)
-                if lru is None:
-                    lru = self._lru[owner] = OrderedDict()
-                lru[id(stored)] = stored
+                stored.live = True
+                owner = stored.owner
+                self.values_by_owner[owner] += 1
+                in_shm = False
+                for name, _offset, length in stored.blocks:
+                    if is_file_block((name,)):
+                        self.spilled_by_owner[owner] += length
+                        continue
+                    in_shm = True
+                    entry = self._segments.get(name)
+                    if entry is None:
+                        entry = self._segments[name] = [owner, 0]
+                    entry[1] += 1
+                    self.managed_by_owner[owner] += length
+                if in_shm:
+                    lru = self._lru.get(owner)
+                    if lru is None:
+                        lru = self._lru[owner] = OrderedDict()
+                    lru[id(stored)] = stored
 
     def touch(self, values: Any) -> None:
         """These values are being read now: spill them last."""
