@@ -84,20 +84,19 @@ def cluster_workers(cluster_id: str) -> list[int]:
     return pids
 
 
-def end_workers(cluster_id: str, grace: float = TERM_GRACE) -> int:
-    """SIGTERM the cluster's workers, SIGKILL those still there after ``grace``;
-    how many there were.  Each signal goes to a pid just found by its command
-    line, so a recycled pid of another process is never hit."""
-    pids = cluster_workers(cluster_id)
-    for pid in pids:
+def end_workers(cluster_id: str, grace: float = TERM_GRACE) -> None:
+    """SIGTERM the cluster's workers, SIGKILL those still there after ``grace``.
+    Each signal goes to a pid just found by its command line, so a recycled pid
+    of another process is never hit."""
+    for pid in cluster_workers(cluster_id):
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if not cluster_workers(cluster_id):
+            return
         time.sleep(0.05)
-        pids = cluster_workers(cluster_id)
     for pid in cluster_workers(cluster_id):
         _signal(pid, signal.SIGKILL)
-    return len(pids)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -34,11 +34,13 @@ import psutil
 from shmdask.cluster.protocol import (
     ConnectionState,
     decode_message,
+    dumps_call,
+    encode_frames,
     encode_message,
     load_exception,
     loads_message,
 )
-from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
+from shmdask.cluster.requests import Requests, answer_ask, function_result
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
 
@@ -73,11 +75,9 @@ class ProcessWorkerHandle(WorkerHandle):
         self.closing = False
         self.lost_reason: str | None = None
         self._send_lock = threading.Lock()
-        self._replies: list = []
-        self._reply_ready = threading.Condition()
         self._ps = psutil.Process(proc.pid)
         self._reader: threading.Thread | None = None
-        self._calls = Requests()  # client.run calls waiting for this worker
+        self._calls = Requests()  # stats and client.run calls waiting for this worker
         # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
         self.on_ask: Any = None
         self._store: ShmStore | None = None
@@ -135,22 +135,23 @@ class ProcessWorkerHandle(WorkerHandle):
 
     def stats(self, timeout: float = 10) -> dict:
         """Counters from the worker process (for tests and diagnostics)."""
-        with self._reply_ready:
-            self._replies.clear()
-        if not self._send(encode_message(("stats",))):
-            raise RuntimeError(f"worker {self.id} is gone")
-        with self._reply_ready:
-            if not self._reply_ready.wait_for(lambda: self._replies, timeout):
-                raise TimeoutError(f"worker {self.id} did not answer")
-            return self._replies.pop()
+        gone = RuntimeError(f"worker {self.id} is gone")
+
+        def send(req: int) -> None:
+            if not self._send(encode_message(("stats", req))):
+                self._calls.answer(req, gone)
+
+        stats = self._calls.ask(send, timeout, f"stats of worker {self.id}")
+        if not isinstance(stats, dict):
+            raise gone
+        return stats
 
     def call_function(self, fn: Any, args: tuple = (), kwargs: dict | None = None,
                       timeout: float | None = None) -> tuple[bool, Any]:
         """Run ``fn(*args, **kwargs)`` in the worker process, beside its tasks
         (``client.run``); returns ``(True, result)`` or ``(False, exception)``."""
         def send(req: int) -> None:
-            if not self._send(encode_message(("run-function", req),
-                                                 dumps_call(fn, args, kwargs))):
+            if not self._send(encode_frames(("run-function", req), dumps_call(fn, args, kwargs))):
                 self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
 
         return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
@@ -200,26 +201,23 @@ class ProcessWorkerHandle(WorkerHandle):
             with self._processing_lock:  # one acquisition per message, not per task
                 for entry in entries:
                     processing.pop(entry[1], None)
-            adopt = store.adopt
             for entry in entries:
                 if entry[0] == "done":
                     _, key, stored, record = entry
-                    adopt(stored.detach())
-                    done.append(TaskResult(key, stored, record))
+                    done.append(TaskResult(key, stored.detach(), record))
                 else:
                     _, key, exc_bytes, tb, record = entry
                     exc = load_exception(exc_bytes, tb)
                     errors.append(("erred", self.id, key, exc, tb, record))
             if done:
+                store.adopt_all([result.value for result in done])
                 post(("done", self.id, done))
             for event in errors:
                 post(event)
         elif op == "unlinked":
             store.segments_unlinked(self.id, header[1])
         elif op == "stats":
-            with self._reply_ready:
-                self._replies.append(header[1])
-                self._reply_ready.notify_all()
+            self._calls.answer(header[2], header[1])
         elif op in ("secede", "rejoin"):
             post((op, self.id, header[1]))
         elif op == "function-result":

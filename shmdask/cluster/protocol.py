@@ -394,16 +394,30 @@ def loads_message(frames: list, state: ConnectionState | None = None) -> Any:
     return MessageUnpickler(io.BytesIO(frames[1]), state, frames[2:]).load()
 
 
+def dumps_call(fn: Any, args: tuple, kwargs: dict | None) -> list:
+    """A function call for a worker (``client.run``) -> body frames: by value, as
+    task functions travel (a function of the client's ``__main__`` means
+    nothing in a worker's), in one frame that is the body as is."""
+    return [cloudpickle.dumps((fn, args, kwargs or {}), protocol=5)]
+
+
+def loads_call(body: list) -> tuple:
+    """Inverse of :func:`dumps_call` -> ``(fn, args, kwargs)``."""
+    return pickle.loads(body[0])
+
+
+def encode_frames(header: tuple, frames: list) -> bytes:
+    """A message whose body frames are made already (:func:`dumps_call`)."""
+    return join_frames([pickle.dumps(header, protocol=5), *frames])
+
+
 def encode_message(header: tuple, body: Any = None, state: ConnectionState | None = None) -> bytes:
     """One transport message: a small plain-pickled ``header`` (what it is) and an
     optional ``body`` (the payload, functions by token if ``state`` is given).
 
     The two are pickled apart so a receiver can always read the header, and
     knows, say, which task keys to fail when the body cannot be unpickled."""
-    head = pickle.dumps(header, protocol=5)
-    if body is None:
-        return join_frames([head])
-    return join_frames([head, *dumps_message(body, state)])
+    return encode_frames(header, [] if body is None else dumps_message(body, state))
 
 
 def decode_message(data: bytes | memoryview) -> tuple[tuple, list]:

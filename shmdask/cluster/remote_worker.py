@@ -102,7 +102,7 @@ class RemoteWorker(Worker):
             elif op == "ping":
                 self.send(("pong", header[1], time.time(), self._memory()))
             elif op == "stats":
-                self.send(("stats", self.stats()))
+                self.send(("stats", self.stats(), *header[1:]))
             elif op == "close":
                 return "the scheduler closed"
             else:

@@ -7,10 +7,10 @@ thread takes a numbered slot, sends its request with the number, and waits;
 the connection's reader thread fills the slot when the answer with that
 number arrives.  Answers to requests nobody waits for any more are dropped.
 
-Also here, shared by the pipe and TCP transports: how a function call for a
-worker is pickled (:func:`dumps_call`), how its answer is read
-(:func:`function_result`), and what the cluster answers a task's question
-(:func:`answer_ask`).
+Also here, shared by the pipe and TCP transports: how a worker's answer to a
+function call is read (:func:`function_result`; the call itself is pickled by
+:func:`shmdask.cluster.protocol.dumps_call`), and what the cluster answers a
+task's question (:func:`answer_ask`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
-
-import cloudpickle
 
 from shmdask.cluster.protocol import load_exception, loads_message
 
@@ -65,12 +63,6 @@ class Requests:
             slot[0].set()
 
 
-def dumps_call(fn: Any, args: tuple, kwargs: dict | None) -> bytes:
-    """A function call for a worker: by value, as task functions travel (a function
-    of the client's ``__main__`` means nothing in a worker's)."""
-    return cloudpickle.dumps((fn, args, kwargs or {}), protocol=5)
-
-
 def function_result(ok: bool, body: list) -> tuple[bool, Any]:
     """A worker's "function-result" message -> ``(ok, value or exception)``."""
     try:
@@ -90,4 +82,4 @@ def answer_ask(on_ask: Any, header: tuple) -> tuple[bool, Any]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["Requests", "dumps_call", "function_result", "answer_ask"]
+__all__ = ["Requests", "function_result", "answer_ask"]

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask.cluster.protocol import SHM_THRESHOLD, Stored, deserialize_value, serialize_value
@@ -94,8 +94,6 @@ class ShmStore(DataStore):
         self.managed_by_owner: Counter = Counter()  # live bytes in shm, per owner
         self.spilled_by_owner: Counter = Counter()  # live bytes in spill files, per owner
         self._lru: dict[str, OrderedDict] = {}  # owner -> id(value) -> value (shm only)
-        self.shm_bytes = 0
-        self.spilled_bytes = 0
         self.bytes_spilled_total = 0  # moved to disk by spill(), over the store's life
         # What may still read the blocks a spill swapped out: tasks in flight
         # (the cluster points this at the engine's in-flight keys) and fetches.
@@ -110,30 +108,33 @@ class ShmStore(DataStore):
 
     def adopt(self, stored: Stored) -> None:
         """Count a new value's blocks (called before the engine sees it)."""
+        self.adopt_all((stored,))
+
+    def adopt_all(self, values: Iterable[Stored]) -> None:
+        """:meth:`adopt` for a batch of results, under one acquisition of the lock."""
         with self._lock:
-            if stored.live:
-                return
-            stored.live = True
-            owner = stored.owner
-            self.values_by_owner[owner] += 1
-            in_shm = False
-            for name, _offset, length in stored.blocks:
-                if is_file_block((name,)):
-                    self.spilled_by_owner[owner] += length
-                    self.spilled_bytes += length
+            for stored in values:
+                if stored.live:
                     continue
-                in_shm = True
-                entry = self._segments.get(name)
-                if entry is None:
-                    entry = self._segments[name] = [owner, 0]
-                entry[1] += 1
-                self.shm_bytes += length
-                self.managed_by_owner[owner] += length
-            if in_shm:
-                lru = self._lru.get(owner)
-                if lru is None:
-                    lru = self._lru[owner] = OrderedDict()
-                lru[id(stored)] = stored
+                stored.live = True
+                owner = stored.owner
+                self.values_by_owner[owner] += 1
+                in_shm = False
+                for name, _offset, length in stored.blocks:
+                    if is_file_block((name,)):
+                        self.spilled_by_owner[owner] += length
+                        continue
+                    in_shm = True
+                    entry = self._segments.get(name)
+                    if entry is None:
+                        entry = self._segments[name] = [owner, 0]
+                    entry[1] += 1
+                    self.managed_by_owner[owner] += length
+                if in_shm:
+                    lru = self._lru.get(owner)
+                    if lru is None:
+                        lru = self._lru[owner] = OrderedDict()
+                    lru[id(stored)] = stored
 
     def touch(self, values: Any) -> None:
         """These values are being read now: spill them last."""
@@ -176,6 +177,18 @@ class ShmStore(DataStore):
         self.mappings.forget(names)
         for handle in others:
             handle.forget(names)
+
+    @property
+    def shm_bytes(self) -> int:
+        """Live bytes of values in shared memory, all owners."""
+        with self._lock:
+            return sum(self.managed_by_owner.values())
+
+    @property
+    def spilled_bytes(self) -> int:
+        """Live bytes of values in spill files, all owners."""
+        with self._lock:
+            return sum(self.spilled_by_owner.values())
 
     def memory_by_owner(self) -> dict[str, dict]:
         """Per owner (worker id or "client"): live bytes in shm and on disk."""
@@ -240,11 +253,9 @@ class ShmStore(DataStore):
                 for block in value.blocks:
                     if is_file_block(block):
                         self.spilled_by_owner[owner] -= block[2]
-                        self.spilled_bytes -= block[2]
                         if block[0] not in files:
                             files.append(block[0])
                         continue
-                    self.shm_bytes -= block[2]
                     self.managed_by_owner[owner] -= block[2]
                     by_owner.setdefault(owner, []).append(block)
         if files:
@@ -321,9 +332,7 @@ class ShmStore(DataStore):
                     self._swaps += 1
                     n = sum(b[2] for b in shm_blocks)
                     self.managed_by_owner[owner] -= n
-                    self.shm_bytes -= n
                     self.spilled_by_owner[owner] += n
-                    self.spilled_bytes += n
                     self.bytes_spilled_total += n
                     lru.pop(id(victim), None)
                     self._pending_frees.append((self._swaps, self._in_flight_snapshot(),

@@ -16,7 +16,6 @@ remote workers.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import pickle
 import socket
@@ -51,6 +50,7 @@ from shmdask.cluster.protocol import (
     loads_message,
     pickle_any,
 )
+from shmdask.cluster.requests import Requests
 from shmdask.connection import Connection
 
 
@@ -107,9 +107,7 @@ class RemoteConnection(Connection):
         self._unwant_open: list | None = None  # keys of the queued unwant message
         self._listeners: dict[Any, Callable] = {}
         self._retry_listener: Callable | None = None
-        self._replies: dict[int, list] = {}
-        self._reply_cond = threading.Condition()
-        self._req = itertools.count()
+        self._requests = Requests()  # requests waiting for the scheduler's reply
         self._stream: Any = None
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"shmdask-client-{address}")
@@ -179,23 +177,13 @@ class RemoteConnection(Connection):
     # -- requests -----------------------------------------------------------------
 
     def _request(self, op: str, *args: Any, timeout: float | None = None) -> Any:
-        self._check()
-        req = next(self._req)
-        with self._reply_cond:
-            self._replies[req] = []
-        self._post(header_frames((op, req, *args)))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._reply_cond:
-            while not self._replies[req]:
-                if self.lost_reason or self.closed:
-                    self._replies.pop(req, None)
-                    self._check()
-                if deadline is not None and time.monotonic() > deadline:
-                    self._replies.pop(req, None)
-                    raise TimeoutError(f"the scheduler at {self.address} did not answer "
-                                       f"{op!r} within {timeout} s")
-                self._reply_cond.wait(0.1)
-            ok, payload = self._replies.pop(req)[0]
+        def send(req: int) -> None:
+            # Checked after the slot is taken: a loss noted later answers it.
+            self._check()
+            self._post(header_frames((op, req, *args)))
+
+        ok, payload = self._requests.ask(send, timeout,
+                                         f"{op!r} from the scheduler at {self.address}")
         if not ok:
             raise payload
         return payload
@@ -271,10 +259,7 @@ class RemoteConnection(Connection):
                             ok, payload = False, exc
                     else:
                         payload = load_exception(header[3])
-                    with self._reply_cond:
-                        if req in self._replies:
-                            self._replies[req].append((ok, payload))
-                            self._reply_cond.notify_all()
+                    self._requests.answer(req, (ok, payload))
                 elif op == "ping":
                     self.comm.post(header_frames(("pong", header[1], time.time(), 0)))
                 elif op == "close":
@@ -285,14 +270,15 @@ class RemoteConnection(Connection):
                 reason = f"lost the connection to the scheduler at {self.address}: {exc}"
         self.comm.abort()
         if self.closed:
+            self._requests.cancel_all(
+                (False, ConnectionError(f"the connection to {self.address} was closed")))
             return
         self.lost_reason = reason
+        self._requests.cancel_all((False, ConnectionError(reason)))
         with self._lock:
             pending, self._listeners = self._listeners, {}
         for key, listener in pending.items():
             listener(key, "erred", ConnectionError(reason))
-        with self._reply_cond:
-            self._reply_cond.notify_all()
 
 
 def _remote_task_stream(connection: RemoteConnection) -> Any:

@@ -38,11 +38,12 @@ from shmdask.cluster.comm import (
 from shmdask.cluster.protocol import (
     ConnectionState,
     dump_exception,
+    dumps_call,
     dumps_message,
     load_exception,
     loads_message,
 )
-from shmdask.cluster.requests import Requests, answer_ask, dumps_call, function_result
+from shmdask.cluster.requests import Requests, answer_ask, function_result
 from shmdask.scheduler.engine import Engine
 from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
@@ -220,7 +221,7 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
         def send(req: int) -> None:
             try:
                 self.comm.post([*header_frames(("run-function", req)),
-                                *dumps_message(dumps_call(fn, args, kwargs))])
+                                *dumps_call(fn, args, kwargs)])
             except CommClosedError:
                 self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
 

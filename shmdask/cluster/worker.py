@@ -10,7 +10,7 @@ In (header, body)::
     ("run", keys), [(key, computation, {dep_key: Stored}), ...]  tasks, priority order
     ("free", [block, ...])       the scheduler released keys whose blocks we own
     ("forget", [segment, ...])   segments unlinked elsewhere: drop our mappings
-    ("stats",)                   counters, for tests and diagnostics
+    ("stats", [req])             counters, for tests and diagnostics
     ("answer", req, ok, value)   the cluster's answer to one of our "ask"s
     ("run-function", req), (fn, args, kwargs)   ``client.run``: call it on a thread
 
@@ -20,7 +20,7 @@ Out (header, body)::
     ("results", unlinked), [entry, ...]    entry: ("done", key, Stored, record) or
                                            ("erred", key, pickled exc, traceback, record)
     ("unlinked", [segment, ...])           after a free gave memory back
-    ("stats", {...})
+    ("stats", {...}, [req])                the counters, with the request's number
     ("secede", key) / ("rejoin", key)      a task left (came back to) the thread pool
     ("ask", req, what, args)               a task needs the cluster (e.g. its address)
     ("function-result", req, ok), value    what a "run-function" returned (or raised)
@@ -52,7 +52,6 @@ import importlib
 import itertools
 import json
 import os
-import pickle
 import queue
 import signal
 import socket
@@ -72,6 +71,7 @@ from shmdask.cluster.protocol import (
     deserialize_value,
     dump_exception,
     encode_message,
+    loads_call,
     loads_message,
     serialize_value,
 )
@@ -219,7 +219,7 @@ class Worker:
             elif op == "forget":
                 self.mappings.forget(header[1])
             elif op == "stats":
-                self.send(("stats", self.stats()))
+                self.send(("stats", self.stats(), *header[1:]))
             elif op == "close":
                 return
             elif not self.handle_request(op, header, body):
@@ -242,7 +242,7 @@ class Worker:
     def _run_function(self, req: int, body: list) -> None:
         from shmdask.cluster.worker_calls import call_function
 
-        ok, value = call_function(self, lambda: pickle.loads(loads_message(body)))
+        ok, value = call_function(self, lambda: loads_call(body))
         try:
             # (in a tuple: a body of None would be no body at all)
             self.send(("function-result", req, ok), (value if ok else dump_exception(value),))
