@@ -122,6 +122,31 @@ def test_a_seceded_task_frees_its_thread():
     assert engine.seceded == {} and done == {"t-0", "t-1"}
 
 
+def _next_task_after_a_reduction_becomes_ready(above_target: bool) -> str:
+    engine = Engine(SizedStore())
+    engine.target_batch = 1e-9  # one task per thread, one queued
+    worker = AnsweringWorker(engine, "w")
+    worker.above_target = above_target
+    engine.add_worker(worker)
+    dsk = {"x": (len, "ab"), "y": (len, "abc"), "total": (max, "x", "y")}
+    engine.submit(dsk, {"x": set(), "y": set(), "total": {"x", "y"}}, ["total"],
+                  {"x": 0, "y": 1, "total": 2}, lambda k, s, e: None)
+    engine.run_until(lambda: worker.held == ["x", "y"])
+    roots = {f"r{i}": (len, "a") for i in range(3)}
+    engine.submit(roots, {k: set() for k in roots}, list(roots), {k: 0 for k in roots},
+                  lambda k, s, e: None, annotations={"priority": 5})
+    worker.answer("x")
+    engine.run_until(lambda: worker.held == ["y", "r0"])
+    worker.answer("y")  # now the sum of x and y is ready, beside r1 and r2
+    engine.run_until(lambda: len(worker.held) == 2)
+    return worker.held[1]
+
+
+def test_a_worker_above_its_memory_target_gets_tasks_that_free_memory_first():
+    assert _next_task_after_a_reduction_becomes_ready(above_target=False) == "r1"
+    assert _next_task_after_a_reduction_becomes_ready(above_target=True) == "total"
+
+
 def test_a_retiring_worker_finishes_its_tasks_then_goes():
     engine, worker, done = _answering_engine(3)
     gone = []

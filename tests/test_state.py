@@ -562,6 +562,52 @@ def test_a_bad_graph_leaves_no_half_added_tasks():
     assert s.state_of("b") == "memory"
 
 
+# -- memory pressure: tasks that free memory first ------------------------------
+
+
+def _roots_and_a_reduction(s):
+    """Two roots done, their sum ready; then four fresh roots of a later graph."""
+    submit(s, {"x": (inc, 1), "y": (inc, 2), "total": (add, "x", "y")}, ["total"])
+    run_one(s)
+    run_one(s)  # x and y in memory; only total reads them
+    s.update_graph({f"r{i}": (inc, i) for i in range(4)}, {f"r{i}": [] for i in range(4)},
+                   [f"r{i}" for i in range(4)], {f"r{i}": i for i in range(4)},
+                   annotations={"priority": 5})  # these outrank the sum
+
+
+def test_without_pressure_the_order_decides():
+    s = SchedulerState()
+    _roots_and_a_reduction(s)
+    assert [s.pop_ready().key for _ in range(5)] == ["r0", "r1", "r2", "r3", "total"]
+
+
+def test_under_pressure_a_task_that_frees_memory_goes_first():
+    s = SchedulerState()
+    _roots_and_a_reduction(s)
+    assert s.pop_ready(prefer_freeing=True).key == "total"
+    # then the making tasks still run, in their order: a preference, not a ban
+    assert [s.pop_ready(prefer_freeing=True).key for _ in range(4)] == ["r0", "r1", "r2", "r3"]
+    assert s.pop_ready(prefer_freeing=True) is None and not s.has_ready()
+
+
+def test_a_task_reading_only_held_data_makes_memory():
+    s = SchedulerState()
+    submit(s, {"x": (inc, 1)}, ["x"])
+    run_one(s)  # x is held by its client: reading it frees nothing
+    s.update_graph({"y": (inc, "x")}, {"y": ["x"]}, ["y"], {"y": 1})
+    s.update_graph({"r": (inc, 0)}, {"r": []}, ["r"], {"r": 0}, new_generation=False)
+    assert s.pop_ready(prefer_freeing=True).key == "r"  # order decides between makers
+    assert s.pop_ready(prefer_freeing=True).key == "y"
+
+
+def test_a_requeued_or_retried_task_keeps_its_kind():
+    s = SchedulerState()
+    _roots_and_a_reduction(s)
+    total = s.pop_ready(prefer_freeing=True)
+    s.requeue(total)
+    assert s.pop_ready(prefer_freeing=True) is total
+
+
 # -- scheduling options: user priority, retries, generations, retry() --------------
 
 

@@ -7,7 +7,9 @@ shared memory.  Out, against the thresholds of ``memory_limit``
 (``memory.target/spill/pause/terminate`` in :mod:`shmdask.config`):
 
 - above *target*: a request to the spill thread to move that owner's least
-  recently used values to disk (:meth:`ShmStore.spill`), off every other thread;
+  recently used values to disk (:meth:`ShmStore.spill`), off every other thread,
+  and the engine gives the worker tasks that free memory before tasks that make
+  more (``handle.above_target``; see :mod:`shmdask.scheduler.state`);
 - above *pause*: the worker's handle is marked paused, and the engine gives it
   no new tasks until it falls below again;
 - above *terminate*: the worker is restarted (its data stays readable: values
@@ -116,7 +118,8 @@ class MemoryWatch:
                 # The client's private memory is the user's program: only the
                 # shared memory of its values is the cluster's to manage.
                 used = m["shm"] if wid == "client" else m["memory"]
-                if fractions["target"] and used > fractions["target"] * limit:
+                above_target = bool(fractions["target"]) and used > fractions["target"] * limit
+                if above_target:
                     wanted[wid] = used - int(fractions["target"] * limit)
                 handle = self.workers.get(wid)
                 if handle is None or handle.lost_reason:
@@ -124,6 +127,7 @@ class MemoryWatch:
                 if fractions["terminate"] and used > fractions["terminate"] * limit:
                     self._terminate(handle, m)
                     continue
+                handle.above_target = above_target
                 paused = bool(fractions["pause"]) and used > fractions["pause"] * limit
                 if paused != handle.paused:
                     handle.paused = paused

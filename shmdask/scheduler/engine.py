@@ -511,7 +511,7 @@ class Engine:
         passed_over = []
         batch = []
         while room > 0:
-            ts = state.pop_ready()
+            ts = state.pop_ready(prefer_freeing=worker.above_target)
             if ts is None:
                 break
             skip = picky and self._input_bytes(ts) > self.remote_input_limit

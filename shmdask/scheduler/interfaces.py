@@ -58,6 +58,7 @@ class WorkerHandle(ABC):
     memory_limit: int | None = None
     processing: Any = ()  # keys sent and not yet answered
     paused: bool = False  # over its memory budget: no new tasks until it is back under
+    above_target: bool = False  # over its memory target: tasks that free memory go first
 
     def memory_now(self) -> int:
         """Resident memory of the worker, in bytes (0 when unknown)."""

@@ -21,6 +21,15 @@ Policy, in the spirit of dask/local.py:
   engine asks for within dask's ``fifo_timeout``), and inside a graph by
   :func:`shmdask.graph.order`, which finishes a chain before it starts
   another so intermediates are freed early.
+- **Under memory pressure.**  Ready tasks are kept in two heaps of the same
+  order: tasks that *free* memory (they read a result no client holds, which
+  goes once its last reader is done: reductions, the next link of a chain)
+  and tasks that only *make* it (roots, and tasks reading only what clients
+  hold).  ``pop_ready(prefer_freeing=True)`` -- asked for a worker above its
+  memory target -- takes the first freeing task before any making one,
+  whatever their order; otherwise the earlier of the two heads runs.  A
+  preference, not a ban: with only making tasks ready, they run (the worker's
+  pause threshold is what stops it taking more).
 - **When a result goes.**  A key stays in memory while some client wants it
   (``who_wants``: futures, persisted collections, the keys of a running
   ``compute``) or a dependent has not finished yet (``waiters``).  When both
@@ -117,13 +126,22 @@ class TaskState:
         return f"<TaskState {self.key!r} {self.state}>"
 
 
+def _frees_memory(ts: TaskState) -> bool:
+    """Whether running ``ts`` lets some result go: it reads one no client holds."""
+    for dep in ts.dependencies:
+        if not dep.who_wants:
+            return True
+    return False
+
+
 class SchedulerState:
     """Task states for one scheduler; see the module docstring for the policy."""
 
     def __init__(self, max_worker_deaths: int = 3):
         self.tasks: dict[Any, TaskState] = {}
         self.max_worker_deaths = max_worker_deaths
-        self._ready: list[tuple] = []
+        self._ready: list[tuple] = []  # tasks that free memory when done
+        self._ready_making: list[tuple] = []  # tasks that only make more
         self._generation = itertools.count()
         self._gen: int | None = None  # the generation of the last graph
         self._seq = itertools.count()
@@ -197,7 +215,6 @@ class SchedulerState:
         because an input erred (the caller errs them once clients are counted).
         """
         tasks = self.tasks
-        ready, seq, push = self._ready, self._seq, heapq.heappush
         on_erred = []
         for ts in new:
             for dep_key in dependencies[ts.key]:
@@ -210,8 +227,7 @@ class SchedulerState:
                     if dep.state == "erred":
                         on_erred.append((ts, dep))
             if ts.waiting_on == 0:
-                ts.state = "ready"
-                push(ready, (ts.priority, next(seq), ts))
+                self._make_ready(ts)
         return on_erred
 
     def retry(self, keys: Iterable) -> list:
@@ -255,23 +271,28 @@ class SchedulerState:
 
     def _make_ready(self, ts: TaskState) -> None:
         ts.state = "ready"
-        heapq.heappush(self._ready, (ts.priority, next(self._seq), ts))
+        heapq.heappush(self._ready if _frees_memory(ts) else self._ready_making,
+                       (ts.priority, next(self._seq), ts))
 
     # -- running -------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        return bool(self._ready)
+        return bool(self._ready or self._ready_making)
 
     def requeue(self, ts: TaskState) -> None:
         """Give back a task taken by :meth:`pop_ready` but not started."""
         if ts.state == "processing":
             self._make_ready(ts)
 
-    def pop_ready(self) -> TaskState | None:
-        """The next task to run, now ``processing``; None when nothing is ready."""
-        ready = self._ready
-        while ready:
-            ts = heapq.heappop(ready)[2]
+    def pop_ready(self, prefer_freeing: bool = False) -> TaskState | None:
+        """The next task to run, now ``processing``; None when nothing is ready.
+        ``prefer_freeing``: a task that frees memory first, if any is ready."""
+        freeing, making = self._ready, self._ready_making
+        while freeing or making:
+            if not making or (freeing and (prefer_freeing or freeing[0] < making[0])):
+                ts = heapq.heappop(freeing)[2]
+            else:
+                ts = heapq.heappop(making)[2]
             if ts.state == "ready":  # skip entries of cancelled tasks
                 ts.state = "processing"
                 return ts
@@ -288,12 +309,10 @@ class SchedulerState:
         if ts is None or ts.state != "processing":
             return released, False
         ts.state = "memory"
-        ready = self._ready
         for dep in ts.dependents:
             dep.waiting_on -= 1
             if dep.waiting_on == 0 and dep.state == "waiting":
-                dep.state = "ready"
-                heapq.heappush(ready, (dep.priority, next(self._seq), dep))
+                self._make_ready(dep)
         for dep in ts.dependencies:
             dep.waiters -= 1
             if not dep.waiters and not dep.who_wants:
