@@ -21,6 +21,7 @@ from shmdask.client import Client, wait
 from shmdask.cluster import shm
 from shmdask.cluster.local_cluster import LocalCluster
 from shmdask.cluster.spill import SpillDir, is_file_block, spill_directory
+from shmdask.cluster.store import ShmStore
 
 MB = 1_000_000
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +76,29 @@ def test_spill_files_map_read_only_and_zero_copy(tmp_path):
     cache.forget([ref[0]])
     spill.close()
     assert not os.path.exists(spill.path)
+
+
+def test_blocks_a_spill_swaps_out_wait_for_a_send_that_started_before(tmp_path):
+    """A remote client's fetch sends views of shared memory after the reply is
+    built: a spill meanwhile must not free (and so hand out again) those blocks."""
+    store = ShmStore(f"t{os.getpid()}reads", spill_dir=str(tmp_path / "spill"))
+    try:
+        value = store.from_user(np.full(MB, 7.0))
+        read = store.begin_read()  # as the fetch reply does, until it is sent
+        out = store.outgoing(value)
+        assert store.spill("client", 1) == 8 * MB
+        assert store.shm_bytes == 0 and store.spilled_bytes == 8 * MB
+        store.collect_frees()
+        reused = store.from_user(np.full(MB, 9.0))  # would take the freed block
+        assert np.array_equal(np.frombuffer(out.buffers[0], dtype=float), np.full(MB, 7.0))
+        store.end_read(read)
+        store.collect_frees()
+        assert store._pending_frees == []  # now the old blocks went back
+        assert np.array_equal(store.to_user(value), np.full(MB, 7.0))  # from the file
+        del out
+        store.release([value, reused])
+    finally:
+        store.close()
 
 
 def test_config_thresholds_after_dask():

@@ -6,6 +6,7 @@ import pickle
 import socket
 import stat
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -290,3 +291,26 @@ def test_clock_offset_prefers_short_round_trips():
     c.add(200.0, 205.0, 200.002)  # rtt 0.002, offset ~4.999
     assert abs(c.offset - 4.999) < 1e-6
     assert abs(c.to_local(1005.0) - 1000.001) < 1e-6
+
+
+def test_on_done_runs_when_a_message_is_sent_and_when_it_is_dropped():
+    left, right = _comm_pair()
+    sent = threading.Event()
+    left.post([pickle.dumps(("one",))], on_done=sent.set)
+    assert recv_message(right)[0] == ("one",)
+    assert sent.wait(10)
+    # A message the peer never reads blocks the sender; what is queued behind
+    # it, and the blocked one, are dropped with the connection, and say so.
+    big = np.zeros(4_000_000)  # 32 MB: more than the socket buffers hold
+    dropped = [threading.Event(), threading.Event()]
+    left.post([pickle.dumps(("big",)), memoryview(big)], frozenset({1}),
+              on_done=dropped[0].set)
+    left.post([pickle.dumps(("queued",))], on_done=dropped[1].set)
+    time.sleep(0.2)
+    assert not dropped[0].is_set()  # still being sent: its buffers are in use
+    left.abort()
+    assert all(e.wait(10) for e in dropped)
+    late = threading.Event()
+    left.post([pickle.dumps(("late",))], on_done=late.set)  # after close: at once
+    assert late.is_set()
+    right.close()

@@ -179,51 +179,71 @@ class Comm:
         return message[2]
 
     def post(self, frames: list, data_frames: frozenset = frozenset(),
-             on_sent: Callable[[float, float, int], None] | None = None) -> None:
-        """Queue a message for the sender thread; ``on_sent(start, stop, nbytes)``.
+             on_sent: Callable[[float, float, int], None] | None = None,
+             on_done: Callable[[], None] | None = None) -> None:
+        """Queue a message for the sender thread; ``on_sent(start, stop, nbytes)``
+        once it is sent, and ``on_done()`` once it is sent *or* dropped with the
+        connection (the message's buffers are not read any more: a reader of
+        shared memory may let go of them).
 
         ``frames`` may be a callable returning them, called when the message
         is sent (to gather what piled up meanwhile into one message)."""
         with self._outbox_cond:
-            if self._sender is None:
-                self._outbox = []
-                self._sender = threading.Thread(target=self._send_loop, daemon=True,
-                                                name=f"shmdask-send-{self.peer}")
-                self._sender.start()
-            self._outbox.append((frames, data_frames, on_sent))
-            self._outbox_cond.notify()
+            closed = self.closed
+            if not closed:
+                if self._sender is None:
+                    self._outbox = []
+                    self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                                    name=f"shmdask-send-{self.peer}")
+                    self._sender.start()
+                self._outbox.append((frames, data_frames, on_sent, on_done))
+                self._outbox_cond.notify()
+        if closed and on_done is not None:
+            on_done()
+
+    def _drop_outbox(self, batch: list) -> None:
+        """The connection is gone: ``batch`` and whatever is queued will never be sent."""
+        with self._outbox_cond:
+            dropped, self._outbox = batch + self._outbox, []
+            self._sending = False
+            self._outbox_cond.notify_all()
+        _call_on_done(dropped)
 
     def _send_loop(self) -> None:
         while True:
             with self._outbox_cond:
                 while not self._outbox and not self.closed:
                     self._outbox_cond.wait()
-                if self.closed:
-                    return
                 # Everything queued goes at once: many small messages (statuses,
                 # pongs) cost one system call.
                 batch, self._outbox = self._outbox, []
-                self._sending = True
+                closed = self.closed
+                self._sending = not closed
+            if closed:
+                self._drop_outbox(batch)
+                return
             start = time.time()
             try:
                 encoded = [self._encode(frames() if callable(frames) else frames, data)
-                           for frames, data, _ in batch]
+                           for frames, data, _, _ in batch]
                 self._write(encoded)
             except Exception:
                 # A dead connection (or a message that cannot be encoded, which
                 # would leave the peer waiting forever): hang up, and the
                 # reader reports the loss.
-                self._sending = False
                 self.abort()
+                self._drop_outbox(batch)
                 return
             stop = time.time()
             with self._outbox_cond:
                 self._sending = False
                 self._outbox_cond.notify_all()  # flush() waits for this
-            for (_, _, on_sent), message in zip(batch, encoded, strict=True):
+            for (_, _, on_sent, _), message in zip(batch, encoded, strict=True):
                 if on_sent is not None:
                     on_sent(start, stop, message[2])
-            del batch, encoded
+            del encoded
+            _call_on_done(batch)
+            del batch
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until posted messages are sent (or the connection is gone)."""
@@ -359,6 +379,12 @@ class Comm:
 
     def close(self) -> None:
         self.abort()
+
+
+def _call_on_done(entries: list) -> None:
+    for entry in entries:
+        if entry[3] is not None:
+            entry[3]()
 
 
 def _private_buffer(size: int) -> memoryview:

@@ -204,17 +204,26 @@ class ShmStore(DataStore):
 
     # -- DataStore -----------------------------------------------------------
 
-    def to_user(self, value: Any) -> Any:
-        if type(value) is not Stored:
-            return value
+    def begin_read(self) -> int:
+        """A reader of blocks starts (a copy, a send): blocks a spill swaps out
+        from now on are not freed before :meth:`end_read` of the token returned."""
         token = next(self._read_tokens)
         with self._lock:
             self._reads[token] = self._swaps
+        return token
+
+    def end_read(self, token: int) -> None:
+        with self._lock:
+            del self._reads[token]
+
+    def to_user(self, value: Any) -> Any:
+        if type(value) is not Stored:
+            return value
+        token = self.begin_read()
         try:
             return deserialize_value(value, self.mappings, copy=True)
         finally:
-            with self._lock:
-                del self._reads[token]
+            self.end_read(token)
 
     def to_user_view(self, value: Any) -> Any:
         if type(value) is not Stored:
@@ -378,7 +387,9 @@ class ShmStore(DataStore):
 
     def outgoing(self, value: Any) -> Any:
         """``value`` as it leaves for a remote peer: blocks become views of our
-        mappings, sent without a copy."""
+        mappings, sent without a copy.  The caller holds a :meth:`begin_read`
+        token until the views are sent (or dropped), or the value is a task's
+        input (freed only once the task answered)."""
         if type(value) is Stored and value.blocks:
             self.touch((value,))
             view = self.mappings.view

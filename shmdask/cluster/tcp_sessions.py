@@ -24,6 +24,7 @@ import pickle
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from shmdask.cluster.comm import (
@@ -414,12 +415,19 @@ class ClientSession(_Session):
 
     def _answer(self, op: str, header: tuple) -> None:
         req = header[1]
+        on_done = None
         try:
             if op == "fetch":
+                # The reply holds views of shared memory until it is sent: a
+                # spill that swaps a value out meanwhile must not free its
+                # blocks (they could be handed out again) before then.
+                store = self.listener.store
+                read = store.begin_read()
+                on_done = partial(store.end_read, read)
                 data, out = self.listener.engine.data, {}
                 for k in header[2]:
                     try:
-                        out[k] = self.listener.store.outgoing(data[k])
+                        out[k] = store.outgoing(data[k])
                     except KeyError:
                         raise KeyError(f"key {k!r} is not in memory on the scheduler") from None
                 result: Any = out
@@ -437,7 +445,7 @@ class ClientSession(_Session):
             frames = [*header_frames(("reply", req, True)), *dumps_message(result)]
         except Exception as exc:
             frames = header_frames(("reply", req, False, dump_exception(exc)))
-        self.comm.post(frames)
+        self.comm.post(frames, on_done=on_done)
 
     def lost(self, reason: str) -> None:
         with self._lock:

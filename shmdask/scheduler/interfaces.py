@@ -114,6 +114,14 @@ class DataStore(ABC):
         """``value`` as it leaves for a remote peer."""
         return value
 
+    def begin_read(self) -> int:
+        """A reader of what :meth:`outgoing` gave starts; returns its token.
+        Until :meth:`end_read` the store does not reuse memory it read from."""
+        return 0
+
+    def end_read(self, token: int) -> None:
+        pass
+
     def alloc_incoming(self, nbytes: int) -> tuple | None:
         """A ``(ref, writeable view)`` to read an arriving buffer into, or None."""
         return None
