@@ -228,6 +228,19 @@ def test_a_paused_worker_gets_no_new_tasks():
         assert hog in seen
 
 
+def test_a_worker_above_its_target_is_marked_for_tasks_that_free_memory():
+    # (which task the engine then picks first: test_engine, with fake workers)
+    config = {"memory.target": 0.5, "memory.spill": False, "memory.pause": False,
+              "memory.terminate": False}
+    with shmdask.config.set(config), LocalCluster(n_workers=1, memory_limit="300MB") as c, \
+            Client(c, set_as_default=False) as client:
+        (handle,) = c.workers.values()
+        assert not handle.above_target
+        client.submit(hold_private_memory, 200 * MB, 3, pure=False).result(30)
+        wait_for(lambda: handle.above_target, 20, "the worker to pass its target")
+        wait_for(lambda: not handle.above_target, 30, "the worker to fall below it")
+
+
 # -- larger than the budget -------------------------------------------------------------
 
 
