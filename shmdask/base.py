@@ -249,8 +249,25 @@ def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True,
     return dsk, deps, order(dsk, deps, topo)
 
 
-def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict, list]:
-    """Merge the graphs of collections; returns ``(graph, [keys of each])``."""
+def collections_to_graph(collections: list, optimize: bool = True,
+                         lazy: bool = False) -> tuple[Mapping, list]:
+    """Merge the graphs of collections; returns ``(graph, [keys of each])``.
+
+    With ``lazy``, a single collection whose graph has ``STREAM_MIN_TASKS``
+    tasks or more may come back as a read-only Mapping that writes its tasks
+    out as they are read (``__shmdask_lazy_graph__``: an Array's layers, a
+    Delayed's inputs), so streaming it (:func:`order_pieces`) starts the
+    first tasks before the rest exists; otherwise the graph is a dict."""
+    if lazy and len(collections) == 1:
+        c = collections[0]
+        make = getattr(c, "__shmdask_lazy_graph__", None)
+        graph = make(STREAM_MIN_TASKS) if make is not None else None
+        if graph is not None:
+            ks = c.__shmdask_keys__()
+            opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
+            if opt is not None:
+                graph = opt(graph, list(flatten(ks)))
+            return graph, [ks]
     dsk: dict = {}
     keys = []
     groups: dict = {}
@@ -288,11 +305,13 @@ def run_graph(sched: Any, dsk: Mapping, keys: list, optimize: bool = True,
     if finalize is not None and not getattr(sched, "finalizes_views", False):
         return finalize(run_graph(sched, dsk, keys, optimize))
     external = _external_data(sched)
-    if (len(dsk) >= STREAM_MIN_TASKS and hasattr(sched, "run_graph_pieces")
-            and not external):
+    # a graph that is not a dict is read lazily: made so for huge graphs only
+    # (collections_to_graph), and its len() may cost a whole merge (DelayedGraph)
+    huge = not isinstance(dsk, dict) or len(dsk) >= STREAM_MIN_TASKS
+    if huge and hasattr(sched, "run_graph_pieces") and not external:
         check_keys(dsk, keys)
         return sched.run_graph_pieces(_streamed_pieces(dsk, keys), keys, **on_views)
-    with gc_paused(len(dsk)):
+    with gc_paused(STREAM_MIN_TASKS if huge else len(dsk)):
         prepared, deps, prio = prepare_graph(dsk, keys, optimize, external)
     return sched.run_graph(prepared, deps, keys, prio, **on_views)
 
@@ -324,7 +343,7 @@ def _run(collections: list, scheduler: Any, optimize: bool,
     keeps -- a scheduler that can (``finalizes_views``) calls it on read-only
     views of its data before letting go of it, and its result comes back
     instead of the values: one copy of the data rather than two."""
-    dsk, keys = collections_to_graph(collections, optimize)
+    dsk, keys = collections_to_graph(collections, optimize, lazy=True)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
     finalize = None
     if finish_on_views is not None:

@@ -28,7 +28,7 @@ in ``x + x.T``) keeps its own keys, so nothing is computed twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from itertools import product
 from typing import Any
@@ -289,3 +289,90 @@ def materialize(layers: dict, outputs: set) -> dict:
         if name not in inlined:
             dsk.update(layer.materialize(inlined, layers))
     return dsk
+
+
+class LayeredGraph(Mapping):
+    """The graph :func:`materialize` would write, written out as it is read.
+
+    ``graph[key]`` builds one block's task when asked (with the same blockwise
+    fusion), so a scheduler that walks a huge graph from its outputs
+    (:func:`shmdask.graph.order_pieces`) starts running its first tasks before
+    the millionth block's task exists, and no whole dict is ever held.  Only
+    the materialized layers' entries (reduction trees, slicing, data; small
+    next to the blockwise layers) are merged up front.  ``len()`` is counted
+    per layer, without writing anything out.
+    """
+
+    __slots__ = ("layers", "inlined", "_blockwise", "_entries", "_len")
+
+    def __init__(self, layers: dict, inlined: set):
+        self.layers = layers
+        self.inlined = inlined
+        self._blockwise: dict[str, tuple] = {}  # name -> (layer, numblocks of its output)
+        self._entries: dict = {}  # the materialized layers, merged in layer order
+        for name, layer in layers.items():
+            if name in inlined:
+                continue
+            if isinstance(layer, BlockwiseLayer):
+                self._blockwise[name] = (layer, layer.out_numblocks)
+            else:
+                self._entries.update(layer.materialize(inlined, layers))
+        self._len = len(self._entries) + sum(
+            len(layer) for layer, _ in self._blockwise.values())
+
+    def _block(self, key: Any) -> tuple | None:
+        """(layer, block index) when ``key`` names a block of a blockwise layer."""
+        if type(key) is not tuple or not key:
+            return None
+        found = self._blockwise.get(key[0])
+        if found is None:
+            return None
+        layer, numblocks = found
+        idx = key[1:]
+        if len(idx) != len(numblocks):
+            return None
+        for i, n in zip(idx, numblocks, strict=True):
+            if type(i) is not int or not 0 <= i < n:
+                return None
+        return layer, idx
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self._entries[key]
+        except (KeyError, TypeError):
+            pass
+        found = self._block(key)
+        if found is None:
+            raise KeyError(key)
+        layer, idx = found
+        return layer.block_task(idx, self.inlined, self.layers)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            if key in self._entries:
+                return True
+        except TypeError:  # an unhashable value asked about: not a key
+            return False
+        return self._block(key) is not None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator:
+        entries = self._entries
+        yield from entries
+        for name, (_, numblocks) in self._blockwise.items():
+            for idx in product(*(range(n) for n in numblocks)):
+                key = (name,) + idx
+                if key not in entries:
+                    yield key
+
+
+
+def lazy_graph(layers: dict, outputs: set, min_tasks: int) -> LayeredGraph | None:
+    """The graph of ``layers`` as a :class:`LayeredGraph` when it has at least
+    ``min_tasks`` tasks, else None; counted from the layers' sizes alone."""
+    inlined = fused_inlined(layers, outputs)
+    if sum(len(layer) for name, layer in layers.items() if name not in inlined) < min_tasks:
+        return None
+    return LayeredGraph(layers, inlined)
