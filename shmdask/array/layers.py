@@ -321,39 +321,39 @@ class LayeredGraph(Mapping):
             len(layer) for layer, _ in self._blockwise.values())
 
     def _block(self, key: Any) -> tuple | None:
-        """(layer, block index) when ``key`` names a block of a blockwise layer."""
+        """(layer, its output numblocks) when ``key`` names one of its blocks.
+
+        Called for nearly every key of a huge graph, several times (each
+        reference to it is checked): a plain loop, no slices or zips."""
         if type(key) is not tuple or not key:
             return None
         found = self._blockwise.get(key[0])
-        if found is None:
+        if found is None or len(key) != len(found[1]) + 1:
             return None
-        layer, numblocks = found
-        idx = key[1:]
-        if len(idx) != len(numblocks):
-            return None
-        for i, n in zip(idx, numblocks, strict=True):
+        d = 1
+        for n in found[1]:
+            i = key[d]
             if type(i) is not int or not 0 <= i < n:
                 return None
-        return layer, idx
+            d += 1
+        return found
 
+    # Blocks are looked up first: they are nearly every key of a huge graph, and
+    # a miss in ``_entries`` first would cost a hash of the key for nothing.
     def __getitem__(self, key: Any) -> Any:
         try:
-            return self._entries[key]
-        except (KeyError, TypeError):
-            pass
-        found = self._block(key)
-        if found is None:
-            raise KeyError(key)
-        layer, idx = found
-        return layer.block_task(idx, self.inlined, self.layers)
+            found = self._block(key)
+            if found is None:
+                return self._entries[key]
+        except TypeError:  # unhashable: not a key
+            raise KeyError(key) from None
+        return found[0].block_task(key[1:], self.inlined, self.layers)
 
     def __contains__(self, key: Any) -> bool:
         try:
-            if key in self._entries:
-                return True
+            return self._block(key) is not None or key in self._entries
         except TypeError:  # an unhashable value asked about: not a key
             return False
-        return self._block(key) is not None
 
     def __len__(self) -> int:
         return self._len
