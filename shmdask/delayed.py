@@ -138,49 +138,44 @@ _NO_TASK = object()  # Delayed._task when the node's entries are all in ``_dask`
 _SIZE_CAP = 1 << 62  # Delayed._size stops growing here (x = x + x, a thousand times)
 
 
+def _collections_of(root: Delayed) -> Iterator[Any]:
+    """``root`` and every collection its graph is made of (Delayed nodes and
+    other collections, e.g. Arrays), each once, depth-first from ``root``."""
+    seen: set = set()
+    stack: list = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, Delayed):
+            stack.extend(node._parents)
+
+
 def _materialize(root: Delayed) -> dict:
     """The whole graph of ``root``: its own entries and its parents', each
     collection visited once (so a tree of n calls costs O(n), not O(n log n)
     as merging every input's whole graph at every call would)."""
-    layers = []
-    seen: set = set()
-    stack: list = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, Delayed):
-            layers.append(node)
-            stack.extend(node._parents)
-        else:
-            layers.append(node.__shmdask_graph__())
     dsk: dict = {}
-    for layer in reversed(layers):  # a task's own entries win over its inputs'
-        if type(layer) is dict:
-            dsk.update(layer)
+    for node in reversed(list(_collections_of(root))):  # own entries win over inputs'
+        if not isinstance(node, Delayed):
+            dsk.update(node.__shmdask_graph__())
             continue
-        if layer._dask:
-            dsk.update(layer._dask)
-        if layer._task is not _NO_TASK:
-            dsk[layer._key] = layer._task
+        if node._dask:
+            dsk.update(node._dask)
+        if node._task is not _NO_TASK:
+            dsk[node._key] = node._task
     return dsk
 
 
 def _count_at_least(root: Delayed, n: int) -> bool:
-    """Whether the graph of ``root`` has ``n`` tasks or more; walks at most
-    ``n`` of its collections, so asking about a huge graph costs a bounded walk."""
-    seen: set = set()
-    stack: list = [root]
+    """Whether the graph of ``root`` has ``n`` tasks or more; walks until it
+    has counted ``n``, so asking about a huge graph costs a bounded walk."""
     count = 0
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in _collections_of(root):
         if isinstance(node, Delayed):
             count += (node._task is not _NO_TASK) + (len(node._dask) if node._dask else 0)
-            stack.extend(node._parents)
         else:
             count += len(node.__shmdask_graph__())
         if count >= n:
