@@ -7,6 +7,13 @@ Flow of ``compute(*args)``::
          ──scheduler: run_graph(...)──▶ {key: value}
          ──each collection's postcompute──▶ results, non-collections passed through
 
+A huge graph (``STREAM_MIN_TASKS`` or more) skips the whole-graph preparation:
+:func:`order_pieces` walks it from the outputs and the scheduler gets it in
+run-order pieces (``run_graph_pieces``), the first while the rest is still
+being walked.  A single huge collection is not even merged into a dict first:
+its ``__shmdask_lazy_graph__`` (an Array's layers, a Delayed's inputs) writes
+each task out as the walk reads it, so the first task starts at once.
+
 The scheduler is chosen per call (``scheduler=``), else from
 ``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else a
 default dask.distributed Client if one is open (as dask does), else
