@@ -173,9 +173,14 @@ def _count_at_least(root: Delayed, n: int) -> bool:
     """Whether the graph of ``root`` has ``n`` tasks or more; walks until it
     has counted ``n``, so asking about a huge graph costs a bounded walk."""
     count = 0
+    graphs: set = set()  # ids of own-entry dicts counted (to_delayed's blocks share one)
     for node in _collections_of(root):
         if isinstance(node, Delayed):
-            count += (node._task is not _NO_TASK) + (len(node._dask) if node._dask else 0)
+            count += node._task is not _NO_TASK
+            own = node._dask
+            if own and id(own) not in graphs:
+                graphs.add(id(own))
+                count += len(own)
         else:
             count += len(node.__shmdask_graph__())
         if count >= n:

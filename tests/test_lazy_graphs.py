@@ -156,6 +156,15 @@ def test_the_size_bound_of_a_delayed_never_undercounts():
     assert x.__shmdask_lazy_graph__(1000) is None  # the bound is big, the graph is not
 
 
+def test_blocks_of_one_graph_are_counted_once():
+    x = da.ones(400, chunks=1)
+    blocks = list(x.to_delayed())  # 400 Delayed sharing one 400-task graph
+    total = delayed(sum)(blocks)
+    assert total._size > 100_000  # the bound counts the shared graph per block
+    assert total.__shmdask_lazy_graph__(1000) is None  # the count does not
+    assert isinstance(total.__shmdask_lazy_graph__(401), DelayedGraph)
+
+
 def test_the_first_piece_of_a_huge_delayed_is_given_out_before_the_rest_is_merged():
     root = _tree(4096)
     lazy = root.__shmdask_lazy_graph__(1000)
