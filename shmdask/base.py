@@ -260,21 +260,17 @@ def collections_to_graph(collections: list, optimize: bool = True,
                          lazy: bool = False) -> tuple[Mapping, list]:
     """Merge the graphs of collections; returns ``(graph, [keys of each])``.
 
-    With ``lazy``, a single collection whose graph has ``STREAM_MIN_TASKS``
-    tasks or more may come back as a read-only Mapping that writes its tasks
-    out as they are read (``__shmdask_lazy_graph__``: an Array's layers, a
-    Delayed's inputs), so streaming it (:func:`order_pieces`) starts the
-    first tasks before the rest exists; otherwise the graph is a dict."""
-    if lazy and len(collections) == 1:
-        c = collections[0]
-        make = getattr(c, "__shmdask_lazy_graph__", None)
-        graph = make(STREAM_MIN_TASKS) if make is not None else None
-        if graph is not None:
-            ks = c.__shmdask_keys__()
-            opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
-            if opt is not None:
-                graph = opt(graph, list(flatten(ks)))
-            return graph, [ks]
+    With ``lazy``, when one of the collections has a graph of
+    ``STREAM_MIN_TASKS`` tasks or more that it can give as a read-only Mapping
+    writing its tasks out as they are read (``__shmdask_lazy_graph__``: an
+    Array's layers, a Delayed's inputs), the graph is that Mapping (joined
+    with the others' graphs by a :class:`GraphUnion`), so streaming it
+    (:func:`order_pieces`) starts the first tasks before the rest exists;
+    otherwise the graph is a dict."""
+    if lazy:
+        found = _lazy_graph(collections, optimize)
+        if found is not None:
+            return found
     dsk: dict = {}
     keys = []
     groups: dict = {}
@@ -292,6 +288,68 @@ def collections_to_graph(collections: list, optimize: bool = True,
             graph = opt(graph, [k for _, ks in members for k in flatten(ks)])
         dsk.update(graph)
     return dsk, keys
+
+
+def _lazy_graph(collections: list, optimize: bool) -> tuple[Mapping, list] | None:
+    """``collections_to_graph(lazy=True)`` when a collection's graph is huge and
+    lazily read; None when none is (or one needs a whole-graph optimization)."""
+    graphs: list = []
+    keys: list = []
+    huge = False
+    for c in collections:
+        ks = c.__shmdask_keys__()
+        keys.append(ks)
+        make = getattr(c, "__shmdask_lazy_graph__", None)
+        opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
+        if make is None:
+            if opt is not None:  # it may need the graph whole: the dict path serves
+                return None
+            graphs.append(c.__shmdask_graph__())
+            continue
+        graph = make(STREAM_MIN_TASKS)
+        if graph is None:  # small: as a dict
+            graph = c.__shmdask_graph__()
+        else:
+            huge = True
+        graphs.append(opt(graph, list(flatten(ks))) if opt is not None else graph)
+    if not huge:
+        return None
+    return (graphs[0] if len(graphs) == 1 else GraphUnion(graphs)), keys
+
+
+class GraphUnion(Mapping):
+    """Graphs read as one, without merging them: a key is taken from the last
+    graph that has it, as merging them in order into one dict would keep it.
+
+    ``len()`` and iteration walk every graph (a lazily read one may merge
+    itself whole for that); lookups, all a walk from the outputs needs, don't."""
+
+    def __init__(self, graphs: list):
+        self.graphs = graphs[::-1]  # the last one first
+
+    def __getitem__(self, key: Any) -> Any:
+        if key in self:
+            for graph in self.graphs:
+                if key in graph:
+                    return graph[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return any(key in graph for graph in self.graphs)
+        except TypeError:  # an unhashable value: not a key
+            return False
+
+    def __iter__(self) -> Any:
+        seen: set = set()
+        for graph in self.graphs:
+            for key in graph:
+                if key not in seen:
+                    seen.add(key)
+                    yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 #: Graphs of at least this many tasks go to a scheduler that takes pieces

@@ -202,3 +202,41 @@ def test_a_huge_collection_on_a_client(monkeypatch, each_cluster):
         assert shmdask.compute(_tree(300), scheduler=client)[0] == sum(range(1, 301))
         x = da.ones(1000, chunks=10)
         assert float((x * 2).sum().compute(scheduler=client)) == 2000.0
+
+
+def test_a_graph_union_reads_as_the_graphs_merged_in_order():
+    first = {"a": 1, "b": (inc, "a")}
+    second = DelayedGraph(delayed(add)(2, 3, dask_key_name="b"))
+    union = base.GraphUnion([first, second])
+    merged = {**first, **dict(DelayedGraph(delayed(add)(2, 3, dask_key_name="b")))}
+    assert union["b"] == merged["b"] == (add, 2, 3)  # the later graph wins
+    assert union["a"] == 1 and "a" in union and "z" not in union
+    assert ["unhashable"] not in union
+    with pytest.raises(KeyError):
+        union[["unhashable"]]
+    assert sorted(union) == sorted(merged) and len(union) == len(merged)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_huge_collections_computed_with_others_are_not_made_whole(monkeypatch, scheduler):
+    monkeypatch.setattr(base, "STREAM_MIN_TASKS", 50)
+    made = []
+    real_array, real_delayed = da.Array.__shmdask_graph__, Delayed.__shmdask_graph__
+
+    def array_graph(self):
+        made.append(self.name)
+        return real_array(self)
+
+    def delayed_graph(self):
+        made.append(self.key)
+        return real_delayed(self)
+
+    monkeypatch.setattr(da.Array, "__shmdask_graph__", array_graph)
+    monkeypatch.setattr(Delayed, "__shmdask_graph__", delayed_graph)
+    x = da.ones(1000, chunks=10)
+    total, tree, small = (x + 1).sum(), _tree(300), delayed(inc)(1)
+    mean = da.ones(20, chunks=10).mean()  # small: its graph is made whole, as before
+    got = shmdask.compute(total, tree, small, mean, scheduler=scheduler)
+    assert got == (2000.0, sum(range(1, 301)), 2, 1.0)
+    assert total.name not in made and tree.key not in made
+    assert small.key in made and mean.name in made
