@@ -16,7 +16,7 @@ the graph, computes it and reports:
 - ``cpu``: CPU time per task of the client process (all its threads) and of
   the worker processes: steadier than wall time on a shared machine;
 - ``first``: when the first task started, as a fraction of ``compute`` (the
-  earliest start in the first batch of task-stream records; LocalCluster only);
+  earliest start in the first batch of task-stream records; shmdask runners);
 - ``peak MB``: the client process's peak RSS.
 
 Medians over ``-r`` runs; runs alternate between runners (this machine is
@@ -65,6 +65,19 @@ def _children_cpu() -> float:
     return total
 
 
+def _watch_local_engines(callback) -> None:
+    """Give ``callback`` the records of every engine the threads backend makes
+    from now on (each ``compute`` makes its own, inside ``get_local``)."""
+    from shmdask.scheduler import local
+
+    class WatchedEngine(local.Engine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.record_callbacks.append(callback)
+
+    local.Engine = WatchedEngine
+
+
 def run_one(workload: str, runner: str, scale: float) -> dict:
     import shmdask
     from benchmarks.run import runner_context
@@ -79,12 +92,17 @@ def run_one(workload: str, runner: str, scale: float) -> dict:
         built = time.perf_counter()
         wall_start = time.time()
         first_start: list = []
-        if client is not None:
+
+        def note_first(records: list) -> None:
             # The first finished batch of records (the task stream itself keeps
             # only the newest half million).
-            engine = client.cluster.engine
-            engine.record_callbacks.append(lambda records: first_start or first_start.append(
-                min(r["start"] for r in records)))
+            if not first_start:
+                first_start.append(min(r["start"] for r in records))
+
+        if client is not None:
+            client.cluster.engine.record_callbacks.append(note_first)
+        elif runner == "shmdask-threads":
+            _watch_local_engines(note_first)
         (total,) = api.compute(collection)
         done = time.perf_counter()
         cpu = time.process_time() - cpu_start

@@ -7,6 +7,13 @@ Flow of ``compute(*args)``::
          ──scheduler: run_graph(...)──▶ {key: value}
          ──each collection's postcompute──▶ results, non-collections passed through
 
+A huge graph (``STREAM_MIN_TASKS`` or more) skips the whole-graph preparation:
+:func:`order_pieces` walks it from the outputs and the scheduler gets it in
+run-order pieces (``run_graph_pieces``), the first while the rest is still
+being walked.  A single huge collection is not even merged into a dict first:
+its ``__shmdask_lazy_graph__`` (an Array's layers, a Delayed's inputs) writes
+each task out as the walk reads it, so the first task starts at once.
+
 The scheduler is chosen per call (``scheduler=``), else from
 ``shmdask.config`` (``config.set(scheduler=...)`` or an open Client), else a
 default dask.distributed Client if one is open (as dask does), else
@@ -249,8 +256,21 @@ def prepare_graph(dsk: Mapping, keys: list, optimize: bool = True,
     return dsk, deps, order(dsk, deps, topo)
 
 
-def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict, list]:
-    """Merge the graphs of collections; returns ``(graph, [keys of each])``."""
+def collections_to_graph(collections: list, optimize: bool = True,
+                         lazy: bool = False) -> tuple[Mapping, list]:
+    """Merge the graphs of collections; returns ``(graph, [keys of each])``.
+
+    With ``lazy``, when one of the collections has a graph of
+    ``STREAM_MIN_TASKS`` tasks or more that it can give as a read-only Mapping
+    writing its tasks out as they are read (``__shmdask_lazy_graph__``: an
+    Array's layers, a Delayed's inputs), the graph is that Mapping (joined
+    with the others' graphs by a :class:`GraphUnion`), so streaming it
+    (:func:`order_pieces`) starts the first tasks before the rest exists;
+    otherwise the graph is a dict."""
+    if lazy:
+        found = _lazy_graph(collections, optimize)
+        if found is not None:
+            return found
     dsk: dict = {}
     keys = []
     groups: dict = {}
@@ -268,6 +288,68 @@ def collections_to_graph(collections: list, optimize: bool = True) -> tuple[dict
             graph = opt(graph, [k for _, ks in members for k in flatten(ks)])
         dsk.update(graph)
     return dsk, keys
+
+
+def _lazy_graph(collections: list, optimize: bool) -> tuple[Mapping, list] | None:
+    """``collections_to_graph(lazy=True)`` when a collection's graph is huge and
+    lazily read; None when none is (or one needs a whole-graph optimization)."""
+    graphs: list = []
+    keys: list = []
+    huge = False
+    for c in collections:
+        ks = c.__shmdask_keys__()
+        keys.append(ks)
+        make = getattr(c, "__shmdask_lazy_graph__", None)
+        opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
+        if make is None:
+            if opt is not None:  # it may need the graph whole: the dict path serves
+                return None
+            graphs.append(c.__shmdask_graph__())
+            continue
+        graph = make(STREAM_MIN_TASKS)
+        if graph is None:  # small: as a dict
+            graph = c.__shmdask_graph__()
+        else:
+            huge = True
+        graphs.append(opt(graph, list(flatten(ks))) if opt is not None else graph)
+    if not huge:
+        return None
+    return (graphs[0] if len(graphs) == 1 else GraphUnion(graphs)), keys
+
+
+class GraphUnion(Mapping):
+    """Graphs read as one, without merging them: a key is taken from the last
+    graph that has it, as merging them in order into one dict would keep it.
+
+    ``len()`` and iteration walk every graph (a lazily read one may merge
+    itself whole for that); lookups, all a walk from the outputs needs, don't."""
+
+    def __init__(self, graphs: list):
+        self.graphs = graphs[::-1]  # the last one first
+
+    def __getitem__(self, key: Any) -> Any:
+        if key in self:
+            for graph in self.graphs:
+                if key in graph:
+                    return graph[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return any(key in graph for graph in self.graphs)
+        except TypeError:  # an unhashable value: not a key
+            return False
+
+    def __iter__(self) -> Any:
+        seen: set = set()
+        for graph in self.graphs:
+            for key in graph:
+                if key not in seen:
+                    seen.add(key)
+                    yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 #: Graphs of at least this many tasks go to a scheduler that takes pieces
@@ -288,11 +370,13 @@ def run_graph(sched: Any, dsk: Mapping, keys: list, optimize: bool = True,
     if finalize is not None and not getattr(sched, "finalizes_views", False):
         return finalize(run_graph(sched, dsk, keys, optimize))
     external = _external_data(sched)
-    if (len(dsk) >= STREAM_MIN_TASKS and hasattr(sched, "run_graph_pieces")
-            and not external):
+    # a graph that is not a dict is read lazily: made so for huge graphs only
+    # (collections_to_graph), and its len() may cost a whole merge (DelayedGraph)
+    huge = not isinstance(dsk, dict) or len(dsk) >= STREAM_MIN_TASKS
+    if huge and hasattr(sched, "run_graph_pieces") and not external:
         check_keys(dsk, keys)
         return sched.run_graph_pieces(_streamed_pieces(dsk, keys), keys, **on_views)
-    with gc_paused(len(dsk)):
+    with gc_paused(STREAM_MIN_TASKS if huge else len(dsk)):
         prepared, deps, prio = prepare_graph(dsk, keys, optimize, external)
     return sched.run_graph(prepared, deps, keys, prio, **on_views)
 
@@ -324,7 +408,7 @@ def _run(collections: list, scheduler: Any, optimize: bool,
     keeps -- a scheduler that can (``finalizes_views``) calls it on read-only
     views of its data before letting go of it, and its result comes back
     instead of the values: one copy of the data rather than two."""
-    dsk, keys = collections_to_graph(collections, optimize)
+    dsk, keys = collections_to_graph(collections, optimize, lazy=True)
     flat = list(dict.fromkeys(k for ks in keys for k in flatten(ks)))
     finalize = None
     if finish_on_views is not None:

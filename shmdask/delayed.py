@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import operator
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shmdask import base
@@ -135,13 +135,12 @@ def _split_inputs(collections: list) -> tuple[dict | None, tuple]:
 
 
 _NO_TASK = object()  # Delayed._task when the node's entries are all in ``_dask``
+_SIZE_CAP = 1 << 62  # Delayed._size stops growing here (x = x + x, a thousand times)
 
 
-def _materialize(root: Delayed) -> dict:
-    """The whole graph of ``root``: its own entries and its parents', each
-    collection visited once (so a tree of n calls costs O(n), not O(n log n)
-    as merging every input's whole graph at every call would)."""
-    layers = []
+def _collections_of(root: Delayed) -> Iterator[Any]:
+    """``root`` and every collection its graph is made of (Delayed nodes and
+    other collections, e.g. Arrays), each once, depth-first from ``root``."""
     seen: set = set()
     stack: list = [root]
     while stack:
@@ -149,21 +148,126 @@ def _materialize(root: Delayed) -> dict:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        yield node
         if isinstance(node, Delayed):
-            layers.append(node)
             stack.extend(node._parents)
-        else:
-            layers.append(node.__shmdask_graph__())
+
+
+def _materialize(root: Delayed) -> dict:
+    """The whole graph of ``root``: its own entries and its parents', each
+    collection visited once (so a tree of n calls costs O(n), not O(n log n)
+    as merging every input's whole graph at every call would)."""
     dsk: dict = {}
-    for layer in reversed(layers):  # a task's own entries win over its inputs'
-        if type(layer) is dict:
-            dsk.update(layer)
+    for node in reversed(list(_collections_of(root))):  # own entries win over inputs'
+        if not isinstance(node, Delayed):
+            dsk.update(node.__shmdask_graph__())
             continue
-        if layer._dask:
-            dsk.update(layer._dask)
-        if layer._task is not _NO_TASK:
-            dsk[layer._key] = layer._task
+        if node._dask:
+            dsk.update(node._dask)
+        if node._task is not _NO_TASK:
+            dsk[node._key] = node._task
     return dsk
+
+
+def _count_at_least(root: Delayed, n: int) -> bool:
+    """Whether the graph of ``root`` has ``n`` tasks or more; walks until it
+    has counted ``n``, so asking about a huge graph costs a bounded walk."""
+    count = 0
+    graphs: set = set()  # ids of own-entry dicts counted (to_delayed's blocks share one)
+    for node in _collections_of(root):
+        if isinstance(node, Delayed):
+            count += node._task is not _NO_TASK
+            own = node._dask
+            if own and id(own) not in graphs:
+                graphs.add(id(own))
+                count += len(own)
+        else:
+            count += len(node.__shmdask_graph__())
+        if count >= n:
+            return True
+    return False
+
+
+class DelayedGraph(Mapping):
+    """The graph of a Delayed, merged as it is read from the output key.
+
+    ``graph[key]`` opens the node that holds ``key``: its task and own entries
+    join the graph, and its inputs become known by key, unopened.  A walk from
+    the output (:func:`shmdask.graph.order_pieces`) reads a key only after a
+    task that refers to it, so the first tasks of a million-call graph are
+    given out before the rest is merged, and no whole dict is built first.
+    Entries met first win, as a task's own entries win over its inputs' in
+    the merged ``Delayed.dask``.  A key asked about before any walk met it
+    (a graph that refers to a key none of its inputs declared) has the rest
+    merged at once, as do ``len()`` and iteration.
+    """
+
+    __slots__ = ("_tasks", "_nodes", "_merged")
+
+    def __init__(self, root: Delayed):
+        self._tasks: dict = {}  # key -> computation, of the nodes opened so far
+        self._nodes: dict = {root._key: root}  # key -> a Delayed not opened yet
+        self._merged = False
+
+    def _open(self, node: Delayed) -> Any:
+        tasks, nodes = self._tasks, self._nodes
+        key = node._key
+        own = node._dask
+        if own:
+            for k, v in own.items():
+                if k not in tasks:
+                    tasks[k] = v
+        task = tasks[key] = own[key] if node._task is _NO_TASK else node._task
+        for parent in node._parents:
+            if isinstance(parent, Delayed):
+                k = parent._key
+                if k not in tasks and k not in nodes:
+                    nodes[k] = parent
+            else:  # another collection (an Array): its graph as it is
+                for k, v in parent.__shmdask_graph__().items():
+                    if k not in tasks:
+                        tasks[k] = v
+        return task
+
+    def _merge_rest(self) -> None:
+        nodes = self._nodes
+        while nodes:
+            key = next(iter(nodes))
+            node = nodes.pop(key)
+            if key not in self._tasks:
+                self._open(node)
+        self._merged = True
+
+    def __getitem__(self, key: Any) -> Any:
+        tasks = self._tasks
+        if key in tasks:
+            return tasks[key]
+        node = self._nodes.pop(key, None)
+        if node is not None:
+            return self._open(node)
+        if not self._merged:
+            self._merge_rest()
+            return tasks[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            if key in self._tasks or key in self._nodes:
+                return True
+        except TypeError:  # an unhashable value: not a key
+            return False
+        if self._merged:
+            return False
+        self._merge_rest()
+        return key in self._tasks
+
+    def __len__(self) -> int:
+        self._merge_rest()
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator:
+        self._merge_rest()
+        return iter(self._tasks)
 
 
 def _finalize_first(results: list) -> Any:
@@ -183,7 +287,7 @@ class Delayed(DaskCollection):
     when first asked for, then kept.  A call costs one small object, not a
     copy of its inputs' graphs."""
 
-    __slots__ = ("_key", "_dask", "_length", "_parents", "_task")
+    __slots__ = ("_key", "_dask", "_length", "_parents", "_task", "_size")
 
     # numpy defers binary operators to us (``ndarray + Delayed`` is a Delayed,
     # not an object array of Delayed values)
@@ -197,6 +301,13 @@ class Delayed(DaskCollection):
         setattr_(self, "_length", length)
         setattr_(self, "_parents", parents)
         setattr_(self, "_task", task)
+        # At least the number of tasks of the whole graph (inputs shared by
+        # several paths are counted once per path): a graph whose bound is
+        # small is small, so only a big bound is ever counted exactly.
+        size = (len(dsk) if dsk else 0) + (task is not _NO_TASK)
+        for p in parents:
+            size += p._size if isinstance(p, Delayed) else 1
+        setattr_(self, "_size", size if size < _SIZE_CAP else _SIZE_CAP)
 
     @property
     def key(self) -> Any:
@@ -214,6 +325,15 @@ class Delayed(DaskCollection):
             object.__setattr__(self, "_parents", ())
             object.__setattr__(self, "_task", _NO_TASK)
         return self._dask
+
+    def __shmdask_lazy_graph__(self, min_tasks: int) -> Mapping | None:
+        """The graph as a :class:`DelayedGraph` (merged as it is read) when it
+        has ``min_tasks`` tasks or more, else None (``__shmdask_graph__`` serves)."""
+        if self._size < min_tasks:
+            return None
+        if not self._parents and self._task is _NO_TASK:  # merged already
+            return self._dask if len(self._dask) >= min_tasks else None
+        return DelayedGraph(self) if _count_at_least(self, min_tasks) else None
 
     def __shmdask_keys__(self) -> list:
         return [self._key]

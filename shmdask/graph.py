@@ -499,7 +499,7 @@ def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000, largest: int = 
     ``missing`` (before the piece that needs it is yielded) when a list is given.
     """
     done: set = set()
-    path: dict = {}  # keys expanded and not yet given out: the current DFS path
+    path: dict = {}  # key -> task, expanded and not yet given out: the current DFS path
     graph: dict = {}
     deps: dict = {}
     prio: dict = {}
@@ -518,7 +518,7 @@ def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000, largest: int = 
                 raise CycleError(cycle[cycle.index(key):])
             v = dsk[key]
             ds = set() if is_held_elsewhere(key, v) else find_keys(v, dsk)
-            path[key] = True
+            path[key] = v  # read once: a lazy graph writes a task out per read
             push((key, ds))
             for d in ds:
                 if d in done or d in absent:
@@ -532,9 +532,8 @@ def order_pieces(dsk: Graph, keys: Iterable, first: int = 1_000, largest: int = 
                     absent.add(d)
                     missing.append(d)
             continue
-        del path[key]  # every dependency is given out: give this key out
+        graph[key] = path.pop(key)  # every dependency is given out: give this key out
         done.add(key)
-        graph[key] = dsk[key]
         deps[key] = ds
         prio[key] = counter
         counter += 1

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -42,7 +42,7 @@ from shmdask.interop.shmdask_on_dask import DaskCollection
 from shmdask.tokenize import tokenize
 
 from .chunks import Chunks, shape_of
-from .layers import MaterializedLayer, materialize
+from .layers import MaterializedLayer, lazy_graph, materialize
 
 
 def token_name(prefix: str, *args: Any, **kwargs: Any) -> str:
@@ -171,6 +171,14 @@ class Array(DaskCollection):
     def dask(self) -> dict:
         return self.__shmdask_graph__()
 
+    def __shmdask_lazy_graph__(self, min_tasks: int) -> Mapping | None:
+        """The graph written out block by block as a scheduler reads it
+        (:class:`~shmdask.array.layers.LayeredGraph`) when it has at least
+        ``min_tasks`` tasks, else None (``__shmdask_graph__`` serves)."""
+        if self._dsk is not None:
+            return self._dsk if len(self._dsk) >= min_tasks else None
+        return lazy_graph(self._layers, {self.name}, min_tasks)
+
     def __shmdask_keys__(self) -> list:
         name = self.name
         if self.ndim == 0:
@@ -190,7 +198,7 @@ class Array(DaskCollection):
         return rebuild, (self.name, self._chunks, self.dtype)
 
     @staticmethod
-    def __shmdask_optimize__(dsk: dict, keys: Any) -> dict:
+    def __shmdask_optimize__(dsk: Mapping, keys: Any) -> Mapping:
         return optimize(dsk, keys)
 
     def __shmdask_tokenize__(self) -> str:
@@ -502,7 +510,7 @@ def _block_shape(x: np.ndarray) -> tuple:
 
 # --------------------------------------------------------------------------- running
 
-def optimize(dsk: dict, keys: Any, cull_and_fuse: bool = False) -> dict:
+def optimize(dsk: Mapping, keys: Any, cull_and_fuse: bool = False) -> Mapping:
     """The Array optimisation pass: blockwise fusion, then cull and linear fusion.
 
     Blockwise fusion already happened when the layers were materialised (see
@@ -510,7 +518,8 @@ def optimize(dsk: dict, keys: Any, cull_and_fuse: bool = False) -> dict:
     ``shmdask.base.prepare_graph`` does to every graph it runs, so by default
     they are not repeated here (repeating them cost ~10% of a 10,000-chunk
     ``random(...).sum()``); ``cull_and_fuse=True`` runs them anyway, e.g. for a
-    graph handed to something that does not prepare graphs itself.
+    graph handed to something that does not prepare graphs itself.  So a
+    graph read lazily (``__shmdask_lazy_graph__``) passes through unread.
     """
     if not cull_and_fuse:
         return dsk

@@ -51,6 +51,9 @@ def _from_geometry(prefix: str, func: Any, chunks: tuple, dtype: Any, token: Any
 
 
 def _geometry_of(starts: tuple, chunks: tuple, idx: tuple) -> tuple:
+    if len(idx) == 1:  # written once per block of a million-block array: kept cheap
+        i = idx[0]
+        return (starts[0][i],), (chunks[0][i],)
     return (tuple(s[i] for s, i in zip(starts, idx, strict=False)),
             tuple(c[i] for c, i in zip(chunks, idx, strict=False)))
 

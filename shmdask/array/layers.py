@@ -28,7 +28,7 @@ in ``x + x.T``) keeps its own keys, so nothing is computed twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from itertools import product
 from typing import Any
@@ -289,3 +289,90 @@ def materialize(layers: dict, outputs: set) -> dict:
         if name not in inlined:
             dsk.update(layer.materialize(inlined, layers))
     return dsk
+
+
+class LayeredGraph(Mapping):
+    """The graph :func:`materialize` would write, written out as it is read.
+
+    ``graph[key]`` builds one block's task when asked (with the same blockwise
+    fusion), so a scheduler that walks a huge graph from its outputs
+    (:func:`shmdask.graph.order_pieces`) starts running its first tasks before
+    the millionth block's task exists, and no whole dict is ever held.  Only
+    the materialized layers' entries (reduction trees, slicing, data; small
+    next to the blockwise layers) are merged up front.  ``len()`` is counted
+    per layer, without writing anything out.
+    """
+
+    __slots__ = ("layers", "inlined", "_blockwise", "_entries", "_len")
+
+    def __init__(self, layers: dict, inlined: set):
+        self.layers = layers
+        self.inlined = inlined
+        self._blockwise: dict[str, tuple] = {}  # name -> (layer, numblocks of its output)
+        self._entries: dict = {}  # the materialized layers, merged in layer order
+        for name, layer in layers.items():
+            if name in inlined:
+                continue
+            if isinstance(layer, BlockwiseLayer):
+                self._blockwise[name] = (layer, layer.out_numblocks)
+            else:
+                self._entries.update(layer.materialize(inlined, layers))
+        self._len = len(self._entries) + sum(
+            len(layer) for layer, _ in self._blockwise.values())
+
+    def _block(self, key: Any) -> tuple | None:
+        """(layer, its output numblocks) when ``key`` names one of its blocks.
+
+        Called for nearly every key of a huge graph, several times (each
+        reference to it is checked): a plain loop, no slices or zips."""
+        if type(key) is not tuple or not key:
+            return None
+        found = self._blockwise.get(key[0])
+        if found is None or len(key) != len(found[1]) + 1:
+            return None
+        d = 1
+        for n in found[1]:
+            i = key[d]
+            if type(i) is not int or not 0 <= i < n:
+                return None
+            d += 1
+        return found
+
+    # Blocks are looked up first: they are nearly every key of a huge graph, and
+    # a miss in ``_entries`` first would cost a hash of the key for nothing.
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            found = self._block(key)
+            if found is None:
+                return self._entries[key]
+        except TypeError:  # unhashable: not a key
+            raise KeyError(key) from None
+        return found[0].block_task(key[1:], self.inlined, self.layers)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return self._block(key) is not None or key in self._entries
+        except TypeError:  # an unhashable value asked about: not a key
+            return False
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator:
+        entries = self._entries
+        yield from entries
+        for name, (_, numblocks) in self._blockwise.items():
+            for idx in product(*(range(n) for n in numblocks)):
+                key = (name,) + idx
+                if key not in entries:
+                    yield key
+
+
+
+def lazy_graph(layers: dict, outputs: set, min_tasks: int) -> LayeredGraph | None:
+    """The graph of ``layers`` as a :class:`LayeredGraph` when it has at least
+    ``min_tasks`` tasks, else None; counted from the layers' sizes alone."""
+    inlined = fused_inlined(layers, outputs)
+    if sum(len(layer) for name, layer in layers.items() if name not in inlined) < min_tasks:
+        return None
+    return LayeredGraph(layers, inlined)
