@@ -605,6 +605,22 @@ def key_split(key: Hashable) -> str:
         key = key.decode()
     if type(key) is not str:
         return str(key)
+    group = _groups.get(key)
+    if group is not None:
+        return group
+    if len(_groups) >= _GROUPS_KEPT:  # unique names (delayed keys) must not pile up
+        _groups.clear()
+    group = _groups[key] = _split_name(key)
+    return group
+
+
+# Group of a name, for names met before: the keys of one array share a name,
+# and every task's record asks for its group.
+_groups: dict[str, str] = {}
+_GROUPS_KEPT = 4096
+
+
+def _split_name(key: str) -> str:
     words = key.split("-")
     kept = [words[0]]
     for word in words[1:]:

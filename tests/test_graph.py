@@ -114,6 +114,15 @@ def test_key_split():
     assert key_split(("x", 1, 2)) == "x"
 
 
+def test_key_split_remembers_a_bounded_number_of_names():
+    from shmdask import graph
+
+    for i in range(3 * graph._GROUPS_KEPT):  # unique names, as delayed keys are
+        assert key_split(f"f{i % 7}-{i:032x}") == f"f{i % 7}"
+    assert len(graph._groups) <= graph._GROUPS_KEPT
+    assert key_split(("same-name-0123456789", 1)) == key_split(("same-name-0123456789", 2))
+
+
 def test_flatten():
     assert list(flatten([1, [2, [3, [4]], []], 5])) == [1, 2, 3, 4, 5]
     assert list(flatten([("a", 0), [("a", 1)]])) == [("a", 0), ("a", 1)]

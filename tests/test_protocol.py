@@ -52,6 +52,17 @@ def test_small_values_travel_inline(allocator):
     assert allocator.segments_created == 0
 
 
+def test_plain_values_of_any_size_stay_in_the_header(allocator):
+    # str and bytes never pickle out of band: even a big one stays inline,
+    # owned by the caller's name, with its true size
+    for obj in [True, 3 + 4j, 2**100, -0.5, "é" * 40_000, b"y" * 40_000]:
+        s = serialize_value(obj, allocator, "w")
+        assert (s.buffers, s.owner, s.where) == ([], "w", "inline")
+        assert s.nbytes == len(s.header)
+        assert deserialize_value(s) == obj and type(deserialize_value(s)) is type(obj)
+    assert allocator.segments_created == 0
+
+
 def test_large_arrays_go_to_shm_and_read_back_zero_copy(allocator):
     x = np.arange(1_000_000, dtype="f8")
     s = serialize_value(x, allocator, "w")

@@ -159,13 +159,21 @@ def _reduce_ndarray(a: Any) -> Any:
     return a.__reduce_ex__(5)
 
 
+_our_dispatch_table: collections.ChainMap | None = None
+
+
 def _with_our_reducers(pickler: pickle.Pickler) -> pickle.Pickler:
     """``pickler`` with :func:`_reduce_ndarray` in its dispatch table, once numpy
-    is loaded (no numpy array can exist before)."""
+    is loaded (no numpy array can exist before).  The table is made once: it
+    chains to copyreg's, so later ``copyreg.pickle`` calls still count."""
+    global _our_dispatch_table
     np = sys.modules.get("numpy")
     if np is not None:
-        base = getattr(pickler, "dispatch_table", copyreg.dispatch_table)
-        pickler.dispatch_table = collections.ChainMap({np.ndarray: _reduce_ndarray}, base)
+        table = _our_dispatch_table
+        if table is None or table.maps[0].get(np.ndarray) is not _reduce_ndarray:
+            table = _our_dispatch_table = collections.ChainMap(
+                {np.ndarray: _reduce_ndarray}, copyreg.dispatch_table)
+        pickler.dispatch_table = table
     return pickler
 
 
@@ -201,11 +209,21 @@ def _warn_shm_full(exc: OSError) -> None:
             "instead (is /dev/shm too small?)", exc)
 
 
+# Types whose pickle is always in-band (protocol 5 only puts PickleBuffers out
+# of band) and never needs cloudpickle.
+_INBAND_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
                     threshold: int = SHM_THRESHOLD) -> Stored:
     """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
     shared memory (if one is given), the rest inline (copied: the caller may
     mutate ``obj`` afterwards)."""
+    if type(obj) in _INBAND_TYPES:
+        # Most results of tiny tasks: no buffers to place, nothing to fall back
+        # to cloudpickle for -- one C call instead of a pickler per value.
+        header = pickle.dumps(obj, protocol=5)
+        return Stored(header, [], len(header), owner)
     np = sys.modules.get("numpy")
     if (np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject
             and not (obj.flags.c_contiguous or obj.flags.f_contiguous)):
