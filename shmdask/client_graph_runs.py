@@ -54,6 +54,21 @@ class GraphWaiter:
             if self.pending <= 0:
                 self.event.set()
 
+    def many(self, keys: list, status: str) -> None:
+        """Several keys in memory at once (the engine's batch form of the call)."""
+        if status != "memory":
+            for key in keys:
+                self(key, status, None)
+            return
+        also = self.also
+        if also is not None:
+            for key in keys:
+                also(key, status, None)
+        with self._lock:
+            self.pending -= len(keys)
+            if self.pending <= 0:
+                self.event.set()
+
 
 def strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
                   client: Client) -> tuple:

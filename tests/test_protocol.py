@@ -268,3 +268,25 @@ def test_unpicklable_value_gives_its_blocks_back(allocator):
     ref, _ = allocator.alloc(800_000)
     assert allocator.segments_created == 1  # ... and reused
     allocator.free([ref])
+
+
+class _Registered:
+    def __init__(self, x):
+        self.x = x
+
+
+def _rebuild_registered(x):
+    return _Registered(x * 10)
+
+
+def test_copyreg_reducers_registered_later_are_used(allocator):
+    import copyreg
+
+    serialize_value(np.arange(3), allocator, "w")  # our table exists now
+    copyreg.pickle(_Registered, lambda obj: (_rebuild_registered, (obj.x,)))
+    try:
+        back = deserialize_value(serialize_value([_Registered(4), np.arange(3)], allocator, "w"))
+    finally:
+        del copyreg.dispatch_table[_Registered]
+    assert back[0].x == 40
+    np.testing.assert_array_equal(back[1], np.arange(3))

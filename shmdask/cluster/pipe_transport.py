@@ -100,9 +100,9 @@ class ProcessWorkerHandle(WorkerHandle):
         keys = [t.key for t in tasks]
         with self._processing_lock:
             self.processing.update(dict.fromkeys(keys))
-        body = [(t.key, t.computation, t.deps) for t in tasks]
+        body = [tuple(t) for t in tasks]  # plain tuples: no class to look up over there
         if self._store is not None:
-            self._store.touch([v for t in tasks for v in t.deps.values()])
+            self._store.touch([v for t in body if t[2] for v in t[2].values()])
         try:
             self._send_tasks(keys, body)
         except Exception:

@@ -25,7 +25,6 @@ What flows in and out:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copyreg
 import io
@@ -159,21 +158,25 @@ def _reduce_ndarray(a: Any) -> Any:
     return a.__reduce_ex__(5)
 
 
-_our_dispatch_table: collections.ChainMap | None = None
+_our_dispatch_table: dict = {}
+_copyreg_size = -1  # len(copyreg.dispatch_table) when ours was made
 
 
 def _with_our_reducers(pickler: pickle.Pickler) -> pickle.Pickler:
     """``pickler`` with :func:`_reduce_ndarray` in its dispatch table, once numpy
-    is loaded (no numpy array can exist before).  The table is made once: it
-    chains to copyreg's, so later ``copyreg.pickle`` calls still count."""
-    global _our_dispatch_table
+    is loaded (no numpy array can exist before).
+
+    The table is a plain dict copy of copyreg's, made again when copyreg's
+    grows: the C pickler looks a dict up in C, while a ChainMap would cost a
+    Python call for every object of a message it pickles."""
+    global _our_dispatch_table, _copyreg_size
     np = sys.modules.get("numpy")
     if np is not None:
-        table = _our_dispatch_table
-        if table is None or table.maps[0].get(np.ndarray) is not _reduce_ndarray:
-            table = _our_dispatch_table = collections.ChainMap(
-                {np.ndarray: _reduce_ndarray}, copyreg.dispatch_table)
-        pickler.dispatch_table = table
+        if len(copyreg.dispatch_table) != _copyreg_size or np.ndarray not in _our_dispatch_table:
+            table = dict(copyreg.dispatch_table)
+            table[np.ndarray] = _reduce_ndarray
+            _our_dispatch_table, _copyreg_size = table, len(copyreg.dispatch_table)
+        pickler.dispatch_table = _our_dispatch_table
     return pickler
 
 
