@@ -42,7 +42,7 @@ from shmdask.cluster.protocol import (
 )
 from shmdask.cluster.requests import Requests, answer_ask, function_result
 from shmdask.cluster.store import ShmStore
-from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
+from shmdask.scheduler.interfaces import TaskSpec, WorkerHandle
 
 log = logging.getLogger("shmdask.cluster")
 
@@ -201,16 +201,20 @@ class ProcessWorkerHandle(WorkerHandle):
             with self._processing_lock:  # one acquisition per message, not per task
                 for entry in entries:
                     processing.pop(entry[1], None)
+            values = []
             for entry in entries:
                 if entry[0] == "done":
                     _, key, stored, record = entry
-                    done.append(TaskResult(key, stored.detach(), record))
+                    if stored.buffers or type(stored.header) is not bytes:
+                        stored.detach()
+                    done.append((key, stored, record))  # a TaskResult's fields
+                    values.append(stored)
                 else:
                     _, key, exc_bytes, tb, record = entry
                     exc = load_exception(exc_bytes, tb)
                     errors.append(("erred", self.id, key, exc, tb, record))
             if done:
-                store.adopt_all([result.value for result in done])
+                store.adopt_all(values)
                 post(("done", self.id, done))
             for event in errors:
                 post(event)

@@ -101,7 +101,9 @@ class Engine:
         # (the dashboard draws small ones); must only take note, not work.
         self.graph_callbacks: list[Callable[[Mapping, Mapping], None]] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.listeners: dict[Any, list[Listener]] = {}
+        # key -> its listener, or a list of them when there are several (most
+        # keys have one: a run of ten thousand keys makes no ten thousand lists)
+        self.listeners: dict[Any, Listener | list[Listener]] = {}
         self.started = time.time()
         self.closed = False
         self._thread: threading.Thread | None = None
@@ -262,8 +264,22 @@ class Engine:
 
     # -- event handlers ----------------------------------------------------------
 
+    def _listen(self, keys: Iterable, listener: Listener) -> None:
+        listeners = self.listeners
+        for key in keys:
+            held = listeners.get(key)
+            if held is None:
+                listeners[key] = listener
+            elif type(held) is list:
+                held.append(listener)
+            else:
+                listeners[key] = [held, listener]
+
     def _notify(self, key: Any, status: str, exc: BaseException | None) -> None:
-        for listener in self.listeners.pop(key, ()):
+        held = self.listeners.pop(key, None)
+        if held is None:
+            return
+        for listener in held if type(held) is list else (held,):
             try:
                 listener(key, status, exc)
             except Exception:  # one bad listener must not cost others their news
@@ -275,7 +291,10 @@ class Engine:
         pop = self.listeners.pop
         groups: dict[int, tuple[Listener, list]] = {}
         for key in keys:
-            for listener in pop(key, ()):
+            held = pop(key, None)
+            if held is None:
+                continue
+            for listener in held if type(held) is list else (held,):
                 group = groups.get(id(listener))
                 if group is None:
                     groups[id(listener)] = (listener, [key])
@@ -301,8 +320,7 @@ class Engine:
     def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
                          annotations=None, hold=()) -> None:
         if listener is not None:
-            for key in wanted:
-                self.listeners.setdefault(key, []).append(listener)
+            self._listen(wanted, listener)
         new_generation = True
         if annotations:
             # dask's fifo_timeout: graphs this close together share a generation
@@ -340,8 +358,7 @@ class Engine:
             for key in again:
                 if key not in asked:  # an erred input that runs again: pending once more
                     listener(key, "pending", None)
-            for key in asked.union(again):
-                self.listeners.setdefault(key, []).append(listener)
+            self._listen(asked.union(again), listener)
         for key in keys:  # not erred (any more): say how they stand
             state = self.state.state_of(key)
             if state in ("memory", "erred"):
