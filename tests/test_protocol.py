@@ -290,3 +290,26 @@ def test_copyreg_reducers_registered_later_are_used(allocator):
         del copyreg.dispatch_table[_Registered]
     assert back[0].x == 40
     np.testing.assert_array_equal(back[1], np.arange(3))
+
+
+def test_small_arrays_and_numpy_numbers_travel_inline_and_read_back_alike(allocator):
+    values = [np.arange(6.0).reshape(2, 3), np.asfortranarray(np.arange(6).reshape(2, 3)),
+              np.zeros(0), np.array(7), np.float64(2.5), np.int8(-3), np.bool_(True),
+              np.array(["2020-01-01"], dtype="datetime64[ns]")]
+    for obj in values:
+        s = serialize_value(obj, allocator, "w")
+        assert s.where == "inline" and s.owner == "w"
+        assert s.nbytes == len(s.header) + sum(len(b) for b in s.buffers)
+        mine, view = deserialize_value(s, copy=True), deserialize_value(s)
+        assert type(mine) is type(obj) and np.array_equal(mine, obj)
+        if isinstance(obj, np.ndarray):
+            assert mine.dtype == obj.dtype and mine.shape == obj.shape
+            assert mine.flags.f_contiguous == obj.flags.f_contiguous
+            assert mine.flags.writeable  # a private copy
+            if obj.size:
+                assert not view.flags.writeable  # a task's input: read-only
+    x = np.arange(4.0)
+    s = serialize_value(x, allocator, "w")
+    x[0] = 99  # the value was copied when it was stored
+    assert deserialize_value(s)[0] == 0
+    assert allocator.segments_created == 0
