@@ -906,3 +906,43 @@ def test_threads_hand_the_gil_over_quickly_while_workers_are_attached(cluster):
     finally:
         pt._switching_users, pt._switching_saved = users, saved
         sys.setswitchinterval(original)
+
+
+def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
+    # the flush timer runs from the oldest result held, not from the last flush:
+    # a worker idle for a while must not send a new batch's first result alone
+    import socket
+    from multiprocessing.connection import Connection
+
+    from shmdask.cluster.protocol import (
+        ConnectionState,
+        decode_message,
+        encode_message,
+        loads_message,
+    )
+    from shmdask.cluster.worker import FLUSH_INTERVAL, Worker
+
+    ours, theirs = socket.socketpair()
+    worker = Worker(Connection(theirs.detach()), "idle-0", f"idle{os.getpid()}", use_shm=False)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    conn, state = Connection(ours.detach()), ConnectionState()
+    try:
+        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+        for round_ in range(2):
+            time.sleep(10 * FLUSH_INTERVAL)  # idle
+            keys = [f"k{round_}-{i}" for i in range(20)]
+            conn.send_bytes(encode_message(("run", keys),
+                                           [(k, (inc, i), {}) for i, k in enumerate(keys)],
+                                           state))
+            header, frames = decode_message(conn.recv_bytes())
+            first = loads_message(frames)
+            assert header[0] == "results" and len(first) > 1
+            got = [e[1] for e in first]
+            while len(got) < len(keys):
+                got += [e[1] for e in loads_message(decode_message(conn.recv_bytes())[1])]
+            assert got == keys
+    finally:
+        conn.close()
+        serving.join(10)
+    assert not serving.is_alive()

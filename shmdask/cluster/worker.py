@@ -27,9 +27,11 @@ Out (header, body)::
 
 Shape: the main thread only receives (so the pipe is always drained and frees
 apply at once); ``nthreads`` executor threads take tasks from a queue.  Results
-are flushed when the queue runs dry (end of a batch) or when ~5 ms passed since
-the last flush, so the scheduler can keep dispatching without paying one
-message per tiny task.  Inputs are read-only views of shared memory (or of
+are flushed when the queue runs dry (end of a batch) or when the oldest result
+held has waited ~5 ms, so the scheduler can keep dispatching without paying one
+message per tiny task.  (Timed from the oldest result, not from the last
+flush: after an idle spell the first result of a new batch would otherwise go
+alone, one extra message per batch.)  Inputs are read-only views of shared memory (or of
 spill files, mapped the same way); results of at least ``threshold`` bytes are
 written into this worker's slabs while its shared memory plus private memory
 stays under ``spill_fraction`` of its ``memory_limit``, and into files of the
@@ -131,7 +133,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._outbox: list = []
         self._outbox_lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._held_since = 0.0  # when the oldest result in the outbox was put there
         # Deserialized inputs, alive as long as some queued task holds the Stored:
         # tasks of one batch that share an input unpickle it once.
         self._loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -373,11 +375,12 @@ class Worker:
             self.tasks_run += 1
             batch = None
             with self._outbox_lock:
-                self._outbox.append(entry)
                 now = time.monotonic()
-                if seceded or self.tasks.empty() or now - self._last_flush >= FLUSH_INTERVAL:
+                if not self._outbox:
+                    self._held_since = now
+                self._outbox.append(entry)
+                if seceded or self.tasks.empty() or now - self._held_since >= FLUSH_INTERVAL:
                     batch, self._outbox = self._outbox, []
-                    self._last_flush = now
             if batch and not self._send_results(batch):
                 return  # the scheduler hung up
             if seceded:
@@ -398,7 +401,6 @@ class Worker:
     def _flush_outbox(self) -> None:
         with self._outbox_lock:
             batch, self._outbox = self._outbox, []
-            self._last_flush = time.monotonic()
         if batch:
             self._send_results(batch)
 
