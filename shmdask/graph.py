@@ -464,20 +464,30 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
     priority: dict = {}
     counter = 0
     for root in outputs:
+        if not deps[root]:  # a lone task (most of a wide graph): numbered at once
+            priority[root] = counter
+            counter += 1
+            continue
         stack = [(root, False)]
+        pop, push = stack.pop, stack.append
         while stack:
-            k, expanded = stack.pop()
+            k, expanded = pop()
             if k in priority:
                 continue
             if expanded:
                 priority[k] = counter
                 counter += 1
                 continue
-            stack.append((k, True))
             children = [d for d in deps[k] if d not in priority and d in size]
+            if not children:  # what pushing it back and popping it at once would do
+                priority[k] = counter
+                counter += 1
+                continue
+            push((k, True))
             if len(children) > 1:
                 children.sort(key=sort_key, reverse=True)
-            stack.extend((d, False) for d in children)
+            for d in children:
+                push((d, False))
     return priority
 
 
