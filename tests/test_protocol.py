@@ -57,7 +57,10 @@ def test_plain_values_of_any_size_stay_in_the_header(allocator):
     # owned by the caller's name, with its true size
     for obj in [True, 3 + 4j, 2**100, -0.5, "é" * 40_000, b"y" * 40_000]:
         s = serialize_value(obj, allocator, "w")
-        assert (s.buffers, s.owner, s.where) == ([], "w", "inline")
+        assert (s.buffers, s.owner, s.where) == ((), "w", "inline")
+        # through a message it stays without a list (nothing for the collector)
+        back = loads_message(dumps_message([s]))[0]
+        assert back.buffers == () and bytes(back.header) == bytes(s.header)
         assert s.nbytes == len(s.header)
         assert deserialize_value(s) == obj and type(deserialize_value(s)) is type(obj)
     assert allocator.segments_created == 0

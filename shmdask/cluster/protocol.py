@@ -88,16 +88,17 @@ def split_frames(data: bytes | memoryview) -> list[memoryview]:
 class Stored:
     """A value in the data plane: pickle header + buffers (inline bytes or shm blocks).
 
-    ``buffers`` items are either bytes-like (inline) or a ``(segment, offset,
-    length)`` tuple (a shared-memory block; a segment name that is an absolute
-    path is a spill file, mapped the same way).  ``owner`` names the allocator that
+    ``buffers`` (a list, or ``()`` when there are none) items are either
+    bytes-like (inline) or a ``(segment, offset, length)`` tuple (a
+    shared-memory block; a segment name that is an absolute path is a spill
+    file, mapped the same way).  ``owner`` names the allocator that
     holds the blocks (a worker id, or ``"client"``), so a release can be routed
     to it.  The engine treats a ``Stored`` as opaque.
     """
 
     __slots__ = ("header", "buffers", "nbytes", "owner", "live", "__weakref__")
 
-    def __init__(self, header, buffers: list, nbytes: int, owner: str):
+    def __init__(self, header, buffers: list | tuple, nbytes: int, owner: str):
         self.header = header
         self.buffers = buffers
         self.nbytes = nbytes
@@ -131,7 +132,10 @@ class Stored:
     def __reduce__(self):
         # Inline buffers and the header travel as out-of-band frames: no copy
         # into the pickle stream.
-        buffers = [_out_of_band(b) if type(b) is not tuple else b for b in self.buffers]
+        # No buffers travel as the empty tuple: a value that arrives without any
+        # (most small results) then holds no list for the collector to walk.
+        buffers = [_out_of_band(b) if type(b) is not tuple else b
+                   for b in self.buffers] if self.buffers else ()
         return (Stored, (_out_of_band(self.header), buffers, self.nbytes, self.owner))
 
     def __repr__(self) -> str:
@@ -226,7 +230,7 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
         # Most results of tiny tasks: no buffers to place, nothing to fall back
         # to cloudpickle for -- one C call instead of a pickler per value.
         header = pickle.dumps(obj, protocol=5)
-        return Stored(header, [], len(header), owner)
+        return Stored(header, (), len(header), owner)
     np = sys.modules.get("numpy")
     if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
         if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
@@ -242,7 +246,7 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
             return Stored(header, inline, len(header) + sum(map(len, inline)), owner)
     elif np is not None and isinstance(obj, np.generic) and obj.dtype.kind in "biufc":
         header = pickle.dumps(obj, protocol=5)  # a numpy number: no buffers
-        return Stored(header, [], len(header), owner)
+        return Stored(header, (), len(header), owner)
     buffers: list = []
 
     def keep(pb: pickle.PickleBuffer) -> bool:
