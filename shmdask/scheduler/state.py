@@ -381,12 +381,22 @@ class SchedulerState:
         graph needs it by then (``finished`` checks the counts again).
         """
         released: list = []
+        tasks = self.tasks
+        get = tasks.get
         for key in keys:
-            ts = self.tasks.get(key)
+            ts = get(key)
             if ts is None:
                 continue
-            ts.who_wants = max(0, ts.who_wants - 1)
-            self._maybe_release(ts, released)
+            wants = ts.who_wants = max(0, ts.who_wants - 1)
+            if wants or ts.waiters:
+                continue
+            if ts.state == "memory":
+                # The common end of a run: _release and _forget inline, once per key.
+                released.append(key)
+                ts.state = "released"
+                del tasks[key]
+            else:
+                self._maybe_release(ts, released)
         return released
 
     def _maybe_release(self, ts: TaskState, released: list) -> None:
