@@ -946,3 +946,49 @@ def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
         conn.close()
         serving.join(10)
     assert not serving.is_alive()
+
+
+def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
+    import socket
+    from multiprocessing.connection import Connection
+
+    from shmdask.cluster import worker as worker_module
+    from shmdask.cluster.protocol import (
+        ConnectionState,
+        decode_message,
+        deserialize_value,
+        encode_message,
+        loads_message,
+        serialize_value,
+    )
+
+    reads = []
+
+    def counting(stored, *args, **kwargs):
+        reads.append(stored)
+        return deserialize_value(stored, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "deserialize_value", counting)
+    ours, theirs = socket.socketpair()
+    worker = worker_module.Worker(Connection(theirs.detach()), "shared-0",
+                                  f"shared{os.getpid()}", use_shm=False)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    conn, state = Connection(ours.detach()), ConnectionState()
+    try:
+        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+        x, y = serialize_value(np.arange(5.0)), serialize_value(10.0)
+        keys = ["a", "b", "c"]
+        body = [("a", (add, "x", "y"), {"x": x, "y": y}), ("b", (total, "x"), {"x": x}),
+                ("c", (inc, "y"), {"y": y})]
+        conn.send_bytes(encode_message(("run", keys), body, state))
+        got = {}
+        while len(got) < 3:
+            for _, key, value, _ in loads_message(decode_message(conn.recv_bytes())[1]):
+                got[key] = deserialize_value(value)
+        np.testing.assert_array_equal(got["a"], np.arange(5.0) + 10)
+        assert (got["b"], got["c"]) == (10.0, 11.0)
+        assert len(reads) == 2  # x once and y once, for three tasks
+    finally:
+        conn.close()
+        serving.join(10)

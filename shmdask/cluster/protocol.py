@@ -85,6 +85,9 @@ def split_frames(data: bytes | memoryview) -> list[memoryview]:
 # ----------------------------------------------------------------------------- values
 
 
+NOT_LOADED = object()  # Stored.loaded before a worker read the value
+
+
 class Stored:
     """A value in the data plane: pickle header + buffers (inline bytes or shm blocks).
 
@@ -96,7 +99,7 @@ class Stored:
     to it.  The engine treats a ``Stored`` as opaque.
     """
 
-    __slots__ = ("header", "buffers", "nbytes", "owner", "live", "__weakref__")
+    __slots__ = ("header", "buffers", "nbytes", "owner", "live", "loaded", "__weakref__")
 
     def __init__(self, header, buffers: list | tuple, nbytes: int, owner: str):
         self.header = header
@@ -104,6 +107,11 @@ class Stored:
         self.nbytes = nbytes
         self.owner = owner
         self.live = False  # counted by a store (between adopt and release)
+        # In a worker: the value, once a task has read it.  The tasks of one
+        # batch that share an input share one Stored (one message), so they
+        # read it once, and the value goes when the last of them lets go.
+        # Never pickled.
+        self.loaded = NOT_LOADED
 
     @property
     def blocks(self) -> list[tuple]:

@@ -61,11 +61,11 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
 from shmdask.cluster.protocol import (
+    NOT_LOADED,
     SHM_THRESHOLD,
     ConnectionState,
     Stored,
@@ -134,10 +134,6 @@ class Worker:
         self._outbox: list = []
         self._outbox_lock = threading.Lock()
         self._held_since = 0.0  # when the oldest result in the outbox was put there
-        # Deserialized inputs, alive as long as some queued task holds the Stored:
-        # tasks of one batch that share an input unpickle it once.
-        self._loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._loaded_lock = threading.Lock()
         self.tasks_run = 0
         self.bytes_received = 0
         self.warm_imports = warm_imports
@@ -348,14 +344,11 @@ class Worker:
     def _load(self, stored: Any) -> Any:
         if type(stored) is not Stored:
             return stored  # a remote scheduler may hand plain values
-        with self._loaded_lock:
-            try:
-                return self._loaded[stored]
-            except KeyError:
-                pass
-        value = deserialize_value(stored, self.mappings)
-        with self._loaded_lock:
-            self._loaded[stored] = value
+        value = stored.loaded
+        if value is NOT_LOADED:
+            # Two threads may both read it the first time: the same value twice,
+            # which costs less than a lock for every input of every task.
+            value = stored.loaded = deserialize_value(stored, self.mappings)
         return value
 
     def _run_tasks(self, lane: int) -> None:
