@@ -378,10 +378,11 @@ class Worker:
                 return  # the scheduler hung up
             if seceded:
                 return  # a replacement took this thread's place in the pool
-            with self._pool_lock:
-                if self._pooled > self.nthreads:  # a rejoined task made the pool too big
-                    self._pooled -= 1
-                    return
+            if self._pooled > self.nthreads:  # a rejoined task made the pool too big
+                with self._pool_lock:  # (checked again under the lock: one thread goes)
+                    if self._pooled > self.nthreads:
+                        self._pooled -= 1
+                        return
 
     def _send_results(self, batch: list) -> bool:
         unlinked = self.allocator.take_unlinked() if self.allocator else []
