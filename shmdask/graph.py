@@ -408,8 +408,11 @@ def fuse_linear(
     fused: that would trade away parallelism.  Returns ``(graph, dependencies)``.
     ``topo`` may pass a topological order already computed.
     """
+    source = dependencies or dependencies_of(dsk)
+    if not any(source.values()):  # no edges (a wide graph of lone tasks): no chains
+        return dict(dsk), {k: set() for k in source}
     keep = set(keys)
-    deps = {k: set(v) for k, v in (dependencies or dependencies_of(dsk)).items()}
+    deps = {k: set(v) for k, v in source.items()}
     dependents = reverse_dependencies(deps)
     out = dict(dsk)
     chain: dict = {}  # key -> number of tasks fused into it

@@ -497,3 +497,13 @@ def test_dependencies_outside_the_graph_count_as_done():
     fused, fdeps = fuse_linear(dsk, ["d"], deps)
     assert set(fused) == {"c", "d"} and fdeps["c"] == {"a"}
     assert execute_task(fused["c"], {"a": 1}) == 3
+
+
+def test_fuse_linear_on_a_graph_without_edges_returns_copies():
+    dsk = {("x", i): (inc, i) for i in range(5)}
+    deps = {k: set() for k in dsk}
+    out, out_deps = fuse_linear(dsk, list(dsk), deps)
+    assert out == dsk and out is not dsk
+    assert out_deps == deps and out_deps is not deps
+    out_deps[("x", 0)].add("y")  # the caller's dependencies are not shared
+    assert deps[("x", 0)] == set()

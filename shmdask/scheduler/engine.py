@@ -562,6 +562,7 @@ class Engine:
         picky = worker.kind == "remote" and any_local
         passed_over = []
         batch = []
+        new_spec = tuple.__new__
         while room > 0:
             ts = state.pop_ready()
             if ts is None:
@@ -579,9 +580,10 @@ class Engine:
                 continue
             key = ts.key
             dependencies = ts.dependencies
-            batch.append(TaskSpec(key, ts.computation,
-                                  {d.key: data[d.key] for d in dependencies}
-                                  if dependencies else {}))
+            # (tuple.__new__: a TaskSpec without the Python frame of its __new__)
+            batch.append(new_spec(TaskSpec, (key, ts.computation,
+                                             {d.key: data[d.key] for d in dependencies}
+                                             if dependencies else {})))
             where[key] = worker_id
             busy.add(key)
             room -= 1
