@@ -54,15 +54,40 @@ class GraphWaiter:
             if self.pending <= 0:
                 self.event.set()
 
+    def many(self, keys: list, status: str) -> None:
+        """Several keys in memory at once (the engine's batch form of the call)."""
+        if status != "memory":
+            for key in keys:
+                self(key, status, None)
+            return
+        also = self.also
+        if also is not None:
+            for key in keys:
+                also(key, status, None)
+        with self._lock:
+            self.pending -= len(keys)
+            if self.pending <= 0:
+                self.event.set()
+
+
+def futures_in(dsk: Mapping) -> list:
+    """The Futures among a graph's entries (tasks, the bulk, are passed over
+    at the cost of a type check)."""
+    is_future = base.is_future
+    return [v for v in dsk.values() if type(v) is not tuple and is_future(v)]
+
 
 def strip_futures(dsk: Mapping, dependencies: Mapping, priorities: Mapping | None,
-                  client: Client) -> tuple:
+                  client: Client, futures: list | None = None) -> tuple:
     """Graph entries that are Futures are data already on the cluster (``client``'s:
-    another client's keys mean nothing to this one's scheduler)."""
-    if not any(base.is_future(v) for v in dsk.values()):
+    another client's keys mean nothing to this one's scheduler).  ``futures``:
+    :func:`futures_in` of ``dsk``, when the caller has it already."""
+    if futures is None:
+        futures = futures_in(dsk)
+    if not futures:
         return dsk, dependencies, priorities
-    for v in dsk.values():
-        if base.is_future(v) and v.client is not client:
+    for v in futures:
+        if v.client is not client:
             raise ValueError(f"future {v.key!r} belongs to another client ({v.client.id}); "
                              f"a graph sent through {client!r} can only use its own "
                              "futures (gather the value and scatter it, or submit the "
@@ -89,9 +114,11 @@ class GraphRuns:
         self._check_alive()
         # Work still running for persisted Futures this graph waits on counts
         # too, or the bar would sit at "1/1 tasks" until they finish.
-        waits_on_running = any(base.is_future(v) and not v.done() for v in dsk.values())
+        futures = futures_in(dsk)
+        waits_on_running = any(not v.done() for v in futures)
         earlier = (self.connection.unfinished_tasks() or 0) if waits_on_running else 0
-        dsk, dependencies, priorities = strip_futures(dsk, dependencies, priorities, self)
+        dsk, dependencies, priorities = strip_futures(dsk, dependencies, priorities, self,
+                                                      futures)
         first = self._stream_position()
         # Futures of this client may wait on the same keys: they hear too.
         waiter = GraphWaiter(keys, self._listener)

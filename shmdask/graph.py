@@ -408,8 +408,11 @@ def fuse_linear(
     fused: that would trade away parallelism.  Returns ``(graph, dependencies)``.
     ``topo`` may pass a topological order already computed.
     """
+    source = dependencies or dependencies_of(dsk)
+    if not any(source.values()):  # no edges (a wide graph of lone tasks): no chains
+        return dict(dsk), {k: set() for k in source}
     keep = set(keys)
-    deps = {k: set(v) for k, v in (dependencies or dependencies_of(dsk)).items()}
+    deps = {k: set(v) for k, v in source.items()}
     dependents = reverse_dependencies(deps)
     out = dict(dsk)
     chain: dict = {}  # key -> number of tasks fused into it
@@ -464,20 +467,30 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
     priority: dict = {}
     counter = 0
     for root in outputs:
+        if not deps[root]:  # a lone task (most of a wide graph): numbered at once
+            priority[root] = counter
+            counter += 1
+            continue
         stack = [(root, False)]
+        pop, push = stack.pop, stack.append
         while stack:
-            k, expanded = stack.pop()
+            k, expanded = pop()
             if k in priority:
                 continue
             if expanded:
                 priority[k] = counter
                 counter += 1
                 continue
-            stack.append((k, True))
             children = [d for d in deps[k] if d not in priority and d in size]
+            if not children:  # what pushing it back and popping it at once would do
+                priority[k] = counter
+                counter += 1
+                continue
+            push((k, True))
             if len(children) > 1:
                 children.sort(key=sort_key, reverse=True)
-            stack.extend((d, False) for d in children)
+            for d in children:
+                push((d, False))
     return priority
 
 
@@ -604,6 +617,22 @@ def key_split(key: Hashable) -> str:
         key = key.decode()
     if type(key) is not str:
         return str(key)
+    group = _groups.get(key)
+    if group is not None:
+        return group
+    if len(_groups) >= _GROUPS_KEPT:  # unique names (delayed keys) must not pile up
+        _groups.clear()
+    group = _groups[key] = _split_name(key)
+    return group
+
+
+# Group of a name, for names met before: the keys of one array share a name,
+# and every task's record asks for its group.
+_groups: dict[str, str] = {}
+_GROUPS_KEPT = 4096
+
+
+def _split_name(key: str) -> str:
     words = key.split("-")
     kept = [words[0]]
     for word in words[1:]:

@@ -206,3 +206,20 @@ def test_unfinished_tasks_counts_running_work(client):
     assert client.connection.unfinished_tasks() >= 1
     client.gather(futures)
     assert client.connection.unfinished_tasks() == 0
+
+
+def test_a_graph_waiter_counts_batches_and_single_keys_alike():
+    from shmdask.client_graph_runs import GraphWaiter
+
+    heard = []
+    waiter = GraphWaiter(["a", "b", "c", "d"], also=lambda k, s, e: heard.append((k, s)))
+    waiter.many(["a", "b"], "memory")
+    waiter("c", "memory", None)
+    assert not waiter.event.is_set()
+    waiter.many(["d"], "memory")
+    assert waiter.event.is_set() and waiter.error is None
+    assert heard == [("a", "memory"), ("b", "memory"), ("c", "memory"), ("d", "memory")]
+
+    failing = GraphWaiter(["x", "y"])
+    failing.many(["x"], "cancelled")  # not "memory": an error, as a single call makes it
+    assert failing.event.is_set() and isinstance(failing.error, CancelledError)

@@ -256,3 +256,36 @@ def test_a_resource_task_goes_to_the_worker_with_a_free_slot():
     engine.post(("worker-lost", "w1", "test"))  # its slot is gone; g-1 runs again
     engine._step(block=True, timeout=1)
     assert sorted(ts.key for ts in engine.placement.no_slot) == ["g-1", "g-2"]
+
+
+class BatchListener:
+    """Takes the engine's batch form; plain calls are recorded apart."""
+
+    def __init__(self, fail_many=False):
+        self.batches, self.single, self.fail_many = [], [], fail_many
+
+    def many(self, keys, status):
+        if self.fail_many:
+            raise RuntimeError("listener bug")
+        self.batches.append((list(keys), status))
+
+    def __call__(self, key, status, exc):
+        self.single.append((key, status))
+
+
+def test_listeners_with_many_hear_a_batch_of_results_in_one_call():
+    engine, local, remote = make_engine()
+    del engine.workers["remote"]
+    batch, plain, broken = BatchListener(), [], BatchListener(fail_many=True)
+    dsk = {f"t-{i}": (len, "abc") for i in range(6)}
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), {k: i for i, k in enumerate(dsk)},
+                  batch)
+    engine.submit({}, {}, ["t-0", "t-1"], None, lambda k, s, e: plain.append((k, s)))
+    engine.submit({}, {}, ["t-2"], None, broken)  # raises: logged, others still hear
+    engine.run_until(lambda: sum(len(k) for k, _ in batch.batches) + len(batch.single) == 6)
+    # the worker answers each batch in one message: fewer calls than keys, keys in order
+    assert len(batch.batches) < 6 and not batch.single
+    assert [k for keys, _ in batch.batches for k in keys] == list(dsk)
+    assert {s for _, s in batch.batches} == {"memory"}
+    assert plain == [("t-0", "memory"), ("t-1", "memory")]
+    assert not broken.single and not engine.listeners

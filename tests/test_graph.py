@@ -114,6 +114,15 @@ def test_key_split():
     assert key_split(("x", 1, 2)) == "x"
 
 
+def test_key_split_remembers_a_bounded_number_of_names():
+    from shmdask import graph
+
+    for i in range(3 * graph._GROUPS_KEPT):  # unique names, as delayed keys are
+        assert key_split(f"f{i % 7}-{i:032x}") == f"f{i % 7}"
+    assert len(graph._groups) <= graph._GROUPS_KEPT
+    assert key_split(("same-name-0123456789", 1)) == key_split(("same-name-0123456789", 2))
+
+
 def test_flatten():
     assert list(flatten([1, [2, [3, [4]], []], 5])) == [1, 2, 3, 4, 5]
     assert list(flatten([("a", 0), [("a", 1)]])) == [("a", 0), ("a", 1)]
@@ -488,3 +497,13 @@ def test_dependencies_outside_the_graph_count_as_done():
     fused, fdeps = fuse_linear(dsk, ["d"], deps)
     assert set(fused) == {"c", "d"} and fdeps["c"] == {"a"}
     assert execute_task(fused["c"], {"a": 1}) == 3
+
+
+def test_fuse_linear_on_a_graph_without_edges_returns_copies():
+    dsk = {("x", i): (inc, i) for i in range(5)}
+    deps = {k: set() for k in dsk}
+    out, out_deps = fuse_linear(dsk, list(dsk), deps)
+    assert out == dsk and out is not dsk
+    assert out_deps == deps and out_deps is not deps
+    out_deps[("x", 0)].add("y")  # the caller's dependencies are not shared
+    assert deps[("x", 0)] == set()

@@ -877,3 +877,118 @@ def test_close_stops_the_clusters_threads():
         assert get(c, {"a": (inc, 1)}, "a") == 2
         assert len(threads_of(c.id)) == 4  # two readers, the memory watch, the engine
     wait_for(lambda: not threads_of(c.id), 10, "the cluster's threads to stop")
+
+
+def test_threads_hand_the_gil_over_quickly_while_workers_are_attached(cluster):
+    from shmdask.cluster import pipe_transport as pt
+
+    assert sys.getswitchinterval() <= pt.FAST_SWITCH_INTERVAL  # the module's cluster
+    # the last user puts back what was there before the first one came
+    users, saved = pt._switching_users, pt._switching_saved
+    original = sys.getswitchinterval()
+    try:
+        pt._switching_users, pt._switching_saved = 0, None
+        sys.setswitchinterval(0.004)
+        pt.hold_fast_switching()
+        pt.hold_fast_switching()
+        assert sys.getswitchinterval() == pt.FAST_SWITCH_INTERVAL
+        pt.release_fast_switching()
+        assert sys.getswitchinterval() == pt.FAST_SWITCH_INTERVAL
+        pt.release_fast_switching()
+        assert sys.getswitchinterval() == 0.004
+        pt.release_fast_switching()  # one release too many changes nothing
+        assert sys.getswitchinterval() == 0.004 and pt._switching_users == 0
+        # a user who set their own interval meanwhile keeps it
+        pt.hold_fast_switching()
+        sys.setswitchinterval(0.002)
+        pt.release_fast_switching()
+        assert sys.getswitchinterval() == 0.002
+    finally:
+        pt._switching_users, pt._switching_saved = users, saved
+        sys.setswitchinterval(original)
+
+
+def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
+    # the flush timer runs from the oldest result held, not from the last flush:
+    # a worker idle for a while must not send a new batch's first result alone
+    import socket
+    from multiprocessing.connection import Connection
+
+    from shmdask.cluster.protocol import (
+        ConnectionState,
+        decode_message,
+        encode_message,
+        loads_message,
+    )
+    from shmdask.cluster.worker import FLUSH_INTERVAL, Worker
+
+    ours, theirs = socket.socketpair()
+    worker = Worker(Connection(theirs.detach()), "idle-0", f"idle{os.getpid()}", use_shm=False)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    conn, state = Connection(ours.detach()), ConnectionState()
+    try:
+        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+        for round_ in range(2):
+            time.sleep(10 * FLUSH_INTERVAL)  # idle
+            keys = [f"k{round_}-{i}" for i in range(20)]
+            conn.send_bytes(encode_message(("run", keys),
+                                           [(k, (inc, i), {}) for i, k in enumerate(keys)],
+                                           state))
+            header, frames = decode_message(conn.recv_bytes())
+            first = loads_message(frames)
+            assert header[0] == "results" and len(first) > 1
+            got = [e[1] for e in first]
+            while len(got) < len(keys):
+                got += [e[1] for e in loads_message(decode_message(conn.recv_bytes())[1])]
+            assert got == keys
+    finally:
+        conn.close()
+        serving.join(10)
+    assert not serving.is_alive()
+
+
+def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
+    import socket
+    from multiprocessing.connection import Connection
+
+    from shmdask.cluster import worker as worker_module
+    from shmdask.cluster.protocol import (
+        ConnectionState,
+        decode_message,
+        deserialize_value,
+        encode_message,
+        loads_message,
+        serialize_value,
+    )
+
+    reads = []
+
+    def counting(stored, *args, **kwargs):
+        reads.append(stored)
+        return deserialize_value(stored, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "deserialize_value", counting)
+    ours, theirs = socket.socketpair()
+    worker = worker_module.Worker(Connection(theirs.detach()), "shared-0",
+                                  f"shared{os.getpid()}", use_shm=False)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    conn, state = Connection(ours.detach()), ConnectionState()
+    try:
+        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+        x, y = serialize_value(np.arange(5.0)), serialize_value(10.0)
+        keys = ["a", "b", "c"]
+        body = [("a", (add, "x", "y"), {"x": x, "y": y}), ("b", (total, "x"), {"x": x}),
+                ("c", (inc, "y"), {"y": y})]
+        conn.send_bytes(encode_message(("run", keys), body, state))
+        got = {}
+        while len(got) < 3:
+            for _, key, value, _ in loads_message(decode_message(conn.recv_bytes())[1]):
+                got[key] = deserialize_value(value)
+        np.testing.assert_array_equal(got["a"], np.arange(5.0) + 10)
+        assert (got["b"], got["c"]) == (10.0, 11.0)
+        assert len(reads) == 2  # x once and y once, for three tasks
+    finally:
+        conn.close()
+        serving.join(10)

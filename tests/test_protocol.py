@@ -52,6 +52,20 @@ def test_small_values_travel_inline(allocator):
     assert allocator.segments_created == 0
 
 
+def test_plain_values_of_any_size_stay_in_the_header(allocator):
+    # str and bytes never pickle out of band: even a big one stays inline,
+    # owned by the caller's name, with its true size
+    for obj in [True, 3 + 4j, 2**100, -0.5, "é" * 40_000, b"y" * 40_000]:
+        s = serialize_value(obj, allocator, "w")
+        assert (s.buffers, s.owner, s.where) == ((), "w", "inline")
+        # through a message it stays without a list (nothing for the collector)
+        back = loads_message(dumps_message([s]))[0]
+        assert back.buffers == () and bytes(back.header) == bytes(s.header)
+        assert s.nbytes == len(s.header)
+        assert deserialize_value(s) == obj and type(deserialize_value(s)) is type(obj)
+    assert allocator.segments_created == 0
+
+
 def test_large_arrays_go_to_shm_and_read_back_zero_copy(allocator):
     x = np.arange(1_000_000, dtype="f8")
     s = serialize_value(x, allocator, "w")
@@ -257,3 +271,48 @@ def test_unpicklable_value_gives_its_blocks_back(allocator):
     ref, _ = allocator.alloc(800_000)
     assert allocator.segments_created == 1  # ... and reused
     allocator.free([ref])
+
+
+class _Registered:
+    def __init__(self, x):
+        self.x = x
+
+
+def _rebuild_registered(x):
+    return _Registered(x * 10)
+
+
+def test_copyreg_reducers_registered_later_are_used(allocator):
+    import copyreg
+
+    serialize_value(np.arange(3), allocator, "w")  # our table exists now
+    copyreg.pickle(_Registered, lambda obj: (_rebuild_registered, (obj.x,)))
+    try:
+        back = deserialize_value(serialize_value([_Registered(4), np.arange(3)], allocator, "w"))
+    finally:
+        del copyreg.dispatch_table[_Registered]
+    assert back[0].x == 40
+    np.testing.assert_array_equal(back[1], np.arange(3))
+
+
+def test_small_arrays_and_numpy_numbers_travel_inline_and_read_back_alike(allocator):
+    values = [np.arange(6.0).reshape(2, 3), np.asfortranarray(np.arange(6).reshape(2, 3)),
+              np.zeros(0), np.array(7), np.float64(2.5), np.int8(-3), np.bool_(True),
+              np.array(["2020-01-01"], dtype="datetime64[ns]")]
+    for obj in values:
+        s = serialize_value(obj, allocator, "w")
+        assert s.where == "inline" and s.owner == "w"
+        assert s.nbytes == len(s.header) + sum(len(b) for b in s.buffers)
+        mine, view = deserialize_value(s, copy=True), deserialize_value(s)
+        assert type(mine) is type(obj) and np.array_equal(mine, obj)
+        if isinstance(obj, np.ndarray):
+            assert mine.dtype == obj.dtype and mine.shape == obj.shape
+            assert mine.flags.f_contiguous == obj.flags.f_contiguous
+            assert mine.flags.writeable  # a private copy
+            if obj.size:
+                assert not view.flags.writeable  # a task's input: read-only
+    x = np.arange(4.0)
+    s = serialize_value(x, allocator, "w")
+    x[0] = 99  # the value was copied when it was stored
+    assert deserialize_value(s)[0] == 0
+    assert allocator.segments_created == 0

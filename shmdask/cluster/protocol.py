@@ -25,7 +25,6 @@ What flows in and out:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copyreg
 import io
@@ -86,24 +85,33 @@ def split_frames(data: bytes | memoryview) -> list[memoryview]:
 # ----------------------------------------------------------------------------- values
 
 
+NOT_LOADED = object()  # Stored.loaded before a worker read the value
+
+
 class Stored:
     """A value in the data plane: pickle header + buffers (inline bytes or shm blocks).
 
-    ``buffers`` items are either bytes-like (inline) or a ``(segment, offset,
-    length)`` tuple (a shared-memory block; a segment name that is an absolute
-    path is a spill file, mapped the same way).  ``owner`` names the allocator that
+    ``buffers`` (a list, or ``()`` when there are none) items are either
+    bytes-like (inline) or a ``(segment, offset, length)`` tuple (a
+    shared-memory block; a segment name that is an absolute path is a spill
+    file, mapped the same way).  ``owner`` names the allocator that
     holds the blocks (a worker id, or ``"client"``), so a release can be routed
     to it.  The engine treats a ``Stored`` as opaque.
     """
 
-    __slots__ = ("header", "buffers", "nbytes", "owner", "live", "__weakref__")
+    __slots__ = ("header", "buffers", "nbytes", "owner", "live", "loaded", "__weakref__")
 
-    def __init__(self, header, buffers: list, nbytes: int, owner: str):
+    def __init__(self, header, buffers: list | tuple, nbytes: int, owner: str):
         self.header = header
         self.buffers = buffers
         self.nbytes = nbytes
         self.owner = owner
         self.live = False  # counted by a store (between adopt and release)
+        # In a worker: the value, once a task has read it.  The tasks of one
+        # batch that share an input share one Stored (one message), so they
+        # read it once, and the value goes when the last of them lets go.
+        # Never pickled.
+        self.loaded = NOT_LOADED
 
     @property
     def blocks(self) -> list[tuple]:
@@ -132,7 +140,10 @@ class Stored:
     def __reduce__(self):
         # Inline buffers and the header travel as out-of-band frames: no copy
         # into the pickle stream.
-        buffers = [_out_of_band(b) if type(b) is not tuple else b for b in self.buffers]
+        # No buffers travel as the empty tuple: a value that arrives without any
+        # (most small results) then holds no list for the collector to walk.
+        buffers = [_out_of_band(b) if type(b) is not tuple else b
+                   for b in self.buffers] if self.buffers else ()
         return (Stored, (_out_of_band(self.header), buffers, self.nbytes, self.owner))
 
     def __repr__(self) -> str:
@@ -159,13 +170,25 @@ def _reduce_ndarray(a: Any) -> Any:
     return a.__reduce_ex__(5)
 
 
+_our_dispatch_table: dict = {}
+_copyreg_size = -1  # len(copyreg.dispatch_table) when ours was made
+
+
 def _with_our_reducers(pickler: pickle.Pickler) -> pickle.Pickler:
     """``pickler`` with :func:`_reduce_ndarray` in its dispatch table, once numpy
-    is loaded (no numpy array can exist before)."""
+    is loaded (no numpy array can exist before).
+
+    The table is a plain dict copy of copyreg's, made again when copyreg's
+    grows: the C pickler looks a dict up in C, while a ChainMap would cost a
+    Python call for every object of a message it pickles."""
+    global _our_dispatch_table, _copyreg_size
     np = sys.modules.get("numpy")
     if np is not None:
-        base = getattr(pickler, "dispatch_table", copyreg.dispatch_table)
-        pickler.dispatch_table = collections.ChainMap({np.ndarray: _reduce_ndarray}, base)
+        if len(copyreg.dispatch_table) != _copyreg_size or np.ndarray not in _our_dispatch_table:
+            table = dict(copyreg.dispatch_table)
+            table[np.ndarray] = _reduce_ndarray
+            _our_dispatch_table, _copyreg_size = table, len(copyreg.dispatch_table)
+        pickler.dispatch_table = _our_dispatch_table
     return pickler
 
 
@@ -201,17 +224,37 @@ def _warn_shm_full(exc: OSError) -> None:
             "instead (is /dev/shm too small?)", exc)
 
 
+# Types whose pickle is always in-band (protocol 5 only puts PickleBuffers out
+# of band) and never needs cloudpickle.
+_INBAND_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
                     threshold: int = SHM_THRESHOLD) -> Stored:
     """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
     shared memory (if one is given), the rest inline (copied: the caller may
     mutate ``obj`` afterwards)."""
+    if type(obj) in _INBAND_TYPES:
+        # Most results of tiny tasks: no buffers to place, nothing to fall back
+        # to cloudpickle for -- one C call instead of a pickler per value.
+        header = pickle.dumps(obj, protocol=5)
+        return Stored(header, (), len(header), owner)
     np = sys.modules.get("numpy")
-    if (np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject
-            and not (obj.flags.c_contiguous or obj.flags.f_contiguous)):
-        # numpy pickles a strided view's data in-band (into the header, through
-        # the pipe); one contiguous copy here sends it through shm instead.
-        obj = np.ascontiguousarray(obj)
+    if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
+        if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
+            # numpy pickles a strided view's data in-band (into the header, through
+            # the pipe); one contiguous copy here sends it through shm instead.
+            obj = np.ascontiguousarray(obj)
+        elif obj.nbytes < threshold and obj.dtype.kind not in "mM":
+            # A small array (a chunk's partial sum): all of it inline, by numpy's
+            # own reduce (ours differs for datetimes only), in one C call.
+            views: list = []
+            header = pickle.dumps(obj, protocol=5, buffer_callback=views.append)
+            inline = [bytes(view.raw()) for view in views]  # copies: obj may change
+            return Stored(header, inline, len(header) + sum(map(len, inline)), owner)
+    elif np is not None and isinstance(obj, np.generic) and obj.dtype.kind in "biufc":
+        header = pickle.dumps(obj, protocol=5)  # a numpy number: no buffers
+        return Stored(header, (), len(header), owner)
     buffers: list = []
 
     def keep(pb: pickle.PickleBuffer) -> bool:

@@ -27,9 +27,11 @@ Out (header, body)::
 
 Shape: the main thread only receives (so the pipe is always drained and frees
 apply at once); ``nthreads`` executor threads take tasks from a queue.  Results
-are flushed when the queue runs dry (end of a batch) or when ~5 ms passed since
-the last flush, so the scheduler can keep dispatching without paying one
-message per tiny task.  Inputs are read-only views of shared memory (or of
+are flushed when the queue runs dry (end of a batch) or when the oldest result
+held has waited ~5 ms, so the scheduler can keep dispatching without paying one
+message per tiny task.  (Timed from the oldest result, not from the last
+flush: after an idle spell the first result of a new batch would otherwise go
+alone, one extra message per batch.)  Inputs are read-only views of shared memory (or of
 spill files, mapped the same way); results of at least ``threshold`` bytes are
 written into this worker's slabs while its shared memory plus private memory
 stays under ``spill_fraction`` of its ``memory_limit``, and into files of the
@@ -59,11 +61,11 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
 from shmdask.cluster.protocol import (
+    NOT_LOADED,
     SHM_THRESHOLD,
     ConnectionState,
     Stored,
@@ -131,11 +133,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._outbox: list = []
         self._outbox_lock = threading.Lock()
-        self._last_flush = time.monotonic()
-        # Deserialized inputs, alive as long as some queued task holds the Stored:
-        # tasks of one batch that share an input unpickle it once.
-        self._loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._loaded_lock = threading.Lock()
+        self._held_since = 0.0  # when the oldest result in the outbox was put there
         self.tasks_run = 0
         self.bytes_received = 0
         self.warm_imports = warm_imports
@@ -346,14 +344,11 @@ class Worker:
     def _load(self, stored: Any) -> Any:
         if type(stored) is not Stored:
             return stored  # a remote scheduler may hand plain values
-        with self._loaded_lock:
-            try:
-                return self._loaded[stored]
-            except KeyError:
-                pass
-        value = deserialize_value(stored, self.mappings)
-        with self._loaded_lock:
-            self._loaded[stored] = value
+        value = stored.loaded
+        if value is NOT_LOADED:
+            # Two threads may both read it the first time: the same value twice,
+            # which costs less than a lock for every input of every task.
+            value = stored.loaded = deserialize_value(stored, self.mappings)
         return value
 
     def _run_tasks(self, lane: int) -> None:
@@ -373,19 +368,21 @@ class Worker:
             self.tasks_run += 1
             batch = None
             with self._outbox_lock:
-                self._outbox.append(entry)
                 now = time.monotonic()
-                if seceded or self.tasks.empty() or now - self._last_flush >= FLUSH_INTERVAL:
+                if not self._outbox:
+                    self._held_since = now
+                self._outbox.append(entry)
+                if seceded or self.tasks.empty() or now - self._held_since >= FLUSH_INTERVAL:
                     batch, self._outbox = self._outbox, []
-                    self._last_flush = now
             if batch and not self._send_results(batch):
                 return  # the scheduler hung up
             if seceded:
                 return  # a replacement took this thread's place in the pool
-            with self._pool_lock:
-                if self._pooled > self.nthreads:  # a rejoined task made the pool too big
-                    self._pooled -= 1
-                    return
+            if self._pooled > self.nthreads:  # a rejoined task made the pool too big
+                with self._pool_lock:  # (checked again under the lock: one thread goes)
+                    if self._pooled > self.nthreads:
+                        self._pooled -= 1
+                        return
 
     def _send_results(self, batch: list) -> bool:
         unlinked = self.allocator.take_unlinked() if self.allocator else []
@@ -398,7 +395,6 @@ class Worker:
     def _flush_outbox(self) -> None:
         with self._outbox_lock:
             batch, self._outbox = self._outbox, []
-            self._last_flush = time.monotonic()
         if batch:
             self._send_results(batch)
 

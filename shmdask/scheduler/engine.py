@@ -37,7 +37,9 @@ are given back (:mod:`shmdask.scheduler.placement`).  Resource amounts are
 held per worker while a task is in flight, as dask does.
 
 Listeners are called on the loop thread, each call isolated: one that raises
-is logged and the others, and the rest of the batch, go on.
+is logged and the others, and the rest of the batch, go on.  A listener with a
+``many(keys, "memory")`` method hears the keys of one batch of results in one
+call (a run of ten thousand tiny tasks pays per batch, not per key).
 
 The loop runs either on its own thread (:meth:`Engine.start`, for clusters
 and clients that live across computations) or in the caller's thread until
@@ -99,7 +101,9 @@ class Engine:
         # (the dashboard draws small ones); must only take note, not work.
         self.graph_callbacks: list[Callable[[Mapping, Mapping], None]] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.listeners: dict[Any, list[Listener]] = {}
+        # key -> its listener, or a list of them when there are several (most
+        # keys have one: a run of ten thousand keys makes no ten thousand lists)
+        self.listeners: dict[Any, Listener | list[Listener]] = {}
         self.started = time.time()
         self.closed = False
         self._thread: threading.Thread | None = None
@@ -260,18 +264,63 @@ class Engine:
 
     # -- event handlers ----------------------------------------------------------
 
+    def _listen(self, keys: Iterable, listener: Listener) -> None:
+        listeners = self.listeners
+        for key in keys:
+            held = listeners.get(key)
+            if held is None:
+                listeners[key] = listener
+            elif type(held) is list:
+                held.append(listener)
+            else:
+                listeners[key] = [held, listener]
+
     def _notify(self, key: Any, status: str, exc: BaseException | None) -> None:
-        for listener in self.listeners.pop(key, ()):
+        held = self.listeners.pop(key, None)
+        if held is None:
+            return
+        for listener in held if type(held) is list else (held,):
             try:
                 listener(key, status, exc)
             except Exception:  # one bad listener must not cost others their news
                 logger.exception("shmdask engine %s: a listener of %r raised", self.name, key)
 
+    def _notify_memory(self, keys: list) -> None:
+        """Tell the listeners of ``keys`` they are in memory: one call per
+        listener that takes ``many``, in the keys' order."""
+        pop = self.listeners.pop
+        groups: dict[int, tuple[Listener, list]] = {}
+        for key in keys:
+            held = pop(key, None)
+            if held is None:
+                continue
+            for listener in held if type(held) is list else (held,):
+                group = groups.get(id(listener))
+                if group is None:
+                    groups[id(listener)] = (listener, [key])
+                else:
+                    group[1].append(key)
+        for listener, heard in groups.values():
+            many = getattr(listener, "many", None)
+            try:
+                if many is not None:
+                    many(heard, "memory")
+                    continue
+            except Exception:
+                logger.exception("shmdask engine %s: a listener of %d keys raised",
+                                 self.name, len(heard))
+                continue
+            for key in heard:
+                try:
+                    listener(key, "memory", None)
+                except Exception:  # one bad listener must not cost others their news
+                    logger.exception("shmdask engine %s: a listener of %r raised",
+                                     self.name, key)
+
     def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
                          annotations=None, hold=()) -> None:
         if listener is not None:
-            for key in wanted:
-                self.listeners.setdefault(key, []).append(listener)
+            self._listen(wanted, listener)
         new_generation = True
         if annotations:
             # dask's fifo_timeout: graphs this close together share a generation
@@ -309,8 +358,7 @@ class Engine:
             for key in again:
                 if key not in asked:  # an erred input that runs again: pending once more
                     listener(key, "pending", None)
-            for key in asked.union(again):
-                self.listeners.setdefault(key, []).append(listener)
+            self._listen(asked.union(again), listener)
         for key in keys:  # not erred (any more): say how they stand
             state = self.state.state_of(key)
             if state in ("memory", "erred"):
@@ -352,6 +400,7 @@ class Engine:
         finished = state.finished
         records = []
         to_free = []
+        heard = []  # keys someone listens for: told once the batch is in
         released: list = []  # freed once for the whole batch: one message per owner
         duration = 0.0
         if self.placement.held:
@@ -369,7 +418,9 @@ class Engine:
             records.append(record)
             duration += record["stop"] - record["start"]
             if key in listeners:
-                self._notify(key, "memory", None)
+                heard.append(key)
+        if heard:
+            self._notify_memory(heard)
         if released:
             to_free.extend([data.pop(k) for k in released if k in data])
         if to_free:
@@ -504,12 +555,14 @@ class Engine:
     def _send_batch(self, worker: WorkerHandle, room: int, any_local: bool) -> None:
         """Up to ``room`` ready tasks to ``worker``, in one message."""
         state, data, where = self.state, self.data, self.where
-        busy = self.in_flight[worker.id]
+        worker_id = worker.id
+        busy = self.in_flight[worker_id]
         # A remote worker must be sent every input byte over the network:
         # leave tasks with large inputs to the local workers, who map them.
         picky = worker.kind == "remote" and any_local
         passed_over = []
         batch = []
+        new_spec = tuple.__new__
         while room > 0:
             ts = state.pop_ready(prefer_freeing=worker.above_target)
             if ts is None:
@@ -525,10 +578,14 @@ class Engine:
                 if len(passed_over) > 4 * self.max_batch:
                     break
                 continue
-            deps = {d.key: data[d.key] for d in ts.dependencies}
-            batch.append(TaskSpec(ts.key, ts.computation, deps))
-            where[ts.key] = worker.id
-            busy.add(ts.key)
+            key = ts.key
+            dependencies = ts.dependencies
+            # (tuple.__new__: a TaskSpec without the Python frame of its __new__)
+            batch.append(new_spec(TaskSpec, (key, ts.computation,
+                                             {d.key: data[d.key] for d in dependencies}
+                                             if dependencies else {})))
+            where[key] = worker_id
+            busy.add(key)
             room -= 1
         for ts in passed_over:
             state.requeue(ts)
