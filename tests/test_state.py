@@ -562,6 +562,35 @@ def test_a_bad_graph_leaves_no_half_added_tasks():
     assert s.state_of("b") == "memory"
 
 
+def test_many_ready_tasks_at_once_pop_in_the_same_order_as_one_at_a_time():
+    import random
+
+    rng = random.Random(5)
+
+    def pops(state):
+        out = []
+        while (ts := state.pop_ready()) is not None:
+            out.append(ts.key)
+        return out
+
+    def fill(state):
+        # a small graph first (pushed one by one), then big ones (heap rebuilt
+        # or pushed into, depending on what is queued), all in one generation
+        for n, tag in ((10, "a"), (300, "b"), (100, "c")):
+            keys = [f"{tag}{i}" for i in range(n)]
+            prio = {k: rng.randrange(50) for k in keys}  # ties: seq decides
+            state.update_graph({k: (inc, 1) for k in keys}, {k: [] for k in keys}, keys,
+                               prio, new_generation=tag == "a")
+        return state
+
+    rng.seed(5)
+    bulk = pops(fill(SchedulerState()))
+    rng.seed(5)
+    one_by_one = SchedulerState()
+    one_by_one._make_ready_many = lambda tasks: [one_by_one._make_ready(t) for t in tasks]
+    assert bulk == pops(fill(one_by_one)) and len(bulk) == 410
+
+
 # -- memory pressure: tasks that free memory first ------------------------------
 
 

@@ -218,6 +218,7 @@ class SchedulerState:
         """
         tasks = self.tasks
         on_erred = []
+        ready = []
         for ts in new:
             dep_keys = dependencies[ts.key]
             mine = ts.dependencies = [] if dep_keys else ()
@@ -235,7 +236,8 @@ class SchedulerState:
                     if dep.state == "erred":
                         on_erred.append((ts, dep))
             if ts.waiting_on == 0:
-                self._make_ready(ts)
+                ready.append(ts)
+        self._make_ready_many(ready)
         return on_erred
 
     def retry(self, keys: Iterable) -> list:
@@ -279,8 +281,32 @@ class SchedulerState:
 
     def _make_ready(self, ts: TaskState) -> None:
         ts.state = "ready"
-        heapq.heappush(self._ready if _frees_memory(ts) else self._ready_making,
+        freeing = ts.dependencies and _frees_memory(ts)  # (a root frees nothing)
+        heapq.heappush(self._ready if freeing else self._ready_making,
                        (ts.priority, next(self._seq), ts))
+
+    def _make_ready_many(self, tasks: list[TaskState]) -> None:
+        """:meth:`_make_ready` for a graph's ready tasks: a heap they outnumber
+        is rebuilt in one pass instead of taking them one push at a time (the
+        same order: every entry's key is unique)."""
+        if len(tasks) < 64:
+            for ts in tasks:
+                self._make_ready(ts)
+            return
+        seq = self._seq
+        freeing: list[tuple] = []
+        making: list[tuple] = []
+        for ts in tasks:
+            ts.state = "ready"
+            entries = freeing if ts.dependencies and _frees_memory(ts) else making
+            entries.append((ts.priority, next(seq), ts))
+        for heap, entries in ((self._ready, freeing), (self._ready_making, making)):
+            if len(entries) > len(heap):
+                heap.extend(entries)
+                heapq.heapify(heap)
+            else:
+                for entry in entries:
+                    heapq.heappush(heap, entry)
 
     # -- running -------------------------------------------------------------
 
