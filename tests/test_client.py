@@ -223,3 +223,16 @@ def test_a_graph_waiter_counts_batches_and_single_keys_alike():
     failing = GraphWaiter(["x", "y"])
     failing.many(["x"], "cancelled")  # not "memory": an error, as a single call makes it
     assert failing.event.is_set() and isinstance(failing.error, CancelledError)
+
+
+def test_futures_and_a_run_of_the_same_keys_both_hear_the_results(client):
+    import shmdask
+
+    x = [shmdask.delayed(slow_inc)(i, 0.05, dask_key_name=f"run-and-future-{i}")
+         for i in range(20)]
+    futures = client.compute(x)  # Futures on the keys a run is about to compute
+    forgotten = client.compute(x[0])
+    del forgotten  # released while the run holds the key: let go once it is done
+    assert list(shmdask.compute(*x, scheduler=client)) == list(range(1, 21))
+    assert [f.result(10) for f in futures] == list(range(1, 21))
+    assert all(f.status == "finished" for f in futures)
