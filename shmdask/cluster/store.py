@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pickle
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -221,7 +220,7 @@ class ShmStore(DataStore):
         if type(value) is not Stored:
             return value
         if not value.buffers:  # all in its header (most small results): no block to guard
-            return pickle.loads(value.header)
+            return deserialize_value(value)
         token = self.begin_read()
         try:
             return deserialize_value(value, self.mappings, copy=True)

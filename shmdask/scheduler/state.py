@@ -281,8 +281,7 @@ class SchedulerState:
 
     def _make_ready(self, ts: TaskState) -> None:
         ts.state = "ready"
-        freeing = ts.dependencies and _frees_memory(ts)  # (a root frees nothing)
-        heapq.heappush(self._ready if freeing else self._ready_making,
+        heapq.heappush(self._ready if _frees_memory(ts) else self._ready_making,
                        (ts.priority, next(self._seq), ts))
 
     def _make_ready_many(self, tasks: list[TaskState]) -> None:
@@ -298,7 +297,7 @@ class SchedulerState:
         making: list[tuple] = []
         for ts in tasks:
             ts.state = "ready"
-            entries = freeing if ts.dependencies and _frees_memory(ts) else making
+            entries = freeing if _frees_memory(ts) else making
             entries.append((ts.priority, next(seq), ts))
         for heap, entries in ((self._ready, freeing), (self._ready_making, making)):
             if len(entries) > len(heap):
