@@ -314,3 +314,14 @@ def test_on_done_runs_when_a_message_is_sent_and_when_it_is_dropped():
     left.post([pickle.dumps(("late",))], on_done=late.set)  # after close: at once
     assert late.is_set()
     right.close()
+
+
+def test_a_run_on_a_worker_whose_connection_closed_is_answered_at_once():
+    from shmdask.cluster.tcp_sessions import RemoteWorkerHandle
+
+    left, right = _comm_pair()
+    left.abort()
+    right.close()
+    handle = RemoteWorkerHandle(None, left, "worker-gone", {})
+    ok, error = handle.call_function(print, timeout=5)  # not a TimeoutError
+    assert not ok and isinstance(error, ConnectionError) and "worker-gone" in str(error)

@@ -199,10 +199,9 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
                 self.listener.add_records([
                     self._transfer_record(k, start, stop, nbytes[k], "to")
                     for k in keys if nbytes.get(k)])
-        try:
-            self.comm.post(frames, on_sent=on_sent)
-        except CommClosedError:
-            pass  # the reader reports the loss; these tasks are rescheduled then
+        # On a lost connection the message is dropped: the reader reports the
+        # loss, and these tasks are rescheduled then.
+        self.comm.post(frames, on_sent=on_sent)
 
     def _transfer_record(self, key: Any, start: float, stop: float, nbytes: int,
                          direction: str) -> dict:
@@ -220,11 +219,13 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
                       timeout: float | None = None) -> tuple[bool, Any]:
         """Run ``fn(*args, **kwargs)`` in the remote worker (``client.run``)."""
         def send(req: int) -> None:
-            try:
+            # A loss after this check answers the request (lost() cancels every
+            # waiting call); a post to a closed connection would be dropped.
+            if self.comm.closed:
+                self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
+            else:
                 self.comm.post([*header_frames(("run-function", req)),
                                 *dumps_call(fn, args, kwargs)])
-            except CommClosedError:
-                self._calls.answer(req, (False, ConnectionError(f"worker {self.id} is gone")))
 
         return self._calls.ask(send, timeout, f"a function run on worker {self.id}")
 
