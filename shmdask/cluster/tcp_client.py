@@ -36,7 +36,6 @@ from shmdask.cluster.auth import (
 from shmdask.cluster.comm import (
     MAX_FRAME_BYTES,
     Comm,
-    CommClosedError,
     ProtocolError,
     dumps_values,
     header_frames,
@@ -219,9 +218,8 @@ class RemoteConnection(Connection):
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(CommClosedError):
-            self._post(header_frames(("goodbye", "client closed")))
-            self.comm.flush(1.0)
+        self._post(header_frames(("goodbye", "client closed")))  # dropped if gone already
+        self.comm.flush(1.0)
         self.comm.abort()
         self._reader.join(2)
 

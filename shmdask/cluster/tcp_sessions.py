@@ -18,7 +18,6 @@ reads arriving buffers straight into its blocks.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import pickle
 import threading
@@ -119,9 +118,8 @@ class _Session:
 
     def close(self) -> None:
         self.closing = True
-        with contextlib.suppress(CommClosedError):
-            self.comm.post(header_frames(("close",)))
-            self.comm.flush(1.0)
+        self.comm.post(header_frames(("close",)))  # dropped if the peer is gone already
+        self.comm.flush(1.0)
         self.comm.abort()
 
 
@@ -355,8 +353,7 @@ class ClientSession(_Session):
             if self._statuses_queued:
                 return
             self._statuses_queued = True
-        with contextlib.suppress(CommClosedError):
-            self.comm.post(self._status_frames)
+        self.comm.post(self._status_frames)
 
     def _status_frames(self) -> list:
         with self._lock:
