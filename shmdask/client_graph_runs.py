@@ -41,12 +41,15 @@ class GraphWaiter:
             self.event.set()
 
     def __call__(self, key: Any, status: str, exc: BaseException | None) -> None:
+        if status == "memory":
+            self.many((key,), status)
+            return
         if self.also is not None:
             self.also(key, status, exc)
         if status == "pending":  # not an outcome (an input runs again): keep waiting
             return
         with self._lock:
-            if status != "memory" and self.error is None:
+            if self.error is None:
                 self.error = exc if exc is not None else CancelledError(
                     f"key {key!r} was {status}")
                 self.event.set()
@@ -54,8 +57,9 @@ class GraphWaiter:
             if self.pending <= 0:
                 self.event.set()
 
-    def many(self, keys: list, status: str) -> None:
-        """Several keys in memory at once (the engine's batch form of the call)."""
+    def many(self, keys: list | tuple, status: str) -> None:
+        """Several keys in memory at once (the engine's batch form of the call);
+        the one place a key in memory is counted."""
         if status != "memory":
             for key in keys:
                 self(key, status, None)

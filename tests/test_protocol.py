@@ -239,6 +239,16 @@ def test_detach_copies_inline_pieces_out_of_the_message():
     np.testing.assert_array_equal(deserialize_value(received), np.arange(1500))
 
 
+def test_detach_keeps_no_buffers_as_the_empty_tuple():
+    big_header = serialize_value("x" * 3000)  # a header sent out of band, no buffers
+    _, frames = decode_message(encode_message(("results", []), [big_header]))
+    (received,) = loads_message(frames)
+    assert type(received.header) is not bytes and received.buffers == ()
+    received.detach()
+    assert type(received.header) is bytes and received.buffers == ()
+    assert deserialize_value(received) == "x" * 3000
+
+
 def test_full_shm_falls_back_to_inline(allocator, monkeypatch, caplog):
     import errno
 

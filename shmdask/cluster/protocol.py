@@ -130,7 +130,8 @@ class Stored:
         kept for long does not pin a whole batch of results in memory."""
         if type(self.header) is not bytes:
             self.header = bytes(self.header)
-        self.buffers = [bytes(b) if type(b) is memoryview else b for b in self.buffers]
+        if self.buffers:  # none stays ``()``: no list for the collector to walk
+            self.buffers = [bytes(b) if type(b) is memoryview else b for b in self.buffers]
         return self
 
     def load(self) -> Any:

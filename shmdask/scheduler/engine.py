@@ -280,10 +280,14 @@ class Engine:
         if held is None:
             return
         for listener in held if type(held) is list else (held,):
-            try:
-                listener(key, status, exc)
-            except Exception:  # one bad listener must not cost others their news
-                logger.exception("shmdask engine %s: a listener of %r raised", self.name, key)
+            self._tell(listener, key, status, exc)
+
+    def _tell(self, listener: Listener, key: Any, status: str,
+              exc: BaseException | None) -> None:
+        try:
+            listener(key, status, exc)
+        except Exception:  # one bad listener must not cost others their news
+            logger.exception("shmdask engine %s: a listener of %r raised", self.name, key)
 
     def _notify_memory(self, keys: list) -> None:
         """Tell the listeners of ``keys`` they are in memory: one call per
@@ -302,20 +306,15 @@ class Engine:
                     group[1].append(key)
         for listener, heard in groups.values():
             many = getattr(listener, "many", None)
+            if many is None:
+                for key in heard:
+                    self._tell(listener, key, "memory", None)
+                continue
             try:
-                if many is not None:
-                    many(heard, "memory")
-                    continue
-            except Exception:
+                many(heard, "memory")
+            except Exception:  # one bad listener must not cost others their news
                 logger.exception("shmdask engine %s: a listener of %d keys raised",
                                  self.name, len(heard))
-                continue
-            for key in heard:
-                try:
-                    listener(key, "memory", None)
-                except Exception:  # one bad listener must not cost others their news
-                    logger.exception("shmdask engine %s: a listener of %r raised",
-                                     self.name, key)
 
     def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
                          annotations=None, hold=()) -> None:
