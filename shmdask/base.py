@@ -328,10 +328,15 @@ class GraphUnion(Mapping):
         self.graphs = graphs[::-1]  # the last one first
 
     def __getitem__(self, key: Any) -> Any:
-        if key in self:
-            for graph in self.graphs:
-                if key in graph:
-                    return graph[key]
+        # one membership test per graph (not a whole ``key in self`` first):
+        # every task of a huge graph is read here while it is walked
+        for graph in self.graphs:
+            try:
+                found = key in graph
+            except TypeError:  # an unhashable value: not a key
+                break
+            if found:
+                return graph[key]
         raise KeyError(key)
 
     def __contains__(self, key: Any) -> bool:
