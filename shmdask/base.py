@@ -292,28 +292,34 @@ def collections_to_graph(collections: list, optimize: bool = True,
 
 def _lazy_graph(collections: list, optimize: bool) -> tuple[Mapping, list] | None:
     """``collections_to_graph(lazy=True)`` when a collection's graph is huge and
-    lazily read; None when none is (or one needs a whole-graph optimization)."""
+    lazily read; None when none is (or one needs a whole-graph optimization).
+
+    Every collection is asked for its lazy graph before any keys or graphs are
+    made: when none is huge (nearly every compute) the dict path makes them,
+    once."""
+    lazy: list = []
+    for c in collections:
+        make = getattr(c, "__shmdask_lazy_graph__", None)
+        if make is not None:
+            lazy.append(make(STREAM_MIN_TASKS))
+        elif optimize and getattr(type(c), "__shmdask_optimize__", None) is not None:
+            return None  # it may need the graph whole: the dict path serves
+        else:
+            lazy.append(None)
+    if all(graph is None for graph in lazy):
+        return None
     graphs: list = []
     keys: list = []
-    huge = False
-    for c in collections:
+    for c, graph in zip(collections, lazy, strict=True):
         ks = c.__shmdask_keys__()
         keys.append(ks)
-        make = getattr(c, "__shmdask_lazy_graph__", None)
-        opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
-        if make is None:
-            if opt is not None:  # it may need the graph whole: the dict path serves
-                return None
-            graphs.append(c.__shmdask_graph__())
-            continue
-        graph = make(STREAM_MIN_TASKS)
         if graph is None:  # small: as a dict
             graph = c.__shmdask_graph__()
-        else:
-            huge = True
-        graphs.append(opt(graph, list(flatten(ks))) if opt is not None else graph)
-    if not huge:
-        return None
+        opt = getattr(type(c), "__shmdask_optimize__", None) if optimize else None
+        # the keys as the collection gave them (an optimizer that reads them
+        # flattens them, as Array's does): flattening a million keys here
+        # cost ~0.35 s before the first task, for Array's pass-through
+        graphs.append(opt(graph, ks) if opt is not None else graph)
     return (graphs[0] if len(graphs) == 1 else GraphUnion(graphs)), keys
 
 
@@ -328,10 +334,15 @@ class GraphUnion(Mapping):
         self.graphs = graphs[::-1]  # the last one first
 
     def __getitem__(self, key: Any) -> Any:
-        if key in self:
-            for graph in self.graphs:
-                if key in graph:
-                    return graph[key]
+        # one membership test per graph (not a whole ``key in self`` first):
+        # every task of a huge graph is read here while it is walked
+        for graph in self.graphs:
+            try:
+                found = key in graph
+            except TypeError:  # an unhashable value: not a key
+                break
+            if found:
+                return graph[key]
         raise KeyError(key)
 
     def __contains__(self, key: Any) -> bool:

@@ -232,8 +232,9 @@ class DelayedGraph(Mapping):
     def _merge_rest(self) -> None:
         nodes = self._nodes
         while nodes:
-            key = next(iter(nodes))
-            node = nodes.pop(key)
+            # the last one met first (as _collections_of's stack): taking the
+            # first would rescan the slots its pops emptied, O(n^2) on a wide graph
+            key, node = nodes.popitem()
             if key not in self._tasks:
                 self._open(node)
         self._merged = True
