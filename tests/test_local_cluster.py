@@ -135,6 +135,42 @@ def test_chains_and_small_values(cluster):
     assert get(cluster, dsk, [("a", 3), ["s"]]) == (4, (2550,))  # like dask.get
 
 
+def as_bytes(x):
+    return str(x).encode()
+
+
+def test_small_immutable_results_are_held_as_themselves(cluster):
+    """A number or a short string travels and is held without a Stored around
+    it; it feeds a task on either worker and comes back as the same value."""
+    from shmdask.cluster.protocol import Stored
+
+    dsk = {("n", i): (inc, i) for i in range(20)}  # spread over both workers
+    dsk.update({("s", i): (as_bytes, ("n", i)) for i in range(20)})
+    dsk["f"] = (np.float64, 0.5)
+    dsk["long"] = (str, "x" * 1000)
+    dsk["arr"] = (ones, 3)
+    dsk["all"] = (sum, [("n", i) for i in range(20)])
+    keys = [("n", 0), ("s", 7), "f", "long", "arr", "all"]
+    engine = cluster.engine
+    done = threading.Event()
+    engine.submit(dsk, {k: set() for k in dsk} | {("s", i): {("n", i)} for i in range(20)}
+                  | {"all": {("n", i) for i in range(20)}},
+                  keys, {}, lambda key, status, exc: done.set() if key == "all" else None)
+    try:
+        assert done.wait(30)
+        held = engine.call(lambda e: {k: e.data[k] for k in keys})
+        assert held[("n", 0)] == 1 and type(held[("n", 0)]) is int
+        assert held[("s", 7)] == b"8" and held["f"] == 0.5
+        assert type(held["f"]) is np.float64
+        assert held["all"] == sum(range(1, 21))
+        assert type(held["long"]) is Stored and type(held["arr"]) is Stored
+        records = {r["key"]: r for r in engine.task_stream.records_since(0)}
+        assert records[("n", 0)]["where"] == "inline" and records[("n", 0)]["nbytes"] > 0
+    finally:
+        engine.unwant(keys)
+    assert get(cluster, dsk, [("s", 19), "f", "long"]) == (b"20", 0.5, "x" * 1000)
+
+
 def test_large_results_live_in_shm_and_come_back_writeable(cluster):
     dsk = {"x": (ones, 1_000_000, 2.0), "y": (add, "x", 1.0), "t": (total, "y")}
     y, t = get(cluster, dsk, ["y", "t"])

@@ -17,6 +17,7 @@ from shmdask.cluster.protocol import (
     dump_exception,
     dumps_message,
     encode_message,
+    is_immediate,
     join_frames,
     load_exception,
     loads_message,
@@ -326,3 +327,17 @@ def test_small_arrays_and_numpy_numbers_travel_inline_and_read_back_alike(alloca
     x[0] = 99  # the value was copied when it was stored
     assert deserialize_value(s)[0] == 0
     assert allocator.segments_created == 0
+
+
+@pytest.mark.parametrize("value, immediate", [
+    (None, True), (True, True), (7, True), (2.5, True), (1j, True), ("short", True),
+    (b"short", True), (np.float64(1.5), True), (np.int32(3), True), (np.bool_(True), True),
+    ("x" * 257, False), (b"x" * 257, False), ("<huge int>", False), ((1, 2), False),
+    ([1], False), ({"a": 1}, False), (np.ones(2), False), (np.datetime64("2020-01-01"), False),
+])
+def test_only_small_immutable_values_are_immediate(value, immediate):
+    if isinstance(value, str) and value == "<huge int>":  # (pytest would print its digits)
+        value = 10 ** 20000
+    assert is_immediate(value) is immediate
+    if immediate:  # the data plane reads it as itself
+        assert deserialize_value(value) is value

@@ -428,7 +428,10 @@ class LocalCluster:
         """Workers' metrics say what counts against their ``memory_limit``:
         ``memory`` = ``shm`` (the segments the worker owns) + ``private`` (its
         RSS minus shared pages); ``managed_bytes`` are its live values in shm,
-        ``spilled_bytes["disk"]`` those in the spill folder."""
+        ``spilled_bytes["disk"]`` those in the spill folder.  ``in_memory``
+        counts the values it made that are held as ``Stored``: an immediate
+        result (a number, a short string) is the scheduler's own object and
+        belongs to no worker."""
         runtime = self._runtime
         in_memory = runtime.store.values_by_owner
         memory = runtime.memory_report()

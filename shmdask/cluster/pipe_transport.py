@@ -33,6 +33,7 @@ import psutil
 
 from shmdask.cluster.protocol import (
     ConnectionState,
+    Stored,
     decode_message,
     dumps_call,
     encode_frames,
@@ -255,16 +256,18 @@ class ProcessWorkerHandle(WorkerHandle):
             for entry in entries:
                 if entry[0] == "done":
                     _, key, stored, record = entry
-                    if stored.buffers or type(stored.header) is not bytes:
-                        stored.detach()
+                    if type(stored) is Stored:  # else an immediate value
+                        if stored.buffers or type(stored.header) is not bytes:
+                            stored.detach()
+                        values.append(stored)
                     done.append((key, stored, record))  # a TaskResult's fields
-                    values.append(stored)
                 else:
                     _, key, exc_bytes, tb, record = entry
                     exc = load_exception(exc_bytes, tb)
                     errors.append(("erred", self.id, key, exc, tb, record))
-            if done:
+            if values:
                 store.adopt_all(values)
+            if done:
                 post(("done", self.id, done))
             for event in errors:
                 post(event)

@@ -10,7 +10,9 @@ What flows in and out:
   address travels; smaller ones travel inline.  Reading a ``Stored`` back maps
   the blocks zero-copy and read-only (numpy then refuses writes with its own
   "assignment destination is read-only"), or copies them into private writeable
-  memory (``copy=True``: what the user gets back).
+  memory (``copy=True``: what the user gets back).  A tiny immutable result
+  (None, a number, a short string: :func:`is_immediate`) skips all that and
+  travels, and is held by the scheduler, as itself.
 - **Messages** (batches of tasks, batches of results, frees) are a small header
   (what the message is, e.g. ``("run", keys)``) and an optional body: one pickle
   frame followed by its out-of-band buffers.  Transports only move frames
@@ -230,6 +232,30 @@ def _warn_shm_full(exc: OSError) -> None:
 _INBAND_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
+# A result this small and immutable travels as itself, not as a Stored: no
+# header to pickle in the worker, no Stored to build in the reader, nothing to
+# count in the store, nothing to unpickle when the client fetches it.  On a
+# graph of tiny tasks those steps were a quarter of the scheduler process's
+# time (noop_10k on LocalCluster(2): 0.44-0.46 s -> 0.32-0.35 s).  Immutable,
+# so the scheduler may hand the one object to every reader.
+IMMEDIATE_MAX_LENGTH = 256  # str and bytes up to this length
+
+
+def is_immediate(obj: Any) -> bool:
+    """Whether a result travels and is held as itself (see above): None, a bool,
+    a number (a numpy number too), or a short str or bytes."""
+    kind = type(obj)
+    if kind is float or kind is type(None) or kind is bool or kind is complex:
+        return True
+    if kind is int:
+        return obj.bit_length() <= 64 * IMMEDIATE_MAX_LENGTH
+    if kind is str or kind is bytes:
+        return len(obj) <= IMMEDIATE_MAX_LENGTH
+    np = sys.modules.get("numpy")
+    return (np is not None and isinstance(obj, np.generic)
+            and obj.dtype.kind in "biufc")
+
+
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
                     threshold: int = SHM_THRESHOLD) -> Stored:
     """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
@@ -290,7 +316,10 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
 
 def deserialize_value(stored: Stored, mappings=None, copy: bool = False) -> Any:
     """Rebuild a value. ``copy=False``: shm buffers are zero-copy read-only views;
-    ``copy=True``: every buffer is a private writeable copy."""
+    ``copy=True``: every buffer is a private writeable copy.  An immediate
+    value (:func:`is_immediate`) is its own value."""
+    if type(stored) is not Stored:
+        return stored
     bufs = []
     for b in stored.buffers:
         if type(b) is tuple:

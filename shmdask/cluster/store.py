@@ -111,10 +111,12 @@ class ShmStore(DataStore):
         self.adopt_all((stored,))
 
     def adopt_all(self, values: Iterable[Stored]) -> None:
-        """:meth:`adopt` for a batch of results, under one acquisition of the lock."""
+        """:meth:`adopt` for a batch of results, under one acquisition of the
+        lock.  An immediate value (not a Stored: see ``protocol.is_immediate``)
+        holds nothing to count."""
         with self._lock:
             for stored in values:
-                if stored.live:
+                if type(stored) is not Stored or stored.live:
                     continue
                 stored.live = True
                 owner = stored.owner

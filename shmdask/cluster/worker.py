@@ -17,7 +17,7 @@ In (header, body)::
 Out (header, body)::
 
     ("hello", info)                        once, when ready
-    ("results", unlinked), [entry, ...]    entry: ("done", key, Stored, record) or
+    ("results", unlinked), [entry, ...]    entry: ("done", key, value, record) or
                                            ("erred", key, pickled exc, traceback, record)
     ("unlinked", [segment, ...])           after a free gave memory back
     ("stats", {...}, [req])                the counters, with the request's number
@@ -73,6 +73,7 @@ from shmdask.cluster.protocol import (
     deserialize_value,
     dump_exception,
     encode_message,
+    is_immediate,
     loads_call,
     loads_message,
     serialize_value,
@@ -404,7 +405,11 @@ class Worker:
             data = {k: self._load(v) for k, v in deps.items()}
             value = self._execute_task(computation, data)
             del data
-            stored = serialize_value(value, self.results, self.worker_id, self.threshold)
+            if is_immediate(value):  # travels as itself (see protocol.is_immediate)
+                stored, nbytes, where = value, sys.getsizeof(value), "inline"
+            else:
+                stored = serialize_value(value, self.results, self.worker_id, self.threshold)
+                nbytes, where = stored.nbytes, stored.where
             del value
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
             stop = time.time()
@@ -412,7 +417,7 @@ class Worker:
             return ("erred", key, dump_exception(as_task_error(key, exc)),
                     traceback.format_exc(), record)
         stop = time.time()
-        record = self._record(key, lane_name, start, stop, stored.nbytes, stored.where)
+        record = self._record(key, lane_name, start, stop, nbytes, where)
         return ("done", key, stored, record)
 
     def _record(self, key, lane, start, stop, nbytes, where) -> dict:
