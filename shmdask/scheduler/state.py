@@ -14,14 +14,14 @@ Life of a task::
 
 Policy, in the spirit of dask/local.py:
 
-- **What runs next.**  Ready tasks sit in a heap keyed by ``(-user priority,
+- **What runs next.**  Ready tasks sit in a queue (``ready.py``) keyed by ``(-user priority,
   generation, graph order)``: a task the user gave a higher ``priority`` runs
   first; otherwise graphs run in the order they were submitted (a graph may
   join the previous graph's generation: ``new_generation=False``, which the
   engine asks for within dask's ``fifo_timeout``), and inside a graph by
   :func:`shmdask.graph.order`, which finishes a chain before it starts
   another so intermediates are freed early.
-- **Under memory pressure.**  Ready tasks are kept in two heaps of the same
+- **Under memory pressure.**  Ready tasks are kept in two queues of the same
   order: tasks that *free* memory (they read a result no client holds, which
   goes once its last reader is done: reductions, the next link of a chain)
   and tasks that only *make* it (roots, and tasks reading only what clients
@@ -50,10 +50,11 @@ Policy, in the spirit of dask/local.py:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from shmdask.scheduler.ready import ReadyQueue
 
 
 class KilledWorker(RuntimeError):
@@ -142,8 +143,8 @@ class SchedulerState:
     def __init__(self, max_worker_deaths: int = 3):
         self.tasks: dict[Any, TaskState] = {}
         self.max_worker_deaths = max_worker_deaths
-        self._ready: list[tuple] = []  # tasks that free memory when done
-        self._ready_making: list[tuple] = []  # tasks that only make more
+        self._ready = ReadyQueue()  # tasks that free memory when done
+        self._ready_making = ReadyQueue()  # tasks that only make more
         self._generation = itertools.count()
         self._gen: int | None = None  # the generation of the last graph
         self._seq = itertools.count()
@@ -281,17 +282,12 @@ class SchedulerState:
 
     def _make_ready(self, ts: TaskState) -> None:
         ts.state = "ready"
-        heapq.heappush(self._ready if _frees_memory(ts) else self._ready_making,
-                       (ts.priority, next(self._seq), ts))
+        (self._ready if _frees_memory(ts) else self._ready_making).push(
+            (ts.priority, next(self._seq), ts))
 
     def _make_ready_many(self, tasks: list[TaskState]) -> None:
-        """:meth:`_make_ready` for a graph's ready tasks: a heap they outnumber
-        is rebuilt in one pass instead of taking them one push at a time (the
-        same order: every entry's key is unique)."""
-        if len(tasks) < 64:
-            for ts in tasks:
-                self._make_ready(ts)
-            return
+        """:meth:`_make_ready` for a graph's ready tasks, handed to the queues
+        in bulk (see ``ready.py``: the same order, cheaper pops)."""
         seq = self._seq
         freeing: list[tuple] = []
         making: list[tuple] = []
@@ -299,13 +295,10 @@ class SchedulerState:
             ts.state = "ready"
             entries = freeing if _frees_memory(ts) else making
             entries.append((ts.priority, next(seq), ts))
-        for heap, entries in ((self._ready, freeing), (self._ready_making, making)):
-            if len(entries) > len(heap):
-                heap.extend(entries)
-                heapq.heapify(heap)
-            else:
-                for entry in entries:
-                    heapq.heappush(heap, entry)
+        if freeing:
+            self._ready.extend(freeing)
+        if making:
+            self._ready_making.extend(making)
 
     # -- running -------------------------------------------------------------
 
@@ -322,10 +315,11 @@ class SchedulerState:
         ``prefer_freeing``: a task that frees memory first, if any is ready."""
         freeing, making = self._ready, self._ready_making
         while freeing or making:
-            if not making or (freeing and (prefer_freeing or freeing[0] < making[0])):
-                ts = heapq.heappop(freeing)[2]
+            if not making or (freeing and (prefer_freeing
+                                           or freeing.first() < making.first())):
+                ts = freeing.pop()[2]
             else:
-                ts = heapq.heappop(making)[2]
+                ts = making.pop()[2]
             if ts.state == "ready":  # skip entries of cancelled tasks
                 ts.state = "processing"
                 return ts
