@@ -55,3 +55,15 @@ def test_a_big_batch_becomes_a_sorted_run_and_a_small_one_goes_to_the_heap():
     queue.extend([((0, -1), -1, -1)])
     assert queue.heap == [((0, -1), -1, -1)]
     assert queue.pop()[2] == -1 and queue.pop()[2] == 0
+
+
+def test_a_batch_smaller_than_the_run_goes_to_the_heap():
+    """Merging costs the whole run: only a batch at least as big may merge."""
+    queue = ReadyQueue()
+    queue.extend([((0, i), i, i) for i in range(0, 4 * BULK, 2)])  # 2 * BULK entries
+    queue.extend([((0, i), i, i) for i in range(1, 2 * BULK, 2)])  # BULK entries
+    assert len(queue.run) == 2 * BULK and len(queue.heap) == BULK
+    queue.extend([((0, i), i, i) for i in range(4 * BULK, 8 * BULK)])
+    assert len(queue.run) == 6 * BULK
+    assert [queue.pop()[2] for _ in range(len(queue))] == sorted(
+        [*range(0, 4 * BULK, 2), *range(1, 2 * BULK, 2), *range(4 * BULK, 8 * BULK)])

@@ -12,8 +12,10 @@ scheduler's time.  A big batch is instead sorted once (in C; a graph's
 roots arrive nearly in order, which the sort finds in linear time) into a
 *run*, kept largest first so that a pop is ``list.pop()``.  A pop takes the
 smaller of the run's end and the heap's top, so the order is exactly that
-of one heap holding every entry.  A second batch while a run is left is
-merged into it by sorting both (two sorted runs: linear again).
+of one heap holding every entry.  A batch at least as big as the run left
+is merged into it by sorting both (two sorted runs: linear again); a
+smaller one goes to the heap, so a graph streamed in many pieces never pays
+for the whole run once per piece.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ class ReadyQueue:
         heapq.heappush(self.heap, entry)
 
     def extend(self, entries: list[tuple]) -> None:
-        """Add many entries; ``entries`` becomes the queue's own list."""
-        if len(entries) < BULK:
+        """Add many entries; ``entries`` may become the queue's own list."""
+        if len(entries) < BULK or len(entries) < len(self.run):
+            # (merging costs the whole run: only a batch at least as big may,
+            # so each entry is moved O(1) times however many batches come)
             for entry in entries:
                 heapq.heappush(self.heap, entry)
             return
