@@ -341,3 +341,28 @@ def test_only_small_immutable_values_are_immediate(value, immediate):
     assert is_immediate(value) is immediate
     if immediate:  # the data plane reads it as itself
         assert deserialize_value(value) is value
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.ones(1), lambda: np.arange(6, dtype="i4").reshape(2, 3),
+    lambda: np.asfortranarray(np.arange(6.0).reshape(2, 3)), lambda: np.zeros((0, 3)),
+    lambda: np.array([True, False]), lambda: np.array([1 + 2j]), lambda: np.float16([1.5]),
+    lambda: np.ones(2, dtype=">f8"), lambda: np.array(["ab"]),
+    lambda: np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+])
+def test_small_arrays_come_back_equal_read_only_or_as_private_copies(make):
+    a = make()
+    stored = serialize_value(a, None, "w")
+    view, copy = deserialize_value(stored), deserialize_value(stored, copy=True)
+    for b in (view, copy):
+        assert b.dtype == a.dtype and b.shape == a.shape and (b == a).all()
+        assert b.flags.f_contiguous == a.flags.f_contiguous
+    assert not view.flags.writeable and copy.flags.writeable
+    a[...] = 0  # the Stored holds its own bytes
+    assert (deserialize_value(stored) == make()).all()
+
+
+def test_small_arrays_of_one_kind_share_one_header():
+    one, two = (serialize_value(np.full(3, v), None, "w") for v in (1.0, 2.0))
+    assert one.header is two.header
+    assert serialize_value(np.ones(4), None, "w").header != one.header
