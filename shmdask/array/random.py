@@ -24,10 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from shmdask import result_buffers
+
 from .chunks import normalize_chunks
 from .core import Array, token_name
 from .creation import normalize_shape
 from .layers import BlockwiseLayer
+
+# Methods that fill an array given as ``out=``: their blocks are drawn into
+# result_buffers.empty, in a worker straight into shared memory (no copy there).
+_FILLS = frozenset({"random", "standard_normal"})
 
 
 def _draw(method: str, entropy: int, kwargs: dict, block: tuple) -> np.ndarray:
@@ -35,6 +41,9 @@ def _draw(method: str, entropy: int, kwargs: dict, block: tuple) -> np.ndarray:
     number, shape = block
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy,
                                                                      spawn_key=(number,))))
+    if method in _FILLS:
+        out = result_buffers.empty(shape, kwargs.get("dtype", np.float64))
+        return getattr(rng, method)(out=out, **kwargs)
     return getattr(rng, method)(size=shape, **kwargs)
 
 

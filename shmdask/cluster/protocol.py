@@ -297,10 +297,12 @@ def is_immediate(obj: Any) -> bool:
 
 
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
-                    threshold: int = SHM_THRESHOLD) -> Stored:
+                    threshold: int = SHM_THRESHOLD,
+                    claim: Callable[[int, int], Any] | None = None) -> Stored:
     """Pickle ``obj``; buffers of at least ``threshold`` bytes go to ``allocator``'s
     shared memory (if one is given), the rest inline (copied: the caller may
-    mutate ``obj`` afterwards)."""
+    mutate ``obj`` afterwards).  ``claim(address, nbytes)``: the reference of
+    a block ``obj`` was made in (``cluster/born_blocks.py``), kept as is."""
     if type(obj) in _INBAND_TYPES:
         # Most results of tiny tasks: no buffers to place, nothing to fall back
         # to cloudpickle for -- one C call instead of a pickler per value.
@@ -308,6 +310,10 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
         return Stored(header, (), len(header), owner)
     np = sys.modules.get("numpy")
     if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
+        if claim is not None and obj.nbytes >= threshold:
+            stored = _claimed(obj, claim, owner, np)
+            if stored is not None:
+                return stored
         if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
             # numpy pickles a strided view's data in-band (into the header, through
             # the pipe); one contiguous copy here sends it through shm instead.
@@ -359,6 +365,20 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
         raise
     nbytes = len(header) + sum(b[2] if type(b) is tuple else len(b) for b in buffers)
     return Stored(header, buffers, nbytes, owner)
+
+
+def _claimed(obj: Any, claim: Callable[[int, int], Any], owner: str, np: Any) -> Stored | None:
+    """``obj`` as the block it was made in, if ``claim`` owns that block: its
+    one buffer is exactly the block, so the header is all there is to make."""
+    views: list = []
+    header = pickle.dumps(obj, protocol=5, buffer_callback=views.append)
+    if len(views) != 1:  # (datetimes pickle in-band)
+        return None
+    raw = views[0].raw()
+    ref = claim(np.frombuffer(raw, np.uint8).__array_interface__["data"][0], raw.nbytes)
+    if ref is None:
+        return None
+    return Stored(header, [ref], len(header) + raw.nbytes, owner)
 
 
 def deserialize_value(stored: Stored, mappings=None, copy: bool = False) -> Any:

@@ -64,6 +64,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shmdask import result_buffers
+from shmdask.cluster.born_blocks import BornBlocks
 from shmdask.cluster.protocol import (
     NOT_LOADED,
     SHM_THRESHOLD,
@@ -129,6 +131,8 @@ class Worker:
         self.results = (BudgetedAllocator(self.allocator, SpillDir(spill_dir, worker_id),
                                           self._over_budget)
                         if use_shm and spill_dir else self.allocator)
+        # Blocks tasks fill in place (result_buffers.empty): no copy into shm.
+        self.born = BornBlocks(self.results, threshold) if use_shm else None
         self.state = ConnectionState()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._send_lock = threading.Lock()
@@ -337,6 +341,7 @@ class Worker:
             "bytes_received": self.bytes_received,
             "private_memory": private_memory(),
             "results_spilled": getattr(self.results, "spilled_results", 0),
+            "results_born": self.born.claimed if self.born is not None else 0,
             "warm_imported": [m for m in self.warm_imports if m in sys.modules],
         }
 
@@ -354,6 +359,7 @@ class Worker:
 
     def _run_tasks(self, lane: int) -> None:
         lane_name = f"{self.worker_id}/{lane}"
+        result_buffers.install(self.born.make if self.born is not None else None)
         current.worker = self
         current.seceded = False
         while True:
@@ -408,7 +414,8 @@ class Worker:
             if is_immediate(value):  # travels as itself (see protocol.is_immediate)
                 stored, nbytes, where = value, sys.getsizeof(value), "inline"
             else:
-                stored = serialize_value(value, self.results, self.worker_id, self.threshold)
+                stored = serialize_value(value, self.results, self.worker_id, self.threshold,
+                                         self.born.claim if self.born is not None else None)
                 nbytes, where = stored.nbytes, stored.where
             del value
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
