@@ -33,7 +33,8 @@ message per tiny task.  (Timed from the oldest result, not from the last
 flush: after an idle spell the first result of a new batch would otherwise go
 alone, one extra message per batch.)  Inputs are read-only views of shared memory (or of
 spill files, mapped the same way); results of at least ``threshold`` bytes are
-written into this worker's slabs while its shared memory plus private memory
+written into this worker's slabs (or made there in the first place, through
+``shmdask.result_buffers``: see ``born_blocks.py``) while its shared memory plus private memory
 stays under ``spill_fraction`` of its ``memory_limit``, and into files of the
 cluster's spill folder past that or when /dev/shm is full (spill.py).  The
 worker exits as soon as its connection closes (the client closed it or died);
