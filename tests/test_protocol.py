@@ -362,6 +362,13 @@ def test_small_arrays_come_back_equal_read_only_or_as_private_copies(make):
     assert (deserialize_value(stored) == make()).all()
 
 
+def test_an_array_whose_dtype_came_through_a_pickle_takes_the_small_array_path():
+    dtype = pickle.loads(pickle.dumps(np.dtype("float64")))  # equal, but not numpy's own
+    stored = serialize_value(np.full(2, 1.5, dtype=dtype), None, "w")
+    assert b"_small_array" in stored.header
+    assert (deserialize_value(stored) == 1.5).all()
+
+
 def test_small_arrays_of_one_kind_share_one_header():
     one, two = (serialize_value(np.full(3, v), None, "w") for v in (1.0, 2.0))
     assert one.header is two.header

@@ -318,7 +318,11 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
             # numpy pickles a strided view's data in-band (into the header, through
             # the pipe); one contiguous copy here sends it through shm instead.
             obj = np.ascontiguousarray(obj)
-        elif obj.nbytes < threshold and obj.dtype.kind in "biufc" and obj.dtype.isbuiltin == 1:
+        elif (obj.nbytes < threshold and obj.dtype.kind in "biufc"
+              and obj.dtype.fields is None and obj.dtype.metadata is None):
+            # (not dtype.isbuiltin: a dtype that came through a pickle, as in
+            # every task's arguments, is an equal but distinct object, never
+            # "builtin"; ``dtype.str`` says all a plain number type is)
             # A small array of plain numbers (a chunk's partial sum): its bytes,
             # and a header shared by every array of its dtype and shape.
             order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
