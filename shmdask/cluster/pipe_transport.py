@@ -123,10 +123,8 @@ class ProcessWorkerHandle(WorkerHandle):
         # What the worker's tasks may ask of the cluster: on_ask(what, args) -> value.
         self.on_ask: Any = None
         self._store: ShmStore | None = None
-        # Set by the cluster's memory watcher: a paused worker gets no new
-        # tasks, one above its target gets tasks that free memory first.
-        self.paused = False
-        self.above_target = False
+        # ``paused`` and ``above_target`` (WorkerHandle's, False until then) are
+        # set by the cluster's memory watcher.
         self.private_memory = 0  # last measured: resident memory not shared
 
     # -- sending (engine thread, store) ---------------------------------------
