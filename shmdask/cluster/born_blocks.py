@@ -68,6 +68,8 @@ class BornBlocks:
         self.claimed += 1
         return entry[0]
 
-    def __len__(self) -> int:
-        """Blocks handed out and neither claimed nor freed yet."""
+    @property
+    def outstanding(self) -> int:
+        """Blocks handed out and neither claimed nor freed yet.  (Not
+        ``__len__``: an empty BornBlocks must not test false.)"""
         return len(self._blocks)
