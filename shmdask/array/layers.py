@@ -368,7 +368,6 @@ class LayeredGraph(Mapping):
                     yield key
 
 
-
 def lazy_graph(layers: dict, outputs: set, min_tasks: int) -> LayeredGraph | None:
     """The graph of ``layers`` as a :class:`LayeredGraph` when it has at least
     ``min_tasks`` tasks, else None; counted from the layers' sizes alone."""

@@ -291,9 +291,12 @@ def is_immediate(obj: Any) -> bool:
         return obj.bit_length() <= 64 * IMMEDIATE_MAX_LENGTH
     if kind is str or kind is bytes:
         return len(obj) <= IMMEDIATE_MAX_LENGTH
-    np = sys.modules.get("numpy")
-    return (np is not None and isinstance(obj, np.generic)
-            and obj.dtype.kind in "biufc")
+    return _is_numpy_number(obj, sys.modules.get("numpy"))
+
+
+def _is_numpy_number(obj: Any, np: Any) -> bool:
+    """A numpy scalar of a number kind (bool, int, uint, float, complex)."""
+    return np is not None and isinstance(obj, np.generic) and obj.dtype.kind in "biufc"
 
 
 def serialize_value(obj: Any, allocator=None, owner: str = "client",
@@ -336,8 +339,8 @@ def serialize_value(obj: Any, allocator=None, owner: str = "client",
             header = pickle.dumps(obj, protocol=5, buffer_callback=views.append)
             inline = [bytes(view.raw()) for view in views]  # copies: obj may change
             return Stored(header, inline, len(header) + sum(map(len, inline)), owner)
-    elif np is not None and isinstance(obj, np.generic) and obj.dtype.kind in "biufc":
-        header = pickle.dumps(obj, protocol=5)  # a numpy number: no buffers
+    elif _is_numpy_number(obj, np):
+        header = pickle.dumps(obj, protocol=5)  # no buffers
         return Stored(header, (), len(header), owner)
     buffers: list = []
 
