@@ -732,7 +732,8 @@ class RawWorker:
         self.conn.send_bytes(encode_message(header, body, self.state if body else None))
 
     def run(self, tasks) -> dict:
-        self.send(("run", [t[0] for t in tasks]), tasks)
+        keys, computations, inputs = zip(*tasks, strict=True)
+        self.send(("run", keys), (computations, inputs))
         out = {}
         while len(out) < len(tasks):
             header, body = self.recv()
@@ -868,7 +869,7 @@ def test_worker_without_shm_and_inlined_values(cluster):
     assert x.where == "shm"
     x_inline = cluster.store.outgoing(x)  # what the TCP listener sends a remote worker
     assert x_inline.where == "inline" and x_inline.nbytes == x.nbytes
-    conn.send_bytes(encode_message(("run", ["y"]), [("y", (add, "x", 1.0), {"x": x_inline})],
+    conn.send_bytes(encode_message(("run", ["y"]), ([(add, "x", 1.0)], [{"x": x_inline}]),
                                    state))
     header, frames = decode_message(conn.recv_bytes())
     (entry,) = loads_message(frames)
@@ -969,7 +970,8 @@ def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
             time.sleep(10 * FLUSH_INTERVAL)  # idle
             keys = [f"k{round_}-{i}" for i in range(20)]
             conn.send_bytes(encode_message(("run", keys),
-                                           [(k, (inc, i), {}) for i, k in enumerate(keys)],
+                                           ([(inc, i) for i in range(len(keys))],
+                                            [{}] * len(keys)),
                                            state))
             header, frames = decode_message(conn.recv_bytes())
             first = loads_message(frames)
@@ -1015,8 +1017,8 @@ def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
         assert decode_message(conn.recv_bytes())[0][0] == "hello"
         x, y = serialize_value(np.arange(5.0)), serialize_value(10.0)
         keys = ["a", "b", "c"]
-        body = [("a", (add, "x", "y"), {"x": x, "y": y}), ("b", (total, "x"), {"x": x}),
-                ("c", (inc, "y"), {"y": y})]
+        body = ([(add, "x", "y"), (total, "x"), (inc, "y")],
+                [{"x": x, "y": y}, {"x": x}, {"y": y}])
         conn.send_bytes(encode_message(("run", keys), body, state))
         got = {}
         while len(got) < 3:

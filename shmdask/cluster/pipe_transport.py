@@ -139,29 +139,29 @@ class ProcessWorkerHandle(WorkerHandle):
             return False
 
     def run(self, tasks: list[TaskSpec]) -> None:
-        keys = [t.key for t in tasks]
+        # Sent as columns (see worker.py): each key once, no tuple per task.
+        keys, computations, inputs = zip(*tasks, strict=True)
         with self._processing_lock:
             self.processing.update(dict.fromkeys(keys))
-        body = [tuple(t) for t in tasks]  # plain tuples: no class to look up over there
         if self._store is not None:
-            self._store.touch([v for t in body if t[2] for v in t[2].values()])
+            self._store.touch([v for deps in inputs if deps for v in deps.values()])
         try:
-            self._send_tasks(keys, body)
+            self._send_tasks(keys, computations, inputs)
         except Exception:
             # Some task cannot be pickled: find it, fail it, send the others.
-            for task, item in zip(tasks, body, strict=True):
+            for key, computation, deps in tasks:
                 try:
-                    self._send_tasks([task.key], [item])
+                    self._send_tasks((key,), (computation,), (deps,))
                 except Exception as exc:
-                    self._answered(task.key)
-                    self._post(("erred", self.id, task.key, _unpicklable(task.key, exc),
+                    self._answered(key)
+                    self._post(("erred", self.id, key, _unpicklable(key, exc),
                                 traceback.format_exc(), None))
 
-    def _send_tasks(self, keys: list, body: list) -> None:
+    def _send_tasks(self, keys: tuple, computations: tuple, inputs: tuple) -> None:
         # Encode and send under one lock: a message that introduces a function
         # must reach the worker before any message that refers to it by token.
         with self._send_lock:
-            data = encode_message(("run", keys), body, self.state)
+            data = encode_message(("run", keys), (computations, inputs), self.state)
             try:
                 self.conn.send_bytes(data)
                 self.bytes_sent += len(data)

@@ -149,7 +149,7 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
     def run(self, tasks: list[TaskSpec]) -> None:
         store = self.listener.store
         keys = [t.key for t in tasks]
-        body = []
+        inputs = []
         nbytes = {}
         for t in tasks:
             deps = {}
@@ -158,35 +158,40 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
                 deps[k] = store.outgoing(v)
                 n += store.nbytes(v)
             nbytes[t.key] = n
-            body.append((t.key, t.computation, deps))
+            inputs.append(deps)
+        computations = [t.computation for t in tasks]
         for key in keys:
             self.processing[key] = None
         try:
-            with self._encode_lock:  # the connection's function table is shared state
-                frames = [*header_frames(("run", keys)), *dumps_message(body, self.state)]
+            frames = self._run_frames(keys, computations, inputs)
         except Exception:
-            self._run_one_by_one(tasks, body, nbytes)
+            self._run_one_by_one(keys, computations, inputs, nbytes)
             return
         self._post(frames, keys, nbytes)
 
-    def _run_one_by_one(self, tasks: list, body: list, nbytes: dict) -> None:
+    def _run_frames(self, keys: list, computations: list, inputs: list) -> list:
+        """A "run" message (the columns worker.py reads)."""
+        with self._encode_lock:  # the connection's function table is shared state
+            return [*header_frames(("run", keys)),
+                    *dumps_message((computations, inputs), self.state)]
+
+    def _run_one_by_one(self, keys: list, computations: list, inputs: list,
+                        nbytes: dict) -> None:
         """Some task cannot be pickled: fail it alone, send the others."""
         import traceback
 
-        for task, item in zip(tasks, body, strict=True):
+        for key, computation, deps in zip(keys, computations, inputs, strict=True):
             try:
-                with self._encode_lock:
-                    frames = [*header_frames(("run", [task.key])),
-                              *dumps_message([item], self.state)]
+                frames = self._run_frames([key], [computation], [deps])
             except Exception as exc:
-                self.processing.pop(task.key, None)
-                err = TypeError(f"task {task.key!r} cannot be sent to remote worker "
+                self.processing.pop(key, None)
+                err = TypeError(f"task {key!r} cannot be sent to remote worker "
                                 f"{self.id}: {exc}")
                 err.__cause__ = exc
-                self.listener.engine.post(("erred", self.id, task.key, err,
+                self.listener.engine.post(("erred", self.id, key, err,
                                            traceback.format_exc(), None))
                 continue
-            self._post(frames, [task.key], nbytes)
+            self._post(frames, [key], nbytes)
 
     def _post(self, frames: list, keys: list, nbytes: dict) -> None:
         moved = sum(nbytes.get(k, 0) for k in keys)

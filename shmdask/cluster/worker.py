@@ -7,7 +7,9 @@ through one :class:`multiprocessing.connection.Connection` on the inherited fd.
 
 In (header, body)::
 
-    ("run", keys), [(key, computation, {dep_key: Stored}), ...]  tasks, priority order
+    ("run", keys), (computations, inputs)   tasks in priority order, as columns:
+                                 the i-th task is keys[i], computations[i], and
+                                 inputs[i], a dict {dep_key: Stored} or empty
     ("free", [block, ...])       the scheduler released keys whose blocks we own
     ("forget", [segment, ...])   segments unlinked elsewhere: drop our mappings
     ("stats", [req])             counters, for tests and diagnostics
@@ -307,7 +309,7 @@ class Worker:
             self._warming.join()
             self._warming = None
         try:
-            tasks = loads_message(body, self.state)
+            computations, inputs = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
             now = time.time()
             tb = traceback.format_exc()
@@ -318,8 +320,9 @@ class Worker:
             ]
             self.send(("results", []), entries)
             return
-        for task in tasks:
-            self.tasks.put(task)
+        put = self.tasks.put
+        for task in zip(keys, computations, inputs, strict=True):
+            put(task)
 
     def info(self) -> dict:
         return {
