@@ -342,6 +342,32 @@ def test_task_stream_records_since_and_copies():
     assert len(stream.records_since(0)) == 7
 
 
+def test_compact_records_are_read_as_the_same_dicts():
+    from shmdask.scheduler.records import (
+        compute_record,
+        record_dict,
+        record_duration,
+        task_record,
+    )
+
+    key = ("random_sample-ab12cd34ef", 3)
+    args = (key, "worker-0", "worker-0/1", 10.0, 10.25, 800, "shm")
+    compact = compute_record(*args)
+    assert type(compact) is tuple
+    full = task_record(*args)
+    assert full["group"] == "random_sample" and full["kind"] == "compute"
+    assert record_dict(compact) == full and record_dict(full) is full
+    assert record_duration(compact) == record_duration(full) == 0.25
+    stream = TaskStream()
+    stream.add([compact, full])
+    copied = stream.records_since(0)
+    assert copied == [full, full]
+    copied[1]["group"] = "mutated"
+    assert full["group"] == "random_sample"  # a logged dict is copied out
+    seen, end = stream.read(0, copy=False)
+    assert seen == [full, full] and seen[1] is full and end == 2
+
+
 def test_task_stream_bounded_keeps_absolute_positions():
     stream = TaskStream(max_records=100)
     for i in range(10):

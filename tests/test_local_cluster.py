@@ -23,6 +23,7 @@ from shmdask.cluster.local_cluster import (
     WorkerMemoryWarning,
     parse_memory_limit,
 )
+from shmdask.scheduler.records import record_dict
 from shmdask.scheduler.state import KilledWorker, TaskExit
 
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -822,7 +823,7 @@ def test_what_cannot_be_unpickled_fails_only_what_needs_it(two_raw_workers, tmp_
 
     def error_of(entry):
         kind, key, exc_bytes, tb, record = entry
-        assert kind == "erred" and record["key"] == key
+        assert kind == "erred" and record_dict(record)["key"] == key
         return load_exception(exc_bytes, tb)
 
     # a function that cannot be loaded fails the tasks that call it, no others

@@ -86,6 +86,7 @@ from shmdask.cluster.protocol import (
 from shmdask.cluster.requests import Requests
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
 from shmdask.cluster.spill import BudgetedAllocator, SpillDir, private_memory
+from shmdask.scheduler.records import compute_record, task_record
 from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
@@ -114,10 +115,8 @@ class Worker:
         spill_fraction: float | None = None,
     ):
         from shmdask.graph import execute_task
-        from shmdask.scheduler.records import task_record
 
         self._execute_task = execute_task
-        self._task_record = task_record
         self.conn = conn
         self.worker_id = worker_id
         self.nthreads = nthreads
@@ -431,9 +430,11 @@ class Worker:
         record = self._record(key, lane_name, start, stop, nbytes, where)
         return ("done", key, stored, record)
 
-    def _record(self, key, lane, start, stop, nbytes, where) -> dict:
-        return self._task_record(key, self.worker_id, lane, start, stop, nbytes, where,
-                                 remote=self.remote)
+    def _record(self, key, lane, start, stop, nbytes, where) -> tuple | dict:
+        if self.remote:  # a dict: the listener on the scheduler's side rewrites it
+            return task_record(key, self.worker_id, lane, start, stop, nbytes, where,
+                               remote=True)
+        return compute_record(key, self.worker_id, lane, start, stop, nbytes, where)
 
 
 def _warm_up(modules: tuple[str, ...]) -> None:

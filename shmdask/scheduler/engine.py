@@ -68,7 +68,7 @@ from shmdask.scheduler.interfaces import (
     WorkerHandle,
 )
 from shmdask.scheduler.placement import Placement
-from shmdask.scheduler.records import TaskStream
+from shmdask.scheduler.records import TaskStream, record_dict, record_duration
 from shmdask.scheduler.state import SchedulerState
 
 logger = logging.getLogger("shmdask.engine")
@@ -96,7 +96,9 @@ class Engine:
         self.retiring: dict[str, Callable[[str], None]] = {}
         self.where: dict = {}  # processing key -> worker id
         self.task_stream = TaskStream()
-        self.record_callbacks: list[Callable[[list[dict]], None]] = []
+        # Called on the loop with each batch of records, compact or dicts
+        # (records.record_dict unfolds either).
+        self.record_callbacks: list[Callable[[list], None]] = []
         # Called on the loop with (dsk, dependencies) of every graph it accepts
         # (the dashboard draws small ones); must only take note, not work.
         self.graph_callbacks: list[Callable[[Mapping, Mapping], None]] = []
@@ -415,7 +417,7 @@ class Engine:
             if not finished(key, released)[1]:
                 to_free.append(data.pop(key))
             records.append(record)
-            duration += record["stop"] - record["start"]
+            duration += record_duration(record)
             if key in listeners:
                 heard.append(key)
         if heard:
@@ -455,7 +457,7 @@ class Engine:
                 pass
         erred, released = self.state.erred(key, exc)
         if record is not None:
-            record = dict(record, error=True)
+            record = dict(record_dict(record), error=True)
             self._add_records([record])
         for k in erred:
             self._notify(k, "erred", exc)

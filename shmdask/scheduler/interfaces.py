@@ -32,7 +32,7 @@ class TaskSpec(NamedTuple):
 class TaskResult(NamedTuple):
     key: Any
     value: Any  # stored value
-    record: dict  # task-stream record (shmdask.scheduler.records.task_record)
+    record: tuple | dict  # task-stream record, compact or a dict (scheduler.records)
 
 
 class WorkerHandle(ABC):

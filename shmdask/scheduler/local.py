@@ -38,7 +38,7 @@ from shmdask.graph import execute_task
 from shmdask.scheduler.engine import Engine
 from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.pieces import PieceSubmitter
-from shmdask.scheduler.records import task_record
+from shmdask.scheduler.records import compute_record
 from shmdask.scheduler.state import as_task_error
 from shmdask.units import format_bytes
 
@@ -88,14 +88,14 @@ def run_batch(worker: WorkerHandle, tasks: Iterable[TaskSpec], lane: str, post,
                 raise
             if isinstance(exc, KeyboardInterrupt | SystemExit) and worker.stopping:
                 break  # close() interrupted this thread: not the task's doing
-            record = task_record(key, worker.id, lane, start, stop)
+            record = compute_record(key, worker.id, lane, start, stop)
             post(("erred", worker.id, key, as_task_error(key, exc), "", record))
             if stop_on_error:
                 break
             continue
         stop = clock()
         current.key = None
-        results.append(TaskResult(key, value, task_record(key, worker.id, lane, start, stop)))
+        results.append(TaskResult(key, value, compute_record(key, worker.id, lane, start, stop)))
         if stop - last_flush > _FLUSH_SECONDS or current.seceded:
             flush()
             last_flush = stop
