@@ -255,6 +255,18 @@ class Client(StartOnAwait, GraphRuns, ClusterCalls):
         if forgotten and not self.closed:
             self.connection.unwant([key])
 
+    def _listener_many(self, keys: list | tuple, status: str) -> None:
+        """:meth:`_listener` for a batch of keys in one state: only keys a
+        Future of ours holds (or one fire-and-forget let go of) need it, and a
+        plain compute has none (one lock acquisition, not one per key)."""
+        with self._lock:
+            held, forgotten = self._held, self._forgotten
+            if not held and not forgotten:
+                return
+            mine = [k for k in keys if k in held or k in forgotten]
+        for key in mine:
+            self._listener(key, status, None)
+
     def _check_alive(self) -> None:
         if self.closed:
             raise CancelledError("the client was closed")

@@ -29,13 +29,17 @@ class GraphWaiter:
     """Listener for the keys of one run: done when all are in memory or one
     failed (the first error is kept, as dask raises the first it sees)."""
 
-    __slots__ = ("pending", "error", "event", "also", "_lock")
+    __slots__ = ("pending", "error", "event", "also", "also_many", "_lock")
 
-    def __init__(self, keys: list, also: Callable | None = None):
+    def __init__(self, keys: list, also: Callable | None = None,
+                 also_many: Callable | None = None):
         self.pending = len(keys)
         self.error: BaseException | None = None
         self.event = threading.Event()
+        # who else hears each key: ``also(key, status, exc)``, or for a batch of
+        # keys in memory ``also_many(keys, status)`` where given
         self.also = also
+        self.also_many = also_many
         self._lock = threading.Lock()
         if not keys:
             self.event.set()
@@ -64,8 +68,10 @@ class GraphWaiter:
             for key in keys:
                 self(key, status, None)
             return
-        also = self.also
-        if also is not None:
+        if self.also_many is not None:
+            self.also_many(keys, status)
+        elif self.also is not None:
+            also = self.also
             for key in keys:
                 also(key, status, None)
         with self._lock:
@@ -125,7 +131,7 @@ class GraphRuns:
                                                       futures)
         first = self._stream_position()
         # Futures of this client may wait on the same keys: they hear too.
-        waiter = GraphWaiter(keys, self._listener)
+        waiter = GraphWaiter(keys, self._listener, self._listener_many)
         self.connection.submit(dsk, dependencies, keys, priorities, waiter)
         return self._finish_run(waiter, keys, len(dsk) + earlier, finalize, first)
 
@@ -135,7 +141,7 @@ class GraphRuns:
         each piece goes to the scheduler as soon as it is made."""
         self._check_alive()
         first = self._stream_position()
-        waiter = GraphWaiter(keys, self._listener)
+        waiter = GraphWaiter(keys, self._listener, self._listener_many)
         # On an error (a cycle found half-way) it lets go of what it sent.
         total = self.connection.submit_pieces(
             (strip_futures(*piece, self) for piece in pieces), keys, waiter)

@@ -220,6 +220,14 @@ def test_a_graph_waiter_counts_batches_and_single_keys_alike():
     assert waiter.event.is_set() and waiter.error is None
     assert heard == [("a", "memory"), ("b", "memory"), ("c", "memory"), ("d", "memory")]
 
+    batches = []  # with also_many, a batch in memory is heard in one call
+    batched = GraphWaiter(["a", "b", "c"], also=lambda k, s, e: heard.append((k, s)),
+                          also_many=lambda ks, s: batches.append((list(ks), s)))
+    batched.many(["a", "b"], "memory")
+    batched("c", "memory", None)
+    assert batches == [(["a", "b"], "memory"), (["c"], "memory")]
+    assert batched.event.is_set() and len(heard) == 4
+
     failing = GraphWaiter(["x", "y"])
     failing.many(["x"], "cancelled")  # not "memory": an error, as a single call makes it
     assert failing.event.is_set() and isinstance(failing.error, CancelledError)
