@@ -108,8 +108,10 @@ class ProcessWorkerHandle(WorkerHandle):
         self.nthreads = nthreads
         self.memory_limit = memory_limit
         self.state = ConnectionState()
-        # Keys sent and not answered, in send order: written by the engine thread
-        # (run) and the reader thread (results), read by the memory watcher.
+        # Keys sent and not answered, in send order, each mapped to itself: written
+        # by the engine thread (run) and the reader thread (results), read by the
+        # memory watcher.  The reader hands the engine these key objects, not the
+        # equal ones it unpickles (see _handle_message).
         self.processing: dict = {}
         self._processing_lock = threading.Lock()
         self.bytes_sent = 0
@@ -142,7 +144,7 @@ class ProcessWorkerHandle(WorkerHandle):
         # Sent as columns (see worker.py): each key once, no tuple per task.
         keys, computations, inputs = zip(*tasks, strict=True)
         with self._processing_lock:
-            self.processing.update(dict.fromkeys(keys))
+            self.processing.update(zip(keys, keys, strict=True))
         if self._store is not None:
             self._store.touch([v for deps in inputs if deps for v in deps.values()])
         try:
@@ -246,21 +248,26 @@ class ProcessWorkerHandle(WorkerHandle):
             done = []
             errors = []
             entries = loads_message(body)
-            processing = self.processing
+            pop = self.processing.pop
             with self._processing_lock:  # one acquisition per message, not per task
-                for entry in entries:
-                    processing.pop(entry[1], None)
+                # The engine's own key objects: its lookups then compare by
+                # identity, and the unpickled copies die here instead of living
+                # on in the data and the task stream.
+                keys = [pop(entry[1], entry[1]) for entry in entries]
+            worker_id = self.id
             values = []
-            for entry in entries:
+            for key, entry in zip(keys, entries, strict=True):
+                # the record as a worker process sends it: (lane, start, stop, nbytes, where)
+                record = (key, worker_id, *entry[-1])
                 if entry[0] == "done":
-                    _, key, stored, record = entry
+                    stored = entry[2]
                     if type(stored) is Stored:  # else an immediate value
                         if stored.buffers or type(stored.header) is not bytes:
                             stored.detach()
                         values.append(stored)
                     done.append((key, stored, record))  # a TaskResult's fields
                 else:
-                    _, key, exc_bytes, tb, record = entry
+                    _, _, exc_bytes, tb, _ = entry
                     exc = load_exception(exc_bytes, tb)
                     errors.append(("erred", self.id, key, exc, tb, record))
             if values:

@@ -20,7 +20,11 @@ Out (header, body)::
 
     ("hello", info)                        once, when ready
     ("results", unlinked), [entry, ...]    entry: ("done", key, value, record) or
-                                           ("erred", key, pickled exc, traceback, record)
+                                           ("erred", key, pickled exc, traceback, record);
+                                           record: (lane, start, stop, nbytes, where),
+                                           the rest of a compact task-stream record
+                                           (scheduler.records) for the reader to add,
+                                           or a whole record dict from a remote worker
     ("unlinked", [segment, ...])           after a free gave memory back
     ("stats", {...}, [req])                the counters, with the request's number
     ("secede", key) / ("rejoin", key)      a task left (came back to) the thread pool
@@ -86,7 +90,7 @@ from shmdask.cluster.protocol import (
 from shmdask.cluster.requests import Requests
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
 from shmdask.cluster.spill import BudgetedAllocator, SpillDir, private_memory
-from shmdask.scheduler.records import compute_record, task_record
+from shmdask.scheduler.records import task_record
 from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
@@ -434,7 +438,8 @@ class Worker:
         if self.remote:  # a dict: the listener on the scheduler's side rewrites it
             return task_record(key, self.worker_id, lane, start, stop, nbytes, where,
                                remote=True)
-        return compute_record(key, self.worker_id, lane, start, stop, nbytes, where)
+        # The pipe's reader knows the key and who we are: it makes the record.
+        return (lane, start, stop, nbytes, where)
 
 
 def _warm_up(modules: tuple[str, ...]) -> None:
