@@ -81,6 +81,7 @@ def _watch_local_engines(callback) -> None:
 def run_one(workload: str, runner: str, scale: float) -> dict:
     import shmdask
     from benchmarks.run import runner_context
+    from shmdask.scheduler.records import record_dict
 
     shmdask.config.set(progress=True)  # its cost is part of the figure (bars: stderr)
     with runner_context(runner, 2) as api:
@@ -97,7 +98,7 @@ def run_one(workload: str, runner: str, scale: float) -> dict:
             # The first finished batch of records (the task stream itself keeps
             # only the newest half million).
             if not first_start:
-                first_start.append(min(r["start"] for r in records))
+                first_start.append(min(record_dict(r)["start"] for r in records))
 
         if client is not None:
             client.cluster.engine.record_callbacks.append(note_first)

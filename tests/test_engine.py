@@ -289,3 +289,17 @@ def test_listeners_with_many_hear_a_batch_of_results_in_one_call():
     assert {s for _, s in batch.batches} == {"memory"}
     assert plain == [("t-0", "memory"), ("t-1", "memory")]
     assert not broken.single and not engine.listeners
+
+
+def test_a_task_stream_callback_that_raises_does_not_stop_the_run(caplog):
+    engine, local, remote = make_engine()
+    engine.record_callbacks.append(lambda records: records[0]["no such field"])
+    heard = []
+    engine.record_callbacks.append(lambda records: heard.extend(records))
+    dsk = {f"t-{i}": (len, "abc") for i in range(300)}
+    done = set()
+    engine.submit(dsk, {k: set() for k in dsk}, list(dsk), None,
+                  lambda k, s, e: done.add(k))
+    engine.run_until(lambda: len(done) == 300)
+    assert len(heard) == 300  # the callbacks after the bad one still heard every batch
+    assert "a task-stream callback raised" in caplog.text

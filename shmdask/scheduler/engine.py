@@ -495,7 +495,10 @@ class Engine:
     def _add_records(self, records: list[dict]) -> None:
         self.task_stream.add(records)
         for callback in self.record_callbacks:
-            callback(records)
+            try:
+                callback(records)
+            except Exception:  # a bad callback must not stop the loop's dispatching
+                logger.exception("shmdask engine %s: a task-stream callback raised", self.name)
 
     # -- dispatch ----------------------------------------------------------------
 
