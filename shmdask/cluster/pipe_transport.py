@@ -44,6 +44,7 @@ from shmdask.cluster.protocol import (
 from shmdask.cluster.requests import Requests, answer_ask, function_result
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.interfaces import TaskSpec, WorkerHandle
+from shmdask.scheduler.records import compute_record
 
 log = logging.getLogger("shmdask.cluster")
 
@@ -257,8 +258,7 @@ class ProcessWorkerHandle(WorkerHandle):
             worker_id = self.id
             values = []
             for key, entry in zip(keys, entries, strict=True):
-                # the record as a worker process sends it: (lane, start, stop, nbytes, where)
-                record = (key, worker_id, *entry[-1])
+                record = compute_record(key, worker_id, *entry[-1])  # (see worker.py)
                 if entry[0] == "done":
                     stored = entry[2]
                     if type(stored) is Stored:  # else an immediate value

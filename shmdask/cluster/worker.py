@@ -139,6 +139,7 @@ class Worker:
                         if use_shm and spill_dir else self.allocator)
         # Blocks tasks fill in place (result_buffers.empty): no copy into shm.
         self.born = BornBlocks(self.results, threshold) if use_shm else None
+        self._claim_born = self.born.claim if self.born is not None else None
         self.state = ConnectionState()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._send_lock = threading.Lock()
@@ -422,7 +423,7 @@ class Worker:
                 stored, nbytes, where = value, sys.getsizeof(value), "inline"
             else:
                 stored = serialize_value(value, self.results, self.worker_id, self.threshold,
-                                         self.born.claim if self.born is not None else None)
+                                         self._claim_born)
                 nbytes, where = stored.nbytes, stored.where
             del value
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
@@ -438,7 +439,8 @@ class Worker:
         if self.remote:  # a dict: the listener on the scheduler's side rewrites it
             return task_record(key, self.worker_id, lane, start, stop, nbytes, where,
                                remote=True)
-        # The pipe's reader knows the key and who we are: it makes the record.
+        # compute_record's last five fields: the pipe's reader knows the key
+        # and who we are, and makes the record
         return (lane, start, stop, nbytes, where)
 
 

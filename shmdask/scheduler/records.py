@@ -21,8 +21,10 @@ tuple ``(key, worker, lane, start, stop, nbytes, where)`` (:func:`compute_record
 and becomes the dict above only when someone reads it (:func:`record_dict`):
 ten thousand tiny tasks make ten thousand records, and a worker process pickles
 each one and the client unpickles it on its hot path, where a tuple of seven
-plain values costs a third of a dict of ten.  Any other record (a transfer, a
-remote worker's, an error) is a dict from the start.
+plain values costs a third of a dict of ten.  A worker process sends only the
+last five fields; its pipe's reader, which knows the key and the worker, makes
+the record.  Any other record (a transfer, a remote worker's, an error) is a
+dict from the start.
 
 Why the log is shaped so: the engine appends on its hot path, so an append is
 one lock acquisition per *batch* and a ``list.extend`` -- no per-record work,
