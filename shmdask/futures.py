@@ -64,38 +64,55 @@ _lock = threading.Lock()
 
 class KeyStatus:
     """What a client knows about one key; shared by all its Futures (``holders``
-    counts them: the key is let go of when the last one goes)."""
+    counts them: the key is let go of when the last one goes).
 
-    __slots__ = ("event", "status", "exception", "waiters", "holders")
+    A persist makes one per key and most are never waited on one by one, so
+    the event a blocking ``wait`` sleeps on, and the list of waiters, are made
+    only when someone needs them: a status is one small object until then."""
+
+    __slots__ = ("done", "_event", "status", "exception", "waiters", "holders")
 
     def __init__(self) -> None:
         self.holders = 0
-        self.event = threading.Event()
+        self.done = False  # finished (memory, erred or cancelled) until a retry
+        self._event: threading.Event | None = None
         self.status = "pending"
         self.exception: BaseException | None = None
-        self.waiters: list[Callable[[KeyStatus], None]] = []
+        self.waiters: list[Callable[[KeyStatus], None]] | None = None
 
     def finish(self, status: str, exception: BaseException | None) -> None:
         """The scheduler's answer: ``"memory"``, ``"erred"`` or ``"cancelled"``."""
         with _lock:
-            if self.event.is_set():
+            if self.done:
                 return
             self.status = {"memory": "finished", "cancelled": "cancelled"}.get(status, "error")
             if self.status == "cancelled" and not isinstance(exception, CancelledError):
                 exception = CancelledError(str(exception) if exception else "cancelled")
             self.exception = exception
-            waiters, self.waiters = self.waiters, []
-            self.event.set()
-        for waiter in waiters:
+            waiters, self.waiters = self.waiters, None
+            self.done = True
+            if self._event is not None:
+                self._event.set()
+        for waiter in waiters or ():
             try:
                 waiter(self)
             except Exception:  # internal waiters do not raise; if one did, the rest go on
                 logger.exception("shmdask: a waiter of a future failed")
 
+    def wait(self, timeout: float | None) -> bool:
+        """Block until finished; False after ``timeout`` seconds."""
+        with _lock:
+            if self.done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
     def cancel(self, reason: str) -> None:
         """Cancelled, also when finished (its data is gone: ``cancel``, ``restart``)."""
         with _lock:
-            if self.event.is_set():
+            if self.done:
                 self.status = "cancelled"
                 self.exception = CancelledError(reason)
                 return
@@ -105,8 +122,10 @@ class KeyStatus:
         """Call ``waiter(status)`` once when finished.  False (and ``waiter`` is
         not kept) when finished already: the caller acts at once instead."""
         with _lock:
-            if self.event.is_set():
+            if self.done:
                 return False
+            if self.waiters is None:
+                self.waiters = []
             self.waiters.append(waiter)
             return True
 
@@ -114,7 +133,7 @@ class KeyStatus:
         with _lock:
             try:
                 self.waiters.remove(waiter)
-            except ValueError:
+            except (AttributeError, ValueError):  # none kept, or not this one
                 pass
 
     def reset(self) -> bool:
@@ -124,7 +143,9 @@ class KeyStatus:
                 return False
             self.status = "pending"
             self.exception = None
-            self.event.clear()
+            self.done = False
+            if self._event is not None:
+                self._event.clear()
             return True
 
 
@@ -207,7 +228,7 @@ def futures_of(obj: Any, like: Callable[[Any], bool] = is_future) -> list[Future
 
 async def _until_done(status: KeyStatus, timeout: float | None = None) -> None:
     """Sleep in the running event loop until ``status`` finishes."""
-    if status.event.is_set():
+    if status.done:
         return
     loop = asyncio.get_running_loop()
     done = loop.create_future()
@@ -246,13 +267,13 @@ class Future:
         return self._status.status
 
     def done(self) -> bool:
-        return self._status.event.is_set()
+        return self._status.done
 
     def cancelled(self) -> bool:
         return self._status.status == "cancelled"
 
     def _wait(self, timeout: float | None) -> None:
-        if not self._status.event.wait(timeout):
+        if not self._status.wait(timeout):
             raise TimeoutError(f"future {self.key!r} not done after {timeout} s")
 
     def _raise_if_failed(self) -> None:

@@ -122,7 +122,7 @@ def test_wait_timeout_and_bad_arguments(tclient):
     f = tclient.submit(gate.wait, 30, pure=False)
     with pytest.raises(TimeoutError, match="1 of 1 futures"):
         wait(f, timeout="10 ms")
-    assert f._status.waiters == []  # the waiter was taken off again
+    assert not f._status.waiters  # the waiter was taken off again
     with pytest.raises(TypeError, match=r"wait\(\[x, y, z\]\)"):
         wait(f, f)  # dask's classic mistake: the second future taken as the timeout
     with pytest.raises(ValueError, match="return_when"):
