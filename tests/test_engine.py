@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from shmdask.scheduler.engine import Engine
 from shmdask.scheduler.interfaces import DataStore, TaskResult, WorkerHandle
 
@@ -289,6 +291,25 @@ def test_listeners_with_many_hear_a_batch_of_results_in_one_call():
     assert {s for _, s in batch.batches} == {"memory"}
     assert plain == [("t-0", "memory"), ("t-1", "memory")]
     assert not broken.single and not engine.listeners
+
+
+def test_an_event_that_raises_on_the_loop_thread_still_lets_ready_tasks_run(caplog):
+    engine, local, remote = make_engine()
+    handled = engine._on_update_graph
+
+    def handle_then_fail(*args):  # a bug after the graph's tasks became ready
+        handled(*args)
+        raise RuntimeError("a bug in an event handler")
+
+    engine._on_update_graph = handle_then_fail
+    engine.start()
+    try:
+        done = threading.Event()
+        engine.submit({"a": (int,)}, {"a": set()}, ["a"], None, lambda k, s, e: done.set())
+        assert done.wait(10), "the task made ready by the failed step never ran"
+    finally:
+        engine.close()
+    assert "an event failed" in caplog.text
 
 
 def test_a_task_stream_callback_that_raises_does_not_stop_the_run(caplog):

@@ -199,6 +199,12 @@ class Engine:
                 self._step(block=True)
             except Exception:  # a bug in one event must not stop every computation
                 logger.exception("shmdask engine %s: an event failed", self.name)
+                # The failed step skipped its dispatch: tasks the events before
+                # it made ready would wait for an event that may never come.
+                try:
+                    self._dispatch()
+                except Exception:
+                    logger.exception("shmdask engine %s: dispatching failed", self.name)
 
     def run_until(self, done: Callable[[], bool], poll: float = 0.1,
                   feed: Callable[[], bool] | None = None) -> None:
