@@ -357,9 +357,17 @@ def _record(log, name):
 
 def _priority_run_order(client, log, gate):
     blocker = client.submit(gate.wait, 30, pure=False, priority=100)
-    wait_for(lambda: client.cluster.engine.where, what="blocker to start")
+    engine = client.cluster.engine
+    wait_for(lambda: engine.where, what="blocker to start")
+    # Priority orders tasks that are ready together.  Submitted one by one, a
+    # low task could reach the engine alone and be queued on the worker before
+    # "high" exists (it did on a loaded machine): hold the loop until all four
+    # graphs are in its inbox, so one step reads them all before dispatching.
+    submitted = threading.Event()
+    engine.post(("call", lambda _engine: submitted.wait(30)))
     low = [client.submit(_record, log, f"low-{i}", pure=False) for i in range(3)]
     high = client.submit(_record, log, "high", pure=False, priority=10)
+    submitted.set()
     gate.set()
     wait([blocker, *low, high])
     return log
