@@ -5,8 +5,8 @@
 
 Memory is the whole process tree's private resident memory (RSS less shared
 pages) plus the shared memory its cluster holds in /dev/shm, sampled every
-20 ms (``benchmarks.tree_peak``), so a chunk mapped by several processes counts once (and segments of
-other processes on the machine do not count).
+20 ms (``benchmarks.tree_peak``), so a chunk mapped by several processes
+counts once (and segments of other processes on the machine do not count).
 """
 
 from __future__ import annotations
