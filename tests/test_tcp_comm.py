@@ -265,7 +265,7 @@ def test_truncated_frame_and_silence():
         right.recv()
     right.close()
     left, right = _comm_pair()
-    right.sock.settimeout(0.2)
+    right.settimeout(0.2)
     with pytest.raises(CommClosedError, match="silent"):
         right.recv()
     left.close()
@@ -325,3 +325,88 @@ def test_a_run_on_a_worker_whose_connection_closed_is_answered_at_once():
     handle = RemoteWorkerHandle(None, left, "worker-gone", {})
     ok, error = handle.call_function(print, timeout=5)  # not a TimeoutError
     assert not ok and isinstance(error, ConnectionError) and "worker-gone" in str(error)
+
+
+# -- TLS: one thread reads while another writes ---------------------------------------
+
+
+def _tls_comm_pair(certificate, timeout=10.0):
+    """Two Comms over TLS on a socketpair, with timeouts (as the listener and
+    open_comm set them: the sockets are non-blocking underneath)."""
+    cert, key = certificate
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.settimeout(timeout)
+    server = {}
+    t = threading.Thread(target=lambda: server.setdefault(
+        "sock", auth.server_ssl_context(cert, key).wrap_socket(a, server_side=True)))
+    t.start()
+    client = auth.client_ssl_context(cert).wrap_socket(b, server_hostname="127.0.0.1")
+    t.join(10)
+    return Comm(server["sock"], "server"), Comm(client, "client")
+
+
+def test_tls_reads_and_writes_at_once_do_not_look_like_a_close(certificate):
+    # Every connection is read by one thread while others write (pings, pongs,
+    # statuses, results).  OpenSSL gives no such guarantee for one SSL object:
+    # a write between a read's EAGAIN and its error check once made the read
+    # return a fake EOF, and a busy client "lost the connection" to a live
+    # scheduler.  Both ends here read and write small messages at once, which
+    # lost the connection within a few hundred messages before the fix.
+    left, right = _tls_comm_pair(certificate, timeout=5.0)
+    n = 2000
+    errors: list = []
+    got = {"left": 0, "right": 0}
+
+    def write(c):
+        try:
+            for i in range(n):
+                c.send(comm.header_frames(("ping", i, b"x" * 40)))
+                time.sleep(0.0002)  # the reader catches up and waits for more
+        except Exception as exc:
+            errors.append(exc)
+
+    def read(c, name):
+        try:
+            for i in range(n):
+                header, _, _ = recv_message(c)
+                assert header[:2] == ("ping", i)
+                got[name] += 1
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f, args=a) for f, a in
+               [(write, (left,)), (write, (right,)), (read, (left, "left")),
+                (read, (right, "right"))]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    left.close()
+    right.close()
+    assert errors == [] and got == {"left": n, "right": n}
+
+
+def test_tls_silence_times_out_and_abort_wakes_the_reader(certificate):
+    left, right = _tls_comm_pair(certificate)
+    right.settimeout(0.2)  # the socket is non-blocking: the Comm keeps the timeout
+    with pytest.raises(CommClosedError, match="silent"):
+        right.recv()
+    right.settimeout(10)
+    errors = []
+
+    def read():
+        try:
+            right.recv()
+        except Exception as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.2)
+    right.abort()  # from another thread, as a listener closing does
+    t.join(5)
+    assert not t.is_alive() and isinstance(errors[0], CommClosedError)
+    with pytest.raises(CommClosedError, match="closed the connection"):  # the peer hears it
+        left.recv()
+    left.close()

@@ -39,10 +39,12 @@ even when its body cannot be loaded.  Who may connect at all is
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import mmap
 import os
 import pickle
+import select
 import socket
 import ssl
 import struct
@@ -98,6 +100,11 @@ class Comm:
         self.peer = peer
         self.max_frame_bytes = max_frame_bytes
         self.tls = isinstance(sock, ssl.SSLSocket)
+        # Under TLS every read and write goes through one _TlsChannel (see there).
+        io: Any = _TlsChannel(sock) if self.tls else sock
+        self._recv_into = io.recv_into
+        self._sendall = io.sendall
+        self._io = io
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -151,20 +158,20 @@ class Comm:
                         if small_bytes < _SMALL_SEND:
                             continue
                     if small:
-                        self.sock.sendall(b"".join(small))
+                        self._sendall(b"".join(small))
                         self.bytes_sent += small_bytes
                         small, small_bytes = [], 0
                     if total <= _SMALL_SEND:
                         continue
                     if self.tls:
-                        self.sock.sendall(head)
+                        self._sendall(head)
                         for v in views:
-                            self.sock.sendall(v)
+                            self._sendall(v)
                     else:
                         _sendmsg_all(self.sock, [memoryview(head), *views])
                     self.bytes_sent += total
                 if small:
-                    self.sock.sendall(b"".join(small))
+                    self._sendall(b"".join(small))
                     self.bytes_sent += small_bytes
         except (OSError, ValueError) as exc:
             if isinstance(exc, CommClosedError):
@@ -262,16 +269,16 @@ class Comm:
             target[:k] = self._view[self._start:self._start + k]
             self._start += k
             pos = k
-        sock = self.sock
+        recv_into = self._recv_into
         while pos < n:
             remaining = n - pos
             try:
                 if remaining >= len(self._buf) // 2:
-                    got = sock.recv_into(target[pos:])
+                    got = recv_into(target[pos:])
                     if got:
                         pos += got
                 else:
-                    got = sock.recv_into(self._view)
+                    got = recv_into(self._view)
                     if got:
                         k = min(got, remaining)
                         target[pos:pos + k] = self._view[:k]
@@ -365,6 +372,12 @@ class Comm:
                                 "announces a continuation")
         return buffers
 
+    def settimeout(self, seconds: float | None) -> None:
+        """How long a read or a write may wait for the peer before the
+        connection counts as lost (the socket's timeout, which under TLS the
+        Comm keeps itself: the socket is non-blocking underneath)."""
+        self._io.settimeout(seconds)
+
     # -- closing ---------------------------------------------------------------
 
     def abort(self) -> None:
@@ -373,12 +386,75 @@ class Comm:
         with self._outbox_cond:
             self._outbox_cond.notify_all()
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown, also under TLS: SSLSocket.shutdown
+            # would pull the TLS state from under a reader that is using it.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
 
     def close(self) -> None:
         self.abort()
+
+
+class _TlsChannel:
+    """The reads and writes of one TLS socket, one OpenSSL call at a time.
+
+    A connection is read by one thread while others write, and an SSL object
+    is not safe for that, not even one reader and one writer: both go through
+    the one socket BIO, and a write landing between a read's ``EAGAIN`` and
+    OpenSSL's look at why the read failed makes "no data yet" an error, which
+    Python reports as an EOF (``recv_into`` returns 0).  A busy connection
+    then looked closed by a peer that was alive.  So the socket is
+    non-blocking, every OpenSSL call runs under one lock and returns at once,
+    and the waits for the socket (``poll``) happen outside the lock: a reader
+    waiting for data holds up no writer.  ``timeout`` bounds each wait, as a
+    socket timeout would (``TimeoutError``)."""
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self.sock = sock
+        self.timeout = sock.gettimeout()
+        self._lock = threading.Lock()
+        sock.setblocking(False)
+
+    def settimeout(self, seconds: float | None) -> None:
+        self.timeout = seconds
+
+    def recv_into(self, view: memoryview) -> int:
+        while True:
+            with self._lock:
+                try:
+                    return self.sock.recv_into(view)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+            self._wait(events)
+
+    def sendall(self, data: Any) -> None:
+        view = _byte_view(data)
+        pos = 0
+        while pos < view.nbytes:
+            with self._lock:
+                try:
+                    # A write that could not finish is retried with the same
+                    # bytes (as OpenSSL requires): pos moves only on success.
+                    pos += self.sock.send(view[pos:])
+                    continue
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    events = select.POLLOUT
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+            self._wait(events)
+
+    def _wait(self, events: int) -> None:
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "the connection is closed")
+        poller = select.poll()
+        poller.register(fd, events)
+        # Hang-ups and errors wake the poll too: the retried call reports them.
+        if not poller.poll(None if self.timeout is None else self.timeout * 1000):
+            raise TimeoutError("timed out")
 
 
 def _call_on_done(entries: list) -> None:

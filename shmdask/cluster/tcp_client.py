@@ -87,7 +87,7 @@ def open_comm(address: str, role: str, hello: dict, auth_key: str | bytes | None
         with contextlib.suppress(OSError):
             sock.close()
         raise
-    sock.settimeout(welcome[3])
+    comm.settimeout(welcome[3])
     return comm, welcome
 
 

@@ -318,7 +318,7 @@ class Listener:
             if pong[0] != "pong" or len(pong) < 3:
                 raise ProtocolError(f"expected a pong, got {pong[0]!r}")
             session.clock.add(pong[1], pong[2], time.time())
-        sock.settimeout(self.heartbeat_timeout)
+        comm.settimeout(self.heartbeat_timeout)
         with self._lock:  # only a peer that completed all of the above is listed
             if self.closing:
                 raise CommClosedError("the scheduler is closing")
