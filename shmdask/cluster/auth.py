@@ -190,10 +190,9 @@ def server_ssl_context(cert: str | None, key: str | None = None,
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    # A connection is read by one thread and written by another.  TLS 1.3
-    # session tickets arrive after the handshake, on the reading side, while
-    # the other thread may be writing: with none sent, the two directions never
-    # touch the same state after the handshake.
+    # No TLS 1.3 session tickets (nothing resumes sessions): they would arrive
+    # after the handshake as a message that reading has to process.  Reads and
+    # writes of one connection never run at once anyway (comm._TlsChannel).
     ctx.num_tickets = 0
     ctx.load_cert_chain(cert, key)
     if ca is not None:

@@ -9,6 +9,9 @@ What flows in and out:
   (``$SHMDASK_MAX_FRAME_BYTES``): a larger buffer leaves as several frames
   and is read back into one buffer, so a value of any size can travel.
   Counts and lengths are checked against limits before a byte is allocated.
+  Under TLS, reads and writes make one OpenSSL call at a time
+  (:class:`_TlsChannel`): an SSL object read and written at once by two
+  threads can report a live connection as closed.
   Frames are sent with one ``sendmsg`` over all buffers (large buffers are
   never joined into one bytes object) and read with ``recv_into`` straight
   into buffers allocated for them; an ``alloc`` hook lets the scheduler read
@@ -420,30 +423,26 @@ class _TlsChannel:
         self.timeout = seconds
 
     def recv_into(self, view: memoryview) -> int:
-        while True:
-            with self._lock:
-                try:
-                    return self.sock.recv_into(view)
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    events = select.POLLIN
-                except ssl.SSLWantWriteError:
-                    events = select.POLLOUT
-            self._wait(events)
+        return self._call(self.sock.recv_into, view)
 
     def sendall(self, data: Any) -> None:
         view = _byte_view(data)
         pos = 0
         while pos < view.nbytes:
+            # A write that could not finish is retried with the same bytes (as
+            # OpenSSL requires): pos moves only when a write succeeds.
+            pos += self._call(self.sock.send, view[pos:])
+
+    def _call(self, io: Callable[[memoryview], int], view: memoryview) -> int:
+        """``io(view)`` under the lock, waiting outside it as long as OpenSSL asks."""
+        while True:
             with self._lock:
                 try:
-                    # A write that could not finish is retried with the same
-                    # bytes (as OpenSSL requires): pos moves only on success.
-                    pos += self.sock.send(view[pos:])
-                    continue
-                except (ssl.SSLWantWriteError, BlockingIOError):
-                    events = select.POLLOUT
+                    return io(view)
                 except ssl.SSLWantReadError:
                     events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
             self._wait(events)
 
     def _wait(self, events: int) -> None:
