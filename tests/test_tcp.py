@@ -381,6 +381,39 @@ def test_a_truncated_frame_is_refused(scheduler):
     assert "in the middle of a frame" in scheduler.read_log()
 
 
+def test_a_worker_cut_off_in_the_middle_of_a_message_has_its_tasks_rerun():
+    """A worker that dies while it sends (killed, cable pulled) is a lost worker,
+    as one that dies between messages is: its tasks run again elsewhere."""
+    from shmdask.cluster.tcp_client import open_comm
+
+    s = SchedulerProcess()
+    hello = {"name": "cut-off", "nthreads": 1, "pid": os.getpid(), "host": "here",
+             "memory_limit": None}
+    fake, _ = open_comm(s.address, "worker", hello, None, 10)
+    worker = None
+    try:
+        with Client(s.address, set_as_default=False) as c:
+            future = c.submit(inc, 41, key="cut-off-task")
+            while True:  # answer pings until the task comes
+                header, _, _ = recv_message(fake)
+                if header[0] == "ping":
+                    fake.send(header_frames(("pong", header[1], time.time(), 0)))
+                elif header[0] == "run":
+                    break
+            assert "cut-off-task" in header[1]
+            fake.sock.sendall(FRAME_COUNT.pack(1) + (100).to_bytes(8, "big") + b"x" * 10)
+            fake.abort()
+            worker = start_worker(s.address)
+            assert future.result(timeout=30) == 42
+        assert "in the middle of a frame" in s.read_log()
+        assert "broke the shmdask protocol" not in s.read_log()
+    finally:
+        fake.abort()
+        if worker is not None:
+            stop_worker(worker)
+        assert s.stop() == 0
+
+
 def test_garbage_after_authentication_is_refused(scheduler):
     c = authenticated_comm(scheduler)
     c.send([b"\x80\x05 not a pickle at all"])
