@@ -131,10 +131,8 @@ class KeyStatus:
 
     def remove_waiter(self, waiter: Callable) -> None:
         with _lock:
-            try:
+            if self.waiters is not None and waiter in self.waiters:
                 self.waiters.remove(waiter)
-            except (AttributeError, ValueError):  # none kept, or not this one
-                pass
 
     def reset(self) -> bool:
         """Back to pending (``retry``).  False if it was not erred."""

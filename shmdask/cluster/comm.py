@@ -104,10 +104,10 @@ class Comm:
         self.max_frame_bytes = max_frame_bytes
         self.tls = isinstance(sock, ssl.SSLSocket)
         # Under TLS every read and write goes through one _TlsChannel (see there).
-        io: Any = _TlsChannel(sock) if self.tls else sock
-        self._recv_into = io.recv_into
-        self._sendall = io.sendall
-        self._io = io
+        channel: Any = _TlsChannel(sock) if self.tls else sock
+        self._recv_into = channel.recv_into
+        self._sendall = channel.sendall
+        self._channel = channel
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -380,7 +380,7 @@ class Comm:
         """How long a read or a write may wait for the peer before the
         connection counts as lost (the socket's timeout, which under TLS the
         Comm keeps itself: the socket is non-blocking underneath)."""
-        self._io.settimeout(seconds)
+        self._channel.settimeout(seconds)
 
     # -- closing ---------------------------------------------------------------
 
