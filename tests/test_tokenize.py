@@ -104,6 +104,28 @@ def test_functions_by_name_and_lambdas_by_code():
     assert tokenize(f) != tokenize(g)
 
 
+def test_a_function_without_an_importable_name_is_pickled_once(monkeypatch):
+    import gc
+    import importlib
+
+    import cloudpickle
+
+    tokenize_module = importlib.import_module("shmdask.tokenize")  # (the package's
+    # ``tokenize`` attribute is the function)
+
+    pickled = []
+    real_dumps = cloudpickle.dumps
+    monkeypatch.setattr(cloudpickle, "dumps", lambda f, *a: pickled.append(f) or real_dumps(f, *a))
+    f = lambda x: x + 1  # noqa: E731
+    tokens = {tokenize(f, i) for i in range(100)}  # a client.map over 100 items
+    assert len(tokens) == 100 and len(pickled) == 1
+    g = lambda x: x * 2  # noqa: E731
+    assert tokenize(g) != tokenize(f) and len(pickled) == 2  # each function once
+    del f, g, tokens, pickled[:]
+    gc.collect()
+    assert len(tokenize_module._function_descriptions) == 0  # gone with the functions
+
+
 def test_custom_tokenize_method():
     class Thing:
         def __init__(self, v):
