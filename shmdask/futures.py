@@ -70,27 +70,33 @@ class KeyStatus:
     the event a blocking ``wait`` sleeps on, and the list of waiters, are made
     only when someone needs them: a status is one small object until then."""
 
-    __slots__ = ("done", "_event", "status", "exception", "waiters", "holders")
+    __slots__ = ("_event", "status", "exception", "waiters", "holders")
 
     def __init__(self) -> None:
         self.holders = 0
-        self.done = False  # finished (memory, erred or cancelled) until a retry
         self._event: threading.Event | None = None
         self.status = "pending"
         self.exception: BaseException | None = None
         self.waiters: list[Callable[[KeyStatus], None]] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Finished (in memory, erred or cancelled), until a retry."""
+        return self.status != "pending"
 
     def finish(self, status: str, exception: BaseException | None) -> None:
         """The scheduler's answer: ``"memory"``, ``"erred"`` or ``"cancelled"``."""
         with _lock:
             if self.done:
                 return
-            self.status = {"memory": "finished", "cancelled": "cancelled"}.get(status, "error")
-            if self.status == "cancelled" and not isinstance(exception, CancelledError):
+            status = {"memory": "finished", "cancelled": "cancelled"}.get(status, "error")
+            if status == "cancelled" and not isinstance(exception, CancelledError):
                 exception = CancelledError(str(exception) if exception else "cancelled")
             self.exception = exception
             waiters, self.waiters = self.waiters, None
-            self.done = True
+            # Last: the status is what says "done" to readers outside the lock,
+            # who then read the exception.
+            self.status = status
             if self._event is not None:
                 self._event.set()
         for waiter in waiters or ():
@@ -113,8 +119,8 @@ class KeyStatus:
         """Cancelled, also when finished (its data is gone: ``cancel``, ``restart``)."""
         with _lock:
             if self.done:
-                self.status = "cancelled"
                 self.exception = CancelledError(reason)
+                self.status = "cancelled"
                 return
         self.finish("cancelled", CancelledError(reason))
 
@@ -141,7 +147,6 @@ class KeyStatus:
                 return False
             self.status = "pending"
             self.exception = None
-            self.done = False
             if self._event is not None:
                 self._event.clear()
             return True

@@ -288,14 +288,16 @@ class Engine:
         if held is None:
             return
         for listener in held if type(held) is list else (held,):
-            self._tell(listener, key, status, exc)
+            self._call_outside(listener, (key, status, exc), "a listener of %r", key)
 
-    def _tell(self, listener: Listener, key: Any, status: str,
-              exc: BaseException | None) -> None:
+    def _call_outside(self, fn: Callable, args: tuple, what: str, *detail: Any) -> None:
+        """``fn(*args)`` for code outside the engine (listeners, task-stream
+        callbacks): one that raises is logged and passed over, so it costs
+        neither the others their news nor the loop its dispatching."""
         try:
-            listener(key, status, exc)
-        except Exception:  # one bad listener must not cost others their news
-            logger.exception("shmdask engine %s: a listener of %r raised", self.name, key)
+            fn(*args)
+        except Exception:
+            logger.exception("shmdask engine %s: " + what + " raised", self.name, *detail)
 
     def _notify_memory(self, keys: list) -> None:
         """Tell the listeners of ``keys`` they are in memory: one call per
@@ -316,13 +318,9 @@ class Engine:
             many = getattr(listener, "many", None)
             if many is None:
                 for key in heard:
-                    self._tell(listener, key, "memory", None)
+                    self._call_outside(listener, (key, "memory", None), "a listener of %r", key)
                 continue
-            try:
-                many(heard, "memory")
-            except Exception:  # one bad listener must not cost others their news
-                logger.exception("shmdask engine %s: a listener of %d keys raised",
-                                 self.name, len(heard))
+            self._call_outside(many, (heard, "memory"), "a listener of %d keys", len(heard))
 
     def _on_update_graph(self, dsk, dependencies, wanted, priorities, listener,
                          annotations=None, hold=()) -> None:
@@ -501,10 +499,7 @@ class Engine:
     def _add_records(self, records: list[dict]) -> None:
         self.task_stream.add(records)
         for callback in self.record_callbacks:
-            try:
-                callback(records)
-            except Exception:  # a bad callback must not stop the loop's dispatching
-                logger.exception("shmdask engine %s: a task-stream callback raised", self.name)
+            self._call_outside(callback, (records,), "a task-stream callback")
 
     # -- dispatch ----------------------------------------------------------------
 
