@@ -732,13 +732,21 @@ class RawWorker:
         self.conn.send_bytes(encode_message(header, body, self.state if body else None))
 
     def run(self, tasks) -> dict:
+        """Send tasks; -> {key: ("done", key, value, stamps) or ("erred", key,
+        pickled exception, traceback, stamps)}, stamps (lane, start, stop, ...)."""
+        from shmdask.cluster.result_batch import read_columns
+
         keys, computations, inputs = zip(*tasks, strict=True)
         self.send(("run", keys), (computations, inputs))
         out = {}
         while len(out) < len(tasks):
             header, body = self.recv()
             if header[0] == "results":
-                out.update((entry[1], entry) for entry in body)
+                results = read_columns(body)
+                for key, value, *stamps in zip(*results[:7], strict=True):
+                    out[key] = ("done", key, value, tuple(stamps))
+                for key, exc_bytes, tb, *stamps in results.errors:
+                    out[key] = ("erred", key, exc_bytes, tb, tuple(stamps))
         return out
 
     def stats(self) -> dict:
@@ -821,8 +829,7 @@ def test_what_cannot_be_unpickled_fails_only_what_needs_it(two_raw_workers, tmp_
     import only_here
 
     def error_of(entry):
-        kind, key, exc_bytes, tb, record = entry
-        lane, start, stop, nbytes, where = record  # the reader adds key and worker
+        kind, key, exc_bytes, tb, (lane, start, stop) = entry
         assert kind == "erred" and lane.startswith("worker-a/") and stop >= start
         return load_exception(exc_bytes, tb)
 
@@ -857,11 +864,11 @@ def test_worker_without_shm_and_inlined_values(cluster):
         encode_message,
         loads_message,
     )
+    from shmdask.cluster.result_batch import read_columns
     from shmdask.cluster.worker import Worker
 
     ours, theirs = socket.socketpair()
-    worker = Worker(Connection(theirs.detach()), "remote-0", cluster.id, use_shm=False,
-                    remote=True)
+    worker = Worker(Connection(theirs.detach()), "remote-0", cluster.id, use_shm=False)
     serving = threading.Thread(target=worker.serve, daemon=True)
     serving.start()
     conn, state = Connection(ours.detach()), ConnectionState()
@@ -873,9 +880,10 @@ def test_worker_without_shm_and_inlined_values(cluster):
     conn.send_bytes(encode_message(("run", ["y"]), ([(add, "x", 1.0)], [{"x": x_inline}]),
                                    state))
     header, frames = decode_message(conn.recv_bytes())
-    (entry,) = loads_message(frames)
-    kind, key, y, record = entry
-    assert kind == "done" and y.where == "inline" and record["remote"] is True
+    results = read_columns(loads_message(frames))
+    assert results.keys == ("y",) and not results.errors
+    (y,) = results.values
+    assert y.where == "inline" and results.wheres == ("inline",) and results.stored_at == [0]
     np.testing.assert_array_equal(deserialize_value(y), np.arange(100_000.0) + 1)
     assert worker.stats()["segments_created"] == 0
     conn.close()
@@ -958,6 +966,7 @@ def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
         encode_message,
         loads_message,
     )
+    from shmdask.cluster.result_batch import read_columns
     from shmdask.cluster.worker import FLUSH_INTERVAL, Worker
 
     ours, theirs = socket.socketpair()
@@ -975,11 +984,11 @@ def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
                                             [{}] * len(keys)),
                                            state))
             header, frames = decode_message(conn.recv_bytes())
-            first = loads_message(frames)
-            assert header[0] == "results" and len(first) > 1
-            got = [e[1] for e in first]
+            first = read_columns(loads_message(frames))
+            assert header[0] == "results" and len(first.keys) > 1
+            got = list(first.keys)
             while len(got) < len(keys):
-                got += [e[1] for e in loads_message(decode_message(conn.recv_bytes())[1])]
+                got += read_columns(loads_message(decode_message(conn.recv_bytes())[1])).keys
             assert got == keys
     finally:
         conn.close()
@@ -1000,6 +1009,7 @@ def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
         loads_message,
         serialize_value,
     )
+    from shmdask.cluster.result_batch import read_columns
 
     reads = []
 
@@ -1023,7 +1033,8 @@ def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
         conn.send_bytes(encode_message(("run", keys), body, state))
         got = {}
         while len(got) < 3:
-            for _, key, value, _ in loads_message(decode_message(conn.recv_bytes())[1]):
+            results = read_columns(loads_message(decode_message(conn.recv_bytes())[1]))
+            for key, value in zip(results.keys, results.values, strict=True):
                 got[key] = deserialize_value(value)
         np.testing.assert_array_equal(got["a"], np.arange(5.0) + 10)
         assert (got["b"], got["c"]) == (10.0, 11.0)

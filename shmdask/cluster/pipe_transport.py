@@ -33,7 +33,6 @@ import psutil
 
 from shmdask.cluster.protocol import (
     ConnectionState,
-    Stored,
     decode_message,
     dumps_call,
     encode_frames,
@@ -42,9 +41,10 @@ from shmdask.cluster.protocol import (
     loads_message,
 )
 from shmdask.cluster.requests import Requests, answer_ask, function_result
+from shmdask.cluster.result_batch import read_columns
 from shmdask.cluster.store import ShmStore
 from shmdask.scheduler.interfaces import TaskSpec, WorkerHandle
-from shmdask.scheduler.records import compute_record
+from shmdask.scheduler.records import compute_record, compute_records
 
 log = logging.getLogger("shmdask.cluster")
 
@@ -246,36 +246,24 @@ class ProcessWorkerHandle(WorkerHandle):
         if op == "results":
             if header[1]:
                 store.segments_unlinked(self.id, header[1])
-            done = []
-            errors = []
-            entries = loads_message(body)
+            results = read_columns(loads_message(body))
+            errors = results.errors
             pop = self.processing.pop
             with self._processing_lock:  # one acquisition per message, not per task
                 # The engine's own key objects: its lookups then compare by
                 # identity, and the unpickled copies die here instead of living
                 # on in the data and the task stream.
-                keys = [pop(entry[1], entry[1]) for entry in entries]
-            worker_id = self.id
-            values = []
-            for key, entry in zip(keys, entries, strict=True):
-                record = compute_record(key, worker_id, *entry[-1])  # (see worker.py)
-                if entry[0] == "done":
-                    stored = entry[2]
-                    if type(stored) is Stored:  # else an immediate value
-                        if stored.buffers or type(stored.header) is not bytes:
-                            stored.detach()
-                        values.append(stored)
-                    done.append((key, stored, record))  # a TaskResult's fields
-                else:
-                    _, _, exc_bytes, tb, _ = entry
-                    exc = load_exception(exc_bytes, tb)
-                    errors.append(("erred", self.id, key, exc, tb, record))
-            if values:
-                store.adopt_all(values)
-            if done:
-                post(("done", self.id, done))
-            for event in errors:
-                post(event)
+                keys = list(map(pop, results.keys, results.keys))
+                if errors:
+                    errors = [(pop(row[0], row[0]), *row[1:]) for row in errors]
+            if results.stored_at:
+                store.adopt_all(results.stored())
+            if keys:
+                records = compute_records(keys, self.id, *results[2:7])
+                post(("done", self.id, list(zip(keys, results.values, records, strict=True))))
+            for key, exc_bytes, tb, lane, start, stop in errors:
+                post(("erred", self.id, key, load_exception(exc_bytes, tb), tb,
+                      compute_record(key, self.id, lane, start, stop, 0, "inline")))
         elif op == "unlinked":
             store.segments_unlinked(self.id, header[1])
         elif op == "stats":

@@ -59,8 +59,7 @@ class RemoteWorker(Worker):
     """:class:`Worker` over a :class:`Comm` instead of a pipe."""
 
     def __init__(self, comm: Comm, worker_id: str, nthreads: int = 1):
-        super().__init__(None, worker_id, "remote", nthreads=nthreads, remote=True,
-                         use_shm=False)
+        super().__init__(None, worker_id, "remote", nthreads=nthreads, use_shm=False)
         self.comm = comm
         try:
             import psutil

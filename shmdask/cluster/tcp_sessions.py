@@ -44,6 +44,7 @@ from shmdask.cluster.protocol import (
     loads_message,
 )
 from shmdask.cluster.requests import Requests, answer_ask, function_result
+from shmdask.cluster.result_batch import read_columns
 from shmdask.scheduler.engine import Engine
 from shmdask.scheduler.interfaces import TaskResult, TaskSpec, WorkerHandle
 from shmdask.scheduler.records import task_record
@@ -250,31 +251,30 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
         started = self.comm.last_received
         store = self.listener.store
         try:
-            entries, unclaimed = loads_values(body, refs, owner=self.id)
+            columns, unclaimed = loads_values(body, refs, owner=self.id)
+            results = read_columns(columns)
         except BaseException:
             store.free_incoming(list(refs.values()))
             raise
         store.free_incoming(unclaimed)
-        del body
+        del body, columns
         done = []
-        errors = []
         big = []
         processing = self.processing
-        for entry in entries:
-            key = entry[1]
+        for key, stored, lane, start, stop, nbytes, where in zip(*results[:7], strict=True):
             processing.pop(key, None)
-            record = self._local_record(entry[-1])
-            if entry[0] == "done":
-                stored = entry[2]
-                value = store.incoming(stored)
-                n = store.nbytes(value)
-                self.result_bytes += n
-                if n >= store.threshold:
-                    big.append((key, n))
-                done.append(TaskResult(key, value, record))
-            else:
-                _, key, exc_bytes, tb, _ = entry
-                errors.append(("erred", self.id, key, load_exception(exc_bytes, tb), tb, record))
+            value = store.incoming(stored)
+            n = store.nbytes(value)
+            self.result_bytes += n
+            if n >= store.threshold:
+                big.append((key, n))
+            done.append(TaskResult(key, value,
+                                   self._local_record(key, lane, start, stop, nbytes, where)))
+        errors = []
+        for key, exc_bytes, tb, lane, start, stop in results.errors:
+            processing.pop(key, None)
+            errors.append(("erred", self.id, key, load_exception(exc_bytes, tb), tb,
+                           self._local_record(key, lane, start, stop, 0, "inline")))
         post = self.listener.engine.post
         if big:
             now = time.time()
@@ -286,17 +286,14 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
         for event in errors:
             post(event)
 
-    def _local_record(self, record: Any) -> dict:
-        record = dict(record) if isinstance(record, dict) else {}
+    def _local_record(self, key: Any, lane: Any, start: Any, stop: Any, nbytes: Any,
+                      where: Any) -> dict:
+        """A task-stream record of a task this worker ran: on our clock, in a
+        lane named after the id we know it by."""
         to_local = self.clock.to_local
-        for field in ("start", "stop"):
-            if isinstance(record.get(field), int | float):
-                record[field] = to_local(record[field])
-        record["worker"] = self.id
-        lane = str(record.get("lane", f"{self.id}/0"))
-        record["lane"] = f"{self.id}/{lane.rsplit('/', 1)[-1]}"
-        record["remote"] = True
-        return record
+        start, stop = (to_local(t) if isinstance(t, int | float) else t for t in (start, stop))
+        lane = f"{self.id}/{str(lane).rsplit('/', 1)[-1]}"
+        return task_record(key, self.id, lane, start, stop, nbytes, where, remote=True)
 
     def on_pong(self, header: tuple) -> None:
         if len(header) > 3 and isinstance(header[3], int):

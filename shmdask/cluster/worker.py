@@ -19,12 +19,11 @@ In (header, body)::
 Out (header, body)::
 
     ("hello", info)                        once, when ready
-    ("results", unlinked), [entry, ...]    entry: ("done", key, value, record) or
-                                           ("erred", key, pickled exc, traceback, record);
-                                           record: (lane, start, stop, nbytes, where),
-                                           the rest of a compact task-stream record
-                                           (scheduler.records) for the reader to add,
-                                           or a whole record dict from a remote worker
+    ("results", unlinked), columns         finished tasks, as the columns of
+                                           cluster.result_batch: keys, values,
+                                           and the task-stream stamps (lane,
+                                           start, stop, nbytes, where) from
+                                           which the reader makes the records
     ("unlinked", [segment, ...])           after a free gave memory back
     ("stats", {...}, [req])                the counters, with the request's number
     ("secede", key) / ("rejoin", key)      a task left (came back to) the thread pool
@@ -88,9 +87,9 @@ from shmdask.cluster.protocol import (
     serialize_value,
 )
 from shmdask.cluster.requests import Requests
+from shmdask.cluster.result_batch import ResultBatch
 from shmdask.cluster.shm import DEFAULT_CACHE_BYTES, MappingCache, SlabAllocator
 from shmdask.cluster.spill import BudgetedAllocator, SpillDir, private_memory
-from shmdask.scheduler.records import task_record
 from shmdask.scheduler.state import as_task_error
 
 FLUSH_INTERVAL = 0.005  # seconds of work after which finished results are sent anyway
@@ -111,7 +110,6 @@ class Worker:
         nthreads: int = 1,
         threshold: int = SHM_THRESHOLD,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
-        remote: bool = False,
         use_shm: bool = True,
         warm_imports: tuple[str, ...] = (),
         spill_dir: str | None = None,
@@ -125,7 +123,6 @@ class Worker:
         self.worker_id = worker_id
         self.nthreads = nthreads
         self.threshold = threshold
-        self.remote = remote
         # A worker on another host (use_shm=False) sends every result inline and
         # is sent its inputs inline (ShmStore.outgoing).
         self.allocator = (SlabAllocator(cluster_id, worker_id, cache_bytes=cache_bytes)
@@ -143,7 +140,7 @@ class Worker:
         self.state = ConnectionState()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._send_lock = threading.Lock()
-        self._outbox: list = []
+        self._outbox = ResultBatch()
         self._outbox_lock = threading.Lock()
         self._held_since = 0.0  # when the oldest result in the outbox was put there
         self.tasks_run = 0
@@ -316,13 +313,10 @@ class Worker:
             computations, inputs = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
             now = time.time()
-            tb = traceback.format_exc()
-            entries = [
-                ("erred", key, dump_exception(exc), tb,
-                 self._record(key, f"{self.worker_id}/0", now, now, 0, "inline"))
-                for key in keys
-            ]
-            self.send(("results", []), entries)
+            failed = ResultBatch()
+            error, tb, lane = dump_exception(exc), traceback.format_exc(), f"{self.worker_id}/0"
+            failed.errors = [(key, error, tb, lane, now, now) for key in keys]
+            self.send(("results", []), failed.columns())
             return
         put = self.tasks.put
         for task in zip(keys, computations, inputs, strict=True):
@@ -376,7 +370,7 @@ class Worker:
                 return
             key, computation, deps = task
             current.key = key
-            entry = self._run_one(key, computation, deps, lane_name)
+            row, failed = self._run_one(key, computation, deps, lane_name)
             del task, computation, deps  # let inputs (and their cached values) go
             current.key = None
             seceded, current.seceded = current.seceded, False
@@ -384,11 +378,12 @@ class Worker:
             batch = None
             with self._outbox_lock:
                 now = time.monotonic()
-                if not self._outbox:
+                outbox = self._outbox
+                if not outbox:
                     self._held_since = now
-                self._outbox.append(entry)
+                (outbox.errors if failed else outbox.rows).append(row)
                 if seceded or self.tasks.empty() or now - self._held_since >= FLUSH_INTERVAL:
-                    batch, self._outbox = self._outbox, []
+                    batch, self._outbox = outbox, ResultBatch()
             if batch and not self._send_results(batch):
                 return  # the scheduler hung up
             if seceded:
@@ -399,21 +394,22 @@ class Worker:
                         self._pooled -= 1
                         return
 
-    def _send_results(self, batch: list) -> bool:
+    def _send_results(self, batch: ResultBatch) -> bool:
         unlinked = self.allocator.take_unlinked() if self.allocator else []
         try:
-            self.send(("results", unlinked), batch)
+            self.send(("results", unlinked), batch.columns())
         except OSError:
             return False
         return True
 
     def _flush_outbox(self) -> None:
         with self._outbox_lock:
-            batch, self._outbox = self._outbox, []
+            batch, self._outbox = self._outbox, ResultBatch()
         if batch:
             self._send_results(batch)
 
-    def _run_one(self, key, computation, deps, lane_name: str) -> tuple:
+    def _run_one(self, key, computation, deps, lane: str) -> tuple[tuple, bool]:
+        """Run one task -> (its row for the ResultBatch, whether it failed)."""
         start = time.time()
         try:
             data = {k: self._load(v) for k, v in deps.items()}
@@ -427,21 +423,9 @@ class Worker:
                 nbytes, where = stored.nbytes, stored.where
             del value
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
-            stop = time.time()
-            record = self._record(key, lane_name, start, stop, 0, "inline")
-            return ("erred", key, dump_exception(as_task_error(key, exc)),
-                    traceback.format_exc(), record)
-        stop = time.time()
-        record = self._record(key, lane_name, start, stop, nbytes, where)
-        return ("done", key, stored, record)
-
-    def _record(self, key, lane, start, stop, nbytes, where) -> tuple | dict:
-        if self.remote:  # a dict: the listener on the scheduler's side rewrites it
-            return task_record(key, self.worker_id, lane, start, stop, nbytes, where,
-                               remote=True)
-        # compute_record's last five fields: the pipe's reader knows the key
-        # and who we are, and makes the record
-        return (lane, start, stop, nbytes, where)
+            return (key, dump_exception(as_task_error(key, exc)), traceback.format_exc(),
+                    lane, start, time.time()), True
+        return (key, stored, lane, start, time.time(), nbytes, where), False
 
 
 def _warm_up(modules: tuple[str, ...]) -> None:

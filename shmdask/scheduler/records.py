@@ -21,10 +21,11 @@ tuple ``(key, worker, lane, start, stop, nbytes, where)`` (:func:`compute_record
 and becomes the dict above only when someone reads it (:func:`record_dict`):
 ten thousand tiny tasks make ten thousand records, and a worker process pickles
 each one and the client unpickles it on its hot path, where a tuple of seven
-plain values costs a third of a dict of ten.  A worker process sends only the
-last five fields; its pipe's reader, which knows the key and the worker, makes
-the record.  Any other record (a transfer, a remote worker's, an error) is a
-dict from the start.
+plain values costs a third of a dict of ten.  A worker process sends the
+last five fields as columns of a batch; its pipe's reader, which knows the
+keys and the worker, makes the batch's records (:func:`compute_records`).
+Any other record (a transfer, a remote worker's, an error) is a dict from the
+start.
 
 Why the log is shaped so: the engine appends on its hot path, so an append is
 one lock acquisition per *batch* and a ``list.extend`` -- no per-record work,
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 from shmdask.graph import key_split
@@ -68,6 +70,13 @@ def compute_record(key: Any, worker: str, lane: str, start: float, stop: float,
                    nbytes: int = 0, where: str = "memory") -> tuple:
     """A compute record of a local worker, compactly (see the module docstring)."""
     return (key, worker, lane, start, stop, nbytes, where)
+
+
+def compute_records(keys: Iterable, worker: str, lanes: Iterable, starts: Iterable,
+                    stops: Iterable, nbytes: Iterable, wheres: Iterable) -> list[tuple]:
+    """:func:`compute_record` for a batch of one worker's results given as
+    columns (cluster.result_batch): one ``zip``, no Python step per record."""
+    return list(zip(keys, repeat(worker), lanes, starts, stops, nbytes, wheres))  # noqa: B905 - repeat
 
 
 def record_dict(record: tuple | dict) -> dict:
