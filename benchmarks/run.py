@@ -19,10 +19,12 @@ closes the scheduler again: a live distributed cluster's event loop would
 slow every other runner's threads.  Runs alternate between runners so that
 noise on this shared machine hits them alike.  The table gives medians and
 each runner's time relative to the fastest shmdask runner (``x`` > 1 means
-slower than shmdask).  The ``dist+shmdask`` runner (not run unless named in
-``--runners``) computes shmdask's collections on a dask.distributed cluster
-through dask's collection protocol: compare it with the ``distributed``
-runner on the same row.
+slower than shmdask): the ratio of the medians, and the "paired" ratio, the
+median of the ratios within each repeat, which a slow spell of the machine
+(it can run at half speed for minutes) moves less.  The ``dist+shmdask``
+runner (not run unless named in ``--runners``) computes shmdask's collections
+on a dask.distributed cluster through dask's collection protocol: compare it
+with the ``distributed`` runner on the same row.
 Needs ``pip install -e '.[bench]'`` for the dask columns; without dask only
 shmdask runs.
 """
@@ -222,13 +224,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _row(w: str, runners: list[str], times: dict) -> str:
     medians = {r: statistics.median(times[w, r]) for r in runners if times[w, r]}
-    ours = [m for r, m in medians.items() if r.startswith("shmdask")]
-    best = min(ours) if ours else None  # ratios are against our fastest runner
+    ours = {r: m for r, m in medians.items() if r.startswith("shmdask")}
+    best = min(ours, key=ours.get) if ours else None  # ratios are against our fastest
     cells = []
     for r, m in medians.items():
-        ratio = f" ({m / best:.2f}x)" if best else ""
+        ratio = ""
+        if best is not None:
+            ratio = f" ({m / medians[best]:.2f}x"
+            paired = _paired_ratio(times[w, r], times[w, best])
+            ratio += f", paired {paired:.2f}x)" if paired is not None and r != best else ")"
         cells.append(f"{r} {m:.3f}s{ratio}")
     return f"{w:28s} " + " | ".join(cells)
+
+
+def _paired_ratio(times: list[float], reference: list[float]) -> float | None:
+    """The median over repeats of this runner's time over the reference's time
+    in the same repeat (None unless both ran every repeat).  The two runs of a
+    repeat follow each other, so a spell of this machine running slow, which
+    moves medians taken apart, hits both alike."""
+    if len(times) != len(reference) or len(times) < 2:
+        return None
+    return statistics.median(t / ref for t, ref in zip(times, reference, strict=True))
 
 
 if __name__ == "__main__":
