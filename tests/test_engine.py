@@ -207,6 +207,14 @@ def test_short_tasks_go_in_batches_with_a_second_batch_queued():
     assert engine.batch_size(a) == 20 and engine.batch_size(a, queued=False) == 10
 
 
+def test_tiny_tasks_are_capped_per_message_by_the_engine_or_by_the_worker():
+    engine, (a, b) = _holding_engine(mean_duration=1e-7)  # a million a batch, uncapped
+    b.max_batch = Engine.max_batch * 4  # a transport whose messages cost more
+    _submit(engine, 4000)
+    assert [len(m) for m in a.messages] == [Engine.max_batch] * 2
+    assert [len(m) for m in b.messages] == [Engine.max_batch * 4] * 2
+
+
 def test_a_worker_is_topped_up_only_when_a_whole_batch_has_room():
     engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
     _submit(engine, 1000)

@@ -23,10 +23,11 @@ are opaque to the loop.
 
 Batching policy.  Each worker is kept fed with roughly ``target_batch``
 seconds of work per thread (estimated from the running mean task duration),
-at least one task per thread and at most ``max_batch``, plus as much again
-queued behind it so that it never idles for the round trip of its results:
-tiny tasks travel a hundred to a message, long tasks one by one (one queued
-per worker) so the load stays balanced.  A dispatch first gives every worker
+at least one task per thread and at most ``max_batch`` (or the worker
+handle's own ``max_batch``), plus as much again queued behind it so that it
+never idles for the round trip of its results: tiny tasks travel hundreds to
+a message, long tasks one by one (one queued per worker) so the load stays
+balanced.  A dispatch first gives every worker
 work for its threads, and only then the queued batches.
 
 Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
@@ -507,15 +508,16 @@ class Engine:
         """How many tasks ``worker`` may have in flight.
 
         About ``target_batch`` seconds of work per thread (at least one task,
-        at most ``max_batch``) and, with ``queued``, as much again waiting
-        behind it: the worker starts on the next batch while the results of
-        the last travel back, instead of idling for a round trip.  Tasks longer
+        at most ``max_batch``, the worker's if it has one) and, with
+        ``queued``, as much again waiting behind it: the worker starts on the
+        next batch while the results of the last travel back, instead of
+        idling for a round trip.  Tasks longer
         than ``target_batch`` go one per thread plus one queued per worker."""
         per_thread = int(self.target_batch / max(self._mean_duration, 1e-6))
         nthreads = worker.nthreads
         if per_thread <= 1:
             return nthreads + 1 if queued else nthreads
-        batch = min(self.max_batch, per_thread) * nthreads
+        batch = min(worker.max_batch or self.max_batch, per_thread) * nthreads
         return 2 * batch if queued else batch
 
     def choose_workers(self) -> list[WorkerHandle]:

@@ -43,6 +43,10 @@ class WorkerHandle(ABC):
     kind: str = "thread"  # "thread" | "local" | "remote"
     resources: Mapping | None = None  # dask's worker resources: {"GPU": 2, ...}
     runs_inline: bool = False  # run() executes the tasks before returning: no queue
+    # Tasks per thread one run() may carry at most; None takes the engine's
+    # max_batch.  A transport whose every message costs more than its tiny
+    # tasks do (a system call and a wake-up of another process) asks for more.
+    max_batch: int | None = None
 
     @abstractmethod
     def run(self, tasks: list[TaskSpec]) -> None:
