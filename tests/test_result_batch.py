@@ -14,9 +14,9 @@ def test_rows_become_columns_and_only_stored_values_are_marked():
     batch = ResultBatch()
     assert not batch
     big = serialize_value(np.arange(10.0))
-    batch.rows.append(("a", None, "w-0/0", 1.0, 2.0, 16, "inline"))
-    batch.rows.append(("b", big, "w-0/1", 3.0, 5.0, big.nbytes, big.where))
-    batch.errors.append(("c", b"exc", "traceback", "w-0/0", 6.0, 7.0))
+    batch.add(("a", None, "w-0/0", 1.0, 2.0, 16, "inline"), failed=False)
+    batch.add(("c", b"exc", "traceback", "w-0/0", 6.0, 7.0), failed=True)
+    batch.add(("b", big, "w-0/1", 3.0, 5.0, big.nbytes, big.where), failed=False)
     assert batch
     results = read_columns(pickle.loads(pickle.dumps(batch.columns(), protocol=5)))
     assert results.keys == ("a", "b") and results.values[0] is None
@@ -30,7 +30,7 @@ def test_rows_become_columns_and_only_stored_values_are_marked():
 
 def test_a_batch_of_errors_only_has_empty_columns():
     batch = ResultBatch()
-    batch.errors.append(("x", b"exc", "", "w-0/0", 1.0, 1.0))
+    batch.add(("x", b"exc", "", "w-0/0", 1.0, 1.0), failed=True)
     results = read_columns(batch.columns())
     assert results.keys == results.values == results.lanes == ()
     assert results.stored_at == [] and len(results.errors) == 1

@@ -381,7 +381,7 @@ class Worker:
                 outbox = self._outbox
                 if not outbox:
                     self._held_since = now
-                (outbox.errors if failed else outbox.rows).append(row)
+                outbox.add(row, failed)
                 if seceded or self.tasks.empty() or now - self._held_since >= FLUSH_INTERVAL:
                     batch, self._outbox = outbox, ResultBatch()
             if batch and not self._send_results(batch):
@@ -423,8 +423,9 @@ class Worker:
                 nbytes, where = stored.nbytes, stored.where
             del value
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
+            stop = time.time()
             return (key, dump_exception(as_task_error(key, exc)), traceback.format_exc(),
-                    lane, start, time.time()), True
+                    lane, start, stop), True
         return (key, stored, lane, start, time.time(), nbytes, where), False
 
 
