@@ -215,6 +215,13 @@ def test_tiny_tasks_are_capped_per_message_by_the_engine_or_by_the_worker():
     assert [len(m) for m in b.messages] == [Engine.max_batch * 4] * 2
 
 
+def test_a_small_graph_of_tiny_tasks_is_shared_between_the_workers():
+    engine, (a, b) = _holding_engine(mean_duration=1e-7)
+    a.max_batch = b.max_batch = 512  # room for the whole graph in one message
+    _submit(engine, 300)
+    assert [len(m) for m in a.messages] == [150] and [len(m) for m in b.messages] == [150]
+
+
 def test_a_worker_is_topped_up_only_when_a_whole_batch_has_room():
     engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
     _submit(engine, 1000)

@@ -545,7 +545,13 @@ class Engine:
         # queue never takes work an idle worker could start now, and topping
         # up waits for a whole batch of room (one message, not one per result).
         for queued in (False, True):
-            for worker in self.choose_workers():
+            workers = self.choose_workers()
+            # No worker takes more than its threads' share of what is ready:
+            # a batch may hold hundreds of tiny tasks, and the first worker
+            # would otherwise take a small graph whole.
+            threads = sum(w.nthreads for w in workers)
+            share = -(-state.n_ready() // threads) if threads else 0  # per thread, rounded up
+            for worker in workers:
                 busy = self.busy(worker.id)  # seceded tasks hold no thread
                 batch = self.batch_size(worker, queued=False)
                 if not queued:
@@ -554,6 +560,7 @@ class Engine:
                     room = self.batch_size(worker) - busy
                 else:
                     room = 0
+                room = min(room, share * worker.nthreads)
                 if room > 0:
                     self._send_batch(worker, room, any_local)
                 if not state.has_ready():

@@ -305,6 +305,11 @@ class SchedulerState:
     def has_ready(self) -> bool:
         return bool(self._ready or self._ready_making)
 
+    def n_ready(self) -> int:
+        """How many tasks are ready: at most, since a task cancelled while
+        ready leaves its entry behind until it comes up."""
+        return len(self._ready) + len(self._ready_making)
+
     def requeue(self, ts: TaskState) -> None:
         """Give back a task taken by :meth:`pop_ready` but not started."""
         if ts.state == "processing":
