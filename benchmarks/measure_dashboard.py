@@ -179,6 +179,7 @@ def timed_run(cluster, on: bool, browser: bool, chunks: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     import shmdask
+    from benchmarks.run import paired_ratio
     from shmdask.distributed import Client, LocalCluster
 
     shmdask.config.set(progress=False)
@@ -200,8 +201,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"{results[on][-1]}", file=sys.stderr, flush=True)
     off = statistics.median(r["seconds"] for r in results[False])
     on = statistics.median(r["seconds"] for r in results[True])
-    paired = statistics.median(a["seconds"] / b["seconds"]
-                               for a, b in zip(results[True], results[False], strict=True))
+    paired = paired_ratio([r["seconds"] for r in results[True]],
+                          [r["seconds"] for r in results[False]])
     updates = statistics.median(r["updates_per_s"] for r in results[True])
     share = statistics.median(r["dashboard_cpu"] / r["seconds"] for r in results[True])
     watcher = "headless Chromium" if args.browser else "HTTP poller"

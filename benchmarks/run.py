@@ -231,13 +231,13 @@ def _row(w: str, runners: list[str], times: dict) -> str:
         ratio = ""
         if best is not None:
             ratio = f" ({m / medians[best]:.2f}x"
-            paired = _paired_ratio(times[w, r], times[w, best])
+            paired = paired_ratio(times[w, r], times[w, best])
             ratio += f", paired {paired:.2f}x)" if paired is not None and r != best else ")"
         cells.append(f"{r} {m:.3f}s{ratio}")
     return f"{w:28s} " + " | ".join(cells)
 
 
-def _paired_ratio(times: list[float], reference: list[float]) -> float | None:
+def paired_ratio(times: list[float], reference: list[float]) -> float | None:
     """The median over repeats of this runner's time over the reference's time
     in the same repeat (None unless both ran every repeat).  The two runs of a
     repeat follow each other, so a spell of this machine running slow, which

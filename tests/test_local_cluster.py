@@ -743,7 +743,8 @@ class RawWorker:
             header, body = self.recv()
             if header[0] == "results":
                 results = read_columns(body)
-                for key, value, *stamps in zip(*results[:7], strict=True):
+                for key, value, *stamps in zip(results.keys, results.values, *results.stamps,
+                                               strict=True):
                     out[key] = ("done", key, value, tuple(stamps))
                 for key, exc_bytes, tb, *stamps in results.errors:
                     out[key] = ("erred", key, exc_bytes, tb, tuple(stamps))

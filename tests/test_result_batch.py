@@ -34,12 +34,15 @@ def test_a_batch_of_errors_only_has_empty_columns():
     results = read_columns(batch.columns())
     assert results.keys == results.values == results.lanes == ()
     assert results.stored_at == [] and len(results.errors) == 1
+    # a failure's stamps are shaped as a finished task's: no result, 0 bytes inline
+    assert results.failures() == [("x", b"exc", "", ("w-0/0", 1.0, 1.0, 0, "inline"))]
 
 
 def test_records_made_from_columns_are_the_compact_records():
     results = ResultColumns(("a", "b"), (1, 2), ("w/0", "w/1"), (1.0, 2.0), (1.5, 2.5),
                             (28, 28), ("inline", "inline"), [], [])
-    assert compute_records(results.keys, "w", *results[2:7]) == [
+    assert results.stamps == results[2:7]
+    assert compute_records(results.keys, "w", *results.stamps) == [
         compute_record("a", "w", "w/0", 1.0, 1.5, 28, "inline"),
         compute_record("b", "w", "w/1", 2.0, 2.5, 28, "inline"),
     ]

@@ -252,23 +252,22 @@ class ProcessWorkerHandle(WorkerHandle):
             if header[1]:
                 store.segments_unlinked(self.id, header[1])
             results = read_columns(loads_message(body))
-            errors = results.errors
+            failures = results.failures()
             pop = self.processing.pop
             with self._processing_lock:  # one acquisition per message, not per task
                 # The engine's own key objects: its lookups then compare by
                 # identity, and the unpickled copies die here instead of living
                 # on in the data and the task stream.
                 keys = list(map(pop, results.keys, results.keys))
-                if errors:
-                    errors = [(pop(row[0], row[0]), *row[1:]) for row in errors]
+                failures = [(pop(key, key), *rest) for key, *rest in failures]
             if results.stored_at:
                 store.adopt_all(results.stored())
             if keys:
-                records = compute_records(keys, self.id, *results[2:7])
+                records = compute_records(keys, self.id, *results.stamps)
                 post(("done", self.id, list(zip(keys, results.values, records, strict=True))))
-            for key, exc_bytes, tb, lane, start, stop in errors:
+            for key, exc_bytes, tb, stamps in failures:
                 post(("erred", self.id, key, load_exception(exc_bytes, tb), tb,
-                      compute_record(key, self.id, lane, start, stop, 0, "inline")))
+                      compute_record(key, self.id, *stamps)))
         elif op == "unlinked":
             store.segments_unlinked(self.id, header[1])
         elif op == "stats":

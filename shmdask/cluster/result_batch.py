@@ -46,10 +46,23 @@ class ResultColumns(NamedTuple):
     stored_at: list
     errors: list
 
+    @property
+    def stamps(self) -> tuple:
+        """The task-stream columns (lanes, starts, stops, nbytes, wheres): with
+        the keys and the worker, the compact records of scheduler.records."""
+        return self[2:7]
+
     def stored(self) -> list[Stored]:
         """The Stored values, each detached from the message it came in."""
         values = self.values
         return [values[i].detach() for i in self.stored_at]
+
+    def failures(self) -> list[tuple]:
+        """``(key, pickled exception, traceback text, stamps)`` per task that
+        raised; its stamps are shaped as a finished task's (it made no result:
+        0 bytes, "inline")."""
+        return [(key, exc, tb, (lane, start, stop, 0, "inline"))
+                for key, exc, tb, lane, start, stop in self.errors]
 
 
 class ResultBatch:

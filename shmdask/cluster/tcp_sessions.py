@@ -261,20 +261,20 @@ class RemoteWorkerHandle(_Session, WorkerHandle):
         done = []
         big = []
         processing = self.processing
-        for key, stored, lane, start, stop, nbytes, where in zip(*results[:7], strict=True):
+        for key, stored, *stamps in zip(results.keys, results.values, *results.stamps,
+                                        strict=True):
             processing.pop(key, None)
             value = store.incoming(stored)
             n = store.nbytes(value)
             self.result_bytes += n
             if n >= store.threshold:
                 big.append((key, n))
-            done.append(TaskResult(key, value,
-                                   self._local_record(key, lane, start, stop, nbytes, where)))
+            done.append(TaskResult(key, value, self._local_record(key, *stamps)))
         errors = []
-        for key, exc_bytes, tb, lane, start, stop in results.errors:
+        for key, exc_bytes, tb, stamps in results.failures():
             processing.pop(key, None)
             errors.append(("erred", self.id, key, load_exception(exc_bytes, tb), tb,
-                           self._local_record(key, lane, start, stop, 0, "inline")))
+                           self._local_record(key, *stamps)))
         post = self.listener.engine.post
         if big:
             now = time.time()

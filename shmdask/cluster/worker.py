@@ -313,10 +313,11 @@ class Worker:
             computations, inputs = loads_message(body, self.state)
         except BaseException as exc:  # noqa: BLE001 - e.g. a module missing here
             now = time.time()
-            failed = ResultBatch()
+            unloaded = ResultBatch()
             error, tb, lane = dump_exception(exc), traceback.format_exc(), f"{self.worker_id}/0"
-            failed.errors = [(key, error, tb, lane, now, now) for key in keys]
-            self.send(("results", []), failed.columns())
+            for key in keys:
+                unloaded.add((key, error, tb, lane, now, now), failed=True)
+            self.send(("results", []), unloaded.columns())
             return
         put = self.tasks.put
         for task in zip(keys, computations, inputs, strict=True):

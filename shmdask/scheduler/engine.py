@@ -27,8 +27,9 @@ at least one task per thread and at most ``max_batch`` (or the worker
 handle's own ``max_batch``), plus as much again queued behind it so that it
 never idles for the round trip of its results: tiny tasks travel hundreds to
 a message, long tasks one by one (one queued per worker) so the load stays
-balanced.  A dispatch first gives every worker
-work for its threads, and only then the queued batches.
+balanced.  A dispatch first gives every worker work for its threads, and only
+then the queued batches; no worker takes more than its threads' share of
+what is ready.
 
 Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
 ``priority`` and ``retries`` are the state's) arrive with a graph as
@@ -511,8 +512,8 @@ class Engine:
         at most ``max_batch``, the worker's if it has one) and, with
         ``queued``, as much again waiting behind it: the worker starts on the
         next batch while the results of the last travel back, instead of
-        idling for a round trip.  Tasks longer
-        than ``target_batch`` go one per thread plus one queued per worker."""
+        idling for a round trip.  Tasks longer than ``target_batch`` go one
+        per thread plus one queued per worker."""
         per_thread = int(self.target_batch / max(self._mean_duration, 1e-6))
         nthreads = worker.nthreads
         if per_thread <= 1:
