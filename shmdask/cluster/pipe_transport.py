@@ -252,14 +252,13 @@ class ProcessWorkerHandle(WorkerHandle):
             if header[1]:
                 store.segments_unlinked(self.id, header[1])
             results = read_columns(loads_message(body))
-            failures = results.failures()
             pop = self.processing.pop
             with self._processing_lock:  # one acquisition per message, not per task
                 # The engine's own key objects: its lookups then compare by
                 # identity, and the unpickled copies die here instead of living
                 # on in the data and the task stream.
                 keys = list(map(pop, results.keys, results.keys))
-                failures = [(pop(key, key), *rest) for key, *rest in failures]
+                failures = [(pop(key, key), *rest) for key, *rest in results.failures()]
             if results.stored_at:
                 store.adopt_all(results.stored())
             if keys:

@@ -79,7 +79,7 @@ class ResultBatch:
         (self.errors if failed else self.rows).append(row)
 
     def __bool__(self) -> bool:
-        return bool(self.rows) or bool(self.errors)
+        return bool(self.rows or self.errors)
 
     def columns(self) -> tuple:
         """The message body: a plain tuple in :class:`ResultColumns`' order."""
