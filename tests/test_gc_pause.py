@@ -6,7 +6,13 @@ import gc
 
 import pytest
 
-from shmdask.scheduler.gc_pause import GC_PAUSE_MIN_TASKS, gc_paused
+from shmdask.scheduler.gc_pause import (
+    GC_PAUSE_MIN_TASKS,
+    SPARSE_COLLECTION,
+    SPARSE_YOUNG_THRESHOLD,
+    _sparse_thresholds,
+    gc_paused,
+)
 
 
 def test_collector_is_off_inside_and_back_on_after_even_after_an_error():
@@ -37,3 +43,31 @@ def test_a_collector_turned_off_by_the_user_stays_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_young_objects_are_collected_sparsely_while_an_engine_runs():
+    from shmdask.delayed import delayed
+    from shmdask.scheduler.engine import Engine
+
+    original = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        seen = delayed(gc.get_threshold)().compute(scheduler="threads")
+        assert seen == (SPARSE_YOUNG_THRESHOLD, 10, 10)
+        assert gc.get_threshold() == (700, 10, 10)  # back after the compute
+        engine = Engine()
+        engine.start()
+        try:
+            assert gc.get_threshold() == (SPARSE_YOUNG_THRESHOLD, 10, 10)
+        finally:
+            engine.close()
+            engine.close()  # a second close gives nothing back twice
+        assert gc.get_threshold() == (700, 10, 10) and SPARSE_COLLECTION.users == 0
+    finally:
+        gc.set_threshold(*original)
+
+
+def test_a_sparser_threshold_or_no_collection_set_by_the_user_is_kept():
+    assert _sparse_thresholds((700, 10, 10)) == (SPARSE_YOUNG_THRESHOLD, 10, 10)
+    assert _sparse_thresholds((SPARSE_YOUNG_THRESHOLD * 2, 5, 5)) is None
+    assert _sparse_thresholds((0, 10, 10)) is None

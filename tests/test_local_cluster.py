@@ -926,32 +926,23 @@ def test_close_stops_the_clusters_threads():
     wait_for(lambda: not threads_of(c.id), 10, "the cluster's threads to stop")
 
 
-def test_threads_hand_the_gil_over_quickly_while_workers_are_attached(cluster):
+def test_threads_hand_the_gil_over_quickly_while_workers_are_attached():
+    # (how holds nest and give the user's value back: test_held_setting.py)
     from shmdask.cluster import pipe_transport as pt
 
-    assert sys.getswitchinterval() <= pt.FAST_SWITCH_INTERVAL  # the module's cluster
-    # the last user puts back what was there before the first one came
-    users, saved = pt._switching_users, pt._switching_saved
     original = sys.getswitchinterval()
+    users = pt.FAST_SWITCHING.users  # another test's cluster may hold it already
     try:
-        pt._switching_users, pt._switching_saved = 0, None
-        sys.setswitchinterval(0.004)
-        pt.hold_fast_switching()
-        pt.hold_fast_switching()
-        assert sys.getswitchinterval() == pt.FAST_SWITCH_INTERVAL
-        pt.release_fast_switching()
-        assert sys.getswitchinterval() == pt.FAST_SWITCH_INTERVAL
-        pt.release_fast_switching()
-        assert sys.getswitchinterval() == 0.004
-        pt.release_fast_switching()  # one release too many changes nothing
-        assert sys.getswitchinterval() == 0.004 and pt._switching_users == 0
-        # a user who set their own interval meanwhile keeps it
-        pt.hold_fast_switching()
-        sys.setswitchinterval(0.002)
-        pt.release_fast_switching()
-        assert sys.getswitchinterval() == 0.002
+        if users == 0:
+            sys.setswitchinterval(0.004)
+        with LocalCluster(n_workers=2) as c:
+            assert get(c, {"a": (inc, 1)}, "a") == 2
+            assert sys.getswitchinterval() == pt.FAST_SWITCH_INTERVAL
+            assert pt.FAST_SWITCHING.users == users + 2  # one per worker's reader
+        wait_for(lambda: pt.FAST_SWITCHING.users == users, 10, "the readers to stop")
+        if users == 0:
+            assert sys.getswitchinterval() == 0.004
     finally:
-        pt._switching_users, pt._switching_saved = users, saved
         sys.setswitchinterval(original)
 
 

@@ -43,6 +43,7 @@ from shmdask.cluster.protocol import (
 from shmdask.cluster.requests import Requests, answer_ask, function_result
 from shmdask.cluster.result_batch import read_columns
 from shmdask.cluster.store import ShmStore
+from shmdask.scheduler.held_setting import HeldSetting
 from shmdask.scheduler.interfaces import TaskSpec, WorkerHandle
 from shmdask.scheduler.records import compute_record, compute_records
 
@@ -61,35 +62,9 @@ START_TIMEOUT = 60.0  # seconds a worker may take to import and say hello
 # the cluster went from 1.56x and 1.70x the threads backend's time to 1.20x
 # and 1.17x.  It only matters when threads contend, which is when it helps.
 FAST_SWITCH_INTERVAL = 0.0005
-_switching_lock = threading.Lock()
-_switching_users = 0
-_switching_saved: float | None = None
-
-
-def hold_fast_switching() -> None:
-    """One more user of the short GIL switch interval (see above)."""
-    global _switching_users, _switching_saved
-    with _switching_lock:
-        if _switching_users == 0:
-            current = sys.getswitchinterval()
-            _switching_saved = current
-            if current > FAST_SWITCH_INTERVAL:
-                sys.setswitchinterval(FAST_SWITCH_INTERVAL)
-        _switching_users += 1
-
-
-def release_fast_switching() -> None:
-    """One user less; the last one puts the interval back, unless someone
-    else has changed it meanwhile (theirs wins)."""
-    global _switching_users, _switching_saved
-    with _switching_lock:
-        if _switching_users == 0:
-            return
-        _switching_users -= 1
-        if _switching_users == 0 and _switching_saved is not None:
-            if sys.getswitchinterval() == FAST_SWITCH_INTERVAL:
-                sys.setswitchinterval(_switching_saved)
-            _switching_saved = None
+FAST_SWITCHING = HeldSetting(
+    sys.getswitchinterval, sys.setswitchinterval,
+    lambda current: FAST_SWITCH_INTERVAL if current > FAST_SWITCH_INTERVAL else None)
 
 
 class ProcessWorkerHandle(WorkerHandle):
@@ -211,7 +186,7 @@ class ProcessWorkerHandle(WorkerHandle):
     def start_reader(self, post, store: ShmStore, on_lost) -> None:
         self._post = post
         self._store = store
-        hold_fast_switching()  # given back when the reader stops
+        FAST_SWITCHING.hold()  # given back when the reader stops
         self._reader = threading.Thread(target=self._read_loop, args=(post, store, on_lost),
                                         name=f"shmdask-reader-{store.cluster_id}-{self.id}",
                                         daemon=True)
@@ -224,7 +199,7 @@ class ProcessWorkerHandle(WorkerHandle):
         try:
             self._read_messages(post, store, on_lost)
         finally:
-            release_fast_switching()
+            FAST_SWITCHING.release()
 
     def _read_messages(self, post, store: ShmStore, on_lost) -> None:
         conn = self.conn

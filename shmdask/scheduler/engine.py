@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shmdask import config
-from shmdask.scheduler.gc_pause import gc_paused
+from shmdask.scheduler.gc_pause import SPARSE_COLLECTION, gc_paused
 from shmdask.scheduler.interfaces import (
     DataStore,
     Listener,
@@ -192,6 +192,7 @@ class Engine:
 
     def start(self) -> None:
         """Run the loop on a daemon thread until :meth:`close`."""
+        SPARSE_COLLECTION.hold()  # given back by close
         self._thread = threading.Thread(target=self._run_forever, name=self.name, daemon=True)
         self._thread.start()
 
@@ -214,10 +215,11 @@ class Engine:
 
         ``feed()``, called before each step until it returns False, may post
         more work (the next piece of a graph given in pieces)."""
-        while not done():
-            if feed is not None and not feed():
-                feed = None
-            self._step(block=feed is None, timeout=poll, stop=done)
+        with SPARSE_COLLECTION.held():
+            while not done():
+                if feed is not None and not feed():
+                    feed = None
+                self._step(block=feed is None, timeout=poll, stop=done)
 
     def _step(self, block: bool, timeout: float | None = None,
               stop: Callable[[], bool] | None = None) -> None:
@@ -655,6 +657,8 @@ class Engine:
         if self.closed:
             return
         self.closed = True
+        if self._thread is not None:
+            SPARSE_COLLECTION.release()
         self.post(("wake",))
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
