@@ -1,4 +1,5 @@
-"""gc_paused: the collector is off inside big steps and always comes back on."""
+"""The engine's GC policy: the collector is off inside big steps and always comes
+back on; young objects are looked at less often while an engine runs."""
 
 from __future__ import annotations
 

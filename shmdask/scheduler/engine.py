@@ -46,7 +46,9 @@ call (a run of ten thousand tiny tasks pays per batch, not per key).
 The loop runs either on its own thread (:meth:`Engine.start`, for clusters
 and clients that live across computations) or in the caller's thread until
 some keys are done (:meth:`Engine.run_until`, for one-shot ``compute``
-calls on the sync and threads backends).
+calls on the sync and threads backends).  Either way, while it runs the
+cyclic garbage collector looks at young objects less often
+(:mod:`shmdask.scheduler.gc_pause`).
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ how often the cyclic garbage collector looks at young objects
 (``gc.set_threshold``).  A cluster or a running computation changes one
 while it lives; the user's program owns it otherwise.  So::
 
-    first hold()  ─▶ remember the user's value, write ours (if it is better)
-    more holds    ─▶ count
-    last release() ─▶ put the user's value back, unless the setting no longer
-                     reads as ours: whoever changed it meanwhile wins
+    first hold()     ─▶ remember the user's value, write ours (if it is better)
+    more holds       ─▶ count
+    releases         ─▶ count down
+    last release()   ─▶ put the user's value back, unless the setting no longer
+                        reads as ours: whoever changed it meanwhile wins
 
 Holds nest and may come from any thread; a release without a hold changes
 nothing.
