@@ -36,6 +36,18 @@ def test_small_steps_and_nested_pauses_leave_the_switch_alone():
     assert gc.isenabled()
 
 
+def test_overlapping_pauses_keep_the_collector_off_until_the_last_one_ends():
+    # pauses in two threads need not nest: the first to end must not turn
+    # the collector on under the other
+    first, second = gc_paused(), gc_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
 def test_a_collector_turned_off_by_the_user_stays_off():
     gc.disable()
     try:

@@ -10,9 +10,10 @@ that was about 60 % of ``SchedulerState.update_graph`` and a quarter of
 materializing and ordering the graph.  Nothing in those steps makes garbage
 cycles, so collection waits until the step is over.
 
-The switch is process-wide (``gc.disable``): a pause nested in another, or
-running at the same time in another thread, leaves the switch to whoever
-turned it off, so the collector is never left off.
+The switch is process-wide (``gc.disable``), so it is a :class:`HeldSetting`
+like the threshold below: pauses nested in one another, or running at the
+same time in several threads, keep the collector off until the last one
+ends, and then it comes back on; a collector the user turned off stays off.
 
 Between those steps, every task's passage makes short-lived containers: the
 batch sent, the decoded results, the "done" event, the records.  With
@@ -21,11 +22,11 @@ ones, so it walks these before they die, and moves them a generation up to
 walk them again.  In the client of a LocalCluster(2) running noop_10k that
 came to ~45 ms of ~320 ms per run, in ~50 collections that found nothing to
 collect (throwaway gc callbacks).  While an engine runs (a cluster's
-lifetime, or one ``compute`` on the threads backend) the first threshold is
-raised to ``SPARSE_YOUNG_THRESHOLD``, through a :class:`HeldSetting`: the
-user's own thresholds come back when the last engine stops, and a higher
-threshold (or 0, no collection) set by the user is left as it is.  Garbage
-cycles still go, only after more allocations.
+lifetime, or one ``compute`` on the threads or sync backend) the first
+threshold is raised to ``SPARSE_YOUNG_THRESHOLD``: the user's own thresholds
+come back when the last engine stops, and a higher threshold (or 0, no
+collection) set by the user is left as it is.  Garbage cycles still go, only
+after more allocations.
 """
 
 from __future__ import annotations
@@ -40,17 +41,19 @@ from shmdask.scheduler.held_setting import HeldSetting
 GC_PAUSE_MIN_TASKS = 10_000
 
 
+COLLECTOR_OFF = HeldSetting(gc.isenabled,
+                            lambda enabled: gc.enable() if enabled else gc.disable(),
+                            lambda enabled: False if enabled else None)
+
+
 @contextlib.contextmanager
 def gc_paused(n_tasks: int = GC_PAUSE_MIN_TASKS) -> Iterator[None]:
     """Collector off for the block when it handles at least ``GC_PAUSE_MIN_TASKS``."""
-    if n_tasks < GC_PAUSE_MIN_TASKS or not gc.isenabled():
+    if n_tasks < GC_PAUSE_MIN_TASKS:
         yield
         return
-    gc.disable()
-    try:
+    with COLLECTOR_OFF.held():
         yield
-    finally:
-        gc.enable()
 
 
 #: New container objects between two collections of the youngest generation
