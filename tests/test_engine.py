@@ -200,17 +200,27 @@ def _submit(engine, n):
 def test_short_tasks_go_in_batches_with_a_second_batch_queued():
     engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
     _submit(engine, 1000)
-    # each worker: one batch for its thread, then one queued behind it, in
-    # two messages -- every worker got work before any got a queued batch
-    assert [len(m) for m in a.messages] == [10, 10]
-    assert [len(m) for m in b.messages] == [10, 10]
+    # each worker: one batch for its thread and one queued behind it, in one
+    # message -- every worker got work before any got a queued batch
+    assert a.messages == [[f"t-{i}" for i in [*range(10), *range(20, 30)]]]
+    assert b.messages == [[f"t-{i}" for i in [*range(10, 20), *range(30, 40)]]]
     assert engine.batch_size(a) == 20 and engine.batch_size(a, queued=False) == 10
+
+
+def test_a_batch_holds_at_least_target_batch_of_work():
+    # tasks of 0.6 target_batch go two to a batch, not one: the worker reports
+    # a batch's results (every FLUSH_INTERVAL of work) while the queued one runs
+    engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch * 0.6)
+    assert engine.batch_size(a, queued=False) == 2 and engine.batch_size(a) == 4
+    engine._mean_duration = Engine.target_batch  # a task is a batch
+    assert engine.batch_size(a, queued=False) == 1 and engine.batch_size(a) == 2
 
 
 def test_tiny_tasks_are_capped_per_message_by_the_engine_or_by_the_worker():
     engine, (a, b) = _holding_engine(mean_duration=1e-7)  # a million a batch, uncapped
     b.max_batch = Engine.max_batch * 4  # a transport whose messages cost more
     _submit(engine, 4000)
+    # a batch and the queued one: a full batch each, so a message each
     assert [len(m) for m in a.messages] == [Engine.max_batch] * 2
     assert [len(m) for m in b.messages] == [Engine.max_batch * 4] * 2
 
@@ -225,22 +235,22 @@ def test_a_small_graph_of_tiny_tasks_is_shared_between_the_workers():
 def test_a_worker_is_topped_up_only_when_a_whole_batch_has_room():
     engine, (a, b) = _holding_engine(mean_duration=Engine.target_batch / 10)
     _submit(engine, 1000)
-    sent = a.messages[0] + a.messages[1]
+    sent = a.messages[0]
     results = [TaskResult(k, (k, 1), {"start": 0.0, "stop": Engine.target_batch / 10})
                for k in sent]
     engine.post(("done", "w0", results[:5]))  # half a batch back: no new message yet
     engine._step(block=True, timeout=1)
-    assert len(a.messages) == 2
+    assert len(a.messages) == 1
     engine.post(("done", "w0", results[5:10]))  # a whole batch of room: one message
     engine._step(block=True, timeout=1)
-    assert len(a.messages) == 3 and len(a.messages[2]) == 10
+    assert len(a.messages) == 2 and len(a.messages[1]) == 10
     assert len(engine.in_flight["w0"]) == 20
 
 
 def test_long_tasks_go_one_per_thread_plus_one_queued():
     engine, (a, b) = _holding_engine()  # nothing measured yet: assumed long
     _submit(engine, 10)
-    assert [len(m) for m in a.messages] == [1, 1] and [len(m) for m in b.messages] == [1, 1]
+    assert a.messages == [["t-0", "t-2"]] and b.messages == [["t-1", "t-3"]]
     assert len(engine.in_flight["w0"]) == 2
 
 

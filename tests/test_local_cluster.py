@@ -980,6 +980,59 @@ def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
     assert not serving.is_alive()
 
 
+def _sleep_then(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def _file_appears(path: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_a_long_tasks_result_goes_back_while_the_queued_task_runs(tmp_path):
+    # A task of FLUSH_INTERVAL or more is reported when it ends, not held until
+    # the task queued behind it ends too: the second task here waits for a file
+    # the test makes only once the first result has arrived.
+    import socket
+    from multiprocessing.connection import Connection
+
+    from shmdask.cluster.protocol import (
+        ConnectionState,
+        decode_message,
+        encode_message,
+        loads_message,
+    )
+    from shmdask.cluster.result_batch import read_columns
+    from shmdask.cluster.worker import FLUSH_INTERVAL, Worker
+
+    ours, theirs = socket.socketpair()
+    worker = Worker(Connection(theirs.detach()), "long-0", f"long{os.getpid()}", use_shm=False)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    conn, state = Connection(ours.detach()), ConnectionState()
+    marker = str(tmp_path / "first-result-arrived")
+    try:
+        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+        conn.send_bytes(encode_message(
+            ("run", ["long", "queued"]),
+            ([(_sleep_then, 2 * FLUSH_INTERVAL, 1), (_file_appears, marker, 10.0)], [{}, {}]),
+            state))
+        first = read_columns(loads_message(decode_message(conn.recv_bytes())[1]))
+        assert list(first.keys) == ["long"]
+        open(marker, "w").close()
+        second = read_columns(loads_message(decode_message(conn.recv_bytes())[1]))
+        assert list(second.keys) == ["queued"] and list(second.values) == [True]
+    finally:
+        conn.close()
+        serving.join(10)
+    assert not serving.is_alive()
+
+
 def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
     import socket
     from multiprocessing.connection import Connection

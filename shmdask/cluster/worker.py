@@ -32,11 +32,14 @@ Out (header, body)::
 
 Shape: the main thread only receives (so the pipe is always drained and frees
 apply at once); ``nthreads`` executor threads take tasks from a queue.  Results
-are flushed when the queue runs dry (end of a batch) or when the oldest result
-held has waited ~5 ms, so the scheduler can keep dispatching without paying one
-message per tiny task.  (Timed from the oldest result, not from the last
-flush: after an idle spell the first result of a new batch would otherwise go
-alone, one extra message per batch.)  Inputs are read-only views of shared memory (or of
+are flushed when the queue runs dry (end of a batch) or once the results held
+cover ~5 ms of work, timed from the start of the oldest one's task, so the
+scheduler can keep dispatching without paying one message per tiny task.
+(Not timed from the last flush: after an idle spell the first result of a new
+batch would otherwise go alone, one extra message per batch.  Not from the
+oldest task's end: a task of 5 ms or more would wait for the one queued
+behind it, and the worker would idle for the round trip that queue is there
+to hide.)  Inputs are read-only views of shared memory (or of
 spill files, mapped the same way); results of at least ``threshold`` bytes are
 written into this worker's slabs (or made there in the first place, through
 ``shmdask.result_buffers``: see ``born_blocks.py``) while its shared memory plus private memory
@@ -371,6 +374,7 @@ class Worker:
                 return
             key, computation, deps = task
             current.key = key
+            started = time.monotonic()
             row, failed = self._run_one(key, computation, deps, lane_name)
             del task, computation, deps  # let inputs (and their cached values) go
             current.key = None
@@ -381,7 +385,7 @@ class Worker:
                 now = time.monotonic()
                 outbox = self._outbox
                 if not outbox:
-                    self._held_since = now
+                    self._held_since = started  # (see the module docstring)
                 outbox.add(row, failed)
                 if seceded or self.tasks.empty() or now - self._held_since >= FLUSH_INTERVAL:
                     batch, self._outbox = outbox, ResultBatch()

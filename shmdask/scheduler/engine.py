@@ -21,15 +21,17 @@ A **WorkerHandle** per worker and a **DataStore** for the values are the two
 interfaces (:mod:`shmdask.scheduler.interfaces`); values in ``Engine.data``
 are opaque to the loop.
 
-Batching policy.  Each worker is kept fed with roughly ``target_batch``
-seconds of work per thread (estimated from the running mean task duration),
-at least one task per thread and at most ``max_batch`` (or the worker
-handle's own ``max_batch``), plus as much again queued behind it so that it
-never idles for the round trip of its results: tiny tasks travel hundreds to
-a message, long tasks one by one (one queued per worker) so the load stays
-balanced.  A dispatch first gives every worker work for its threads, and only
-then the queued batches; no worker takes more than its threads' share of
-what is ready.
+Batching policy.  Each worker is kept fed with at least ``target_batch``
+seconds of work per thread (estimated from the running mean task duration,
+rounded up to whole tasks), at least one task per thread and at most
+``max_batch`` (or the worker handle's own ``max_batch``), plus as much again
+queued behind it so that it never idles for the round trip of its results
+(a worker reports every ~``target_batch`` of work: see cluster/worker.py):
+tiny tasks travel hundreds to a message, long tasks one per thread plus one
+queued per worker, so the load stays balanced.  A dispatch first gives every
+worker work for its threads, and only then the queued batches; what one
+dispatch gives a worker goes in one message of up to ``max_batch`` a thread.
+No worker takes more than its threads' share of what is ready.
 
 Scheduling options (dask's ``workers=``, ``resources=``, ``fifo_timeout=``;
 ``priority`` and ``retries`` are the state's) arrive with a graph as
@@ -54,6 +56,7 @@ cyclic garbage collector looks at young objects less often
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -512,13 +515,16 @@ class Engine:
     def batch_size(self, worker: WorkerHandle, queued: bool = True) -> int:
         """How many tasks ``worker`` may have in flight.
 
-        About ``target_batch`` seconds of work per thread (at least one task,
-        at most ``max_batch``, the worker's if it has one) and, with
+        Enough whole tasks per thread for ``target_batch`` seconds of work (at
+        least one, at most ``max_batch``, the worker's if it has one) and, with
         ``queued``, as much again waiting behind it: the worker starts on the
         next batch while the results of the last travel back, instead of
         idling for a round trip.  Tasks longer than ``target_batch`` go one
         per thread plus one queued per worker."""
-        per_thread = int(self.target_batch / max(self._mean_duration, 1e-6))
+        # Rounded up: a batch holds at least target_batch of work, so a worker
+        # reports its results (every FLUSH_INTERVAL of work, worker.py) while
+        # the queued batch still runs.  (round(): 0.005 / 0.0005 is 10.000000000000002)
+        per_thread = math.ceil(round(self.target_batch / max(self._mean_duration, 1e-6), 6))
         nthreads = worker.nthreads
         if per_thread <= 1:
             return nthreads + 1 if queued else nthreads
@@ -545,34 +551,47 @@ class Engine:
         if not state.has_ready() or not self.workers:
             return
         any_local = any(w.kind != "remote" for w in self.workers.values())
-        # First every worker with an idle thread gets work for its threads,
-        # then workers with at most one batch left get the next one: the
-        # queue never takes work an idle worker could start now, and topping
-        # up waits for a whole batch of room (one message, not one per result).
-        for queued in (False, True):
-            workers = self.choose_workers()
-            # No worker takes more than its threads' share of what is ready:
-            # a batch may hold hundreds of tiny tasks, and the first worker
-            # would otherwise take a small graph whole.
-            threads = sum(w.nthreads for w in workers)
-            share = -(-state.n_ready() // threads) if threads else 0  # per thread, rounded up
-            for worker in workers:
-                busy = self.busy(worker.id)  # seceded tasks hold no thread
-                batch = self.batch_size(worker, queued=False)
-                if not queued:
-                    room = batch - busy if busy < worker.nthreads else 0
-                elif busy <= batch and not worker.runs_inline:
-                    room = self.batch_size(worker) - busy
-                else:
-                    room = 0
-                room = min(room, share * worker.nthreads)
-                if room > 0:
-                    self._send_batch(worker, room, any_local)
-                if not state.has_ready():
-                    return
+        # What both passes below give a worker goes out in one message, up to
+        # the worker's max_batch a thread (a long task and the one queued
+        # behind it are one message, not two).
+        outgoing: dict[str, list] = {}
+        try:
+            # First every worker with an idle thread gets work for its threads,
+            # then workers with at most one batch left get the next one: the
+            # queue never takes work an idle worker could start now, and topping
+            # up waits for a whole batch of room (one message, not one per result).
+            for queued in (False, True):
+                workers = self.choose_workers()
+                # No worker takes more than its threads' share of what is ready:
+                # a batch may hold hundreds of tiny tasks, and the first worker
+                # would otherwise take a small graph whole.
+                threads = sum(w.nthreads for w in workers)
+                share = -(-state.n_ready() // threads) if threads else 0  # per thread, rounded up
+                for worker in workers:
+                    busy = self.busy(worker.id)  # seceded tasks hold no thread
+                    batch = self.batch_size(worker, queued=False)
+                    if not queued:
+                        room = batch - busy if busy < worker.nthreads else 0
+                    elif busy <= batch and not worker.runs_inline:
+                        room = self.batch_size(worker) - busy
+                    else:
+                        room = 0
+                    room = min(room, share * worker.nthreads)
+                    if room > 0:
+                        self._take_batch(worker, room, any_local,
+                                         outgoing.setdefault(worker.id, []))
+                    if not state.has_ready():
+                        return
+        finally:
+            for worker_id, tasks in outgoing.items():
+                worker = self.workers[worker_id]
+                most = (worker.max_batch or self.max_batch) * worker.nthreads
+                for start in range(0, len(tasks), most):
+                    worker.run(tasks[start:start + most])
 
-    def _send_batch(self, worker: WorkerHandle, room: int, any_local: bool) -> None:
-        """Up to ``room`` ready tasks to ``worker``, in one message."""
+    def _take_batch(self, worker: WorkerHandle, room: int, any_local: bool,
+                    batch: list) -> None:
+        """Up to ``room`` ready tasks for ``worker``, appended to ``batch``."""
         state, data, where = self.state, self.data, self.where
         worker_id = worker.id
         busy = self.in_flight[worker_id]
@@ -580,7 +599,6 @@ class Engine:
         # leave tasks with large inputs to the local workers, who map them.
         picky = worker.kind == "remote" and any_local
         passed_over = []
-        batch = []
         new_spec = tuple.__new__
         while room > 0:
             ts = state.pop_ready(prefer_freeing=worker.above_target)
@@ -608,8 +626,6 @@ class Engine:
             room -= 1
         for ts in passed_over:
             state.requeue(ts)
-        if batch:
-            worker.run(batch)
 
     def _unhold(self, key: Any) -> None:
         """Give back the resources ``key`` held; tasks waiting for them may run."""
