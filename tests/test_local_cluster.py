@@ -853,43 +853,76 @@ def test_worker_exits_when_its_pipe_closes(two_raw_workers):
     assert a.close() == 0  # mid-task: it does not finish the task first
 
 
+class SocketWorker:
+    """A Worker serving one end of a socket pair on a thread of this process;
+    the test plays the scheduler on the other end (what a worker on another
+    host sees, minus the network)."""
+
+    def __init__(self, worker_id: str, cluster_id: str):
+        import socket
+        from multiprocessing.connection import Connection
+
+        from shmdask.cluster.protocol import ConnectionState
+        from shmdask.cluster.worker import Worker
+
+        ours, theirs = socket.socketpair()
+        self.worker = Worker(Connection(theirs.detach()), worker_id, cluster_id, use_shm=False)
+        self.serving = threading.Thread(target=self.worker.serve, daemon=True)
+        self.serving.start()
+        self.conn, self.state = Connection(ours.detach()), ConnectionState()
+        assert self.receive()[0][0] == "hello"
+
+    def run(self, keys: list, computations: list, inputs: list | None = None) -> None:
+        from shmdask.cluster.protocol import encode_message
+
+        self.conn.send_bytes(encode_message(
+            ("run", keys), (computations, inputs or [{}] * len(keys)), self.state))
+
+    def receive(self) -> tuple:
+        from shmdask.cluster.protocol import decode_message
+
+        return decode_message(self.conn.recv_bytes())
+
+    def results(self):
+        """The next message's finished tasks (a ResultColumns)."""
+        from shmdask.cluster.protocol import loads_message
+        from shmdask.cluster.result_batch import read_columns
+
+        header, frames = self.receive()
+        assert header[0] == "results"
+        return read_columns(loads_message(frames))
+
+    def close(self) -> None:
+        self.conn.close()
+        self.serving.join(10)
+        assert not self.serving.is_alive()
+
+
+@contextlib.contextmanager
+def socket_worker(worker_id: str, cluster_id: str | None = None):
+    w = SocketWorker(worker_id, cluster_id or f"{worker_id}{os.getpid()}")
+    try:
+        yield w
+    finally:
+        w.close()
+
+
 def test_worker_without_shm_and_inlined_values(cluster):
     # What a worker on another host does: everything inline, both ways.
-    import socket
-    from multiprocessing.connection import Connection
+    from shmdask.cluster.protocol import deserialize_value
 
-    from shmdask.cluster.protocol import (
-        ConnectionState,
-        decode_message,
-        deserialize_value,
-        encode_message,
-        loads_message,
-    )
-    from shmdask.cluster.result_batch import read_columns
-    from shmdask.cluster.worker import Worker
-
-    ours, theirs = socket.socketpair()
-    worker = Worker(Connection(theirs.detach()), "remote-0", cluster.id, use_shm=False)
-    serving = threading.Thread(target=worker.serve, daemon=True)
-    serving.start()
-    conn, state = Connection(ours.detach()), ConnectionState()
-    assert decode_message(conn.recv_bytes())[0][0] == "hello"
-    x = cluster.store.from_user(np.arange(100_000.0))
-    assert x.where == "shm"
-    x_inline = cluster.store.outgoing(x)  # what the TCP listener sends a remote worker
-    assert x_inline.where == "inline" and x_inline.nbytes == x.nbytes
-    conn.send_bytes(encode_message(("run", ["y"]), ([(add, "x", 1.0)], [{"x": x_inline}]),
-                                   state))
-    header, frames = decode_message(conn.recv_bytes())
-    results = read_columns(loads_message(frames))
-    assert results.keys == ("y",) and not results.errors
-    (y,) = results.values
-    assert y.where == "inline" and results.wheres == ("inline",) and results.stored_at == [0]
-    np.testing.assert_array_equal(deserialize_value(y), np.arange(100_000.0) + 1)
-    assert worker.stats()["segments_created"] == 0
-    conn.close()
-    serving.join(10)
-    assert not serving.is_alive()
+    with socket_worker("remote-0", cluster.id) as w:
+        x = cluster.store.from_user(np.arange(100_000.0))
+        assert x.where == "shm"
+        x_inline = cluster.store.outgoing(x)  # what the TCP listener sends a remote worker
+        assert x_inline.where == "inline" and x_inline.nbytes == x.nbytes
+        w.run(["y"], [(add, "x", 1.0)], [{"x": x_inline}])
+        results = w.results()
+        assert results.keys == ("y",) and not results.errors
+        (y,) = results.values
+        assert y.where == "inline" and results.wheres == ("inline",) and results.stored_at == [0]
+        np.testing.assert_array_equal(deserialize_value(y), np.arange(100_000.0) + 1)
+        assert w.worker.stats()["segments_created"] == 0
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("shmdask-exec")],
              10, "executor threads to stop")
     cluster.store.release([x])
@@ -941,43 +974,18 @@ def test_threads_hand_the_gil_over_quickly_while_workers_are_attached():
 def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
     # the flush timer runs from the oldest result held, not from the last flush:
     # a worker idle for a while must not send a new batch's first result alone
-    import socket
-    from multiprocessing.connection import Connection
+    from shmdask.cluster.worker import FLUSH_INTERVAL
 
-    from shmdask.cluster.protocol import (
-        ConnectionState,
-        decode_message,
-        encode_message,
-        loads_message,
-    )
-    from shmdask.cluster.result_batch import read_columns
-    from shmdask.cluster.worker import FLUSH_INTERVAL, Worker
-
-    ours, theirs = socket.socketpair()
-    worker = Worker(Connection(theirs.detach()), "idle-0", f"idle{os.getpid()}", use_shm=False)
-    serving = threading.Thread(target=worker.serve, daemon=True)
-    serving.start()
-    conn, state = Connection(ours.detach()), ConnectionState()
-    try:
-        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+    with socket_worker("idle-0") as w:
         for round_ in range(2):
             time.sleep(10 * FLUSH_INTERVAL)  # idle
             keys = [f"k{round_}-{i}" for i in range(20)]
-            conn.send_bytes(encode_message(("run", keys),
-                                           ([(inc, i) for i in range(len(keys))],
-                                            [{}] * len(keys)),
-                                           state))
-            header, frames = decode_message(conn.recv_bytes())
-            first = read_columns(loads_message(frames))
-            assert header[0] == "results" and len(first.keys) > 1
-            got = list(first.keys)
+            w.run(keys, [(inc, i) for i in range(len(keys))])
+            got = list(w.results().keys)
+            assert len(got) > 1
             while len(got) < len(keys):
-                got += read_columns(loads_message(decode_message(conn.recv_bytes())[1])).keys
+                got += w.results().keys
             assert got == keys
-    finally:
-        conn.close()
-        serving.join(10)
-    assert not serving.is_alive()
 
 
 def _sleep_then(seconds: float, value: int) -> int:
@@ -998,55 +1006,21 @@ def test_a_long_tasks_result_goes_back_while_the_queued_task_runs(tmp_path):
     # A task of FLUSH_INTERVAL or more is reported when it ends, not held until
     # the task queued behind it ends too: the second task here waits for a file
     # the test makes only once the first result has arrived.
-    import socket
-    from multiprocessing.connection import Connection
+    from shmdask.cluster.worker import FLUSH_INTERVAL
 
-    from shmdask.cluster.protocol import (
-        ConnectionState,
-        decode_message,
-        encode_message,
-        loads_message,
-    )
-    from shmdask.cluster.result_batch import read_columns
-    from shmdask.cluster.worker import FLUSH_INTERVAL, Worker
-
-    ours, theirs = socket.socketpair()
-    worker = Worker(Connection(theirs.detach()), "long-0", f"long{os.getpid()}", use_shm=False)
-    serving = threading.Thread(target=worker.serve, daemon=True)
-    serving.start()
-    conn, state = Connection(ours.detach()), ConnectionState()
     marker = str(tmp_path / "first-result-arrived")
-    try:
-        assert decode_message(conn.recv_bytes())[0][0] == "hello"
-        conn.send_bytes(encode_message(
-            ("run", ["long", "queued"]),
-            ([(_sleep_then, 2 * FLUSH_INTERVAL, 1), (_file_appears, marker, 10.0)], [{}, {}]),
-            state))
-        first = read_columns(loads_message(decode_message(conn.recv_bytes())[1]))
-        assert list(first.keys) == ["long"]
+    with socket_worker("long-0") as w:
+        w.run(["long", "queued"],
+              [(_sleep_then, 2 * FLUSH_INTERVAL, 1), (_file_appears, marker, 10.0)])
+        assert list(w.results().keys) == ["long"]
         open(marker, "w").close()
-        second = read_columns(loads_message(decode_message(conn.recv_bytes())[1]))
+        second = w.results()
         assert list(second.keys) == ["queued"] and list(second.values) == [True]
-    finally:
-        conn.close()
-        serving.join(10)
-    assert not serving.is_alive()
 
 
 def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
-    import socket
-    from multiprocessing.connection import Connection
-
     from shmdask.cluster import worker as worker_module
-    from shmdask.cluster.protocol import (
-        ConnectionState,
-        decode_message,
-        deserialize_value,
-        encode_message,
-        loads_message,
-        serialize_value,
-    )
-    from shmdask.cluster.result_batch import read_columns
+    from shmdask.cluster.protocol import deserialize_value, serialize_value
 
     reads = []
 
@@ -1055,27 +1029,15 @@ def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
         return deserialize_value(stored, *args, **kwargs)
 
     monkeypatch.setattr(worker_module, "deserialize_value", counting)
-    ours, theirs = socket.socketpair()
-    worker = worker_module.Worker(Connection(theirs.detach()), "shared-0",
-                                  f"shared{os.getpid()}", use_shm=False)
-    serving = threading.Thread(target=worker.serve, daemon=True)
-    serving.start()
-    conn, state = Connection(ours.detach()), ConnectionState()
-    try:
-        assert decode_message(conn.recv_bytes())[0][0] == "hello"
+    with socket_worker("shared-0") as w:
         x, y = serialize_value(np.arange(5.0)), serialize_value(10.0)
-        keys = ["a", "b", "c"]
-        body = ([(add, "x", "y"), (total, "x"), (inc, "y")],
-                [{"x": x, "y": y}, {"x": x}, {"y": y}])
-        conn.send_bytes(encode_message(("run", keys), body, state))
+        w.run(["a", "b", "c"], [(add, "x", "y"), (total, "x"), (inc, "y")],
+              [{"x": x, "y": y}, {"x": x}, {"y": y}])
         got = {}
         while len(got) < 3:
-            results = read_columns(loads_message(decode_message(conn.recv_bytes())[1]))
+            results = w.results()
             for key, value in zip(results.keys, results.values, strict=True):
                 got[key] = deserialize_value(value)
         np.testing.assert_array_equal(got["a"], np.arange(5.0) + 10)
         assert (got["b"], got["c"]) == (10.0, 11.0)
         assert len(reads) == 2  # x once and y once, for three tasks
-    finally:
-        conn.close()
-        serving.join(10)
