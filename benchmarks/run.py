@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -94,6 +95,22 @@ def runner_context(name: str, n_workers: int):
 
 
 @contextlib.contextmanager
+def _environment_restored():
+    """``os.environ`` as it was, afterwards.  dask.distributed's nannies set
+    ``MALLOC_TRIM_THRESHOLD_=65536`` and one-thread BLAS caps in the process
+    that starts them and leave them there, so every shmdask worker process
+    spawned later would inherit them (a heap trimmed at 64 KiB maps and faults
+    in every large temporary anew: ``(x + x.T).sum(axis=0)`` on LocalCluster(2)
+    went from 0.98 to 1.28 of the threads backend's time, paired)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
 def _runner_context(name: str, n_workers: int):
     if name == "shmdask-threads":
         import shmdask
@@ -117,8 +134,9 @@ def _runner_context(name: str, n_workers: int):
         import dask
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, \
+        with _environment_restored(), \
+                LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                             dashboard_address=None) as cluster, \
                 Client(cluster, set_as_default=False) as client, \
                 dask.config.set(scheduler=client):
             yield _dask_api(client)
@@ -128,8 +146,9 @@ def _runner_context(name: str, n_workers: int):
 
         import shmdask
 
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, \
+        with _environment_restored(), \
+                LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                             dashboard_address=None) as cluster, \
                 Client(cluster, set_as_default=False) as client, \
                 dask.config.set(scheduler=client), shmdask.config.set(scheduler=client):
             api = _shmdask_api(client)
