@@ -88,8 +88,9 @@ def _dask_api(scheduler):
 
 @contextlib.contextmanager
 def runner_context(name: str, n_workers: int):
-    """Yield the api of a runner (``api.runner`` is its name), with its cluster up."""
-    with _runner_context(name, n_workers) as api:
+    """Yield the api of a runner (``api.runner`` is its name), with its cluster up;
+    ``os.environ`` is as it was afterwards (see :func:`_environment_restored`)."""
+    with _environment_restored(), _runner_context(name, n_workers) as api:
         api.runner = name
         yield api
 
@@ -101,7 +102,8 @@ def _environment_restored():
     that starts them and leave them there, so every shmdask worker process
     spawned later would inherit them (a heap trimmed at 64 KiB maps and faults
     in every large temporary anew: ``(x + x.T).sum(axis=0)`` on LocalCluster(2)
-    went from 0.98 to 1.28 of the threads backend's time, paired)."""
+    went from 0.96 to 1.28 of the threads backend's time, paired).  Every
+    runner goes through it, so none leaves the next a changed process."""
     saved = dict(os.environ)
     try:
         yield
@@ -134,9 +136,8 @@ def _runner_context(name: str, n_workers: int):
         import dask
         from distributed import Client, LocalCluster
 
-        with _environment_restored(), \
-                LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                             dashboard_address=None) as cluster, \
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, \
                 Client(cluster, set_as_default=False) as client, \
                 dask.config.set(scheduler=client):
             yield _dask_api(client)
@@ -146,9 +147,8 @@ def _runner_context(name: str, n_workers: int):
 
         import shmdask
 
-        with _environment_restored(), \
-                LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                             dashboard_address=None) as cluster, \
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, \
                 Client(cluster, set_as_default=False) as client, \
                 dask.config.set(scheduler=client), shmdask.config.set(scheduler=client):
             api = _shmdask_api(client)

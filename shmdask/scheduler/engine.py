@@ -528,8 +528,12 @@ class Engine:
         nthreads = worker.nthreads
         if per_thread <= 1:
             return nthreads + 1 if queued else nthreads
-        batch = min(worker.max_batch or self.max_batch, per_thread) * nthreads
+        batch = min(self.largest_batch(worker), per_thread * nthreads)
         return 2 * batch if queued else batch
+
+    def largest_batch(self, worker: WorkerHandle) -> int:
+        """The most tasks one batch, and one message, to ``worker`` may hold."""
+        return (worker.max_batch or self.max_batch) * worker.nthreads
 
     def choose_workers(self) -> list[WorkerHandle]:
         """Workers with room, emptiest first; local before remote on a tie.  A
@@ -585,7 +589,7 @@ class Engine:
         finally:
             for worker_id, tasks in outgoing.items():
                 worker = self.workers[worker_id]
-                most = (worker.max_batch or self.max_batch) * worker.nthreads
+                most = self.largest_batch(worker)
                 for start in range(0, len(tasks), most):
                     worker.run(tasks[start:start + most])
 
