@@ -492,6 +492,36 @@ def test_closing_frees_the_port_and_a_taken_port_moves():
         urllib.request.urlopen(link, timeout=5)
 
 
+def test_the_accept_loop_sleeps_until_a_connection_or_close(monkeypatch):
+    """No polling: an idle server waits in one select() and close() wakes it,
+    also when close() comes before the loop has started."""
+    import selectors
+
+    from shmdask.diagnostics.dashboard.server import bind_server
+
+    selects = []
+    real_select = selectors.DefaultSelector.select
+
+    def counted_select(self, timeout=None):
+        selects.append(timeout)
+        return real_select(self, timeout)
+
+    monkeypatch.setattr(selectors.DefaultSelector, "select", counted_select)
+    server, _ = bind_server("127.0.0.1", 0, collector=None)
+    loop = threading.Thread(target=server.serve_until_closed, daemon=True)
+    loop.start()
+    wait_for(lambda: selects, timeout=10)
+    time.sleep(0.5)  # socketserver's serve_forever would have polled several times
+    assert selects == [None]
+    server.close()
+    loop.join(10)
+    assert not loop.is_alive()
+
+    unstarted, _ = bind_server("127.0.0.1", 0, collector=None)
+    unstarted.close()
+    unstarted.serve_until_closed()  # returns at once: it was closed first
+
+
 def test_no_dashboard_and_bad_address():
     from shmdask.distributed import Client, LocalCluster
 

@@ -17,9 +17,12 @@ would justify a dependency.  Its rough edges are filed off here:
   for that long, and nothing else;
 * at most ``MAX_CONNECTIONS`` connections are served at once; the next ones get
   a 503 at once instead of a thread;
-* closing stops the accept loop, closes the listening socket (the port is free
-  again at once) and hangs up the connections still open, without waiting for
-  their threads;
+* the accept loop (:meth:`DashboardHTTPServer.serve_until_closed`) sleeps in
+  ``select`` on the listening socket and a wake-up socket, so closing ends it
+  at once -- ``serve_forever`` polls, and its ``shutdown`` waits for the next
+  poll (a tenth of a second on every cluster's close) -- then closes the
+  listening socket (the port is free again at once) and hangs up the
+  connections still open, without waiting for their threads;
 * binding does not ask DNS for the host's name (``HTTPServer`` would).
 """
 
@@ -31,6 +34,7 @@ import http.server
 import json
 import logging
 import math
+import selectors
 import socket
 import socketserver
 import threading
@@ -278,6 +282,9 @@ class DashboardHTTPServer(http.server.ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, DashboardRequestHandler)
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._serving = threading.Lock()  # held by the accept loop while it runs
+        self._closed = False
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would ask DNS for the host's name (slow, useless here)
@@ -322,10 +329,28 @@ class DashboardHTTPServer(http.server.ThreadingHTTPServer):
             self._open.discard(request)
         self._slots.release()
 
+    def serve_until_closed(self) -> None:
+        """Accept connections, each served on its own thread, until :meth:`close`."""
+        with self._serving, selectors.DefaultSelector() as selector:
+            if self._closed:
+                return
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if self._closed or any(key.fileobj is self._wake_reader for key, _ in events):
+                    return
+                self._handle_request_noblock()
+
     def close(self) -> None:
         """Stop serving, free the port, hang up open connections."""
-        self.shutdown()
-        self.server_close()
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"x")
+        with self._serving:  # the accept loop is over (or never ran)
+            self.server_close()
+            self._wake_reader.close()
+            self._wake_writer.close()
         with self._open_lock:
             still_open = list(self._open)
         for sock in still_open:

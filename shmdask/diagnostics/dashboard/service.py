@@ -121,8 +121,7 @@ class Dashboard:
         self.host = host
         self.port = self.server.server_address[1]
         self.closed = False
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True,
+        self._thread = threading.Thread(target=self.server.serve_until_closed, daemon=True,
                                         name=f"shmdask-dashboard-{self.port}")
         self._thread.start()
         if moved:
