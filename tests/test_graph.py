@@ -298,6 +298,20 @@ def test_order_finishes_one_chain_before_starting_another():
     assert a[-1] < b[0] or b[-1] < a[0]
 
 
+def test_independent_tasks_run_in_the_order_they_were_asked_for():
+    """Ties between outputs follow the keys' order (not their str(): ("x", 10)
+    would come before ("x", 2)), whichever way round they are asked for."""
+    from shmdask.base import prepare_graph
+
+    dsk = {("x", i): (inc, i) for i in range(12)}
+    dsk["total"] = (sum, [("x", 0), ("x", 1)])  # outputs of another size go by size
+    for keys in ([("x", i) for i in range(12)], [("x", i) for i in reversed(range(12))]):
+        _, _, priority = prepare_graph(dsk, [*keys, "total"], optimize=False)
+        lone = [k for k in keys if k[1] > 1]  # x0 and x1 feed "total"
+        assert sorted(lone, key=priority.__getitem__) == lone
+        assert priority["total"] == max(priority.values())
+
+
 def test_order_finishes_subtrees_of_a_reduction():
     # ((x0 + x1) + (x2 + x3)): each pair is summed before the next pair is loaded
     dsk = {f"x{i}": (inc, i) for i in range(4)}
