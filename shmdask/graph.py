@@ -464,10 +464,11 @@ def order(dsk: Graph, dependencies: Mapping | None = None, topo: list | None = N
     needed: set = set()
     for ds in deps.values():
         needed.update(ds)
-    # Outputs of equal size keep the graph's order (a stable sort), which cull
-    # makes the order the keys were asked for in: the str() tie-break the
-    # children need (their sets have no stable order) cost more than all the
-    # rest of ordering ten thousand independent tasks.
+    # Outputs of equal size keep the graph's order (a stable sort), and cull
+    # puts the asked-for keys in the order they were asked for.  A str()
+    # tie-break, which the children below still need because sets have no
+    # stable order, cost more than all the rest of ordering ten thousand
+    # independent tasks.
     outputs = sorted((k for k in deps if k not in needed), key=size.__getitem__)
     priority: dict = {}
     counter = 0
