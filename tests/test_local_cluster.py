@@ -697,23 +697,15 @@ def test_exception_in_script_leaves_no_shm(tmp_path):
 # -- one worker process, driven by hand -------------------------------------------------
 
 
-class RawWorker:
-    """A worker process and its pipe, without engine or store: the protocol by hand."""
+class WorkerPeer:
+    """The scheduler's end of one worker's connection, played by hand: the
+    protocol without engine or store.  RawWorker puts a worker process behind
+    it, SocketWorker a Worker on a thread of this process."""
 
-    def __init__(self, worker_id: str, cluster_id: str, nthreads: int = 1):
-        import socket
-        from multiprocessing.connection import Connection
-
+    def __init__(self, conn):
         from shmdask.cluster.protocol import ConnectionState
 
-        ours, theirs = socket.socketpair()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(theirs.fileno()),
-             "--id", worker_id, "--cluster", cluster_id, "--nthreads", str(nthreads)],
-            pass_fds=(theirs.fileno(),),
-            env={**os.environ, "PYTHONPATH": WORKTREE, "SHMDASK_SYS_PATH": json.dumps(sys.path)})
-        theirs.close()
-        self.conn = Connection(ours.detach())
+        self.conn = conn
         self.state = ConnectionState()
         self.messages = 0
         assert self.recv()[0][0] == "hello"
@@ -731,29 +723,59 @@ class RawWorker:
 
         self.conn.send_bytes(encode_message(header, body, self.state if body else None))
 
+    def send_tasks(self, keys: list, computations: list, inputs: list | None = None) -> None:
+        """One "run" message; no input values unless given."""
+        self.send(("run", tuple(keys)), (tuple(computations), tuple(inputs or [{}] * len(keys))))
+
+    def results(self):
+        """The next message's finished tasks (a ResultColumns)."""
+        from shmdask.cluster.result_batch import read_columns
+
+        header, body = self.recv()
+        assert header[0] == "results"
+        return read_columns(body)
+
     def run(self, tasks) -> dict:
         """Send tasks; -> {key: ("done", key, value, stamps) or ("erred", key,
         pickled exception, traceback, stamps)}, stamps (lane, start, stop, ...)."""
+        keys, computations, inputs = zip(*tasks, strict=True)
+        self.send_tasks(keys, computations, inputs)
         from shmdask.cluster.result_batch import read_columns
 
-        keys, computations, inputs = zip(*tasks, strict=True)
-        self.send(("run", keys), (computations, inputs))
         out = {}
         while len(out) < len(tasks):
             header, body = self.recv()
-            if header[0] == "results":
-                results = read_columns(body)
-                for key, value, *stamps in zip(results.keys, results.values, *results.stamps,
-                                               strict=True):
-                    out[key] = ("done", key, value, tuple(stamps))
-                for key, exc_bytes, tb, *stamps in results.errors:
-                    out[key] = ("erred", key, exc_bytes, tb, tuple(stamps))
+            if header[0] != "results":
+                continue
+            results = read_columns(body)
+            for key, value, *stamps in zip(results.keys, results.values, *results.stamps,
+                                           strict=True):
+                out[key] = ("done", key, value, tuple(stamps))
+            for key, exc_bytes, tb, *stamps in results.errors:
+                out[key] = ("erred", key, exc_bytes, tb, tuple(stamps))
         return out
 
     def stats(self) -> dict:
         self.send(("stats",))
         header, _ = self.recv()
         return header[1]
+
+
+class RawWorker(WorkerPeer):
+    """A worker process and its pipe, driven by hand."""
+
+    def __init__(self, worker_id: str, cluster_id: str, nthreads: int = 1):
+        import socket
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shmdask.cluster.worker", "--fd", str(theirs.fileno()),
+             "--id", worker_id, "--cluster", cluster_id, "--nthreads", str(nthreads)],
+            pass_fds=(theirs.fileno(),),
+            env={**os.environ, "PYTHONPATH": WORKTREE, "SHMDASK_SYS_PATH": json.dumps(sys.path)})
+        theirs.close()
+        super().__init__(Connection(ours.detach()))
 
     def close(self):
         self.conn.close()
@@ -853,70 +875,43 @@ def test_worker_exits_when_its_pipe_closes(two_raw_workers):
     assert a.close() == 0  # mid-task: it does not finish the task first
 
 
-class SocketWorker:
-    """A Worker serving one end of a socket pair on a thread of this process;
-    the test plays the scheduler on the other end (what a worker on another
-    host sees, minus the network)."""
+class SocketWorker(WorkerPeer):
+    """A Worker without shared memory serving one end of a socket pair on a
+    thread of this process (what a worker on another host sees, minus the
+    network); ``with`` closes it."""
 
-    def __init__(self, worker_id: str, cluster_id: str):
+    def __init__(self, worker_id: str, cluster_id: str | None = None):
         import socket
         from multiprocessing.connection import Connection
 
-        from shmdask.cluster.protocol import ConnectionState
         from shmdask.cluster.worker import Worker
 
         ours, theirs = socket.socketpair()
-        self.worker = Worker(Connection(theirs.detach()), worker_id, cluster_id, use_shm=False)
+        self.worker = Worker(Connection(theirs.detach()), worker_id,
+                             cluster_id or f"{worker_id}{os.getpid()}", use_shm=False)
         self.serving = threading.Thread(target=self.worker.serve, daemon=True)
         self.serving.start()
-        self.conn, self.state = Connection(ours.detach()), ConnectionState()
-        assert self.receive()[0][0] == "hello"
+        super().__init__(Connection(ours.detach()))
 
-    def run(self, keys: list, computations: list, inputs: list | None = None) -> None:
-        from shmdask.cluster.protocol import encode_message
+    def __enter__(self) -> "SocketWorker":
+        return self
 
-        self.conn.send_bytes(encode_message(
-            ("run", keys), (computations, inputs or [{}] * len(keys)), self.state))
-
-    def receive(self) -> tuple:
-        from shmdask.cluster.protocol import decode_message
-
-        return decode_message(self.conn.recv_bytes())
-
-    def results(self):
-        """The next message's finished tasks (a ResultColumns)."""
-        from shmdask.cluster.protocol import loads_message
-        from shmdask.cluster.result_batch import read_columns
-
-        header, frames = self.receive()
-        assert header[0] == "results"
-        return read_columns(loads_message(frames))
-
-    def close(self) -> None:
+    def __exit__(self, *exc) -> None:
         self.conn.close()
         self.serving.join(10)
         assert not self.serving.is_alive()
-
-
-@contextlib.contextmanager
-def socket_worker(worker_id: str, cluster_id: str | None = None):
-    w = SocketWorker(worker_id, cluster_id or f"{worker_id}{os.getpid()}")
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def test_worker_without_shm_and_inlined_values(cluster):
     # What a worker on another host does: everything inline, both ways.
     from shmdask.cluster.protocol import deserialize_value
 
-    with socket_worker("remote-0", cluster.id) as w:
+    with SocketWorker("remote-0", cluster.id) as w:
         x = cluster.store.from_user(np.arange(100_000.0))
         assert x.where == "shm"
         x_inline = cluster.store.outgoing(x)  # what the TCP listener sends a remote worker
         assert x_inline.where == "inline" and x_inline.nbytes == x.nbytes
-        w.run(["y"], [(add, "x", 1.0)], [{"x": x_inline}])
+        w.send_tasks(["y"], [(add, "x", 1.0)], [{"x": x_inline}])
         results = w.results()
         assert results.keys == ("y",) and not results.errors
         (y,) = results.values
@@ -976,11 +971,11 @@ def test_a_batch_after_an_idle_spell_comes_back_in_one_message():
     # a worker idle for a while must not send a new batch's first result alone
     from shmdask.cluster.worker import FLUSH_INTERVAL
 
-    with socket_worker("idle-0") as w:
+    with SocketWorker("idle-0") as w:
         for round_ in range(2):
             time.sleep(10 * FLUSH_INTERVAL)  # idle
             keys = [f"k{round_}-{i}" for i in range(20)]
-            w.run(keys, [(inc, i) for i in range(len(keys))])
+            w.send_tasks(keys, [(inc, i) for i in range(len(keys))])
             got = list(w.results().keys)
             assert len(got) > 1
             while len(got) < len(keys):
@@ -1009,9 +1004,9 @@ def test_a_long_tasks_result_goes_back_while_the_queued_task_runs(tmp_path):
     from shmdask.cluster.worker import FLUSH_INTERVAL
 
     marker = str(tmp_path / "first-result-arrived")
-    with socket_worker("long-0") as w:
-        w.run(["long", "queued"],
-              [(_sleep_then, 2 * FLUSH_INTERVAL, 1), (_file_appears, marker, 10.0)])
+    with SocketWorker("long-0") as w:
+        w.send_tasks(["long", "queued"],
+                     [(_sleep_then, 2 * FLUSH_INTERVAL, 1), (_file_appears, marker, 10.0)])
         assert list(w.results().keys) == ["long"]
         open(marker, "w").close()
         second = w.results()
@@ -1029,10 +1024,10 @@ def test_tasks_of_one_batch_read_a_shared_input_once(monkeypatch):
         return deserialize_value(stored, *args, **kwargs)
 
     monkeypatch.setattr(worker_module, "deserialize_value", counting)
-    with socket_worker("shared-0") as w:
+    with SocketWorker("shared-0") as w:
         x, y = serialize_value(np.arange(5.0)), serialize_value(10.0)
-        w.run(["a", "b", "c"], [(add, "x", "y"), (total, "x"), (inc, "y")],
-              [{"x": x, "y": y}, {"x": x}, {"y": y}])
+        w.send_tasks(["a", "b", "c"], [(add, "x", "y"), (total, "x"), (inc, "y")],
+                     [{"x": x, "y": y}, {"x": x}, {"y": y}])
         got = {}
         while len(got) < 3:
             results = w.results()

@@ -337,8 +337,8 @@ class DashboardHTTPServer(http.server.ThreadingHTTPServer):
             selector.register(self, selectors.EVENT_READ)
             selector.register(self._wake_reader, selectors.EVENT_READ)
             while True:
-                events = selector.select()
-                if self._closed or any(key.fileobj is self._wake_reader for key, _ in events):
+                selector.select()
+                if self._closed:  # set before close() wakes us: the wake-up needs no look
                     return
                 self._handle_request_noblock()
 
